@@ -1,0 +1,103 @@
+#include "core/allocator.h"
+
+#include <bit>
+#include <cstdlib>
+#include <new>
+
+#include "core/error.h"
+
+namespace kvroute {
+
+size_t allocation_size_class(size_t nbytes) {
+  if (nbytes <= 64) return 64;
+  size_t pow2 = std::bit_ceil(nbytes);
+  size_t three_quarters = pow2 / 2 + pow2 / 4;  // 1.5 * 2^(k-1)
+  return nbytes <= three_quarters ? three_quarters : pow2;
+}
+
+void* PooledAllocator::allocate(size_t nbytes) {
+  size_t size = allocation_size_class(nbytes);
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++stats_.allocations;
+  void* ptr = nullptr;
+  auto it = free_lists_.find(size);
+  if (it != free_lists_.end() && !it->second.empty()) {
+    ptr = it->second.back();
+    it->second.pop_back();
+    stats_.cached_bytes -= size;
+    ++stats_.cache_hits;
+  } else {
+    ptr = system_allocate(size);
+    if (ptr == nullptr) {
+      // Out of memory: give back everything cached, then try once more.
+      for (auto& [block_size, blocks] : free_lists_) {
+        for (void* block : blocks) system_free(block);
+        blocks.clear();
+      }
+      stats_.cached_bytes = 0;
+      ptr = system_allocate(size);
+    }
+    KV_CHECK(ptr != nullptr, "{} allocator: out of memory allocating {} bytes ({} bytes in use, peak {})",
+             name(), size, stats_.current_bytes, stats_.peak_bytes);
+  }
+  stats_.current_bytes += size;
+  if (stats_.current_bytes > stats_.peak_bytes) stats_.peak_bytes = stats_.current_bytes;
+  return ptr;
+}
+
+void PooledAllocator::deallocate(void* ptr, size_t nbytes) {
+  if (ptr == nullptr) return;
+  size_t size = allocation_size_class(nbytes);
+  std::lock_guard<std::mutex> lock(mutex_);
+  free_lists_[size].push_back(ptr);
+  stats_.current_bytes -= size;
+  stats_.cached_bytes += size;
+}
+
+AllocatorStats PooledAllocator::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+void PooledAllocator::reset_peak() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.peak_bytes = stats_.current_bytes;
+}
+
+void PooledAllocator::empty_cache() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& [size, blocks] : free_lists_) {
+    for (void* block : blocks) system_free(block);
+  }
+  free_lists_.clear();
+  stats_.cached_bytes = 0;
+}
+
+namespace {
+
+class CpuAllocator final : public PooledAllocator {
+ public:
+  ~CpuAllocator() override = default;
+
+ protected:
+  void* system_allocate(size_t nbytes) override {
+    // Size classes are multiples of 64 bytes, as aligned_alloc requires.
+    return std::aligned_alloc(64, nbytes);
+  }
+  void system_free(void* ptr) override { std::free(ptr); }
+  const char* name() const override { return "cpu"; }
+};
+
+}  // namespace
+
+Allocator& cpu_allocator() {
+  // Never destroyed: tensors held in static objects may be freed during exit.
+  static CpuAllocator* allocator = new CpuAllocator();
+  return *allocator;
+}
+
+Allocator& allocator_for(Device device) {
+  return device.is_cpu() ? cpu_allocator() : cuda_allocator(device.index);
+}
+
+}  // namespace kvroute

@@ -1,0 +1,168 @@
+// Causal attention with GQA on the CPU, flash-attention style: queries in tiles of kQueryTile rows,
+// keys in blocks of kKeyTile, an online softmax, and only the per-row log-sum-exp saved for the
+// backward. Tile products are OpenBLAS sgemm calls reading q/k/v in place ([B, T, H, D] rows with
+// leading dimension H*D), single-threaded inside our OpenMP tasks.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/cpu_ops.h"
+
+namespace kvroute::cpu {
+
+namespace {
+constexpr int64_t kQueryTile = 64;
+constexpr int64_t kKeyTile = 64;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+}  // namespace
+
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
+                       float softmax_scale, float* out, float* lse) {
+  const int64_t D = s.head_dim, group = s.q_heads / s.kv_heads;
+  const int64_t ldq = s.q_heads * D, ldkv = s.kv_heads * D;
+  const int64_t q_tiles = (s.q_len + kQueryTile - 1) / kQueryTile;
+  const int64_t shift = s.kv_len - s.q_len;  // absolute position of query 0
+  const int64_t tasks = s.batch * s.q_heads * q_tiles;
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(kQueryTile * kKeyTile));
+    std::vector<float> acc(static_cast<size_t>(kQueryTile * D));
+    std::vector<float> row_max(kQueryTile), row_sum(kQueryTile);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t tile = task % q_tiles;
+      const int64_t h = (task / q_tiles) % s.q_heads;
+      const int64_t b = task / (q_tiles * s.q_heads);
+      const int64_t hk = h / group;
+      const int64_t t0 = tile * kQueryTile, rows = std::min(kQueryTile, s.q_len - t0);
+      const float* q_tile = q + (b * s.q_len + t0) * ldq + h * D;
+      const float* k_head = k + b * s.kv_len * ldkv + hk * D;
+      const float* v_head = v + b * s.kv_len * ldkv + hk * D;
+      std::fill(acc.begin(), acc.begin() + rows * D, 0.0f);
+      std::fill(row_max.begin(), row_max.end(), kNegInf);
+      std::fill(row_sum.begin(), row_sum.end(), 0.0f);
+      const int64_t key_end = shift + t0 + rows;  // exclusive: last visible key + 1
+      for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
+        const int64_t cols = std::min(kKeyTile, key_end - j0);
+        gemm(false, true, rows, cols, D, softmax_scale, q_tile, ldq, k_head + j0 * ldkv, ldkv, 0.0f,
+             scores.data(), kKeyTile);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* sr = scores.data() + r * kKeyTile;
+          const int64_t visible = std::min(cols, shift + t0 + r + 1 - j0);  // keys j0..j0+visible-1
+          float m = row_max[r];
+          for (int64_t c = 0; c < visible; ++c) m = std::max(m, sr[c]);
+          const float correction = fast_exp(row_max[r] - m);  // row_max = -inf -> 0
+          float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+          for (int64_t c = 0; c < visible; ++c) {
+            float p = fast_exp(sr[c] - m);
+            sr[c] = p;
+            sum += p;
+          }
+          for (int64_t c = std::max<int64_t>(visible, 0); c < cols; ++c) sr[c] = 0.0f;
+          row_sum[r] = row_sum[r] * correction + sum;
+          row_max[r] = m;
+          float* ar = acc.data() + r * D;
+          if (correction != 1.0f) {
+#pragma omp simd
+            for (int64_t d = 0; d < D; ++d) ar[d] *= correction;
+          }
+        }
+        gemm(false, false, rows, D, cols, 1.0f, scores.data(), kKeyTile, v_head + j0 * ldkv, ldkv, 1.0f,
+             acc.data(), D);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const float inv = 1.0f / row_sum[r];
+        float* orow = out + (b * s.q_len + t0 + r) * ldq + h * D;
+        const float* ar = acc.data() + r * D;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) orow[d] = ar[d] * inv;
+        lse[(b * s.q_heads + h) * s.q_len + t0 + r] = row_max[r] + std::log(row_sum[r]);
+      }
+    }
+  }
+}
+
+void attention_backward(const AttentionShape& s, const float* dout, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, float softmax_scale,
+                        float* dq, float* dk, float* dv) {
+  // One task per (batch, kv head): it owns dk/dv of that head and dq of the query heads that
+  // read it, so no two threads write the same element and the sums run in a fixed order.
+  const int64_t D = s.head_dim, group = s.q_heads / s.kv_heads;
+  const int64_t ldq = s.q_heads * D, ldkv = s.kv_heads * D;
+  const int64_t shift = s.kv_len - s.q_len;
+  const int64_t tasks = s.batch * s.kv_heads;
+#pragma omp parallel
+  {
+    std::vector<float> probs(static_cast<size_t>(kQueryTile * kKeyTile));
+    std::vector<float> dprobs(static_cast<size_t>(kQueryTile * kKeyTile));
+    std::vector<float> delta(kQueryTile);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t hk = task % s.kv_heads, b = task / s.kv_heads;
+      const float* k_head = k + b * s.kv_len * ldkv + hk * D;
+      const float* v_head = v + b * s.kv_len * ldkv + hk * D;
+      float* dk_head = dk + b * s.kv_len * ldkv + hk * D;
+      float* dv_head = dv + b * s.kv_len * ldkv + hk * D;
+      for (int64_t j = 0; j < s.kv_len; ++j) {
+        std::fill_n(dk_head + j * ldkv, D, 0.0f);
+        std::fill_n(dv_head + j * ldkv, D, 0.0f);
+      }
+      for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
+        for (int64_t t0 = 0; t0 < s.q_len; t0 += kQueryTile) {
+          const int64_t rows = std::min(kQueryTile, s.q_len - t0);
+          const int64_t row0 = (b * s.q_len + t0) * ldq + h * D;
+          const float* q_tile = q + row0;
+          const float* do_tile = dout + row0;
+          float* dq_tile = dq + row0;
+          const float* lse_tile = lse + (b * s.q_heads + h) * s.q_len + t0;
+          for (int64_t r = 0; r < rows; ++r) {
+            const float* o = out + row0 + r * ldq;
+            const float* g = do_tile + r * ldq;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t d = 0; d < D; ++d) dot += o[d] * g[d];
+            delta[r] = dot;
+            std::fill_n(dq_tile + r * ldq, D, 0.0f);
+          }
+          const int64_t key_end = shift + t0 + rows;
+          for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
+            const int64_t cols = std::min(kKeyTile, key_end - j0);
+            // P = exp(scale * q k^T - lse), recomputed.
+            gemm(false, true, rows, cols, D, softmax_scale, q_tile, ldq, k_head + j0 * ldkv, ldkv, 0.0f,
+                 probs.data(), kKeyTile);
+            for (int64_t r = 0; r < rows; ++r) {
+              float* pr = probs.data() + r * kKeyTile;
+              const int64_t visible = std::min(cols, shift + t0 + r + 1 - j0);
+              const float l = lse_tile[r];
+#pragma omp simd
+              for (int64_t c = 0; c < visible; ++c) pr[c] = fast_exp(pr[c] - l);
+              for (int64_t c = std::max<int64_t>(visible, 0); c < cols; ++c) pr[c] = 0.0f;
+            }
+            // dV += P^T dO
+            gemm(true, false, cols, D, rows, 1.0f, probs.data(), kKeyTile, do_tile, ldq, 1.0f,
+                 dv_head + j0 * ldkv, ldkv);
+            // dP = dO V^T, then dS = P * (dP - delta)
+            gemm(false, true, rows, cols, D, 1.0f, do_tile, ldq, v_head + j0 * ldkv, ldkv, 0.0f,
+                 dprobs.data(), kKeyTile);
+            for (int64_t r = 0; r < rows; ++r) {
+              float* dr = dprobs.data() + r * kKeyTile;
+              const float* pr = probs.data() + r * kKeyTile;
+              const float dl = delta[r];
+#pragma omp simd
+              for (int64_t c = 0; c < cols; ++c) dr[c] = pr[c] * (dr[c] - dl);
+            }
+            // dQ += scale * dS K;  dK += scale * dS^T Q
+            gemm(false, false, rows, D, cols, softmax_scale, dprobs.data(), kKeyTile, k_head + j0 * ldkv,
+                 ldkv, 1.0f, dq_tile, ldq);
+            gemm(true, false, cols, D, rows, softmax_scale, dprobs.data(), kKeyTile, q_tile, ldq, 1.0f,
+                 dk_head + j0 * ldkv, ldkv);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace kvroute::cpu

@@ -1,0 +1,83 @@
+// CPU kernels behind kernels/ops.h. Arguments are already checked by the op layer: kernels see
+// raw pointers, sizes and leading dimensions, and never throw (they run inside OpenMP regions).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/ops.h"
+
+namespace kvroute::cpu {
+
+// Row-major GEMM: C = alpha * op(A) @ op(B) + beta * C.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+// `batch` GEMMs at element strides stride_a/b/c (stride_b = 0 shares B).
+void gemm_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
+                  int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
+
+void add(const float* a, const float* b, float* out, int64_t n);
+void mul(const float* a, const float* b, float* out, int64_t n);
+void scale(float* a, float s, int64_t n);
+void axpy(float alpha, const float* x, float* y, int64_t n);
+double sum(const float* a, int64_t n);
+double sum_squares(const float* a, int64_t n);
+void sum_last_dim(const float* a, float* out, int64_t rows, int64_t cols);
+
+void embedding_forward(const float* weight, const int32_t* tokens, float* out, int64_t n_tokens,
+                       int64_t channels);
+void embedding_backward(const float* dout, const int32_t* tokens, float* dweight, int64_t n_tokens,
+                        int64_t channels);
+
+void rms_norm_forward(const float* x, const float* weight, float eps, float* out, float* rstd,
+                      int64_t rows, int64_t channels);
+void rms_norm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
+                       float* dx, float* dweight, int64_t rows, int64_t channels);
+
+// sign = +1 forward rotation, -1 its transpose (the backward).
+void rope(const float* x, float* out, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
+          float theta, int64_t position_offset, int sign);
+
+void swiglu_forward(const float* gate, const float* up, float* out, int64_t n);
+void swiglu_backward(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
+                     int64_t n);
+
+struct AttentionShape {
+  int64_t batch, q_len, kv_len, q_heads, kv_heads, head_dim;
+};
+void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
+                       float softmax_scale, float* out, float* lse);
+void attention_backward(const AttentionShape& s, const float* dout, const float* q, const float* k,
+                        const float* v, const float* out, const float* lse, float softmax_scale,
+                        float* dq, float* dk, float* dv);
+
+// Returns (sum of row losses, number of rows counted).
+double cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
+                     int64_t ignore_index, float* dlogits, float grad_scale, int64_t* n_valid);
+
+void adamw(float* param, const float* grad, float* m, float* v, int64_t n, const ops::AdamWConfig& c,
+           int64_t step, bool decay);
+
+// exp for float, vectorisable; |relative error| < 2e-7 on [-87, 88], 0 below.
+inline float fast_exp(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float kLog2e = 1.44269504088896341f;
+  float n = __builtin_floorf(x * kLog2e + 0.5f);
+  // Cody-Waite range reduction: r = x - n ln2 in two parts for accuracy.
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t e = static_cast<int32_t>(n) + 127;
+  float scale;
+  uint32_t bits = static_cast<uint32_t>(e) << 23;
+  __builtin_memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+}  // namespace kvroute::cpu

@@ -1,0 +1,119 @@
+// cuBLASLt GEMM. cuBLASLt is column-major, so the row-major C = op(A) op(B) is computed as the
+// column-major C^T = op(B)^T op(A)^T: the operands swap places and the transpose flags carry over.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "core/cuda_check.h"
+#include "kernels/cuda/cuda_ops.h"
+
+#define KV_CUBLAS_CHECK(call)                                                                         \
+  do {                                                                                                \
+    cublasStatus_t kv_status_ = (call);                                                               \
+    if (kv_status_ != CUBLAS_STATUS_SUCCESS) {                                                        \
+      ::kvroute::throw_library_error("cuBLASLt", #call, cublasLtGetStatusString(kv_status_),         \
+                                     static_cast<long>(kv_status_));                                  \
+    }                                                                                                 \
+  } while (0)
+
+namespace kvroute::cuda {
+
+namespace {
+
+constexpr size_t kWorkspaceBytes = 32u << 20;
+
+struct DeviceContext {
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+};
+
+DeviceContext& context(int device) {
+  static std::mutex mutex;
+  static std::map<int, DeviceContext> contexts;
+  std::lock_guard<std::mutex> lock(mutex);
+  DeviceContext& ctx = contexts[device];
+  if (ctx.handle == nullptr) {
+    KV_CUDA_CHECK(cudaSetDevice(device));
+    KV_CUBLAS_CHECK(cublasLtCreate(&ctx.handle));
+    KV_CUDA_CHECK(cudaMalloc(&ctx.workspace, kWorkspaceBytes));
+  }
+  return ctx;
+}
+
+using GemmKey = std::tuple<int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                           int64_t, int64_t, int64_t, bool>;
+
+// Owns the cuBLASLt descriptors of one GEMM shape plus its chosen algorithm.
+struct GemmPlan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+cublasLtMatrixLayout_t make_layout(uint64_t rows, uint64_t cols, int64_t ld, int64_t batch, int64_t stride) {
+  cublasLtMatrixLayout_t layout = nullptr;
+  KV_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, CUDA_R_32F, rows, cols, ld));
+  if (batch > 1) {
+    int32_t count = static_cast<int32_t>(batch);
+    KV_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                                     sizeof count));
+    KV_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                     &stride, sizeof stride));
+  }
+  return layout;
+}
+
+}  // namespace
+
+void gemm_batched(int device, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b,
+                  float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  DeviceContext& ctx = context(device);
+  KV_CUDA_CHECK(cudaSetDevice(device));
+
+  static std::mutex mutex;
+  static std::map<GemmKey, GemmPlan> plans;
+  const bool beta_zero = beta == 0.0f;
+  GemmKey key{device, trans_a, trans_b, m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, batch, beta_zero};
+  std::unique_lock<std::mutex> lock(mutex);
+  auto it = plans.find(key);
+  if (it == plans.end()) {
+    GemmPlan plan;
+    KV_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    // Column-major view: first operand is B (row-major), second is A.
+    cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    KV_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof op_first));
+    KV_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof op_second));
+    plan.a = trans_b ? make_layout(k, n, ldb, batch, stride_b) : make_layout(n, k, ldb, batch, stride_b);
+    plan.b = trans_a ? make_layout(m, k, lda, batch, stride_a) : make_layout(k, m, lda, batch, stride_a);
+    plan.c = make_layout(n, m, ldc, batch, stride_c);
+
+    cublasLtMatmulPreference_t pref = nullptr;
+    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    size_t workspace = kWorkspaceBytes;
+    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                                         sizeof workspace));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    KV_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1,
+                                                   &result, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (found <= 0) {
+      throw_library_error("cuBLASLt", "cublasLtMatmulAlgoGetHeuristic", "no algorithm for this GEMM shape",
+                          static_cast<long>(m * n * k));
+    }
+    plan.algo = result.algo;
+    it = plans.emplace(key, plan).first;
+  }
+  const GemmPlan& plan = it->second;
+  lock.unlock();
+  KV_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan.op, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c,
+                                 &plan.algo, ctx.workspace, kWorkspaceBytes, /*stream=*/0));
+}
+
+}  // namespace kvroute::cuda

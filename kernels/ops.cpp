@@ -1,0 +1,487 @@
+// The op layer: argument checks with readable errors, then dispatch by device to the CPU or CUDA
+// kernels. This is the only file that chooses a backend.
+#include "kernels/ops.h"
+
+#include <cmath>
+#include <initializer_list>
+
+#include "kernels/cpu/cpu_ops.h"
+#if KVROUTE_HAS_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
+
+namespace kvroute::ops {
+
+namespace {
+
+// All tensors defined, f32 unless noted, on one device; returns that device.
+Device check_f32_same_device(const char* op, std::initializer_list<const Tensor*> tensors) {
+  Device device = (*tensors.begin())->device();
+  for (const Tensor* t : tensors) {
+    KV_CHECK(t->defined(), "{}: undefined tensor argument", op);
+    KV_CHECK(t->dtype() == DType::F32, "{}: expected f32 tensors, got {}", op, t->str());
+    KV_CHECK(t->device() == device, "{}: tensors on different devices ({} and {})", op, device, t->device());
+  }
+  return device;
+}
+
+void check_output(const char* op, const Tensor& out, const Shape& shape, Device device) {
+  KV_CHECK(out.defined(), "{}: output tensor is undefined", op);
+  KV_CHECK(out.dtype() == DType::F32, "{}: output must be f32, got {}", op, out.str());
+  KV_CHECK(out.shape() == shape, "{}: output shape {} does not match expected {}", op, out.shape(), shape);
+  KV_CHECK(out.device() == device, "{}: output on {} but inputs on {}", op, out.device(), device);
+  KV_CHECK(out.is_contiguous(), "{}: output {} must be contiguous", op, out.str());
+}
+
+[[noreturn]] void unsupported_device(const char* op, Device device) {
+  KV_FAIL("{}: not implemented for {} tensors in this build (the CUDA backend provides matmul only so far)",
+          op, device);
+}
+
+// Token ids as contiguous i32 on the host, each checked against the vocabulary size.
+Tensor checked_tokens(const char* op, const Tensor& tokens, int64_t vocab, int64_t ignore_index = -1,
+                      bool allow_ignore = false) {
+  KV_CHECK(tokens.defined(), "{}: undefined token tensor", op);
+  KV_CHECK(tokens.dtype() == DType::I32 || tokens.dtype() == DType::U16 || tokens.dtype() == DType::U32,
+           "{}: token ids must be i32, u16 or u32, got {}", op, tokens.str());
+  Tensor ids = tokens.to(Device::cpu()).to(DType::I32).contiguous();
+  const int32_t* p = ids.data<int32_t>();
+  for (int64_t i = 0; i < ids.numel(); ++i) {
+    if (allow_ignore && p[i] == ignore_index) continue;
+    KV_CHECK(p[i] >= 0 && p[i] < vocab, "{}: token id {} at index {} is outside the vocabulary [0, {})", op,
+             p[i], i, vocab);
+  }
+  return ids;
+}
+
+// How a (batch of) matrix is laid out for BLAS, read from strides without copying.
+struct BlasMatrix {
+  const float* ptr = nullptr;
+  int64_t ld = 0;
+  bool trans = false;         // effective transpose flag to pass to BLAS (row-major)
+  int64_t batch_stride = 0;   // elements between consecutive matrices
+};
+
+bool describe_matrix(const Tensor& x, bool trans, int64_t batch, BlasMatrix& m) {
+  const int64_t rows = x.size(-2), cols = x.size(-1);
+  const int64_t s_row = x.stride(-2), s_col = x.stride(-1);
+  if (s_col == 1 && (s_row >= std::max<int64_t>(cols, 1) || rows == 1)) {
+    m.ld = std::max(s_row, std::max<int64_t>(cols, 1));
+    m.trans = trans;
+  } else if (s_row == 1 && (s_col >= std::max<int64_t>(rows, 1) || cols == 1)) {
+    m.ld = std::max(s_col, std::max<int64_t>(rows, 1));
+    m.trans = !trans;
+  } else {
+    return false;
+  }
+  // The batch dims must collapse into one stride.
+  m.batch_stride = 0;
+  if (x.dim() > 2 && batch > 1) {
+    int64_t expected = -1;
+    for (int64_t d = x.dim() - 3; d >= 0; --d) {
+      if (x.size(d) == 1) continue;
+      if (expected < 0) {
+        m.batch_stride = x.stride(d);
+      } else if (x.stride(d) != expected) {
+        return false;
+      }
+      expected = x.stride(d) * x.size(d);
+    }
+  }
+  m.ptr = static_cast<const float*>(x.raw_data());
+  return true;
+}
+
+}  // namespace
+
+// ---- GEMM ------------------------------------------------------------------------------------
+
+void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans_a, bool trans_b, float alpha,
+                 float beta) {
+  const char* op = "matmul";
+  Device device = check_f32_same_device(op, {&a_in, &b_in});
+  KV_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: operands must have at least 2 dims, got A{} B{}",
+           a_in.shape(), b_in.shape());
+  const int64_t m = trans_a ? a_in.size(-1) : a_in.size(-2);
+  const int64_t k = trans_a ? a_in.size(-2) : a_in.size(-1);
+  const int64_t kb = trans_b ? b_in.size(-1) : b_in.size(-2);
+  const int64_t n = trans_b ? b_in.size(-2) : b_in.size(-1);
+  KV_CHECK(k == kb, "matmul: inner dimensions differ: A{}{} has {} but B{}{} has {}", a_in.shape(),
+           trans_a ? "^T" : "", k, b_in.shape(), trans_b ? "^T" : "", kb);
+  Shape batch_shape(a_in.shape().begin(), a_in.shape().end() - 2);
+  if (b_in.dim() > 2) {
+    Shape b_batch(b_in.shape().begin(), b_in.shape().end() - 2);
+    KV_CHECK(b_batch == batch_shape, "matmul: batch dimensions differ: A{} vs B{}", a_in.shape(), b_in.shape());
+  }
+  Shape out_shape = batch_shape;
+  out_shape.push_back(m);
+  out_shape.push_back(n);
+  check_output(op, out, out_shape, device);
+  const int64_t batch = shape_numel(batch_shape);
+  if (out.numel() == 0) return;
+
+  Tensor a = a_in, b = b_in;
+  BlasMatrix ma, mb;
+  if (!describe_matrix(a, trans_a, batch, ma)) {
+    a = a.contiguous();
+    describe_matrix(a, trans_a, batch, ma);
+  }
+  if (!describe_matrix(b, trans_b, batch, mb)) {
+    b = b.contiguous();
+    describe_matrix(b, trans_b, batch, mb);
+  }
+  if (b.dim() == 2) mb.batch_stride = 0;
+  float* c = static_cast<float*>(out.raw_data());
+
+  int64_t gemm_m = m, gemm_batch = batch;
+  // A shared 2-D B and a row-major A whose batch rows are contiguous: one tall GEMM.
+  if (batch > 1 && mb.batch_stride == 0 && !ma.trans && ma.batch_stride == m * ma.ld) {
+    gemm_m = m * batch;
+    gemm_batch = 1;
+  }
+  if (device.is_cpu()) {
+    cpu::gemm_batched(ma.trans, mb.trans, gemm_m, n, k, alpha, ma.ptr, ma.ld, ma.batch_stride, mb.ptr, mb.ld,
+                      mb.batch_stride, beta, c, n, gemm_m * n, gemm_batch);
+  } else {
+#if KVROUTE_HAS_CUDA
+    cuda::gemm_batched(device.index, ma.trans, mb.trans, gemm_m, n, k, alpha, ma.ptr, ma.ld, ma.batch_stride,
+                       mb.ptr, mb.ld, mb.batch_stride, beta, c, n, gemm_m * n, gemm_batch);
+#else
+    unsupported_device(op, device);
+#endif
+  }
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  KV_CHECK(a.defined() && a.dim() >= 2, "matmul: A must have at least 2 dims, got {}", a.str());
+  Shape shape(a.shape().begin(), a.shape().end() - 2);
+  shape.push_back(trans_a ? a.size(-1) : a.size(-2));
+  KV_CHECK(b.defined() && b.dim() >= 2, "matmul: B must have at least 2 dims, got {}", b.str());
+  shape.push_back(trans_b ? b.size(-2) : b.size(-1));
+  Tensor out = Tensor::empty(shape, DType::F32, a.device());
+  matmul_into(a, b, out, trans_a, trans_b);
+  return out;
+}
+
+// ---- Element-wise ------------------------------------------------------------------------------
+
+namespace {
+void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
+  KV_CHECK(a.shape() == b.shape(), "{}: shape mismatch {} vs {}", op, a.shape(), b.shape());
+}
+}  // namespace
+
+void add_into(const Tensor& a, const Tensor& b, Tensor& out) {
+  Device device = check_f32_same_device("add", {&a, &b});
+  check_same_shape("add", a, b);
+  check_output("add", out, a.shape(), device);
+  if (!device.is_cpu()) unsupported_device("add", device);
+  Tensor ac = a.contiguous(), bc = b.contiguous();
+  cpu::add(ac.data<float>(), bc.data<float>(), out.data<float>(), a.numel());
+}
+
+void mul_into(const Tensor& a, const Tensor& b, Tensor& out) {
+  Device device = check_f32_same_device("mul", {&a, &b});
+  check_same_shape("mul", a, b);
+  check_output("mul", out, a.shape(), device);
+  if (!device.is_cpu()) unsupported_device("mul", device);
+  Tensor ac = a.contiguous(), bc = b.contiguous();
+  cpu::mul(ac.data<float>(), bc.data<float>(), out.data<float>(), a.numel());
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty(a.shape(), DType::F32, a.device());
+  add_into(a, b, out);
+  return out;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty(a.shape(), DType::F32, a.device());
+  mul_into(a, b, out);
+  return out;
+}
+
+Tensor scale(const Tensor& a, float s) {
+  Tensor out = a.clone();
+  scale_(out, s);
+  return out;
+}
+
+void scale_(Tensor& a, float s) {
+  Device device = check_f32_same_device("scale", {&a});
+  KV_CHECK(a.is_contiguous(), "scale: in-place operand {} must be contiguous", a.str());
+  if (!device.is_cpu()) unsupported_device("scale", device);
+  cpu::scale(a.data<float>(), s, a.numel());
+}
+
+void axpy_(float alpha, const Tensor& x, Tensor& y) {
+  Device device = check_f32_same_device("axpy", {&x, &y});
+  check_same_shape("axpy", x, y);
+  KV_CHECK(y.is_contiguous(), "axpy: in-place operand {} must be contiguous", y.str());
+  if (!device.is_cpu()) unsupported_device("axpy", device);
+  Tensor xc = x.contiguous();
+  cpu::axpy(alpha, xc.data<float>(), y.data<float>(), x.numel());
+}
+
+// ---- Reductions --------------------------------------------------------------------------------
+
+Tensor sum(const Tensor& a) {
+  Device device = check_f32_same_device("sum", {&a});
+  if (!device.is_cpu()) unsupported_device("sum", device);
+  Tensor ac = a.contiguous();
+  return Tensor::scalar(static_cast<float>(cpu::sum(ac.data<float>(), a.numel())));
+}
+
+Tensor mean(const Tensor& a) {
+  Device device = check_f32_same_device("mean", {&a});
+  KV_CHECK(a.numel() > 0, "mean: empty tensor {}", a.str());
+  if (!device.is_cpu()) unsupported_device("mean", device);
+  Tensor ac = a.contiguous();
+  return Tensor::scalar(static_cast<float>(cpu::sum(ac.data<float>(), a.numel()) / static_cast<double>(a.numel())));
+}
+
+Tensor squared_norm(const Tensor& a) {
+  Device device = check_f32_same_device("squared_norm", {&a});
+  if (!device.is_cpu()) unsupported_device("squared_norm", device);
+  Tensor ac = a.contiguous();
+  return Tensor::scalar(static_cast<float>(cpu::sum_squares(ac.data<float>(), a.numel())));
+}
+
+Tensor sum_last_dim(const Tensor& a) {
+  Device device = check_f32_same_device("sum_last_dim", {&a});
+  KV_CHECK(a.dim() >= 1, "sum_last_dim: needs at least one dim, got {}", a.str());
+  if (!device.is_cpu()) unsupported_device("sum_last_dim", device);
+  Tensor ac = a.contiguous();
+  Shape shape(a.shape().begin(), a.shape().end() - 1);
+  Tensor out = Tensor::empty(shape, DType::F32, device);
+  cpu::sum_last_dim(ac.data<float>(), out.data<float>(), shape_numel(shape), a.size(-1));
+  return out;
+}
+
+// ---- Embedding ---------------------------------------------------------------------------------
+
+Tensor embedding_forward(const Tensor& weight, const Tensor& tokens) {
+  Device device = check_f32_same_device("embedding_forward", {&weight});
+  KV_CHECK(weight.dim() == 2, "embedding_forward: weight must be [vocab, channels], got {}", weight.shape());
+  if (!device.is_cpu()) unsupported_device("embedding_forward", device);
+  Tensor ids = checked_tokens("embedding_forward", tokens, weight.size(0));
+  Shape shape = tokens.shape();
+  shape.push_back(weight.size(1));
+  Tensor out = Tensor::empty(shape, DType::F32, device);
+  Tensor w = weight.contiguous();
+  cpu::embedding_forward(w.data<float>(), ids.data<int32_t>(), out.data<float>(), ids.numel(), weight.size(1));
+  return out;
+}
+
+void embedding_backward(const Tensor& dout, const Tensor& tokens, Tensor& dweight) {
+  Device device = check_f32_same_device("embedding_backward", {&dout, &dweight});
+  KV_CHECK(dweight.dim() == 2 && dweight.is_contiguous(),
+           "embedding_backward: dweight must be a contiguous [vocab, channels], got {}", dweight.str());
+  Shape expected = tokens.shape();
+  expected.push_back(dweight.size(1));
+  KV_CHECK(dout.shape() == expected, "embedding_backward: dout {} does not match tokens {} x channels {}",
+           dout.shape(), tokens.shape(), dweight.size(1));
+  if (!device.is_cpu()) unsupported_device("embedding_backward", device);
+  Tensor ids = checked_tokens("embedding_backward", tokens, dweight.size(0));
+  Tensor g = dout.contiguous();
+  cpu::embedding_backward(g.data<float>(), ids.data<int32_t>(), dweight.data<float>(), ids.numel(),
+                          dweight.size(1));
+}
+
+// ---- RMSNorm -----------------------------------------------------------------------------------
+
+void rms_norm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& out, Tensor& rstd) {
+  Device device = check_f32_same_device("rms_norm_forward", {&x, &weight});
+  KV_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1),
+           "rms_norm_forward: weight {} does not match the last dim of x {}", weight.shape(), x.shape());
+  KV_CHECK(eps >= 0.0f, "rms_norm_forward: eps must be >= 0, got {}", eps);
+  const int64_t channels = x.size(-1), rows = x.numel() / std::max<int64_t>(channels, 1);
+  check_output("rms_norm_forward", out, x.shape(), device);
+  check_output("rms_norm_forward", rstd, Shape{rows}, device);
+  if (!device.is_cpu()) unsupported_device("rms_norm_forward", device);
+  Tensor xc = x.contiguous(), wc = weight.contiguous();
+  cpu::rms_norm_forward(xc.data<float>(), wc.data<float>(), eps, out.data<float>(), rstd.data<float>(), rows,
+                        channels);
+}
+
+void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
+                       Tensor& dweight) {
+  Device device = check_f32_same_device("rms_norm_backward", {&dout, &x, &weight, &rstd});
+  check_same_shape("rms_norm_backward", dout, x);
+  KV_CHECK(weight.dim() == 1 && weight.size(0) == x.size(-1),
+           "rms_norm_backward: weight {} does not match the last dim of x {}", weight.shape(), x.shape());
+  const int64_t channels = x.size(-1), rows = x.numel() / std::max<int64_t>(channels, 1);
+  KV_CHECK(rstd.numel() == rows, "rms_norm_backward: rstd has {} values for {} rows", rstd.numel(), rows);
+  check_output("rms_norm_backward", dx, x.shape(), device);
+  check_output("rms_norm_backward", dweight, weight.shape(), device);
+  if (!device.is_cpu()) unsupported_device("rms_norm_backward", device);
+  Tensor gc = dout.contiguous(), xc = x.contiguous(), wc = weight.contiguous(), rc = rstd.contiguous();
+  cpu::rms_norm_backward(gc.data<float>(), xc.data<float>(), wc.data<float>(), rc.data<float>(), dx.data<float>(),
+                         dweight.data<float>(), rows, channels);
+}
+
+// ---- RoPE --------------------------------------------------------------------------------------
+
+namespace {
+void rope_dispatch(const char* op, const Tensor& x, float theta, int64_t position_offset, Tensor& out, int sign) {
+  Device device = check_f32_same_device(op, {&x});
+  KV_CHECK(x.dim() == 4, "{}: expected [B, T, H, D], got {}", op, x.shape());
+  KV_CHECK(x.size(3) % 2 == 0, "{}: head_dim must be even, got {} in {}", op, x.size(3), x.shape());
+  KV_CHECK(theta > 0.0f, "{}: theta must be positive, got {}", op, theta);
+  KV_CHECK(position_offset >= 0, "{}: position_offset must be >= 0, got {}", op, position_offset);
+  check_output(op, out, x.shape(), device);
+  if (!device.is_cpu()) unsupported_device(op, device);
+  Tensor xc = x.contiguous();
+  cpu::rope(xc.data<float>(), out.data<float>(), x.size(0), x.size(1), x.size(2), x.size(3), theta,
+            position_offset, sign);
+}
+}  // namespace
+
+void rope_forward(const Tensor& x, float theta, int64_t position_offset, Tensor& out) {
+  rope_dispatch("rope_forward", x, theta, position_offset, out, +1);
+}
+
+void rope_backward(const Tensor& dout, float theta, int64_t position_offset, Tensor& dx) {
+  rope_dispatch("rope_backward", dout, theta, position_offset, dx, -1);
+}
+
+// ---- SwiGLU ------------------------------------------------------------------------------------
+
+void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
+  Device device = check_f32_same_device("swiglu_forward", {&gate, &up});
+  check_same_shape("swiglu_forward", gate, up);
+  check_output("swiglu_forward", out, gate.shape(), device);
+  if (!device.is_cpu()) unsupported_device("swiglu_forward", device);
+  Tensor gc = gate.contiguous(), uc = up.contiguous();
+  cpu::swiglu_forward(gc.data<float>(), uc.data<float>(), out.data<float>(), gate.numel());
+}
+
+void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup) {
+  Device device = check_f32_same_device("swiglu_backward", {&dout, &gate, &up});
+  check_same_shape("swiglu_backward", gate, up);
+  check_same_shape("swiglu_backward", dout, gate);
+  check_output("swiglu_backward", dgate, gate.shape(), device);
+  check_output("swiglu_backward", dup, gate.shape(), device);
+  if (!device.is_cpu()) unsupported_device("swiglu_backward", device);
+  Tensor dc = dout.contiguous(), gc = gate.contiguous(), uc = up.contiguous();
+  cpu::swiglu_backward(dc.data<float>(), gc.data<float>(), uc.data<float>(), dgate.data<float>(), dup.data<float>(),
+                       gate.numel());
+}
+
+// ---- Attention ---------------------------------------------------------------------------------
+
+namespace {
+cpu::AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
+  KV_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+           "{}: expected q [B, Tq, Hq, D] and k, v [B, Tk, Hkv, D], got q{} k{} v{}", op, q.shape(), k.shape(),
+           v.shape());
+  KV_CHECK(k.shape() == v.shape(), "{}: k{} and v{} must have the same shape", op, k.shape(), v.shape());
+  cpu::AttentionShape s{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3)};
+  KV_CHECK(k.size(0) == s.batch && k.size(3) == s.head_dim,
+           "{}: batch or head_dim of k{} does not match q{}", op, k.shape(), q.shape());
+  KV_CHECK(s.kv_heads > 0 && s.q_heads % s.kv_heads == 0,
+           "{}: query heads {} must be a multiple of kv heads {} (q{} k{})", op, s.q_heads, s.kv_heads, q.shape(),
+           k.shape());
+  KV_CHECK(s.kv_len >= s.q_len, "{}: fewer keys ({}) than queries ({}): q{} k{}", op, s.kv_len, s.q_len,
+           q.shape(), k.shape());
+  return s;
+}
+}  // namespace
+
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale, Tensor& out,
+                       Tensor& lse) {
+  const char* op = "attention_forward";
+  Device device = check_f32_same_device(op, {&q, &k, &v});
+  cpu::AttentionShape s = attention_shape(op, q, k, v);
+  check_output(op, out, q.shape(), device);
+  check_output(op, lse, Shape{s.batch, s.q_heads, s.q_len}, device);
+  if (q.numel() == 0) return;
+  if (!device.is_cpu()) unsupported_device(op, device);
+  Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  cpu::attention_forward(s, qc.data<float>(), kc.data<float>(), vc.data<float>(), softmax_scale, out.data<float>(),
+                         lse.data<float>());
+}
+
+void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& lse, float softmax_scale, Tensor& dq, Tensor& dk, Tensor& dv) {
+  const char* op = "attention_backward";
+  Device device = check_f32_same_device(op, {&dout, &q, &k, &v, &out, &lse});
+  cpu::AttentionShape s = attention_shape(op, q, k, v);
+  check_same_shape(op, dout, q);
+  check_same_shape(op, out, q);
+  KV_CHECK(lse.shape() == (Shape{s.batch, s.q_heads, s.q_len}), "{}: lse {} does not match q{}", op, lse.shape(),
+           q.shape());
+  check_output(op, dq, q.shape(), device);
+  check_output(op, dk, k.shape(), device);
+  check_output(op, dv, v.shape(), device);
+  if (q.numel() == 0) return;
+  if (!device.is_cpu()) unsupported_device(op, device);
+  Tensor gc = dout.contiguous(), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  Tensor oc = out.contiguous(), lc = lse.contiguous();
+  cpu::attention_backward(s, gc.data<float>(), qc.data<float>(), kc.data<float>(), vc.data<float>(),
+                          oc.data<float>(), lc.data<float>(), softmax_scale, dq.data<float>(), dk.data<float>(),
+                          dv.data<float>());
+}
+
+// ---- Cross-entropy -----------------------------------------------------------------------------
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor* dlogits,
+                     float grad_scale) {
+  const char* op = "cross_entropy";
+  Device device = check_f32_same_device(op, {&logits});
+  KV_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got {}", logits.shape());
+  KV_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0),
+           "cross_entropy: targets {} do not match logits {}", targets.shape(), logits.shape());
+  KV_CHECK(logits.size(1) > 0, "cross_entropy: empty vocabulary in logits {}", logits.shape());
+  if (dlogits != nullptr) check_output(op, *dlogits, logits.shape(), device);
+  if (!device.is_cpu()) unsupported_device(op, device);
+  Tensor ids = checked_tokens(op, targets, logits.size(1), ignore_index, true);
+  Tensor x = logits.contiguous();
+  int64_t n_valid = 0;
+  double total = cpu::cross_entropy(x.data<float>(), ids.data<int32_t>(), logits.size(0), logits.size(1),
+                                    ignore_index, dlogits != nullptr ? dlogits->data<float>() : nullptr, grad_scale,
+                                    &n_valid);
+  return Tensor::scalar(n_valid > 0 ? static_cast<float>(total / static_cast<double>(n_valid)) : 0.0f);
+}
+
+// ---- AdamW -------------------------------------------------------------------------------------
+
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config, int64_t step,
+                const std::vector<DecaySegment>& segments) {
+  const char* op = "adamw_step";
+  Device device = check_f32_same_device(op, {&param, &grad, &m, &v});
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&param, &grad, &m, &v}) {
+    KV_CHECK(t->is_contiguous() && t->numel() == param.numel(),
+             "adamw_step: param/grad/m/v must be contiguous with {} elements, got {}", param.numel(), t->str());
+  }
+  KV_CHECK(step >= 1, "adamw_step: step must be >= 1 (bias correction), got {}", step);
+  KV_CHECK(config.lr >= 0.0f && config.eps > 0.0f && config.beta1 >= 0.0f && config.beta1 < 1.0f &&
+               config.beta2 >= 0.0f && config.beta2 < 1.0f && config.weight_decay >= 0.0f,
+           "adamw_step: invalid hyper-parameters lr={} betas=({}, {}) eps={} weight_decay={}", config.lr,
+           config.beta1, config.beta2, config.eps, config.weight_decay);
+  int64_t covered = 0;
+  for (const DecaySegment& seg : segments) {
+    KV_CHECK(seg.offset == covered && seg.numel >= 0,
+             "adamw_step: segments must tile the buffer in order; segment at offset {} (size {}) after {} elements",
+             seg.offset, seg.numel, covered);
+    covered += seg.numel;
+  }
+  KV_CHECK(covered == param.numel(), "adamw_step: segments cover {} of {} elements", covered, param.numel());
+  if (!device.is_cpu()) unsupported_device(op, device);
+  float* p = param.data<float>();
+  const float* g = grad.data<float>();
+  float* mp = m.data<float>();
+  float* vp = v.data<float>();
+  for (const DecaySegment& seg : segments) {
+    cpu::adamw(p + seg.offset, g + seg.offset, mp + seg.offset, vp + seg.offset, seg.numel, config, step, seg.decay);
+  }
+}
+
+// ---- Casts -------------------------------------------------------------------------------------
+
+Tensor cast(const Tensor& x, DType dtype) {
+  KV_CHECK(x.defined(), "cast: undefined tensor");
+  return x.to(dtype);
+}
+
+}  // namespace kvroute::ops

@@ -1,0 +1,106 @@
+// Every op of kvroute, declared once. Each op checks its arguments here (shapes, dtypes, devices)
+// and dispatches to the backend of its tensors' device (kernels/cpu/, kernels/cuda/). Layouts:
+// activations are row-major [..., C]; attention tensors are [B, T, H, D] (the natural output of a
+// projection, so no transposes are needed); weights follow Hugging Face, Linear as [out, in].
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace kvroute::ops {
+
+// ---- GEMM ------------------------------------------------------------------------------------
+// out = alpha * op(a) @ op(b) + beta * out, op(x) = x or x^T (last two dims).
+// a: [..., M, K] ([..., K, M] if trans_a); b: [..., K, N] ([..., N, K] if trans_b) or 2-D (shared
+// by every batch); out: [..., M, N]. Transposed views (strides) are read in place, not copied.
+void matmul_into(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a = false,
+                 bool trans_b = false, float alpha = 1.0f, float beta = 0.0f);
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+
+// ---- Element-wise (f32, same shape) ------------------------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor scale(const Tensor& a, float s);
+void add_into(const Tensor& a, const Tensor& b, Tensor& out);  // out may alias a or b
+void mul_into(const Tensor& a, const Tensor& b, Tensor& out);
+void scale_(Tensor& a, float s);
+void axpy_(float alpha, const Tensor& x, Tensor& y);  // y += alpha * x
+
+// ---- Reductions over all elements (accumulated in double; 0-dim f32 result) ---------------------
+Tensor sum(const Tensor& a);
+Tensor mean(const Tensor& a);
+Tensor squared_norm(const Tensor& a);  // sum of squares
+// Rows: out[r] = sum_c a[r, c] over the last dim.
+Tensor sum_last_dim(const Tensor& a);
+
+// ---- Embedding -------------------------------------------------------------------------------
+// tokens: i32/u16/u32 of any shape; weight [V, C] -> out [..., C]. Token ids are range-checked.
+Tensor embedding_forward(const Tensor& weight, const Tensor& tokens);
+// dweight[V, C] += scatter of dout by tokens. Deterministic: the result is bit-identical for any
+// thread count.
+void embedding_backward(const Tensor& dout, const Tensor& tokens, Tensor& dweight);
+
+// ---- RMSNorm over the last dim ------------------------------------------------------------------
+// out = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps) saved per row ([rows], f32).
+void rms_norm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& out, Tensor& rstd);
+// dx = rstd * (w*dout - x * rstd^2 * mean(w*dout*x)); dweight += sum_rows(dout * x * rstd).
+// dx is overwritten; dweight is accumulated (deterministically).
+void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight, const Tensor& rstd,
+                       Tensor& dx, Tensor& dweight);
+
+// ---- Rotary position embedding (Hugging Face rotate-half convention) ----------------------------
+// x [B, T, H, D], D even: for i < D/2 and position p = position_offset + t,
+// angle = p * theta^(-2i/D); out[i] = x[i] cos - x[i+D/2] sin; out[i+D/2] = x[i+D/2] cos + x[i] sin.
+void rope_forward(const Tensor& x, float theta, int64_t position_offset, Tensor& out);
+void rope_backward(const Tensor& dout, float theta, int64_t position_offset, Tensor& dx);
+
+// ---- SwiGLU: out = silu(gate) * up ------------------------------------------------------------
+void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
+void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup);
+
+// ---- Causal attention with GQA; K/V may come from another layer than Q -------------------------
+// q [B, Tq, Hq, D]; k, v [B, Tk, Hkv, D] with Hq % Hkv == 0 (query head h reads kv head
+// h / (Hq/Hkv)) and Tk >= Tq: query t sits at position Tk - Tq + t and sees keys 0..that position
+// (decoding with a cache is Tq < Tk). out [B, Tq, Hq, D]; lse [B, Hq, Tq] the log-sum-exp of the
+// scaled scores, saved for the backward. Tiled online softmax: no [T, T] score matrix is stored.
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale,
+                       Tensor& out, Tensor& lse);
+// Recomputes the scores tile by tile from q, k and lse. dq, dk, dv are overwritten.
+void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse, float softmax_scale, Tensor& dq,
+                        Tensor& dk, Tensor& dv);
+
+// ---- Fused cross-entropy ------------------------------------------------------------------------
+// logits [N, V] f32, targets [N] (i32/u16/u32). Returns the mean loss over targets != ignore_index
+// (0-dim f32; 0 when every target is ignored). When dlogits is non-null it receives
+// (softmax - onehot) * grad_scale / n_valid in the same pass (rows of ignored targets get 0);
+// dlogits may be the logits tensor itself (in place), saving one [N, V] buffer.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
+                     Tensor* dlogits = nullptr, float grad_scale = 1.0f);
+
+// ---- AdamW on flat buffers --------------------------------------------------------------------
+struct AdamWConfig {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+};
+// A run of the flat buffer belonging to one parameter tensor, and whether it is decayed.
+struct DecaySegment {
+  int64_t offset = 0;
+  int64_t numel = 0;
+  bool decay = true;
+};
+// One step (step >= 1, for bias correction) over param/grad/m/v (same numel, f32, contiguous).
+// Decoupled weight decay: param -= lr * wd * param on decayed segments, then the Adam update.
+// Segments must cover the buffer exactly once.
+void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config,
+                int64_t step, const std::vector<DecaySegment>& segments);
+
+// ---- Casts ------------------------------------------------------------------------------------
+Tensor cast(const Tensor& x, DType dtype);  // f32 <-> bf16 round to nearest even (and ints)
+
+}  // namespace kvroute::ops
