@@ -1,5 +1,6 @@
 #include "core/allocator.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstdlib>
 #include <new>
@@ -10,9 +11,9 @@ namespace kvroute {
 
 size_t allocation_size_class(size_t nbytes) {
   if (nbytes <= 64) return 64;
-  size_t pow2 = std::bit_ceil(nbytes);
-  size_t three_quarters = pow2 / 2 + pow2 / 4;  // 1.5 * 2^(k-1)
-  return nbytes <= three_quarters ? three_quarters : pow2;
+  // Four classes per power of two (2^k, 1.25, 1.5, 1.75 x 2^k), each a multiple of 64 bytes.
+  size_t step = std::max<size_t>(std::bit_floor(nbytes) / 4, 64);
+  return (nbytes + step - 1) / step * step;
 }
 
 void* PooledAllocator::allocate(size_t nbytes) {

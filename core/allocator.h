@@ -31,7 +31,7 @@ class Allocator {
   virtual void empty_cache() = 0;  // return cached blocks to the system
 };
 
-// Size classes 2^k and 1.5 * 2^k (at most 33% waste), minimum 64 bytes.
+// Size classes 2^k, 1.25, 1.5 and 1.75 x 2^k (at most 25% waste), multiples of 64 bytes.
 size_t allocation_size_class(size_t nbytes);
 
 // The shared bookkeeping of both pooled allocators: size-class free lists and statistics.

@@ -7,6 +7,8 @@
 namespace kvroute {
 // Throws kvroute::Error("<library> error in <call>: <detail> (<code>)").
 [[noreturn]] void throw_library_error(const char* library, const char* call, const char* detail, long code);
+// Throws kvroute::Error(message).
+[[noreturn]] void throw_message(const char* message);
 }  // namespace kvroute
 
 #define KV_CUDA_CHECK(call)                                                                 \

@@ -6,6 +6,7 @@
 #include <array>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "core/allocator.h"
 #include "core/cuda_check.h"
@@ -49,7 +50,9 @@ Allocator& cuda_allocator(int index) {
   static std::array<CudaAllocator*, 64> allocators{};
   int count = device_runtime::cuda_device_count();
   if (index < 0 || index >= count) {
-    throw_library_error("CUDA", "cuda_allocator", "no such device index", index);
+    std::string message = "cuda:" + std::to_string(index) + ": no such CUDA device (" + std::to_string(count) +
+                          " visible)";
+    throw_message(message.c_str());
   }
   std::lock_guard<std::mutex> lock(mutex);
   if (allocators[index] == nullptr) allocators[index] = new CudaAllocator(index);  // lives until exit

@@ -12,6 +12,8 @@ void throw_error(const char* /*file*/, int /*line*/, std::string message) {
 
 namespace kvroute {
 
+void throw_message(const char* message) { throw Error(message); }
+
 void throw_library_error(const char* library, const char* call, const char* detail, long code) {
   throw Error(fmt::format("{} error in {}: {} ({})", library, call, detail, code));
 }

@@ -153,6 +153,7 @@ void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  check_f32_same_device("matmul", {&a, &b});
   KV_CHECK(a.defined() && a.dim() >= 2, "matmul: A must have at least 2 dims, got {}", a.str());
   Shape shape(a.shape().begin(), a.shape().end() - 2);
   shape.push_back(trans_a ? a.size(-1) : a.size(-2));

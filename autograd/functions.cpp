@@ -1,0 +1,294 @@
+#include "autograd/functions.h"
+
+#include "kernels/ops.h"
+
+namespace kvroute::autograd {
+
+namespace {
+
+Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), DType::F32, t.device()); }
+
+struct AddNode final : Node {
+  const char* name() const override { return "add"; }
+  std::vector<Tensor> backward(const Tensor& g) override { return {g, g}; }
+};
+
+struct MulNode final : Node {
+  Tensor a, b;
+  const char* name() const override { return "mul"; }
+  std::vector<Tensor> backward(const Tensor& g) override { return {ops::mul(g, b), ops::mul(g, a)}; }
+  void release_saved() override { a = b = Tensor(); }
+};
+
+struct ScaleNode final : Node {
+  float s = 1.0f;
+  const char* name() const override { return "scale"; }
+  std::vector<Tensor> backward(const Tensor& g) override { return {ops::scale(g, s)}; }
+};
+
+struct MatmulNode final : Node {
+  Tensor a, b;
+  bool trans_a = false, trans_b = false;
+  const char* name() const override { return "matmul"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    // C = op(a) op(b):  dA = g op(b)^T (transposed back when trans_a), dB = op(a)^T g likewise.
+    Tensor da = trans_a ? ops::matmul(b, g, trans_b, true) : ops::matmul(g, b, false, !trans_b);
+    Tensor db;
+    if (b.dim() == 2 && a.dim() > 2) {
+      // b is shared across the batch: fold the batch into rows (trans_a is false here).
+      Tensor a2 = a.reshape({-1, a.size(-1)});
+      Tensor g2 = g.reshape({-1, g.size(-1)});
+      db = trans_b ? ops::matmul(g2, a2, true, false) : ops::matmul(a2, g2, true, false);
+    } else {
+      db = trans_b ? ops::matmul(g, a, true, trans_a) : ops::matmul(a, g, !trans_a, false);
+    }
+    return {da, db};
+  }
+  void release_saved() override { a = b = Tensor(); }
+};
+
+struct LinearNode final : Node {
+  Tensor x, weight;
+  const char* name() const override { return "linear"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor g2 = g.reshape({-1, g.size(-1)});
+    Tensor x2 = x.reshape({-1, x.size(-1)});
+    Tensor dx = ops::matmul(g2, weight).view(x.shape());  // [N, out] @ [out, in]
+    Tensor dw = ops::matmul(g2, x2, true, false);          // [out, N] @ [N, in]
+    return {dx, dw};
+  }
+  void release_saved() override { x = weight = Tensor(); }
+};
+
+struct ReshapeNode final : Node {
+  Shape input_shape;
+  const char* name() const override { return "reshape"; }
+  std::vector<Tensor> backward(const Tensor& g) override { return {g.reshape(input_shape)}; }
+};
+
+struct SumNode final : Node {
+  Shape input_shape;
+  double factor = 1.0;  // 1 for sum, 1/n for mean
+  const char* name() const override { return "sum"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    return {Tensor::full(input_shape, g.item() * factor, DType::F32, g.device())};
+  }
+};
+
+struct EmbeddingNode final : Node {
+  Tensor tokens;
+  Shape weight_shape;
+  const char* name() const override { return "embedding"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor dweight = Tensor::zeros(weight_shape, DType::F32, g.device());
+    ops::embedding_backward(g, tokens, dweight);
+    return {dweight};
+  }
+  void release_saved() override { tokens = Tensor(); }
+};
+
+struct RmsNormNode final : Node {
+  Tensor x, weight, rstd;
+  const char* name() const override { return "rms_norm"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor dx = empty_like(x);
+    Tensor dweight = Tensor::zeros(weight.shape(), DType::F32, weight.device());
+    ops::rms_norm_backward(g, x, weight, rstd, dx, dweight);
+    return {dx, dweight};
+  }
+  void release_saved() override { x = weight = rstd = Tensor(); }
+};
+
+struct RopeNode final : Node {
+  float theta = 0.0f;
+  int64_t position_offset = 0;
+  const char* name() const override { return "rope"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor dx = empty_like(g);
+    ops::rope_backward(g, theta, position_offset, dx);
+    return {dx};
+  }
+};
+
+struct SwigluNode final : Node {
+  Tensor gate, up;
+  const char* name() const override { return "swiglu"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor dgate = empty_like(gate), dup = empty_like(up);
+    ops::swiglu_backward(g, gate, up, dgate, dup);
+    return {dgate, dup};
+  }
+  void release_saved() override { gate = up = Tensor(); }
+};
+
+struct AttentionNode final : Node {
+  Tensor q, k, v, out, lse;
+  float softmax_scale = 1.0f;
+  const char* name() const override { return "causal_attention"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    Tensor dq = empty_like(q), dk = empty_like(k), dv = empty_like(v);
+    ops::attention_backward(g, q, k, v, out, lse, softmax_scale, dq, dk, dv);
+    return {dq, dk, dv};
+  }
+  void release_saved() override { q = k = v = out = lse = Tensor(); }
+};
+
+struct CrossEntropyNode final : Node {
+  Tensor dlogits;  // d(mean loss)/d(logits), computed in the forward pass
+  const char* name() const override { return "cross_entropy"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    const double upstream = g.item();
+    if (upstream == 1.0) return {dlogits};
+    return {ops::scale(dlogits, static_cast<float>(upstream))};
+  }
+  void release_saved() override { dlogits = Tensor(); }
+};
+
+}  // namespace
+
+Variable add(const Variable& a, const Variable& b) {
+  return make_result(ops::add(a.data(), b.data()), std::make_shared<AddNode>(),
+                     {a.gradient_edge(), b.gradient_edge()});
+}
+
+Variable mul(const Variable& a, const Variable& b) {
+  auto node = std::make_shared<MulNode>();
+  Tensor out = ops::mul(a.data(), b.data());
+  if (grad_enabled()) {
+    node->a = a.data();
+    node->b = b.data();
+  }
+  return make_result(out, node, {a.gradient_edge(), b.gradient_edge()});
+}
+
+Variable scale(const Variable& a, float s) {
+  auto node = std::make_shared<ScaleNode>();
+  node->s = s;
+  return make_result(ops::scale(a.data(), s), node, {a.gradient_edge()});
+}
+
+Variable matmul(const Variable& a, const Variable& b, bool trans_a, bool trans_b) {
+  KV_CHECK(!(b.data().dim() == 2 && a.data().dim() > 2 && trans_a),
+           "matmul: a batched A{} transposed against a shared 2-D B{} is not differentiable; reshape A first",
+           a.shape(), b.shape());
+  auto node = std::make_shared<MatmulNode>();
+  Tensor out = ops::matmul(a.data(), b.data(), trans_a, trans_b);
+  if (grad_enabled()) {
+    node->a = a.data();
+    node->b = b.data();
+    node->trans_a = trans_a;
+    node->trans_b = trans_b;
+  }
+  return make_result(out, node, {a.gradient_edge(), b.gradient_edge()});
+}
+
+Variable linear(const Variable& x, const Variable& weight) {
+  KV_CHECK(weight.data().dim() == 2 && x.data().dim() >= 1 && x.data().size(-1) == weight.data().size(1),
+           "linear: input {} does not match weight {} ([out, in])", x.shape(), weight.shape());
+  Tensor x2 = x.data().reshape({-1, x.data().size(-1)});
+  Shape out_shape = x.shape();
+  out_shape.back() = weight.data().size(0);
+  Tensor out = ops::matmul(x2, weight.data(), false, true).view(out_shape);
+  auto node = std::make_shared<LinearNode>();
+  if (grad_enabled()) {
+    node->x = x.data();
+    node->weight = weight.data();
+  }
+  return make_result(out, node, {x.gradient_edge(), weight.gradient_edge()});
+}
+
+Variable reshape(const Variable& x, const Shape& shape) {
+  auto node = std::make_shared<ReshapeNode>();
+  node->input_shape = x.shape();
+  return make_result(x.data().reshape(shape), node, {x.gradient_edge()});
+}
+
+Variable sum(const Variable& x) {
+  auto node = std::make_shared<SumNode>();
+  node->input_shape = x.shape();
+  return make_result(ops::sum(x.data()), node, {x.gradient_edge()});
+}
+
+Variable mean(const Variable& x) {
+  auto node = std::make_shared<SumNode>();
+  node->input_shape = x.shape();
+  node->factor = 1.0 / static_cast<double>(x.data().numel());
+  return make_result(ops::mean(x.data()), node, {x.gradient_edge()});
+}
+
+Variable embedding(const Variable& weight, const Tensor& tokens) {
+  auto node = std::make_shared<EmbeddingNode>();
+  Tensor out = ops::embedding_forward(weight.data(), tokens);
+  if (grad_enabled()) {
+    node->tokens = tokens;
+    node->weight_shape = weight.shape();
+  }
+  return make_result(out, node, {weight.gradient_edge()});
+}
+
+Variable rms_norm(const Variable& x, const Variable& weight, float eps) {
+  const Tensor& xd = x.data();
+  Tensor out = empty_like(xd);
+  Tensor rstd = Tensor::empty({xd.numel() / std::max<int64_t>(xd.size(-1), 1)}, DType::F32, xd.device());
+  ops::rms_norm_forward(xd, weight.data(), eps, out, rstd);
+  auto node = std::make_shared<RmsNormNode>();
+  if (grad_enabled()) {
+    node->x = xd;
+    node->weight = weight.data();
+    node->rstd = rstd;
+  }
+  return make_result(out, node, {x.gradient_edge(), weight.gradient_edge()});
+}
+
+Variable rope(const Variable& x, float theta, int64_t position_offset) {
+  Tensor out = empty_like(x.data());
+  ops::rope_forward(x.data(), theta, position_offset, out);
+  auto node = std::make_shared<RopeNode>();
+  node->theta = theta;
+  node->position_offset = position_offset;
+  return make_result(out, node, {x.gradient_edge()});
+}
+
+Variable swiglu(const Variable& gate, const Variable& up) {
+  Tensor out = empty_like(gate.data());
+  ops::swiglu_forward(gate.data(), up.data(), out);
+  auto node = std::make_shared<SwigluNode>();
+  if (grad_enabled()) {
+    node->gate = gate.data();
+    node->up = up.data();
+  }
+  return make_result(out, node, {gate.gradient_edge(), up.gradient_edge()});
+}
+
+Variable causal_attention(const Variable& q, const Variable& k, const Variable& v, float softmax_scale) {
+  const Tensor& qd = q.data();
+  KV_CHECK(qd.dim() == 4, "causal_attention: q must be [B, T, H, D], got {}", qd.shape());
+  Tensor out = empty_like(qd);
+  Tensor lse = Tensor::empty({qd.size(0), qd.size(2), qd.size(1)}, DType::F32, qd.device());
+  ops::attention_forward(qd, k.data(), v.data(), softmax_scale, out, lse);
+  auto node = std::make_shared<AttentionNode>();
+  if (grad_enabled()) {
+    node->q = qd;
+    node->k = k.data();
+    node->v = v.data();
+    node->out = out;
+    node->lse = lse;
+    node->softmax_scale = softmax_scale;
+  }
+  return make_result(out, node, {q.gradient_edge(), k.gradient_edge(), v.gradient_edge()});
+}
+
+Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ignore_index) {
+  auto node = std::make_shared<CrossEntropyNode>();
+  const bool want_grad = grad_enabled() && logits.requires_grad();
+  Tensor loss;
+  if (want_grad) {
+    node->dlogits = empty_like(logits.data());
+    loss = ops::cross_entropy(logits.data(), targets, ignore_index, &node->dlogits);
+  } else {
+    loss = ops::cross_entropy(logits.data(), targets, ignore_index);
+  }
+  return make_result(loss, node, {logits.gradient_edge()});
+}
+
+}  // namespace kvroute::autograd

@@ -1,0 +1,36 @@
+// Differentiable functions: coarse and fused, each one forward kernel plus one backward kernel
+// from kernels/ops.h, so the tape stays short (a decoder layer is about a dozen nodes).
+#pragma once
+
+#include <cstdint>
+
+#include "autograd/variable.h"
+
+namespace kvroute::autograd {
+
+Variable add(const Variable& a, const Variable& b);  // same shape
+Variable mul(const Variable& a, const Variable& b);  // same shape, element-wise
+Variable scale(const Variable& a, float s);
+// op(a) @ op(b) on the last two dims; b may be 2-D (shared across a's batch, then trans_a = false).
+Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false);
+// x [..., in] @ weight[out, in]^T (Hugging Face / torch.nn.Linear layout, no bias).
+Variable linear(const Variable& x, const Variable& weight);
+Variable reshape(const Variable& x, const Shape& shape);
+Variable sum(const Variable& x);   // 0-dim
+Variable mean(const Variable& x);  // 0-dim
+
+// weight [V, C] gathered by token ids (i32/u16/u32, any shape) -> [..., C].
+Variable embedding(const Variable& weight, const Tensor& tokens);
+// RMSNorm over the last dim with a learned scale.
+Variable rms_norm(const Variable& x, const Variable& weight, float eps);
+// Rotary embedding on x [B, T, H, D] (HF rotate-half), positions position_offset + t.
+Variable rope(const Variable& x, float theta, int64_t position_offset = 0);
+// silu(gate) * up.
+Variable swiglu(const Variable& gate, const Variable& up);
+// Causal GQA attention: q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] (possibly another layer's).
+Variable causal_attention(const Variable& q, const Variable& k, const Variable& v, float softmax_scale);
+// Mean cross-entropy of logits [N, V] against targets [N], ignoring ignore_index; d(logits) is
+// computed in the forward pass (fused) and only scaled in the backward.
+Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ignore_index = -100);
+
+}  // namespace kvroute::autograd

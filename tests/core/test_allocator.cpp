@@ -1,0 +1,52 @@
+#include <gtest/gtest.h>
+
+#include "core/allocator.h"
+#include "core/tensor.h"
+
+namespace kvroute {
+namespace {
+
+TEST(Allocator, SizeClassesWasteAtMostAQuarter) {
+  EXPECT_EQ(allocation_size_class(1), 64u);
+  EXPECT_EQ(allocation_size_class(64), 64u);
+  EXPECT_EQ(allocation_size_class(65), 128u);
+  EXPECT_EQ(allocation_size_class(4000), 4096u);
+  EXPECT_EQ(allocation_size_class(4097), 5120u);
+  for (size_t n = 64; n < (1u << 24); n = n * 9 / 7 + 1) {
+    size_t c = allocation_size_class(n);
+    EXPECT_GE(c, n);
+    EXPECT_LE(static_cast<double>(c), 1.25 * static_cast<double>(n) + 64) << n;
+    EXPECT_EQ(c % 64, 0u);
+  }
+}
+
+TEST(Allocator, TracksCurrentAndPeakAndReusesBlocks) {
+  Allocator& alloc = cpu_allocator();
+  alloc.reset_peak();
+  const AllocatorStats before = alloc.stats();
+  {
+    Tensor a = Tensor::empty({1000});  // 4000 bytes -> class 4096
+    Tensor b = Tensor::empty({1000});
+    AllocatorStats mid = alloc.stats();
+    EXPECT_EQ(mid.current_bytes, before.current_bytes + 2 * 4096);
+    EXPECT_GE(mid.peak_bytes, mid.current_bytes);
+  }
+  AllocatorStats after = alloc.stats();
+  EXPECT_EQ(after.current_bytes, before.current_bytes);
+  EXPECT_GE(after.peak_bytes, before.current_bytes + 2 * 4096);
+  EXPECT_GE(after.cached_bytes, 2u * 4096);
+  // The next allocation of the same class comes from the free list.
+  uint64_t hits = after.cache_hits;
+  Tensor c = Tensor::empty({1000});
+  EXPECT_EQ(alloc.stats().cache_hits, hits + 1);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(c.raw_data()) % 64, 0u);
+}
+
+TEST(Allocator, EmptyCacheReleasesFreeBlocks) {
+  { Tensor a = Tensor::empty({1 << 16}); }
+  cpu_allocator().empty_cache();
+  EXPECT_EQ(cpu_allocator().stats().cached_bytes, 0u);
+}
+
+}  // namespace
+}  // namespace kvroute

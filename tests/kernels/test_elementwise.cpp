@@ -1,0 +1,147 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/threading.h"
+#include "kernels/ops.h"
+#include "tests/test_util.h"
+
+namespace kvroute {
+namespace {
+
+using testing::expect_error;
+using testing::random_tensor;
+using testing::scaled_max_error;
+using testing::to_double;
+
+TEST(Elementwise, AddMulScaleAxpy) {
+  for (int64_t n : {1, 7, 1000, 100003}) {
+    Tensor a = random_tensor({n}, 1), b = random_tensor({n}, 2);
+    std::vector<double> ad = to_double(a), bd = to_double(b), sum(ad.size()), prod(ad.size()), sc(ad.size()),
+                        ax(ad.size());
+    for (size_t i = 0; i < ad.size(); ++i) {
+      sum[i] = ad[i] + bd[i];
+      prod[i] = ad[i] * bd[i];
+      sc[i] = ad[i] * 0.3;
+      ax[i] = bd[i] + 2.5 * ad[i];
+    }
+    EXPECT_LT(scaled_max_error(ops::add(a, b), sum), 1e-7);
+    EXPECT_LT(scaled_max_error(ops::mul(a, b), prod), 1e-7);
+    EXPECT_LT(scaled_max_error(ops::scale(a, 0.3f), sc), 1e-7);
+    Tensor y = b.clone();
+    ops::axpy_(2.5f, a, y);
+    EXPECT_LT(scaled_max_error(y, ax), 1e-6);
+  }
+  expect_error([] { (void)ops::add(Tensor::zeros({2, 3}), Tensor::zeros({3, 2})); }, {"add", "[2, 3]", "[3, 2]"});
+}
+
+TEST(Elementwise, AddIntoMayAliasAnInput) {
+  Tensor a = random_tensor({50}, 3), b = random_tensor({50}, 4);
+  Tensor expected = ops::add(a, b);
+  ops::add_into(a, b, a);
+  EXPECT_EQ(a.to_vector<float>(), expected.to_vector<float>());
+}
+
+TEST(Reductions, SumMeanSquaredNormInDouble) {
+  Tensor a = random_tensor({3, 33335}, 5);
+  std::vector<double> ad = to_double(a);
+  double s = 0, ss = 0;
+  for (double x : ad) {
+    s += x;
+    ss += x * x;
+  }
+  EXPECT_NEAR(ops::sum(a).item(), s, 1e-3);
+  EXPECT_NEAR(ops::mean(a).item(), s / static_cast<double>(ad.size()), 1e-7);
+  EXPECT_NEAR(ops::squared_norm(a).item(), ss, 1e-6 * ss);
+  // Deterministic for any thread count.
+  int threads = num_threads();
+  set_num_threads(1);
+  double one = ops::sum(a).item();
+  set_num_threads(2);
+  double two = ops::sum(a).item();
+  set_num_threads(threads);
+  EXPECT_EQ(one, two);
+  Tensor rows = ops::sum_last_dim(a.slice(1, 0, 100));
+  std::vector<double> expected(3, 0.0);
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < 100; ++c) expected[r] += ad[r * 33335 + c];
+  EXPECT_LT(scaled_max_error(rows, expected), 1e-6);
+}
+
+TEST(Embedding, ForwardGathersRowsAndBackwardScatterAdds) {
+  const int64_t V = 50, C = 37;
+  Tensor w = random_tensor({V, C}, 6);
+  std::vector<int32_t> ids = {3, 49, 3, 0, 17, 3, 49};
+  Tensor tokens = Tensor::from_vector(ids, {7});
+  Tensor out = ops::embedding_forward(w, tokens.view({1, 7}));
+  EXPECT_EQ(out.shape(), (Shape{1, 7, C}));
+  std::vector<float> wv = w.to_vector<float>(), ov = out.to_vector<float>();
+  for (size_t i = 0; i < ids.size(); ++i)
+    for (int64_t c = 0; c < C; ++c) EXPECT_EQ(ov[i * C + c], wv[ids[i] * C + c]);
+
+  Tensor g = random_tensor({7, C}, 7);
+  Tensor dw = Tensor::zeros({V, C});
+  ops::embedding_backward(g, tokens, dw);
+  std::vector<double> expected(V * C, 0.0), gd = to_double(g);
+  for (size_t i = 0; i < ids.size(); ++i)
+    for (int64_t c = 0; c < C; ++c) expected[ids[i] * C + c] += gd[i * C + c];
+  EXPECT_LT(scaled_max_error(dw, expected), 1e-6);
+  // u16 and u32 ids give the same result.
+  Tensor out16 = ops::embedding_forward(w, tokens.to(DType::U16));
+  EXPECT_EQ(out16.to_vector<float>(), ov);
+  expect_error([&] { (void)ops::embedding_forward(w, Tensor::from_vector<int32_t>({1, 50}, {2})); },
+               {"embedding_forward", "token id 50", "index 1", "[0, 50)"});
+}
+
+TEST(Embedding, BackwardIsBitIdenticalForAnyThreadCount) {
+  const int64_t V = 64, C = 96, N = 4096;
+  std::vector<int32_t> ids(N);
+  Philox rng(9);
+  for (auto& id : ids) id = static_cast<int32_t>(rng.uniform_int(V));
+  Tensor tokens = Tensor::from_vector(ids, {N});
+  Tensor g = random_tensor({N, C}, 8);
+  int threads = num_threads();
+  std::vector<std::vector<float>> results;
+  for (int t : {1, 2, 3}) {
+    set_num_threads(t);
+    Tensor dw = Tensor::zeros({V, C});
+    ops::embedding_backward(g, tokens, dw);
+    results.push_back(dw.to_vector<float>());
+  }
+  set_num_threads(threads);
+  EXPECT_EQ(results[0], results[1]);
+  EXPECT_EQ(results[0], results[2]);
+}
+
+TEST(Swiglu, ForwardAndBackwardMatchReference) {
+  Tensor gate = random_tensor({4, 129}, 9, -6.0f, 6.0f), up = random_tensor({4, 129}, 10);
+  Tensor dout = random_tensor({4, 129}, 11);
+  Tensor out = Tensor::empty({4, 129}), dgate = Tensor::empty({4, 129}), dup = Tensor::empty({4, 129});
+  ops::swiglu_forward(gate, up, out);
+  ops::swiglu_backward(dout, gate, up, dgate, dup);
+  std::vector<double> g = to_double(gate), u = to_double(up), d = to_double(dout);
+  std::vector<double> eo(g.size()), edg(g.size()), edu(g.size());
+  for (size_t i = 0; i < g.size(); ++i) {
+    double sig = 1.0 / (1.0 + std::exp(-g[i]));
+    eo[i] = g[i] * sig * u[i];
+    edu[i] = d[i] * g[i] * sig;
+    edg[i] = d[i] * u[i] * (sig + g[i] * sig * (1.0 - sig));
+  }
+  EXPECT_LT(scaled_max_error(out, eo), 1e-6);
+  EXPECT_LT(scaled_max_error(dgate, edg), 1e-6);
+  EXPECT_LT(scaled_max_error(dup, edu), 1e-6);
+}
+
+TEST(Cast, F32Bf16RoundTrip) {
+  Tensor a = random_tensor({1000}, 12, -100.0f, 100.0f);
+  Tensor b = ops::cast(a, DType::BF16);
+  EXPECT_EQ(b.dtype(), DType::BF16);
+  std::vector<float> back = ops::cast(b, DType::F32).to_vector<float>(), av = a.to_vector<float>();
+  for (size_t i = 0; i < av.size(); ++i) {
+    EXPECT_LE(std::abs(back[i] - av[i]), std::abs(av[i]) * (1.0f / 256));  // half an ulp of 8 bits
+    EXPECT_EQ(back[i], bf16_to_float(float_to_bf16(av[i])));
+  }
+}
+
+}  // namespace
+}  // namespace kvroute

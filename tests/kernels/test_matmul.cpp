@@ -1,0 +1,98 @@
+#include <gtest/gtest.h>
+
+#include "kernels/ops.h"
+#include "tests/test_util.h"
+
+namespace kvroute {
+namespace {
+
+using testing::expect_error;
+using testing::random_tensor;
+using testing::scaled_max_error;
+
+// Double-precision reference: out[b] = alpha * op(a[b]) op(b[b]) + beta * c[b], on contiguous data
+// given logically (a_rows x a_cols before the op).
+std::vector<double> reference_gemm(const Tensor& a_t, const Tensor& b_t, bool ta, bool tb, float alpha, float beta,
+                                   const Tensor& c_t) {
+  std::vector<double> a = testing::to_double(a_t.contiguous()), b = testing::to_double(b_t.contiguous());
+  std::vector<double> c = testing::to_double(c_t);
+  const int64_t m = ta ? a_t.size(-1) : a_t.size(-2), k = ta ? a_t.size(-2) : a_t.size(-1);
+  const int64_t n = tb ? b_t.size(-2) : b_t.size(-1);
+  const int64_t batch = a_t.numel() / (m * k);
+  const bool shared_b = b_t.dim() == 2;
+  std::vector<double> out(static_cast<size_t>(batch * m * n));
+  for (int64_t bi = 0; bi < batch; ++bi) {
+    const double* ap = a.data() + bi * m * k;
+    const double* bp = b.data() + (shared_b ? 0 : bi * k * n);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (int64_t p = 0; p < k; ++p) {
+          double av = ta ? ap[p * m + i] : ap[i * k + p];
+          double bv = tb ? bp[j * k + p] : bp[p * n + j];
+          s += av * bv;
+        }
+        size_t idx = static_cast<size_t>((bi * m + i) * n + j);
+        out[idx] = alpha * s + beta * c[idx];
+      }
+    }
+  }
+  return out;
+}
+
+struct GemmCase {
+  Shape a, b;
+  bool ta, tb;
+};
+
+TEST(Matmul, MatchesDoubleReferenceOnOddShapes) {
+  const std::vector<GemmCase> cases = {
+      {{1, 1}, {1, 1}, false, false},       {{3, 5}, {5, 7}, false, false},     {{5, 3}, {5, 7}, true, false},
+      {{3, 5}, {7, 5}, false, true},        {{5, 3}, {7, 5}, true, true},       {{2, 3, 17, 9}, {2, 3, 9, 4}, false, false},
+      {{4, 9, 17}, {4, 33, 9}, true, true}, {{2, 8, 64}, {64, 96}, false, false}, {{6, 1, 31}, {31, 1}, false, false},
+      {{3, 7, 13}, {11, 13}, false, true},  {{129, 65}, {65, 130}, false, false},
+  };
+  uint64_t seed = 1;
+  for (const GemmCase& gc : cases) {
+    Tensor a = random_tensor(gc.a, seed++), b = random_tensor(gc.b, seed++);
+    Tensor out = ops::matmul(a, b, gc.ta, gc.tb);
+    Tensor zero = Tensor::zeros(out.shape());
+    EXPECT_LT(scaled_max_error(out, reference_gemm(a, b, gc.ta, gc.tb, 1.0f, 0.0f, zero)), 1e-5)
+        << "A" << fmt::format("{}", gc.a) << " B" << fmt::format("{}", gc.b) << " ta=" << gc.ta << " tb=" << gc.tb;
+  }
+}
+
+TEST(Matmul, AlphaBetaAccumulate) {
+  Tensor a = random_tensor({3, 20, 10}, 1), b = random_tensor({3, 10, 6}, 2);
+  Tensor c = random_tensor({3, 20, 6}, 3);
+  Tensor c0 = c.clone();
+  ops::matmul_into(a, b, c, false, false, 0.5f, 2.0f);
+  EXPECT_LT(scaled_max_error(c, reference_gemm(a, b, false, false, 0.5f, 2.0f, c0)), 1e-5);
+}
+
+TEST(Matmul, TransposedViewsAreReadInPlace) {
+  // a^T as a strided view equals passing trans_a on the contiguous tensor.
+  Tensor a = random_tensor({2, 12, 7}, 4), b = random_tensor({2, 12, 5}, 5);
+  Tensor via_view = ops::matmul(a.transpose(1, 2), b);
+  Tensor via_flag = ops::matmul(a, b, true, false);
+  EXPECT_EQ(via_view.to_vector<float>(), via_flag.to_vector<float>());
+  // A non-BLAS layout (slice with step) falls back to a copy and stays correct.
+  Tensor big = random_tensor({8, 10}, 6);
+  Tensor strided = big.slice(1, 0, 10, 2);  // [8, 5], stride 2
+  Tensor w = random_tensor({5, 3}, 7);
+  Tensor zero = Tensor::zeros({8, 3});
+  EXPECT_LT(scaled_max_error(ops::matmul(strided, w), reference_gemm(strided, w, false, false, 1, 0, zero)), 1e-5);
+}
+
+TEST(Matmul, ShapeErrorsNameTheOpAndShapes) {
+  Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4, 5});
+  expect_error([&] { (void)ops::matmul(a, b); }, {"matmul", "inner dimensions", "[2, 3]", "[4, 5]"});
+  expect_error([&] { (void)ops::matmul(Tensor::zeros({2, 2, 3}), Tensor::zeros({3, 3, 4})); },
+               {"matmul", "batch dimensions", "[2, 2, 3]", "[3, 3, 4]"});
+  Tensor out = Tensor::zeros({2, 4});
+  expect_error([&] { ops::matmul_into(a, Tensor::zeros({3, 5}), out); }, {"matmul", "output shape", "[2, 4]", "[2, 5]"});
+  expect_error([&] { (void)ops::matmul(Tensor::zeros({3}, DType::I32), b); }, {"matmul", "f32", "i32[3]"});
+}
+
+}  // namespace
+}  // namespace kvroute

@@ -1,0 +1,118 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/threading.h"
+#include "kernels/ops.h"
+#include "tests/test_util.h"
+
+namespace kvroute {
+namespace {
+
+using testing::expect_error;
+using testing::random_tensor;
+using testing::scaled_max_error;
+using testing::to_double;
+
+TEST(RmsNorm, ForwardAndBackwardMatchReference) {
+  // C = 1 is left out: there dx = w g eps / (x^2 + eps)^1.5 cancels catastrophically in f32
+  // (PyTorch's formula too), which says nothing about the kernel.
+  for (int64_t C : {2, 3, 8, 37, 256}) {
+    const int64_t rows = 67;
+    const float eps = 1e-6f;
+    Tensor x = random_tensor({rows, C}, 1, -2.0f, 2.0f), w = random_tensor({C}, 2, 0.5f, 1.5f);
+    Tensor g = random_tensor({rows, C}, 3);
+    Tensor out = Tensor::empty({rows, C}), rstd = Tensor::empty({rows});
+    ops::rms_norm_forward(x, w, eps, out, rstd);
+    Tensor dx = Tensor::empty({rows, C}), dw = Tensor::full({C}, 0.25);  // dw accumulates
+    ops::rms_norm_backward(g, x, w, rstd, dx, dw);
+
+    std::vector<double> xd = to_double(x), wd = to_double(w), gd = to_double(g);
+    std::vector<double> eo(xd.size()), edx(xd.size()), edw(static_cast<size_t>(C), 0.25), ers(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      double ss = 0;
+      for (int64_t c = 0; c < C; ++c) ss += xd[r * C + c] * xd[r * C + c];
+      double s = 1.0 / std::sqrt(ss / static_cast<double>(C) + eps);
+      ers[r] = s;
+      double dot = 0;
+      for (int64_t c = 0; c < C; ++c) dot += wd[c] * gd[r * C + c] * xd[r * C + c];
+      for (int64_t c = 0; c < C; ++c) {
+        size_t i = static_cast<size_t>(r * C + c);
+        eo[i] = xd[i] * s * wd[c];
+        edx[i] = s * wd[c] * gd[i] - xd[i] * s * s * s * dot / static_cast<double>(C);
+        edw[c] += gd[i] * xd[i] * s;
+      }
+    }
+    EXPECT_LT(scaled_max_error(out, eo), 2e-6) << "C=" << C;
+    EXPECT_LT(scaled_max_error(rstd, ers), 2e-6) << "C=" << C;
+    EXPECT_LT(scaled_max_error(dx, edx), 2e-6) << "C=" << C;
+    EXPECT_LT(scaled_max_error(dw, edw), 2e-6) << "C=" << C;
+  }
+  Tensor out = Tensor::empty({2, 4}), rstd = Tensor::empty({2});
+  expect_error([&] { ops::rms_norm_forward(Tensor::zeros({2, 4}), Tensor::zeros({5}), 1e-6f, out, rstd); },
+               {"rms_norm_forward", "[5]", "[2, 4]"});
+}
+
+TEST(RmsNorm, WeightGradientIndependentOfThreadCount) {
+  Tensor x = random_tensor({1000, 64}, 4), w = random_tensor({64}, 5), g = random_tensor({1000, 64}, 6);
+  Tensor out = Tensor::empty({1000, 64}), rstd = Tensor::empty({1000}), dx = Tensor::empty({1000, 64});
+  ops::rms_norm_forward(x, w, 1e-5f, out, rstd);
+  int threads = num_threads();
+  std::vector<std::vector<float>> results;
+  for (int t : {1, 2, 3}) {
+    set_num_threads(t);
+    Tensor dw = Tensor::zeros({64});
+    ops::rms_norm_backward(g, x, w, rstd, dx, dw);
+    results.push_back(dw.to_vector<float>());
+  }
+  set_num_threads(threads);
+  EXPECT_EQ(results[0], results[1]);
+  EXPECT_EQ(results[0], results[2]);
+}
+
+std::vector<double> reference_rope(const Tensor& x, double theta, int64_t offset, int sign) {
+  std::vector<double> xd = to_double(x), out(xd.size());
+  const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t i = 0; i < half; ++i) {
+          double angle = static_cast<double>(offset + t) * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(D));
+          double c = std::cos(angle), s = sign * std::sin(angle);
+          size_t base = static_cast<size_t>(((b * T + t) * H + h) * D);
+          double x1 = xd[base + i], x2 = xd[base + i + half];
+          out[base + i] = x1 * c - x2 * s;
+          out[base + i + half] = x2 * c + x1 * s;
+        }
+  return out;
+}
+
+TEST(Rope, MatchesReferenceAndItsBackwardIsTheInverse) {
+  for (int64_t D : {8, 32, 64, 128}) {
+    Tensor x = random_tensor({2, 19, 3, D}, static_cast<uint64_t>(D));
+    Tensor out = Tensor::empty(x.shape()), back = Tensor::empty(x.shape());
+    ops::rope_forward(x, 10000.0f, 5, out);
+    EXPECT_LT(scaled_max_error(out, reference_rope(x, 10000.0, 5, +1)), 1e-6) << "D=" << D;
+    // The rotation is orthogonal: its backward (transpose) undoes it.
+    ops::rope_backward(out, 10000.0f, 5, back);
+    EXPECT_LT(scaled_max_error(back, to_double(x)), 1e-6);
+    ops::rope_backward(x, 1e6f, 3, back);
+    EXPECT_LT(scaled_max_error(back, reference_rope(x, 1e6, 3, -1)), 1e-6);
+  }
+}
+
+TEST(Rope, PositionOffsetMatchesTheSameTokensInALongerSequence) {
+  // Decoding: rotating token t alone at offset t equals row t of the full-sequence rotation.
+  Tensor x = random_tensor({1, 40, 2, 16}, 7);
+  Tensor full = Tensor::empty(x.shape());
+  ops::rope_forward(x, 500000.0f, 0, full);
+  Tensor last = x.slice(1, 33, 40).contiguous();
+  Tensor part = Tensor::empty(last.shape());
+  ops::rope_forward(last, 500000.0f, 33, part);
+  EXPECT_EQ(part.to_vector<float>(), full.slice(1, 33, 40).contiguous().to_vector<float>());
+  Tensor out = Tensor::empty({1, 2, 2, 7});
+  expect_error([&] { ops::rope_forward(Tensor::zeros({1, 2, 2, 7}), 1e4f, 0, out); }, {"rope_forward", "even", "7"});
+}
+
+}  // namespace
+}  // namespace kvroute
