@@ -51,6 +51,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
           float* sr = scores.data() + r * kKeyTile;
           const int64_t visible = std::min(cols, shift + t0 + r + 1 - j0);  // keys j0..j0+visible-1
           float m = row_max[r];
+#pragma omp simd reduction(max : m)
           for (int64_t c = 0; c < visible; ++c) m = std::max(m, sr[c]);
           const float correction = fast_exp(row_max[r] - m);  // row_max = -inf -> 0
           float sum = 0.0f;

@@ -25,6 +25,7 @@ double cross_entropy(const float* logits, const int32_t* targets, int64_t rows, 
       continue;
     }
     float m = x[0];
+#pragma omp simd reduction(max : m)
     for (int64_t c = 1; c < vocab; ++c) m = std::max(m, x[c]);
     const float target_logit = x[target];  // read before an in-place gradient overwrites it
     float sum = 0.0f;

@@ -19,10 +19,16 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
   // Small GEMMs: one per thread (OpenBLAS runs single-threaded inside our parallel region).
   // Large GEMMs: one after another, each using every thread.
   const bool small = static_cast<double>(m) * n * k < 64.0 * 64 * 64 * 8;
-#pragma omp parallel for schedule(static) if (small && batch > 1)
+  if (batch > 1 && small) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < batch; ++i) {
+      gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c,
+           ldc);
+    }
+    return;
+  }
   for (int64_t i = 0; i < batch; ++i) {
-    gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta,
-         c + i * stride_c, ldc);
+    gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c, ldc);
   }
 }
 

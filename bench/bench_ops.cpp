@@ -1,0 +1,131 @@
+// Op micro-benchmarks at the quickstart model's shapes (hidden 256, 8 heads / 4 KV heads, head_dim
+// 32, intermediate 768, vocab 8192, B=8, T=256): our matmul against raw OpenBLAS sgemm and Eigen,
+// attention forward+backward, fused cross-entropy. One line per case: what, size, median, ratio.
+#include <cblas.h>
+
+#include <CLI/CLI.hpp>
+#include <Eigen/Core>
+#include <cmath>
+#include <cstdio>
+
+#include "bench/bench_util.h"
+#include "core/rng.h"
+#include "core/threading.h"
+#include "kernels/ops.h"
+
+namespace kvroute {
+namespace {
+
+Tensor random(const Shape& shape, uint64_t seed) {
+  Tensor t = Tensor::empty(shape);
+  fill_uniform(t, seed, 0, -1.0f, 1.0f);
+  return t;
+}
+
+struct GemmShape {
+  const char* what;
+  int64_t m, n, k;
+  bool ta, tb;
+};
+
+void bench_gemm(int reps) {
+  const int64_t N = 8 * 256;  // tokens per micro-batch
+  // Forward y = x W^T (NT), input grad dx = dy W (NN), weight grad dW = dy^T x (TN).
+  const std::vector<GemmShape> shapes = {
+      {"q/o proj fwd", N, 256, 256, false, true},   {"kv proj fwd", N, 128, 256, false, true},
+      {"gate/up fwd", N, 768, 256, false, true},    {"down fwd", N, 256, 768, false, true},
+      {"lm head fwd", N, 8192, 256, false, true},   {"lm head dx", N, 256, 8192, false, false},
+      {"lm head dW", 8192, 256, N, true, false},    {"gate/up dW", 768, 256, N, true, false},
+      {"down dx", N, 768, 256, false, false},
+  };
+  std::printf("%-14s %-22s %10s %10s %10s %8s %10s %8s\n", "gemm", "m x n x k", "ours ms", "sgemm ms", "GFLOP/s",
+              "ours/sgemm", "eigen ms", "eigen/sgemm");
+  double worst = 1e9;
+  for (const GemmShape& s : shapes) {
+    Tensor a = random(s.ta ? Shape{s.k, s.m} : Shape{s.m, s.k}, 1);
+    Tensor b = random(s.tb ? Shape{s.n, s.k} : Shape{s.k, s.n}, 2);
+    Tensor c = Tensor::empty({s.m, s.n});
+    const float* ap = a.data<float>();
+    const float* bp = b.data<float>();
+    float* cp = c.data<float>();
+    const int lda = static_cast<int>(a.size(1)), ldb = static_cast<int>(b.size(1));
+    auto [ours, raw] = bench::median_ms_interleaved(
+        [&] { ops::matmul_into(a, b, c, s.ta, s.tb); },
+        [&] {
+          cblas_sgemm(CblasRowMajor, s.ta ? CblasTrans : CblasNoTrans, s.tb ? CblasTrans : CblasNoTrans,
+                      static_cast<int>(s.m), static_cast<int>(s.n), static_cast<int>(s.k), 1.0f, ap, lda, bp, ldb,
+                      0.0f, cp, static_cast<int>(s.n));
+        },
+        reps);
+    using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Eigen::Map<const RowMatrix> ea(ap, a.size(0), a.size(1)), eb(bp, b.size(0), b.size(1));
+    Eigen::Map<RowMatrix> ec(cp, s.m, s.n);
+    double eigen = bench::median_ms(
+        [&] {
+          if (s.ta && !s.tb) ec.noalias() = ea.transpose() * eb;
+          else if (!s.ta && s.tb) ec.noalias() = ea * eb.transpose();
+          else ec.noalias() = ea * eb;
+        },
+        reps);
+    const double gflop = 2.0 * static_cast<double>(s.m) * s.n * s.k * 1e-9;
+    const double ratio = raw / ours;  // >= 1 means ours is at least as fast
+    worst = std::min(worst, ratio);
+    std::printf("%-14s %-22s %10.3f %10.3f %10.1f %8.1f%% %10.3f %8.1f%%\n", s.what,
+                fmt::format("{}x{}x{}{}{}", s.m, s.n, s.k, s.ta ? " T" : " N", s.tb ? "T" : "N").c_str(), ours, raw,
+                gflop / (ours * 1e-3), 100.0 * ratio, eigen, 100.0 * raw / eigen);
+  }
+  std::printf("matmul: worst ours/sgemm throughput ratio %.1f%% (target >= 95%%)\n\n", 100.0 * worst);
+}
+
+void bench_attention(int reps) {
+  const int64_t B = 8, T = 256, Hq = 8, Hkv = 4, D = 32;
+  Tensor q = random({B, T, Hq, D}, 3), k = random({B, T, Hkv, D}, 4), v = random({B, T, Hkv, D}, 5);
+  Tensor dout = random({B, T, Hq, D}, 6);
+  Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({B, Hq, T});
+  Tensor dq = Tensor::empty(q.shape()), dk = Tensor::empty(k.shape()), dv = Tensor::empty(v.shape());
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  double fwd = bench::median_ms([&] { ops::attention_forward(q, k, v, scale, out, lse); }, reps);
+  double bwd = bench::median_ms([&] { ops::attention_backward(dout, q, k, v, out, lse, scale, dq, dk, dv); }, reps);
+  // Causal: half the T x T scores. Forward 2 GEMMs, backward 5 (one recomputes the scores).
+  const double causal_pairs = static_cast<double>(B) * Hq * T * (T + 1) / 2;
+  const double fwd_gflop = 4.0 * causal_pairs * D * 1e-9, bwd_gflop = 10.0 * causal_pairs * D * 1e-9;
+  std::printf("attention  B=%ld T=%ld Hq=%ld Hkv=%ld D=%ld  fwd %.3f ms (%.1f GFLOP/s)  bwd %.3f ms (%.1f GFLOP/s)  "
+              "fwd+bwd %.3f ms\n\n",
+              static_cast<long>(B), static_cast<long>(T), static_cast<long>(Hq), static_cast<long>(Hkv),
+              static_cast<long>(D), fwd, fwd_gflop / (fwd * 1e-3), bwd, bwd_gflop / (bwd * 1e-3), fwd + bwd);
+}
+
+void bench_cross_entropy(int reps) {
+  const int64_t N = 8 * 256, V = 8192;
+  Tensor logits = random({N, V}, 7);
+  Tensor targets = Tensor::empty({N}, DType::I32);
+  Philox rng(8);
+  for (int64_t i = 0; i < N; ++i) targets.data<int32_t>()[i] = static_cast<int32_t>(rng.uniform_int(V));
+  Tensor dlogits = Tensor::empty({N, V});
+  double fused = bench::median_ms([&] { (void)ops::cross_entropy(logits, targets, -100, &dlogits); }, reps);
+  double loss_only = bench::median_ms([&] { (void)ops::cross_entropy(logits, targets, -100); }, reps);
+  const double gbytes = 2.0 * static_cast<double>(N) * V * 4 * 1e-9;  // read logits + write dlogits
+  std::printf("cross_entropy  N=%ld V=%ld  loss+dlogits %.3f ms (%.1f GB/s)  loss only %.3f ms\n\n",
+              static_cast<long>(N), static_cast<long>(V), fused, gbytes / (fused * 1e-3), loss_only);
+}
+
+}  // namespace
+}  // namespace kvroute
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvroute op benchmarks at the quickstart model's shapes"};
+  int threads = 2, reps = 20;
+  std::string only = "all";
+  app.add_option("--threads", threads, "OpenMP/OpenBLAS threads")->check(CLI::PositiveNumber);
+  app.add_option("--reps", reps, "timed repetitions per case (median reported)")->check(CLI::PositiveNumber);
+  app.add_option("--only", only, "gemm | attention | cross_entropy | all")
+      ->check(CLI::IsMember({"gemm", "attention", "cross_entropy", "all"}));
+  CLI11_PARSE(app, argc, argv);
+  kvroute::set_num_threads(threads);
+  Eigen::setNbThreads(threads);
+  std::printf("kvroute op benchmarks: threads=%d reps=%d (median)\n\n", threads, reps);
+  if (only == "all" || only == "gemm") kvroute::bench_gemm(reps);
+  if (only == "all" || only == "attention") kvroute::bench_attention(reps);
+  if (only == "all" || only == "cross_entropy") kvroute::bench_cross_entropy(reps);
+  return 0;
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install dependencies, build (with the CUDA backend when nvcc
+# is present: it must compile even where no GPU runs it), run every test; then rebuild the CPU
+# code with AddressSanitizer + UndefinedBehaviorSanitizer and run the tests again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+jobs=$(nproc)
+
+scripts/build.sh
+ctest --test-dir build -j "$jobs" --output-on-failure
+
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVROUTE_CUDA=OFF -DKVROUTE_SANITIZE=ON
+cmake --build build-asan -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-asan -j "$jobs" --output-on-failure
+echo "kvroute: all tests passed (release and sanitizer builds)"
