@@ -278,12 +278,12 @@ Variable causal_attention(const Variable& q, const Variable& k, const Variable& 
   return make_result(out, node, {q.gradient_edge(), k.gradient_edge(), v.gradient_edge()});
 }
 
-Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ignore_index) {
+Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ignore_index, bool overwrite_logits) {
   auto node = std::make_shared<CrossEntropyNode>();
   const bool want_grad = grad_enabled() && logits.requires_grad();
   Tensor loss;
   if (want_grad) {
-    node->dlogits = empty_like(logits.data());
+    node->dlogits = overwrite_logits && logits.data().is_contiguous() ? logits.data() : empty_like(logits.data());
     loss = ops::cross_entropy(logits.data(), targets, ignore_index, &node->dlogits);
   } else {
     loss = ops::cross_entropy(logits.data(), targets, ignore_index);

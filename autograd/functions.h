@@ -30,7 +30,10 @@ Variable swiglu(const Variable& gate, const Variable& up);
 // Causal GQA attention: q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] (possibly another layer's).
 Variable causal_attention(const Variable& q, const Variable& k, const Variable& v, float softmax_scale);
 // Mean cross-entropy of logits [N, V] against targets [N], ignoring ignore_index; d(logits) is
-// computed in the forward pass (fused) and only scaled in the backward.
-Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ignore_index = -100);
+// computed in the forward pass (fused) and only scaled in the backward. With overwrite_logits the
+// gradient is written over the logits buffer (saving one [N, V] tensor): the logits variable must
+// not be read afterwards.
+Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ignore_index = -100,
+                       bool overwrite_logits = false);
 
 }  // namespace kvroute::autograd

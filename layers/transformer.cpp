@@ -1,0 +1,230 @@
+#include "layers/transformer.h"
+
+#include <cmath>
+#include <map>
+
+#include "autograd/functions.h"
+#include "core/rng.h"
+
+namespace kvroute::layers {
+
+namespace ag = autograd;
+
+// ---- Config ------------------------------------------------------------------------------------
+
+void ModelConfig::validate() const {
+  auto positive = [](const char* key, int64_t v) { KV_CHECK(v > 0, "model.{}: must be > 0, got {}", key, v); };
+  positive("vocab_size", vocab_size);
+  positive("hidden_size", hidden_size);
+  positive("num_layers", num_layers);
+  positive("num_heads", num_heads);
+  positive("num_kv_heads", num_kv_heads);
+  positive("head_dim", head_dim);
+  positive("intermediate_size", intermediate_size);
+  positive("max_seq_len", max_seq_len);
+  KV_CHECK(num_heads % num_kv_heads == 0, "model.num_heads: {} is not a multiple of model.num_kv_heads {}",
+           num_heads, num_kv_heads);
+  KV_CHECK(head_dim % 2 == 0, "model.head_dim: must be even for rotary embeddings, got {}", head_dim);
+  KV_CHECK(rope_theta > 0, "model.rope_theta: must be > 0, got {}", rope_theta);
+  KV_CHECK(rms_norm_eps > 0, "model.rms_norm_eps: must be > 0, got {}", rms_norm_eps);
+  KV_CHECK(init_std > 0, "model.init_std: must be > 0, got {}", init_std);
+  KV_CHECK(kv_weight_layers.empty() || static_cast<int64_t>(kv_weight_layers.size()) == num_layers,
+           "model: kv_weight_layers has {} entries for {} layers", kv_weight_layers.size(), num_layers);
+  KV_CHECK(kv_weight_layers.empty() || kv_weight_layers[0], "model: layer 0 must own K/V projection weights");
+}
+
+bool ModelConfig::layer_has_kv_weights(int64_t layer) const {
+  return kv_weight_layers.empty() || kv_weight_layers[static_cast<size_t>(layer)];
+}
+
+// ---- Building blocks -----------------------------------------------------------------------------
+
+Linear::Linear(int64_t in_features, int64_t out_features)
+    : weight_(register_parameter("weight", {out_features, in_features})) {}
+
+Variable Linear::forward(const Variable& x) const { return ag::linear(x, weight_); }
+
+Embedding::Embedding(int64_t vocab_size, int64_t dim) : weight_(register_parameter("weight", {vocab_size, dim})) {}
+
+Variable Embedding::forward(const Tensor& tokens) const { return ag::embedding(weight_, tokens); }
+
+RMSNorm::RMSNorm(int64_t dim, double eps) : weight_(register_parameter("weight", {dim})), eps_(static_cast<float>(eps)) {}
+
+Variable RMSNorm::forward(const Variable& x) const { return ag::rms_norm(x, weight_, eps_); }
+
+Variable Rotary::apply(const Variable& x, int64_t position_offset) const {
+  return ag::rope(x, theta_, position_offset);
+}
+
+Attention::Attention(const ModelConfig& c, bool has_kv_weights)
+    : num_heads_(c.num_heads),
+      num_kv_heads_(c.num_kv_heads),
+      head_dim_(c.head_dim),
+      softmax_scale_(1.0f / std::sqrt(static_cast<float>(c.head_dim))),
+      rotary_(c.rope_theta) {
+  // Hugging Face Qwen3Attention order: q, k, v, o, q_norm, k_norm.
+  q_proj_ = register_module("q_proj", std::make_shared<Linear>(c.hidden_size, c.num_heads * c.head_dim));
+  if (has_kv_weights) {
+    k_proj_ = register_module("k_proj", std::make_shared<Linear>(c.hidden_size, c.num_kv_heads * c.head_dim));
+    v_proj_ = register_module("v_proj", std::make_shared<Linear>(c.hidden_size, c.num_kv_heads * c.head_dim));
+  }
+  o_proj_ = register_module("o_proj", std::make_shared<Linear>(c.num_heads * c.head_dim, c.hidden_size));
+  if (c.qk_norm) {
+    q_norm_ = register_module("q_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps));
+    if (has_kv_weights) k_norm_ = register_module("k_norm", std::make_shared<RMSNorm>(c.head_dim, c.rms_norm_eps));
+  }
+}
+
+LayerKV Attention::project_kv(const Variable& h, int64_t position_offset) const {
+  KV_CHECK(has_kv_weights(), "attention: this layer has no K/V projections (a CLA non-leader)");
+  const int64_t B = h.data().size(0), T = h.data().size(1);
+  Variable k = ag::reshape(k_proj_->forward(h), {B, T, num_kv_heads_, head_dim_});
+  if (k_norm_) k = k_norm_->forward(k);
+  k = rotary_.apply(k, position_offset);
+  Variable v = ag::reshape(v_proj_->forward(h), {B, T, num_kv_heads_, head_dim_});
+  return {k, v};
+}
+
+Variable Attention::forward(const Variable& h, const LayerKV& kv, int64_t position_offset) const {
+  const int64_t B = h.data().size(0), T = h.data().size(1);
+  Variable q = ag::reshape(q_proj_->forward(h), {B, T, num_heads_, head_dim_});
+  if (q_norm_) q = q_norm_->forward(q);
+  q = rotary_.apply(q, position_offset);
+  Variable attn = ag::causal_attention(q, kv.k, kv.v, softmax_scale_);
+  return o_proj_->forward(ag::reshape(attn, {B, T, num_heads_ * head_dim_}));
+}
+
+SwiGLU::SwiGLU(int64_t hidden, int64_t intermediate) {
+  gate_proj_ = register_module("gate_proj", std::make_shared<Linear>(hidden, intermediate));
+  up_proj_ = register_module("up_proj", std::make_shared<Linear>(hidden, intermediate));
+  down_proj_ = register_module("down_proj", std::make_shared<Linear>(intermediate, hidden));
+}
+
+Variable SwiGLU::forward(const Variable& x) const {
+  return down_proj_->forward(ag::swiglu(gate_proj_->forward(x), up_proj_->forward(x)));
+}
+
+DecoderLayer::DecoderLayer(const ModelConfig& c, bool has_kv_weights) {
+  // Hugging Face Qwen3DecoderLayer order: self_attn, mlp, input_layernorm, post_attention_layernorm.
+  self_attn_ = register_module("self_attn", std::make_shared<Attention>(c, has_kv_weights));
+  mlp_ = register_module("mlp", std::make_shared<SwiGLU>(c.hidden_size, c.intermediate_size));
+  input_layernorm_ = register_module("input_layernorm", std::make_shared<RMSNorm>(c.hidden_size, c.rms_norm_eps));
+  post_attention_layernorm_ =
+      register_module("post_attention_layernorm", std::make_shared<RMSNorm>(c.hidden_size, c.rms_norm_eps));
+}
+
+Variable DecoderLayer::forward(const Variable& x, LayerKV* kv_out, const std::vector<LayerKV>& kv_by_layer, int source,
+                               int64_t position_offset) const {
+  Variable h = input_layernorm_->forward(x);
+  if (kv_out != nullptr) *kv_out = self_attn_->project_kv(h, position_offset);  // kv_out points into kv_by_layer
+  Variable y = ag::add(x, self_attn_->forward(h, kv_by_layer[static_cast<size_t>(source)], position_offset));
+  return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y)));
+}
+
+// ---- Transformer -------------------------------------------------------------------------------
+
+Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(config) {
+  config_.validate();
+  auto model = register_module("model", std::make_shared<Container>());
+  embed_tokens_ = model->add("embed_tokens", std::make_shared<Embedding>(config_.vocab_size, config_.hidden_size));
+  auto layer_list = model->add("layers", std::make_shared<Container>());
+  for (int64_t l = 0; l < config_.num_layers; ++l) {
+    layers_.push_back(layer_list->add(std::to_string(l),
+                                      std::make_shared<DecoderLayer>(config_, config_.layer_has_kv_weights(l))));
+  }
+  norm_ = model->add("norm", std::make_shared<RMSNorm>(config_.hidden_size, config_.rms_norm_eps));
+  if (!config_.tie_embeddings) {
+    lm_head_ = register_module("lm_head", std::make_shared<Linear>(config_.hidden_size, config_.vocab_size));
+  }
+
+  // One flat buffer for the parameters and one for the gradients; each parameter becomes a view.
+  NamedParameters params = named_parameters();
+  int64_t total = 0;
+  for (const auto& [name, p] : params) total += p.data().numel();
+  flat_params_ = Tensor::empty({total});
+  flat_grads_ = Tensor::zeros({total});
+  int64_t offset = 0;
+  uint64_t stream = 0;
+  for (auto& [name, p] : params) {
+    const Shape shape = p.data().shape();
+    const int64_t n = p.data().numel();
+    Tensor view = flat_params_.slice(0, offset, offset + n).view(shape);
+    if (shape.size() == 1) {
+      view.fill_(1.0);  // norm scales
+    } else {
+      fill_normal(view, seed, stream, 0.0f, static_cast<float>(config_.init_std));
+    }
+    ++stream;
+    p.impl()->data = view;
+    p.impl()->name = name;
+    p.set_grad(flat_grads_.slice(0, offset, offset + n).view(shape));
+    offset += n;
+  }
+}
+
+std::vector<ops::DecaySegment> Transformer::decay_segments() const {
+  std::vector<ops::DecaySegment> segments;
+  int64_t offset = 0;
+  for (const auto& [name, p] : named_parameters()) {
+    const int64_t n = p.data().numel();
+    segments.push_back({offset, n, p.data().dim() >= 2});
+    offset += n;
+  }
+  return segments;
+}
+
+void Transformer::load_parameters(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& source) {
+  std::map<std::string, Tensor> given(tensors.begin(), tensors.end());
+  for (auto& [name, p] : named_parameters()) {
+    auto it = given.find(name);
+    KV_CHECK(it != given.end(), "{}: missing parameter '{}' {}", source, name, p.shape());
+    KV_CHECK(it->second.shape() == p.shape(), "{}: parameter '{}' has shape {} but the model expects {}", source, name,
+             it->second.shape(), p.shape());
+    p.data().copy_(it->second);
+    given.erase(it);
+  }
+  KV_CHECK(given.empty(), "{}: unknown parameter '{}' (not in this model's configuration)", source,
+           given.empty() ? "" : given.begin()->first);
+}
+
+Variable Transformer::final_hidden(const Tensor& tokens, const RoutingPlan& plan, int64_t position_offset) const {
+  KV_CHECK(tokens.dim() == 2, "transformer: tokens must be [B, T], got {}", tokens.shape());
+  KV_CHECK(position_offset + tokens.size(1) <= config_.max_seq_len,
+           "transformer: positions up to {} exceed model.max_seq_len {}", position_offset + tokens.size(1),
+           config_.max_seq_len);
+  validate_plan(plan, num_layers());
+  const std::vector<bool> needed = kv_needed(plan);
+  for (int l = 0; l < num_layers(); ++l) {
+    KV_CHECK(!needed[l] || config_.layer_has_kv_weights(l),
+             "routing plan {}: layer {} is read as a K/V source but has no K/V weights (CLA non-leader)",
+             format_plan(plan), l);
+  }
+  Variable x = embed_tokens_->forward(tokens);
+  std::vector<LayerKV> kv(static_cast<size_t>(num_layers()));
+  for (int l = 0; l < num_layers(); ++l) {
+    // A layer computes K/V only if some layer (itself or a later one) reads them.
+    const bool compute = needed[l] || (compute_unused_kv_ && config_.layer_has_kv_weights(l));
+    LayerKV* kv_out = compute ? &kv[static_cast<size_t>(l)] : nullptr;
+    x = layers_[static_cast<size_t>(l)]->forward(x, kv_out, kv, plan[l], position_offset);
+  }
+  return norm_->forward(x);
+}
+
+Variable Transformer::head(const Variable& hidden) const {
+  return ag::linear(hidden, lm_head_ ? lm_head_->weight() : embed_tokens_->weight());
+}
+
+Variable Transformer::logits(const Tensor& tokens, const RoutingPlan& plan, int64_t position_offset) const {
+  return head(final_hidden(tokens, plan, position_offset));
+}
+
+Variable Transformer::loss(const Tensor& inputs, const Tensor& targets, const RoutingPlan& plan,
+                           int64_t ignore_index) const {
+  KV_CHECK(inputs.shape() == targets.shape(), "transformer.loss: inputs {} and targets {} differ in shape",
+           inputs.shape(), targets.shape());
+  Variable h = final_hidden(inputs, plan, 0);
+  Variable logits = ag::reshape(head(h), {-1, config_.vocab_size});
+  return ag::cross_entropy(logits, targets.reshape({-1}), ignore_index, /*overwrite_logits=*/true);
+}
+
+}  // namespace kvroute::layers

@@ -1,0 +1,169 @@
+// The Qwen3-style causal LM: Linear, Embedding, RMSNorm, Rotary, Attention (GQA, QK-norm, K/V
+// from the layer the routing plan names), SwiGLU MLP, DecoderLayer, Transformer. Parameter names
+// and order are Hugging Face Qwen3's; all parameters live in one flat buffer and all gradients in
+// another (each tensor a view), so all-reduce, clipping and AdamW are one loop each.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "layers/module.h"
+#include "layers/router.h"
+
+namespace kvroute::layers {
+
+struct ModelConfig {
+  int64_t vocab_size = 8192;
+  int64_t hidden_size = 256;
+  int64_t num_layers = 6;
+  int64_t num_heads = 8;
+  int64_t num_kv_heads = 4;
+  int64_t head_dim = 32;
+  int64_t intermediate_size = 768;
+  double rope_theta = 1e6;
+  double rms_norm_eps = 1e-6;
+  int64_t max_seq_len = 2048;
+  bool tie_embeddings = true;
+  bool qk_norm = true;
+  double init_std = 0.02;
+  // Layers that own K/V projection weights (empty: all). CLA@k leaves the non-leaders without.
+  std::vector<bool> kv_weight_layers;
+
+  void validate() const;  // one-line errors naming the key and value
+  bool layer_has_kv_weights(int64_t layer) const;
+};
+
+class Linear final : public Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features);
+  Variable forward(const Variable& x) const;
+  const Variable& weight() const { return weight_; }
+
+ private:
+  Variable weight_;
+};
+
+class Embedding final : public Module {
+ public:
+  Embedding(int64_t vocab_size, int64_t dim);
+  Variable forward(const Tensor& tokens) const;
+  const Variable& weight() const { return weight_; }
+
+ private:
+  Variable weight_;
+};
+
+class RMSNorm final : public Module {
+ public:
+  RMSNorm(int64_t dim, double eps);
+  Variable forward(const Variable& x) const;
+
+ private:
+  Variable weight_;
+  float eps_;
+};
+
+class Rotary {
+ public:
+  explicit Rotary(double theta) : theta_(static_cast<float>(theta)) {}
+  Variable apply(const Variable& x, int64_t position_offset) const;
+
+ private:
+  float theta_;
+};
+
+// Keys and values of one layer, [B, T, num_kv_heads, head_dim], RoPE already applied to keys.
+struct LayerKV {
+  Variable k, v;
+};
+
+class Attention final : public Module {
+ public:
+  Attention(const ModelConfig& config, bool has_kv_weights);
+  bool has_kv_weights() const { return k_proj_ != nullptr; }
+  LayerKV project_kv(const Variable& h, int64_t position_offset) const;
+  // Attention of this layer's queries (from h) over `kv`, then the output projection.
+  Variable forward(const Variable& h, const LayerKV& kv, int64_t position_offset) const;
+
+ private:
+  int64_t num_heads_, num_kv_heads_, head_dim_;
+  float softmax_scale_;
+  Rotary rotary_;
+  std::shared_ptr<Linear> q_proj_, k_proj_, v_proj_, o_proj_;
+  std::shared_ptr<RMSNorm> q_norm_, k_norm_;
+};
+
+class SwiGLU final : public Module {
+ public:
+  SwiGLU(int64_t hidden, int64_t intermediate);
+  Variable forward(const Variable& x) const;
+
+ private:
+  std::shared_ptr<Linear> gate_proj_, up_proj_, down_proj_;
+};
+
+class DecoderLayer final : public Module {
+ public:
+  DecoderLayer(const ModelConfig& config, bool has_kv_weights);
+  const Attention& attention() const { return *self_attn_; }
+  // Pre-norm: h = norm(x); K/V of h when `kv_out` is given (some layer reads them); then
+  // x + attn(h, kv_in) and x + mlp(norm(x)).
+  Variable forward(const Variable& x, LayerKV* kv_out, const std::vector<LayerKV>& kv_by_layer, int source,
+                   int64_t position_offset) const;
+
+ private:
+  std::shared_ptr<Attention> self_attn_;
+  std::shared_ptr<SwiGLU> mlp_;
+  std::shared_ptr<RMSNorm> input_layernorm_, post_attention_layernorm_;
+};
+
+class Transformer final : public Module {
+ public:
+  // Builds the model, initialises it from Philox(seed) (projections and embeddings normal(0,
+  // init_std), norms ones) and moves all parameters into one flat buffer.
+  explicit Transformer(const ModelConfig& config, uint64_t seed = 0);
+
+  const ModelConfig& config() const { return config_; }
+  int num_layers() const { return static_cast<int>(config_.num_layers); }
+
+  // tokens [B, T] -> logits [B, T, V] under `plan`.
+  Variable logits(const Tensor& tokens, const RoutingPlan& plan, int64_t position_offset = 0) const;
+  // Mean cross-entropy of the next-token predictions: inputs, targets [B, T]; targets equal to
+  // ignore_index do not count. The logits buffer is reused for d(logits) (fused, in place).
+  Variable loss(const Tensor& inputs, const Tensor& targets, const RoutingPlan& plan,
+                int64_t ignore_index = -100) const;
+
+  // Flat buffers: every parameter / gradient is a view into these.
+  Tensor& flat_parameters() { return flat_params_; }
+  Tensor& flat_gradients() { return flat_grads_; }
+  const Tensor& flat_parameters() const { return flat_params_; }
+  const Tensor& flat_gradients() const { return flat_grads_; }
+  void zero_grad() { flat_grads_.zero_(); }
+  // Weight decay applies to 2-D weights (projections, embeddings), not to norm scales.
+  std::vector<ops::DecaySegment> decay_segments() const;
+  NamedParameters parameters() const { return named_parameters(); }
+  // Copies named tensors (Hugging Face names) into the parameters; every parameter must be given
+  // with its exact shape, and no unknown name is accepted. `source` names the origin in errors.
+  void load_parameters(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& source);
+  // Compute every layer's K/V even when the plan reads none of them (what the paper does). Off by
+  // default: skipping gives the same loss and gradients, which a test checks with this switch.
+  void set_compute_unused_kv(bool on) { compute_unused_kv_ = on; }
+
+ private:
+  Variable final_hidden(const Tensor& tokens, const RoutingPlan& plan, int64_t position_offset) const;
+  Variable head(const Variable& hidden) const;
+
+  ModelConfig config_;
+  std::shared_ptr<Embedding> embed_tokens_;
+  std::vector<std::shared_ptr<DecoderLayer>> layers_;
+  std::shared_ptr<RMSNorm> norm_;
+  std::shared_ptr<Linear> lm_head_;  // null when tied to embed_tokens
+  Tensor flat_params_, flat_grads_;
+  bool compute_unused_kv_ = false;
+};
+
+}  // namespace kvroute::layers

@@ -1,0 +1,203 @@
+// Properties of the model and its routing: HF names and order, initialisation, flat buffers, CLA@k
+// without K/V weights, skipping unused K/V projections, gradient flow through borrowed K/V.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "layers/transformer.h"
+#include "tests/test_util.h"
+
+namespace kvroute::layers {
+namespace {
+
+using testing::expect_error;
+
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 32;
+  c.num_layers = 4;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.intermediate_size = 48;
+  c.max_seq_len = 64;
+  c.init_std = 0.1;
+  return c;
+}
+
+Tensor random_tokens(const Shape& shape, int64_t vocab, uint64_t seed) {
+  Tensor t = Tensor::empty(shape, DType::I32);
+  Philox rng(seed);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<int32_t>()[i] = static_cast<int32_t>(rng.uniform_int(vocab));
+  return t;
+}
+
+TEST(Model, ParameterNamesFollowHuggingFaceQwen3) {
+  ModelConfig c = tiny_config();
+  c.tie_embeddings = false;
+  Transformer model(c);
+  NamedParameters params = model.parameters();
+  std::vector<std::string> names;
+  for (const auto& [n, p] : params) names.push_back(n);
+  const std::vector<std::string> first = {
+      "model.embed_tokens.weight",
+      "model.layers.0.self_attn.q_proj.weight",
+      "model.layers.0.self_attn.k_proj.weight",
+      "model.layers.0.self_attn.v_proj.weight",
+      "model.layers.0.self_attn.o_proj.weight",
+      "model.layers.0.self_attn.q_norm.weight",
+      "model.layers.0.self_attn.k_norm.weight",
+      "model.layers.0.mlp.gate_proj.weight",
+      "model.layers.0.mlp.up_proj.weight",
+      "model.layers.0.mlp.down_proj.weight",
+      "model.layers.0.input_layernorm.weight",
+      "model.layers.0.post_attention_layernorm.weight",
+      "model.layers.1.self_attn.q_proj.weight"};
+  ASSERT_GE(names.size(), first.size());
+  for (size_t i = 0; i < first.size(); ++i) EXPECT_EQ(names[i], first[i]);
+  EXPECT_EQ(names[names.size() - 2], "model.norm.weight");
+  EXPECT_EQ(names.back(), "lm_head.weight");
+  EXPECT_EQ(names.size(), 1 + 4 * 11 + 2u);
+  // Count: embed + per layer (q, k, v, o, 2 head norms, 3 MLP, 2 norms) + norm + head.
+  const int64_t per_layer = 32 * 32 + 2 * 16 * 32 + 32 * 32 + 2 * 8 + 3 * 32 * 48 + 2 * 32;
+  EXPECT_EQ(model.parameter_count(), 2 * 50 * 32 + 4 * per_layer + 32);
+  c.tie_embeddings = true;
+  EXPECT_EQ(Transformer(c).parameter_count(), 50 * 32 + 4 * per_layer + 32);
+}
+
+TEST(Model, InitialisationAndFlatBuffers) {
+  ModelConfig c = tiny_config();
+  c.init_std = 0.02;
+  Transformer model(c, 3);
+  int64_t offset = 0;
+  for (const auto& [name, p] : model.parameters()) {
+    EXPECT_TRUE(p.data().shares_storage(model.flat_parameters())) << name;
+    EXPECT_TRUE(p.grad().shares_storage(model.flat_gradients())) << name;
+    EXPECT_EQ(p.data().offset(), offset) << name;
+    offset += p.data().numel();
+    std::vector<float> v = p.data().to_vector<float>();
+    if (p.data().dim() == 1) {
+      for (float x : v) EXPECT_EQ(x, 1.0f) << name;
+    } else {
+      double ss = 0;
+      for (float x : v) ss += static_cast<double>(x) * x;
+      EXPECT_NEAR(std::sqrt(ss / static_cast<double>(v.size())), 0.02, 0.004) << name;
+    }
+  }
+  EXPECT_EQ(offset, model.flat_parameters().numel());
+  std::vector<ops::DecaySegment> segments = model.decay_segments();
+  EXPECT_TRUE(segments.front().decay);  // embedding
+  int64_t decayed = 0;
+  for (const auto& s : segments) decayed += s.decay ? s.numel : 0;
+  EXPECT_EQ(decayed, model.flat_parameters().numel() - (4 * (2 * 8 + 2 * 32) + 32));
+  // Same seed, same weights; another seed, other weights.
+  EXPECT_EQ(Transformer(c, 3).flat_parameters().to_vector<float>(), model.flat_parameters().to_vector<float>());
+  EXPECT_NE(Transformer(c, 4).flat_parameters().to_vector<float>(), model.flat_parameters().to_vector<float>());
+}
+
+TEST(Model, ClaNonLeadersOwnNoKvWeights) {
+  RouterConfig rc;
+  rc.policy = RouterConfig::Policy::FixedGroups;
+  rc.group_size = 2;
+  KVRouter router(rc, 4);
+  ModelConfig c = tiny_config();
+  c.kv_weight_layers = router.layers_with_kv_weights();
+  Transformer model(c);
+  int kv_weights = 0;
+  for (const auto& [name, p] : model.parameters()) {
+    const bool is_kv = name.find("k_proj") != std::string::npos || name.find("v_proj") != std::string::npos ||
+                       name.find("k_norm") != std::string::npos;
+    if (!is_kv) continue;
+    ++kv_weights;
+    EXPECT_TRUE(name.rfind("model.layers.0.", 0) == 0 || name.rfind("model.layers.2.", 0) == 0) << name;
+  }
+  EXPECT_EQ(kv_weights, 6);
+  EXPECT_EQ(Transformer(tiny_config()).parameter_count() - model.parameter_count(), 2 * (2 * 16 * 32 + 8));
+  Tensor tokens = random_tokens({2, 8}, 50, 1);
+  Variable loss = model.loss(tokens, tokens, router.training_plan(0, 0, 0));
+  EXPECT_TRUE(std::isfinite(loss.data().item()));
+  loss.backward();
+  expect_error([&] { (void)model.loss(tokens, tokens, RoutingPlan{0, 1, 2, 3}); },
+               {"0,1,2,3", "layer 1", "no K/V weights"});
+}
+
+TEST(Model, SkippingUnusedKvGivesTheSameLossAndGradients) {
+  Transformer model(tiny_config(), 5);
+  Tensor inputs = random_tokens({2, 12}, 50, 2), targets = random_tokens({2, 12}, 50, 3);
+  for (const RoutingPlan& plan : {RoutingPlan{0, 0, 0, 0}, RoutingPlan{0, 0, 2, 1}, RoutingPlan{0, 1, 1, 3}}) {
+    model.zero_grad();
+    model.set_compute_unused_kv(false);
+    Variable skipped = model.loss(inputs, targets, plan);
+    skipped.backward();
+    std::vector<float> grads_skipped = model.flat_gradients().to_vector<float>();
+    model.zero_grad();
+    model.set_compute_unused_kv(true);
+    Variable computed = model.loss(inputs, targets, plan);
+    computed.backward();
+    EXPECT_EQ(skipped.data().item(), computed.data().item()) << format_plan(plan);
+    EXPECT_EQ(grads_skipped, model.flat_gradients().to_vector<float>()) << format_plan(plan);
+  }
+}
+
+TEST(Model, ShareProbZeroMatchesNoRoutingBitForBit) {
+  Transformer model(tiny_config(), 6);
+  Tensor inputs = random_tokens({2, 10}, 50, 4), targets = random_tokens({2, 10}, 50, 5);
+  RouterConfig none, zero;
+  zero.policy = RouterConfig::Policy::Stochastic;
+  zero.share_prob = 0.0;
+  for (uint64_t step = 0; step < 3; ++step) {
+    model.zero_grad();
+    Variable a = model.loss(inputs, targets, KVRouter(none, 4).training_plan(step, 0, 0));
+    a.backward();
+    std::vector<float> ga = model.flat_gradients().to_vector<float>();
+    model.zero_grad();
+    Variable b = model.loss(inputs, targets, KVRouter(zero, 4).training_plan(step, 0, 0));
+    b.backward();
+    EXPECT_EQ(a.data().item(), b.data().item());
+    EXPECT_EQ(ga, model.flat_gradients().to_vector<float>());
+  }
+}
+
+TEST(Model, BorrowedKvSendsGradientsToTheSourceLayer) {
+  Transformer model(tiny_config(), 7);
+  Tensor tokens = random_tokens({1, 9}, 50, 6);
+  model.loss(tokens, tokens, RoutingPlan{0, 0, 0, 0}).backward();
+  for (const auto& [name, p] : model.parameters()) {
+    if (name.find("k_proj") == std::string::npos) continue;
+    const double norm = ops::squared_norm(p.grad()).item();
+    if (name.rfind("model.layers.0.", 0) == 0) EXPECT_GT(norm, 0.0) << name;
+    else EXPECT_EQ(norm, 0.0) << name;  // nobody reads layers 1-3's K/V
+  }
+}
+
+TEST(Model, MicroBatchGradientsAccumulate) {
+  Transformer model(tiny_config(), 8);
+  Tensor a = random_tokens({1, 8}, 50, 7), b = random_tokens({1, 8}, 50, 8);
+  model.loss(a, a, self_plan(4)).backward();
+  std::vector<float> ga = model.flat_gradients().to_vector<float>();
+  model.zero_grad();
+  model.loss(b, b, self_plan(4)).backward();
+  std::vector<float> gb = model.flat_gradients().to_vector<float>();
+  model.zero_grad();
+  model.loss(a, a, self_plan(4)).backward();
+  model.loss(b, b, self_plan(4)).backward();
+  std::vector<float> both = model.flat_gradients().to_vector<float>();
+  for (size_t i = 0; i < both.size(); ++i) EXPECT_NEAR(both[i], ga[i] + gb[i], 1e-6f + 1e-5f * std::abs(both[i]));
+}
+
+TEST(Model, ConfigAndInputErrors) {
+  ModelConfig c = tiny_config();
+  c.num_kv_heads = 3;
+  expect_error([&] { Transformer m(c); }, {"model.num_heads", "4", "model.num_kv_heads 3"});
+  c = tiny_config();
+  c.head_dim = 7;
+  expect_error([&] { Transformer m(c); }, {"model.head_dim", "even", "7"});
+  Transformer model(tiny_config());
+  expect_error([&] { (void)model.logits(random_tokens({2, 65}, 50, 1), self_plan(4)); }, {"max_seq_len 64"});
+  expect_error([&] { (void)model.logits(random_tokens({2, 5}, 60, 1).view({10}), self_plan(4)); }, {"[B, T]", "[10]"});
+  expect_error([&] { (void)model.logits(Tensor::full({1, 3}, 50, DType::I32), self_plan(4)); }, {"token id 50", "[0, 50)"});
+}
+
+}  // namespace
+}  // namespace kvroute::layers
