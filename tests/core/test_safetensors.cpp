@@ -1,0 +1,83 @@
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/safetensors.h"
+#include "tests/test_util.h"
+
+namespace kvroute {
+namespace {
+
+using testing::expect_error;
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("kvroute_test_" + name)).string();
+}
+
+void write_raw(const std::string& path, const std::string& header, const std::string& data) {
+  std::ofstream out(path, std::ios::binary);
+  uint64_t n = header.size();
+  out.write(reinterpret_cast<const char*>(&n), 8);
+  out << header << data;
+}
+
+TEST(Safetensors, RoundTripsEveryDtypeAndMetadata) {
+  const std::string path = temp_path("roundtrip.safetensors");
+  Tensor f = testing::random_tensor({3, 4}, 1);
+  Tensor strided = f.transpose(0, 1);  // saved contiguous
+  Tensor b = f.to(DType::BF16);
+  Tensor i = Tensor::from_vector<int32_t>({-1, 2, 3}, {3});
+  Tensor u16 = Tensor::from_vector<uint16_t>({65535, 0}, {2});
+  Tensor u32 = Tensor::from_vector<uint32_t>({4000000000u}, {1});
+  Tensor scalar = Tensor::scalar(2.5f);
+  safetensors::save(path, {{"f", f}, {"t", strided}, {"b", b}, {"i", i}, {"u16", u16}, {"u32", u32}, {"s", scalar}},
+                    {{"format", "pt"}});
+  safetensors::File file = safetensors::load(path);
+  EXPECT_EQ(file.metadata.at("format"), "pt");
+  ASSERT_EQ(file.tensors.size(), 7u);
+  EXPECT_EQ(file.tensors[0].first, "f");  // file order = save order
+  EXPECT_EQ(file.get("f").to_vector<float>(), f.to_vector<float>());
+  EXPECT_EQ(file.get("t").shape(), (Shape{4, 3}));
+  EXPECT_EQ(file.get("t").to_vector<float>(), strided.contiguous().to_vector<float>());
+  EXPECT_EQ(file.get("b").dtype(), DType::BF16);
+  EXPECT_EQ(file.get("b").to(DType::F32).to_vector<float>(), b.to(DType::F32).to_vector<float>());
+  EXPECT_EQ(file.get("i").to_vector<int32_t>(), i.to_vector<int32_t>());
+  EXPECT_EQ(file.get("u16").to_vector<uint16_t>(), u16.to_vector<uint16_t>());
+  EXPECT_EQ(file.get("u32").to_vector<uint32_t>(), u32.to_vector<uint32_t>());
+  EXPECT_EQ(file.get("s").dim(), 0);
+  EXPECT_EQ(file.get("s").item(), 2.5);
+  expect_error([&] { (void)file.get("missing"); }, {path, "'missing'"});
+  expect_error([&] { safetensors::save(path, {{"a", f}, {"a", f}}); }, {"duplicate", "'a'"});
+  std::remove(path.c_str());
+}
+
+TEST(Safetensors, CorruptFilesGiveErrorsNamingTheFile) {
+  const std::string path = temp_path("corrupt.safetensors");
+  expect_error([&] { (void)safetensors::load(temp_path("does_not_exist")); }, {"does_not_exist", "cannot open"});
+  { std::ofstream(path, std::ios::binary) << "abc"; }
+  expect_error([&] { (void)safetensors::load(path); }, {path, "shorter than the 8-byte header"});
+  write_raw(path, "{\"a\": ", "");
+  expect_error([&] { (void)safetensors::load(path); }, {path, "invalid JSON"});
+  {
+    std::ofstream out(path, std::ios::binary);
+    uint64_t n = 1u << 30;
+    out.write(reinterpret_cast<const char*>(&n), 8);
+  }
+  expect_error([&] { (void)safetensors::load(path); }, {path, "header length"});
+  write_raw(path, R"({"w": {"dtype": "F64", "shape": [1], "data_offsets": [0, 8]}})", std::string(8, '\0'));
+  expect_error([&] { (void)safetensors::load(path); }, {path, "'w'", "unsupported dtype", "F64"});
+  write_raw(path, R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", std::string(8, '\0'));
+  expect_error([&] { (void)safetensors::load(path); }, {path, "'w'", "outside the 8-byte data section"});
+  write_raw(path, R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})", std::string(8, '\0'));
+  expect_error([&] { (void)safetensors::load(path); }, {path, "'w'", "needs 12 bytes", "span 8"});
+  write_raw(path, R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", std::string(4, '\0'));
+  expect_error([&] { (void)safetensors::load(path); }, {path, "'w'", "bad dimension"});
+  write_raw(path, R"({"w": {"dtype": "F32"}})", "");
+  expect_error([&] { (void)safetensors::load(path); }, {path, "'w'", "lacks"});
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace kvroute
