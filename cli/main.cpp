@@ -1,0 +1,124 @@
+// The kvroute executable: one binary, subcommands (CLI11). Every failure ends in a one-line
+// "kvroute: error: ..." on stderr and a non-zero exit.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "core/error.h"
+#include "core/threading.h"
+#include "data/corpus.h"
+#include "data/prepare.h"
+#include "data/tokenizer.h"
+
+namespace {
+
+using namespace kvroute;
+
+void add_threads_option(CLI::App* app, int& threads) {
+  app->add_option("--threads", threads, "worker threads (0: all cores)")->check(CLI::NonNegativeNumber);
+}
+
+int run_tokenizer_train(const std::vector<std::string>& inputs, int64_t vocab, const std::string& out) {
+  const auto start = std::chrono::steady_clock::now();
+  const bool tty = isatty(STDERR_FILENO);
+  int64_t documents = 0, bytes = 0;
+  data::Tokenizer tok = data::Tokenizer::train(
+      [&](const std::function<void(std::string_view)>& emit) {
+        data::for_each_document(inputs, [&](std::string_view text) {
+          ++documents;
+          bytes += static_cast<int64_t>(text.size());
+          emit(text);
+        });
+      },
+      vocab,
+      [&](int64_t merges, int64_t target) {
+        if (tty) std::fprintf(stderr, "\rtokenizer train: %ld/%ld merges", static_cast<long>(merges), static_cast<long>(target));
+      });
+  if (tty) std::fprintf(stderr, "\n");
+  tok.save(out);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("tokenizer train: %ld documents, %.1f MB, vocab %ld (%zu merges) -> %s in %.1f s\n",
+              static_cast<long>(documents), static_cast<double>(bytes) / 1e6, static_cast<long>(tok.vocab_size()),
+              tok.num_merges(), out.c_str(), seconds);
+  if (tok.vocab_size() < vocab) {
+    std::printf("tokenizer train: note: the corpus supports only %ld tokens (no pair occurs twice beyond that)\n",
+                static_cast<long>(tok.vocab_size()));
+  }
+  return 0;
+}
+
+int run_tokenizer_encode(const std::string& dir, const std::string& text) {
+  data::Tokenizer tok = data::Tokenizer::load(dir);
+  std::vector<int32_t> ids = tok.encode(text);
+  std::printf("%s\n", fmt::format("{}", fmt::join(ids, " ")).c_str());
+  return 0;
+}
+
+int run_prepare(const data::PrepareOptions& options) {
+  data::PrepareSummary s = data::prepare(options);
+  const int64_t tokens = s.train_tokens + s.val_tokens;
+  std::printf("prepare: %ld documents (%ld train, %ld val), %ld tokens (%ld train in %ld shards, %ld val in %ld), "
+              "%.1f MB text, %.2f bytes/token, %.1f s (%.1f MB/s) -> %s\n",
+              static_cast<long>(s.documents), static_cast<long>(s.train_documents), static_cast<long>(s.val_documents),
+              static_cast<long>(tokens), static_cast<long>(s.train_tokens), static_cast<long>(s.train_shards),
+              static_cast<long>(s.val_tokens), static_cast<long>(s.val_shards), static_cast<double>(s.bytes) / 1e6,
+              static_cast<double>(s.bytes) / static_cast<double>(std::max<int64_t>(tokens, 1)), s.seconds,
+              static_cast<double>(s.bytes) / 1e6 / s.seconds, options.out_dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kvroute: training with Stochastic KV Routing (R-CLA)"};
+  app.require_subcommand(1);
+  int threads = 0;
+
+  auto* tokenizer = app.add_subcommand("tokenizer", "train or use a byte-level BPE tokenizer");
+  tokenizer->require_subcommand(1);
+  auto* train = tokenizer->add_subcommand("train", "learn a byte-level BPE in GPT-2's file format");
+  std::vector<std::string> train_inputs;
+  int64_t vocab = 8192;
+  std::string train_out;
+  train->add_option("--input", train_inputs, "text files, directories, JSONL files")->required();
+  train->add_option("--vocab", vocab, "vocabulary size including <|endoftext|>")->required();
+  train->add_option("--out", train_out, "output directory (encoder.json, vocab.bpe)")->required();
+  add_threads_option(train, threads);
+  auto* encode = tokenizer->add_subcommand("encode", "print the token ids of a text");
+  std::string encode_dir, encode_text;
+  encode->add_option("--tokenizer", encode_dir, "tokenizer directory")->required();
+  encode->add_option("--text", encode_text, "text to encode")->required();
+
+  auto* prep = app.add_subcommand("prepare", "tokenize documents into train/val shards");
+  data::PrepareOptions prepare_options;
+  prep->add_option("--input", prepare_options.inputs, "text files, directories, JSONL files")->required();
+  prep->add_option("--tokenizer", prepare_options.tokenizer_dir, "tokenizer directory")->required();
+  prep->add_option("--out", prepare_options.out_dir, "output directory for the shards")->required();
+  prep->add_option("--val-fraction", prepare_options.val_fraction, "fraction of documents held out")
+      ->check(CLI::Range(0.0, 0.999));
+  prep->add_option("--shard-tokens", prepare_options.shard_tokens, "tokens per shard")->check(CLI::PositiveNumber);
+  prep->add_option("--seed", prepare_options.seed, "seed of the train/val split");
+  add_threads_option(prep, threads);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    set_num_threads(threads);
+    if (train->parsed()) return run_tokenizer_train(train_inputs, vocab, train_out);
+    if (encode->parsed()) return run_tokenizer_encode(encode_dir, encode_text);
+    if (prep->parsed()) return run_prepare(prepare_options);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "kvroute: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvroute: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

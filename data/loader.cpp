@@ -1,0 +1,190 @@
+#include "data/loader.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace kvroute::data {
+
+TokenStream::TokenStream(const std::string& dir, const std::string& split) {
+  for (const std::string& path : list_shards(dir, split)) {
+    starts_.push_back(total_);
+    shards_.emplace_back(path);
+    total_ += shards_.back().size();
+  }
+}
+
+void TokenStream::read(int64_t begin, int64_t n, int32_t* out) const {
+  KV_CHECK(begin >= 0 && begin + n <= total_, "data: read [{}, {}) past the end of {} tokens", begin, begin + n, total_);
+  size_t s = static_cast<size_t>(std::upper_bound(starts_.begin(), starts_.end(), begin) - starts_.begin()) - 1;
+  while (n > 0) {
+    const int64_t local = begin - starts_[s];
+    const int64_t take = std::min(n, shards_[s].size() - local);
+    shards_[s].read(local, take, out);
+    out += take;
+    begin += take;
+    n -= take;
+    ++s;
+  }
+}
+
+namespace {
+Batch read_windows(const TokenStream& stream, const std::vector<int64_t>& window_ids, int64_t seq_len) {
+  const int64_t rows = static_cast<int64_t>(window_ids.size());
+  Batch batch;
+  batch.inputs = Tensor::empty({rows, seq_len}, DType::I32);
+  batch.targets = Tensor::empty({rows, seq_len}, DType::I32);
+  std::vector<int32_t> window(static_cast<size_t>(seq_len + 1));
+  for (int64_t r = 0; r < rows; ++r) {
+    stream.read(window_ids[static_cast<size_t>(r)] * seq_len, seq_len + 1, window.data());
+    std::copy(window.begin(), window.end() - 1, batch.inputs.data<int32_t>() + r * seq_len);
+    std::copy(window.begin() + 1, window.end(), batch.targets.data<int32_t>() + r * seq_len);
+  }
+  return batch;
+}
+}  // namespace
+
+DataLoader::DataLoader(const Options& options) : options_(options), stream_(options.dir, "train") {
+  KV_CHECK(options.batch_size > 0 && options.seq_len > 0, "data loader: batch_size {} and seq_len {} must be > 0",
+           options.batch_size, options.seq_len);
+  KV_CHECK(options.world_size > 0 && options.rank >= 0 && options.rank < options.world_size,
+           "data loader: rank {} outside world size {}", options.rank, options.world_size);
+  windows_ = (stream_.size() - 1) / options.seq_len;
+  const int64_t global = options.batch_size * options.world_size;
+  steps_per_epoch_ = windows_ / global;
+  KV_CHECK(steps_per_epoch_ > 0 && windows_ <= INT32_MAX,
+           "{}: the train split has {} tokens = {} windows of {}+1, fewer than one global batch of {} x {} ranks",
+           options.dir, stream_.size(), windows_, options.seq_len, options.batch_size, options.world_size);
+  if (options_.prefetch) start_prefetch();
+}
+
+DataLoader::~DataLoader() { stop_prefetch(); }
+
+const std::vector<int32_t>& DataLoader::permutation(int64_t epoch) const {
+  // Called with perm_mutex_ held. Fisher-Yates with Philox(seed, stream = epoch): identical on
+  // every rank and machine.
+  if (perm_epoch_ != epoch) {
+    perm_.resize(static_cast<size_t>(windows_));
+    for (int64_t i = 0; i < windows_; ++i) perm_[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    Philox rng(options_.seed, static_cast<uint64_t>(epoch));
+    for (int64_t i = windows_ - 1; i > 0; --i) std::swap(perm_[static_cast<size_t>(i)], perm_[static_cast<size_t>(rng.uniform_int(i + 1))]);
+    perm_epoch_ = epoch;
+  }
+  return perm_;
+}
+
+Batch DataLoader::read_batch(const LoaderCursor& cursor) const {
+  std::vector<int64_t> ids(static_cast<size_t>(options_.batch_size));
+  {
+    std::lock_guard<std::mutex> lock(perm_mutex_);
+    const std::vector<int32_t>& perm = permutation(cursor.epoch);
+    const int64_t base = cursor.position + options_.rank * options_.batch_size;
+    for (int64_t j = 0; j < options_.batch_size; ++j) ids[static_cast<size_t>(j)] = perm[static_cast<size_t>(base + j)];
+  }
+  Batch batch = read_windows(stream_, ids, options_.seq_len);
+  batch.cursor = cursor;
+  return batch;
+}
+
+LoaderCursor DataLoader::advance(const LoaderCursor& cursor) const {
+  LoaderCursor next = cursor;
+  const int64_t global = options_.batch_size * options_.world_size;
+  next.position += global;
+  if (next.position + global > steps_per_epoch_ * global) {
+    ++next.epoch;
+    next.position = 0;
+  }
+  return next;
+}
+
+void DataLoader::start_prefetch() {
+  stop_ = false;
+  worker_error_ = nullptr;
+  worker_ = std::thread([this] {
+    LoaderCursor at;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      at = cursor_;
+    }
+    try {
+      while (true) {
+        Batch batch = read_batch(at);
+        std::unique_lock<std::mutex> lock(mutex_);
+        cv_.wait(lock, [this] { return stop_ || queue_.size() < 3; });
+        if (stop_) return;
+        queue_.push_back(std::move(batch));
+        cv_.notify_all();
+        at = advance(at);
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      worker_error_ = std::current_exception();
+      cv_.notify_all();
+    }
+  });
+}
+
+void DataLoader::stop_prefetch() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  if (worker_.joinable()) worker_.join();
+  queue_.clear();
+}
+
+Batch DataLoader::next() {
+  if (!options_.prefetch) {
+    Batch batch = read_batch(cursor_);
+    cursor_ = advance(cursor_);
+    return batch;
+  }
+  std::unique_lock<std::mutex> lock(mutex_);
+  cv_.wait(lock, [this] { return !queue_.empty() || worker_error_; });
+  if (queue_.empty() && worker_error_) std::rethrow_exception(worker_error_);
+  Batch batch = std::move(queue_.front());
+  queue_.pop_front();
+  cv_.notify_all();
+  cursor_ = advance(batch.cursor);
+  return batch;
+}
+
+LoaderCursor DataLoader::cursor() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cursor_;
+}
+
+void DataLoader::set_cursor(const LoaderCursor& cursor) {
+  const int64_t global = options_.batch_size * options_.world_size;
+  KV_CHECK(cursor.epoch >= 0 && cursor.position >= 0 && cursor.position % global == 0 &&
+               cursor.position + global <= steps_per_epoch_ * global,
+           "data loader: cursor (epoch {}, position {}) is not a batch boundary of this data ({} windows, global batch {})",
+           cursor.epoch, cursor.position, windows_, global);
+  stop_prefetch();
+  cursor_ = cursor;
+  if (options_.prefetch) start_prefetch();
+}
+
+ValidationLoader::ValidationLoader(const std::string& dir, int64_t batch_size, int64_t seq_len, int rank,
+                                   int world_size)
+    : stream_(dir, "val"), batch_size_(batch_size), seq_len_(seq_len), rank_(rank), world_size_(world_size) {
+  windows_ = (stream_.size() - 1) / seq_len;
+  KV_CHECK(windows_ > 0, "{}: the val split has {} tokens, fewer than one window of {}+1", dir, stream_.size(), seq_len);
+}
+
+bool ValidationLoader::next(Batch& batch) {
+  const int64_t first_global = step_ * batch_size_ * world_size_;
+  if (first_global >= windows_) return false;
+  const int64_t begin = first_global + rank_ * batch_size_;
+  const int64_t end = std::min(windows_, begin + batch_size_);
+  std::vector<int64_t> ids;
+  for (int64_t w = begin; w < end; ++w) ids.push_back(w);
+  batch = read_windows(stream_, ids, seq_len_);
+  batch.cursor = {0, first_global};
+  ++step_;
+  return true;
+}
+
+}  // namespace kvroute::data

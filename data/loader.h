@@ -1,0 +1,111 @@
+// Distributed, resumable data loading over token shards. The train split is cut into windows of
+// T+1 tokens (window w starts at token w*T); each epoch visits the windows in an order shuffled by
+// Philox(seed, epoch), the same on every rank. A global batch is world x B windows; rank r takes
+// rows [r*B, (r+1)*B) of it, so ranks never share a window and no window repeats within an epoch.
+// The cursor (epoch, windows consumed) is independent of the world size: a run saved at one
+// world size resumes at another with the same global batch. A background thread prefetches.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/tensor.h"
+#include "data/shard.h"
+
+namespace kvroute::data {
+
+// The train or val shards of a directory read as one token stream.
+class TokenStream {
+ public:
+  TokenStream(const std::string& dir, const std::string& split);
+  int64_t size() const { return total_; }
+  void read(int64_t begin, int64_t n, int32_t* out) const;  // may cross shard boundaries
+
+ private:
+  std::vector<Shard> shards_;
+  std::vector<int64_t> starts_;  // first token index of each shard
+  int64_t total_ = 0;
+};
+
+struct LoaderCursor {
+  int64_t epoch = 0;
+  int64_t position = 0;  // global windows already consumed in this epoch
+  bool operator==(const LoaderCursor&) const = default;
+};
+
+struct Batch {
+  Tensor inputs, targets;  // [B, T] i32: targets are inputs shifted by one token
+  LoaderCursor cursor;      // where this batch was read
+};
+
+class DataLoader {
+ public:
+  struct Options {
+    std::string dir;
+    int64_t batch_size = 8;  // per rank
+    int64_t seq_len = 256;
+    int rank = 0;
+    int world_size = 1;
+    uint64_t seed = 0;
+    bool prefetch = true;
+  };
+  explicit DataLoader(const Options& options);
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  Batch next();
+  LoaderCursor cursor() const;          // the cursor of the batch next() returns
+  void set_cursor(const LoaderCursor& cursor);
+  int64_t windows() const { return windows_; }
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  int64_t tokens() const { return stream_.size(); }
+  // Read one batch at a cursor without moving (used by the prefetch thread and by tests).
+  Batch read_batch(const LoaderCursor& cursor) const;
+  LoaderCursor advance(const LoaderCursor& cursor) const;
+
+ private:
+  const std::vector<int32_t>& permutation(int64_t epoch) const;
+  void start_prefetch();
+  void stop_prefetch();
+
+  Options options_;
+  TokenStream stream_;
+  int64_t windows_ = 0, steps_per_epoch_ = 0;
+  mutable std::mutex perm_mutex_;
+  mutable int64_t perm_epoch_ = -1;
+  mutable std::vector<int32_t> perm_;
+
+  LoaderCursor cursor_;
+  // Prefetch: batches from cursor_ onwards.
+  std::thread worker_;
+  mutable std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<Batch> queue_;
+  bool stop_ = false;
+  std::exception_ptr worker_error_;
+};
+
+// Walks the val split once, in order: batch g of rank r holds windows g*world*B + r*B + [0, B),
+// fewer (or none) at the end.
+class ValidationLoader {
+ public:
+  ValidationLoader(const std::string& dir, int64_t batch_size, int64_t seq_len, int rank = 0, int world_size = 1);
+  bool next(Batch& batch);  // false when the split is exhausted
+  void reset() { step_ = 0; }
+  int64_t windows() const { return windows_; }
+
+ private:
+  TokenStream stream_;
+  int64_t batch_size_, seq_len_, windows_;
+  int rank_, world_size_;
+  int64_t step_ = 0;
+};
+
+}  // namespace kvroute::data

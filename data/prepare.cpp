@@ -1,0 +1,163 @@
+#include "data/prepare.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include <omp.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "data/corpus.h"
+#include "data/shard.h"
+#include "data/tokenizer.h"
+
+namespace kvroute::data {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Writes a token stream into PREFIX_NNNNNN.bin shards of at most shard_tokens tokens.
+class ShardWriter {
+ public:
+  ShardWriter(std::string dir, std::string prefix, int64_t shard_tokens, int width)
+      : dir_(std::move(dir)), prefix_(std::move(prefix)), shard_tokens_(shard_tokens), width_(width) {}
+  void append(const std::vector<int32_t>& tokens) {
+    for (int32_t t : tokens) {
+      buffer_.push_back(t);
+      if (static_cast<int64_t>(buffer_.size()) == shard_tokens_) flush();
+    }
+  }
+  int64_t finish() {
+    if (!buffer_.empty() || shards_ == 0) flush();
+    return shards_;
+  }
+
+ private:
+  void flush() {
+    write_shard(fmt::format("{}/{}_{:06d}.bin", dir_, prefix_, shards_), buffer_, width_);
+    ++shards_;
+    buffer_.clear();
+  }
+  std::string dir_, prefix_;
+  int64_t shard_tokens_;
+  int width_;
+  int64_t shards_ = 0;
+  std::vector<int32_t> buffer_;
+};
+
+}  // namespace
+
+PrepareSummary prepare(const PrepareOptions& options) {
+  KV_CHECK(options.val_fraction >= 0.0 && options.val_fraction < 1.0, "prepare: --val-fraction must be in [0, 1), got {}",
+           options.val_fraction);
+  KV_CHECK(options.shard_tokens > 0, "prepare: --shard-tokens must be > 0, got {}", options.shard_tokens);
+  const auto start = std::chrono::steady_clock::now();
+  Tokenizer tokenizer = Tokenizer::load(options.tokenizer_dir);
+
+  std::vector<std::string> documents;
+  for_each_document(options.inputs, [&](std::string_view text) { documents.emplace_back(text); });
+  KV_CHECK(!documents.empty(), "prepare: no documents in the inputs");
+  const int64_t n = static_cast<int64_t>(documents.size());
+
+  // Split by document: the first val_count of a seeded permutation go to val.
+  int64_t val_count = static_cast<int64_t>(std::llround(static_cast<double>(n) * options.val_fraction));
+  if (options.val_fraction > 0 && val_count == 0 && n >= 2) val_count = 1;
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  Philox rng(options.seed, 0x5eed);
+  for (int64_t i = n - 1; i > 0; --i) std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(rng.uniform_int(i + 1))]);
+  std::vector<bool> is_val(static_cast<size_t>(n), false);
+  for (int64_t i = 0; i < val_count; ++i) is_val[static_cast<size_t>(order[static_cast<size_t>(i)])] = true;
+
+  // Encode in parallel, one cache per thread; results kept in document order.
+  std::vector<std::vector<int32_t>> encoded(static_cast<size_t>(n));
+  std::vector<EncodeCache> caches(static_cast<size_t>(omp_get_max_threads()));
+  const bool show = options.progress && isatty(STDERR_FILENO);
+  int64_t done = 0;
+  PrepareSummary summary;
+  for (const std::string& d : documents) summary.bytes += static_cast<int64_t>(d.size());
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int64_t i = 0; i < n; ++i) {
+    encoded[static_cast<size_t>(i)] = tokenizer.encode(documents[static_cast<size_t>(i)], &caches[static_cast<size_t>(omp_get_thread_num())]);
+    if (show) {
+#pragma omp critical
+      {
+        ++done;
+        if (done % 64 == 0 || done == n) {
+          const int width = 40;
+          const int filled = static_cast<int>(width * done / n);
+          std::fprintf(stderr, "\rprepare: [%s%s] %ld/%ld documents", std::string(static_cast<size_t>(filled), '#').c_str(),
+                       std::string(static_cast<size_t>(width - filled), '.').c_str(), static_cast<long>(done),
+                       static_cast<long>(n));
+        }
+      }
+    }
+  }
+  if (show) std::fprintf(stderr, "\n");
+
+  // Write into a fresh temporary directory, then swap the shards into place.
+  const std::string tmp = options.out_dir + ".tmp";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  KV_CHECK(!ec, "{}: cannot create directory: {}", tmp, ec.message());
+  const int width = token_width_for_vocab(tokenizer.vocab_size());
+  ShardWriter train(tmp, "train", options.shard_tokens, width), val(tmp, "val", options.shard_tokens, width);
+  const std::vector<int32_t> eot = {tokenizer.eot_id()};
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& tokens = encoded[static_cast<size_t>(i)];
+    ShardWriter& writer = is_val[static_cast<size_t>(i)] ? val : train;
+    writer.append(eot);  // llm.c convention: every document starts with <|endoftext|>
+    writer.append(tokens);
+    if (is_val[static_cast<size_t>(i)]) {
+      ++summary.val_documents;
+      summary.val_tokens += static_cast<int64_t>(tokens.size()) + 1;
+    } else {
+      ++summary.train_documents;
+      summary.train_tokens += static_cast<int64_t>(tokens.size()) + 1;
+    }
+  }
+  summary.documents = n;
+  summary.train_shards = train.finish();
+  summary.val_shards = val.finish();
+  nlohmann::ordered_json meta = {{"tokenizer", fs::absolute(options.tokenizer_dir).string()},
+                                 {"vocab_size", tokenizer.vocab_size()},
+                                 {"eot_id", tokenizer.eot_id()},
+                                 {"token_bytes", width},
+                                 {"documents", n},
+                                 {"train_documents", summary.train_documents},
+                                 {"val_documents", summary.val_documents},
+                                 {"train_tokens", summary.train_tokens},
+                                 {"val_tokens", summary.val_tokens},
+                                 {"seed", options.seed},
+                                 {"val_fraction", options.val_fraction}};
+  {
+    std::ofstream out(tmp + "/data.json");
+    out << meta.dump(2) << "\n";
+    KV_CHECK(out.good(), "{}/data.json: write failed", tmp);
+  }
+  fs::create_directories(options.out_dir, ec);
+  KV_CHECK(!ec, "{}: cannot create directory: {}", options.out_dir, ec.message());
+  for (const auto& entry : fs::directory_iterator(options.out_dir)) {  // stale shards of an earlier run
+    const std::string name = entry.path().filename().string();
+    if ((name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0) && entry.path().extension() == ".bin") {
+      fs::remove(entry.path());
+    }
+  }
+  for (const auto& entry : fs::directory_iterator(tmp)) {
+    fs::rename(entry.path(), fs::path(options.out_dir) / entry.path().filename(), ec);
+    KV_CHECK(!ec, "{}: cannot move {} into place: {}", options.out_dir, entry.path().string(), ec.message());
+  }
+  fs::remove_all(tmp, ec);
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return summary;
+}
+
+}  // namespace kvroute::data

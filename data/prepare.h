@@ -1,0 +1,31 @@
+// `kvroute prepare`: documents -> tokens -> train/val shards. Documents are split into train and
+// val by a seeded draw, encoded in parallel, each preceded by <|endoftext|>, and written as
+// llm.c shards. The output is a pure function of (inputs, tokenizer, options).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvroute::data {
+
+struct PrepareOptions {
+  std::vector<std::string> inputs;
+  std::string tokenizer_dir;
+  std::string out_dir;
+  double val_fraction = 0.005;
+  int64_t shard_tokens = 100'000'000;
+  uint64_t seed = 1337;
+  bool progress = true;
+};
+
+struct PrepareSummary {
+  int64_t documents = 0, train_documents = 0, val_documents = 0;
+  int64_t train_tokens = 0, val_tokens = 0, bytes = 0;
+  int64_t train_shards = 0, val_shards = 0;
+  double seconds = 0;
+};
+
+PrepareSummary prepare(const PrepareOptions& options);
+
+}  // namespace kvroute::data

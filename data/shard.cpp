@@ -1,0 +1,132 @@
+#include "data/shard.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+
+namespace kvroute::data {
+
+int token_width_for_vocab(int64_t vocab_size) { return vocab_size <= 65536 ? 2 : 4; }
+
+void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int token_width) {
+  KV_CHECK(token_width == 2 || token_width == 4, "write_shard {}: token width must be 2 or 4, got {}", path,
+           token_width);
+  int32_t header[kShardHeaderInts] = {};
+  header[0] = token_width == 2 ? kShardMagicU16 : kShardMagicU32;
+  header[1] = token_width == 2 ? kShardVersionU16 : kShardVersionU32;
+  KV_CHECK(tokens.size() <= static_cast<size_t>(INT32_MAX), "write_shard {}: {} tokens do not fit the header", path,
+           tokens.size());
+  header[2] = static_cast<int32_t>(tokens.size());
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    KV_CHECK(out.good(), "{}: cannot open for writing: {}", tmp, std::strerror(errno));
+    out.write(reinterpret_cast<const char*>(header), sizeof header);
+    if (token_width == 2) {
+      std::vector<uint16_t> narrow(tokens.size());
+      for (size_t i = 0; i < tokens.size(); ++i) {
+        KV_CHECK(tokens[i] >= 0 && tokens[i] < 65536, "write_shard {}: token {} does not fit uint16", path, tokens[i]);
+        narrow[i] = static_cast<uint16_t>(tokens[i]);
+      }
+      out.write(reinterpret_cast<const char*>(narrow.data()), static_cast<std::streamsize>(narrow.size() * 2));
+    } else {
+      out.write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(tokens.size() * 4));
+    }
+    out.close();
+    KV_CHECK(!out.fail(), "{}: write failed (disk full?): {}", tmp, std::strerror(errno));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  KV_CHECK(!ec, "{}: cannot rename from {}: {}", path, tmp, ec.message());
+}
+
+Shard::Shard(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  KV_CHECK(fd >= 0, "{}: cannot open shard: {}", path, std::strerror(errno));
+  struct stat st {};
+  ::fstat(fd, &st);
+  const size_t file_size = static_cast<size_t>(st.st_size);
+  if (file_size < kShardHeaderInts * 4) {
+    ::close(fd);
+    KV_FAIL("{}: corrupt shard: {} bytes, shorter than the {}-byte header", path, file_size, kShardHeaderInts * 4);
+  }
+  map_ = ::mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  KV_CHECK(map_ != MAP_FAILED, "{}: cannot map shard: {}", path, std::strerror(errno));
+  map_bytes_ = file_size;
+  const auto* header = static_cast<const int32_t*>(map_);
+  auto fail = [&](const std::string& what) {
+    ::munmap(map_, map_bytes_);
+    map_ = nullptr;
+    KV_FAIL("{}: corrupt shard: {}", path, what);
+  };
+  if (header[0] == kShardMagicU16) {
+    if (header[1] != kShardVersionU16)
+      fail(fmt::format("magic {} (uint16 tokens) needs version {}, found {}", header[0], kShardVersionU16, header[1]));
+    width_ = 2;
+  } else if (header[0] == kShardMagicU32) {
+    if (header[1] != kShardVersionU32)
+      fail(fmt::format("magic {} (uint32 tokens) needs version {}, found {}", header[0], kShardVersionU32, header[1]));
+    width_ = 4;
+  } else {
+    fail(fmt::format("bad magic {} (expected {} or {})", header[0], kShardMagicU16, kShardMagicU32));
+  }
+  if (header[2] < 0) fail(fmt::format("negative token count {}", header[2]));
+  count_ = header[2];
+  const size_t expected = kShardHeaderInts * 4 + static_cast<size_t>(count_) * static_cast<size_t>(width_);
+  if (expected != file_size) {
+    fail(fmt::format("header says {} tokens x {} bytes = {} bytes with the header, but the file has {} bytes", count_,
+                     width_, expected, file_size));
+  }
+  tokens_ = static_cast<const char*>(map_) + kShardHeaderInts * 4;
+}
+
+Shard::~Shard() {
+  if (map_ != nullptr) ::munmap(map_, map_bytes_);
+}
+
+Shard::Shard(Shard&& other) noexcept
+    : path_(std::move(other.path_)),
+      map_(other.map_),
+      map_bytes_(other.map_bytes_),
+      tokens_(other.tokens_),
+      count_(other.count_),
+      width_(other.width_) {
+  other.map_ = nullptr;
+}
+
+void Shard::read(int64_t begin, int64_t n, int32_t* out) const {
+  if (width_ == 2) {
+    const auto* p = static_cast<const uint16_t*>(tokens_) + begin;
+    for (int64_t i = 0; i < n; ++i) out[i] = p[i];
+  } else {
+    std::memcpy(out, static_cast<const uint32_t*>(tokens_) + begin, static_cast<size_t>(n) * 4);
+  }
+}
+
+std::vector<std::string> list_shards(const std::string& dir, const std::string& prefix) {
+  std::error_code ec;
+  KV_CHECK(std::filesystem::is_directory(dir, ec), "{}: no such data directory", dir);
+  std::vector<std::string> paths;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && name.rfind(prefix + "_", 0) == 0 && name.size() > 4 &&
+        name.substr(name.size() - 4) == ".bin") {
+      paths.push_back(entry.path().string());
+    }
+  }
+  std::sort(paths.begin(), paths.end());
+  KV_CHECK(!paths.empty(), "{}: no {}_*.bin shards (run kvroute prepare)", dir, prefix);
+  return paths;
+}
+
+}  // namespace kvroute::data
