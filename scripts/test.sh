@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/fetch_data.sh --tokenizer-only  # GPT-2's files, for the tokenizer parity test
 jobs=$(nproc)
 
 scripts/build.sh

