@@ -12,6 +12,9 @@
 #include "data/corpus.h"
 #include "data/prepare.h"
 #include "data/tokenizer.h"
+#include "train/communicator.h"
+#include "train/config.h"
+#include "train/trainer.h"
 
 namespace {
 
@@ -70,6 +73,27 @@ int run_prepare(const data::PrepareOptions& options) {
   return 0;
 }
 
+int run_train(const std::string& config_path, const std::vector<std::string>& overrides, const std::string& resume,
+              int64_t threads_flag) {
+  std::vector<std::string> all = overrides;
+  if (threads_flag > 0) all.push_back(fmt::format("train.threads={}", threads_flag));
+  train::RunConfig config = train::load_config(config_path, all);
+  std::unique_ptr<train::Communicator> comm = train::make_communicator(config.dist.backend);
+  try {
+    if (comm->rank() == 0) {
+      std::printf("kvroute train: %s -> %s (%s, %d rank%s)\n", config_path.c_str(), config.run_dir().c_str(),
+                  comm->name().c_str(), comm->world_size(), comm->world_size() == 1 ? "" : "s");
+    }
+    train::TrainResult result = train::run_training(config, *comm, {resume, 0, false});
+    return result.interrupted ? 130 : 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvroute: error (rank %d): %s\n", comm->rank(), e.what());
+    std::fflush(stderr);
+    if (comm->world_size() > 1) comm->abort(1);  // bring every rank down promptly
+    return 1;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,16 +127,25 @@ int main(int argc, char** argv) {
   prep->add_option("--seed", prepare_options.seed, "seed of the train/val split");
   add_threads_option(prep, threads);
 
+  auto* train_cmd = app.add_subcommand("train", "train a model from a YAML run config");
+  std::string train_config, resume;
+  std::vector<std::string> overrides;
+  train_cmd->add_option("config", train_config, "run config (YAML)")->required();
+  train_cmd->add_option("overrides", overrides, "section.key=value overrides");
+  train_cmd->add_option("--resume", resume, "auto (newest checkpoint of the run) or a checkpoint directory");
+  add_threads_option(train_cmd, threads);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   try {
-    set_num_threads(threads);
+    if (!train_cmd->parsed()) set_num_threads(threads);
     if (train->parsed()) return run_tokenizer_train(train_inputs, vocab, train_out);
     if (encode->parsed()) return run_tokenizer_encode(encode_dir, encode_text);
     if (prep->parsed()) return run_prepare(prepare_options);
+    if (train_cmd->parsed()) return run_train(train_config, overrides, resume, threads);
   } catch (const Error& e) {
     std::fprintf(stderr, "kvroute: error: %s\n", e.what());
     return 1;

@@ -1,0 +1,36 @@
+// Checkpoints: one directory per step, written as step_NNNNNNNN.tmp/ and renamed (atomic), so a
+// directory without .tmp is complete. Contents: model.safetensors (fp32, Hugging Face Qwen3
+// names), config.json (a Hugging Face Qwen3 config plus a "kvroute" block), optimizer.safetensors
+// (AdamW m and v), state.json (step, tokens, data cursor, world size, fingerprint), config.yaml.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "layers/transformer.h"
+#include "train/config.h"
+
+namespace kvroute::train {
+
+struct TrainState {
+  int64_t step = 0;
+  int64_t tokens_seen = 0;
+  data::LoaderCursor cursor;
+  int world_size = 1;
+  int64_t global_batch_tokens = 0;
+  std::string fingerprint;
+};
+
+// Writes checkpoints_dir/step_NNNNNNNN and keeps the newest `keep`. Returns the directory.
+std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState& state, const layers::Transformer& model,
+                            const Tensor& adam_m, const Tensor& adam_v, const RunConfig& config, int64_t keep);
+// Loads a checkpoint into model/m/v after checking it matches `config`; errors name the path.
+TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, Tensor& adam_m, Tensor& adam_v,
+                           const RunConfig& config);
+// The newest complete checkpoint under checkpoints_dir, or "" when there is none.
+std::string latest_checkpoint(const std::string& checkpoints_dir);
+// The Hugging Face Qwen3 config.json of a model.
+std::string hf_config_json(const RunConfig& config);
+
+}  // namespace kvroute::train

@@ -1,0 +1,98 @@
+#include "train/communicator.h"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "core/error.h"
+
+namespace kvroute::train {
+
+namespace {
+
+class LocalCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  void allreduce_sum(Tensor&, int64_t) override {}
+  void allreduce_sum(std::vector<double>&) override {}
+  void broadcast(Tensor&, int) override {}
+  void barrier() override {}
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+  std::string name() const override { return "local"; }
+};
+
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      int provided = 0;
+      MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &world_);
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  }
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_; }
+  void allreduce_sum(Tensor& buffer, int64_t bucket_elements) override {
+    KV_CHECK(buffer.device().is_cpu() && buffer.dtype() == DType::F32 && buffer.is_contiguous(),
+             "mpi allreduce: expected a contiguous f32 CPU buffer, got {}", buffer.str());
+    float* data = buffer.data<float>();
+    const int64_t n = buffer.numel();
+    bucket_elements = std::max<int64_t>(bucket_elements, 1);
+    for (int64_t begin = 0; begin < n; begin += bucket_elements) {
+      const int count = static_cast<int>(std::min(bucket_elements, n - begin));
+      check(MPI_Allreduce(MPI_IN_PLACE, data + begin, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+    }
+  }
+  void allreduce_sum(std::vector<double>& values) override {
+    check(MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_DOUBLE, MPI_SUM,
+                        MPI_COMM_WORLD),
+          "MPI_Allreduce");
+  }
+  void broadcast(Tensor& buffer, int root) override {
+    KV_CHECK(buffer.device().is_cpu() && buffer.is_contiguous(), "mpi broadcast: expected a contiguous CPU buffer, got {}",
+             buffer.str());
+    char* data = static_cast<char*>(buffer.raw_data());
+    const size_t n = buffer.nbytes();
+    constexpr size_t kChunk = size_t{1} << 30;
+    for (size_t begin = 0; begin < n; begin += kChunk) {
+      check(MPI_Bcast(data + begin, static_cast<int>(std::min(kChunk, n - begin)), MPI_BYTE, root, MPI_COMM_WORLD),
+            "MPI_Bcast");
+    }
+  }
+  void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
+  [[noreturn]] void abort(int code) override {
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::exit(code);
+  }
+  std::string name() const override { return "mpi"; }
+
+ private:
+  static void check(int rc, const char* what) { KV_CHECK(rc == MPI_SUCCESS, "{} failed with MPI error {}", what, rc); }
+  int rank_ = 0, world_ = 1;
+};
+
+}  // namespace
+
+bool launched_by_mpi() {
+  return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr || std::getenv("PMI_SIZE") != nullptr ||
+         std::getenv("PMIX_RANK") != nullptr;
+}
+
+std::unique_ptr<Communicator> make_communicator(const std::string& backend) {
+  if (backend == "none") return std::make_unique<LocalCommunicator>();
+  if (backend == "mpi" || launched_by_mpi()) return std::make_unique<MpiCommunicator>();
+  KV_CHECK(backend == "auto", "dist.backend: '{}' is not one of auto, mpi, none", backend);
+  return std::make_unique<LocalCommunicator>();
+}
+
+}  // namespace kvroute::train

@@ -1,0 +1,312 @@
+#include "train/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace kvroute::train {
+
+namespace {
+
+// One key of the schema: how to read it from YAML (with its checks) and how to print it.
+struct Field {
+  std::string key;
+  std::function<void(RunConfig&, const YAML::Node&, const std::string& where)> read;
+  std::function<YAML::Node(const RunConfig&)> write;
+};
+struct Section {
+  std::string name;
+  std::vector<Field> fields;
+};
+
+std::string scalar_text(const YAML::Node& node) {
+  if (node.IsScalar()) return node.Scalar();
+  YAML::Emitter out;
+  out << YAML::Flow << node;
+  return out.c_str();
+}
+
+template <class T>
+T read_as(const YAML::Node& node, const std::string& where, const char* what) {
+  KV_CHECK(node.IsScalar(), "{}: expected {}, got '{}'", where, what, scalar_text(node));
+  try {
+    return node.as<T>();
+  } catch (const YAML::Exception&) {
+    KV_FAIL("{}: expected {}, got '{}'", where, what, node.Scalar());
+  }
+}
+
+template <class T>
+Field int_field(std::string key, T& (*ref)(RunConfig&), int64_t min, int64_t max = INT64_MAX) {
+  return {key,
+          [ref, min, max](RunConfig& c, const YAML::Node& n, const std::string& where) {
+            const int64_t v = read_as<int64_t>(n, where, "an integer");
+            KV_CHECK(v >= min && v <= max, "{}: {} is out of range [{}, {}]", where, v, min, max);
+            ref(c) = static_cast<T>(v);
+          },
+          [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
+}
+
+Field float_field(std::string key, double& (*ref)(RunConfig&), double min, double max, bool min_open = false) {
+  return {key,
+          [ref, min, max, min_open](RunConfig& c, const YAML::Node& n, const std::string& where) {
+            const double v = read_as<double>(n, where, "a number");
+            KV_CHECK((min_open ? v > min : v >= min) && v <= max, "{}: {} is out of range {}{}, {}]", where, v,
+                     min_open ? "(" : "[", min, max);
+            ref(c) = v;
+          },
+          [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
+}
+
+Field bool_field(std::string key, bool& (*ref)(RunConfig&)) {
+  return {key, [ref](RunConfig& c, const YAML::Node& n, const std::string& where) { ref(c) = read_as<bool>(n, where, "true or false"); },
+          [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
+}
+
+Field string_field(std::string key, std::string& (*ref)(RunConfig&), std::vector<std::string> allowed = {}) {
+  return {key,
+          [ref, allowed](RunConfig& c, const YAML::Node& n, const std::string& where) {
+            std::string v = read_as<std::string>(n, where, "a string");
+            if (!allowed.empty()) {
+              KV_CHECK(std::find(allowed.begin(), allowed.end(), v) != allowed.end(), "{}: '{}' is not one of {}", where,
+                       v, fmt::format("{}", fmt::join(allowed, ", ")));
+            }
+            ref(c) = v;
+          },
+          [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
+}
+
+#define REF(type, expr) +[](RunConfig& c) -> type& { return expr; }
+
+const std::vector<Section>& schema() {
+  static const std::vector<Section> sections = {
+      {"model",
+       {int_field("vocab_size", REF(int64_t, c.model.vocab_size), 1),
+        int_field("hidden_size", REF(int64_t, c.model.hidden_size), 1),
+        int_field("num_layers", REF(int64_t, c.model.num_layers), 1),
+        int_field("num_heads", REF(int64_t, c.model.num_heads), 1),
+        int_field("num_kv_heads", REF(int64_t, c.model.num_kv_heads), 1),
+        int_field("head_dim", REF(int64_t, c.model.head_dim), 2),
+        int_field("intermediate_size", REF(int64_t, c.model.intermediate_size), 1),
+        float_field("rope_theta", REF(double, c.model.rope_theta), 0, 1e12, true),
+        float_field("rms_norm_eps", REF(double, c.model.rms_norm_eps), 0, 1, true),
+        int_field("max_seq_len", REF(int64_t, c.model.max_seq_len), 1),
+        bool_field("tie_embeddings", REF(bool, c.model.tie_embeddings)),
+        bool_field("qk_norm", REF(bool, c.model.qk_norm)),
+        float_field("init_std", REF(double, c.model.init_std), 0, 10, true)}},
+      {"router",
+       {{"policy",
+         [](RunConfig& c, const YAML::Node& n, const std::string& where) {
+           std::string v = read_as<std::string>(n, where, "a string");
+           try {
+             c.router.config.policy = layers::parse_policy(v);
+           } catch (const Error&) {
+             KV_FAIL("{}: '{}' is not one of none, stochastic, fixed_groups, random_fixed_groups", where, v);
+           }
+         },
+         [](const RunConfig& c) { return YAML::Node(std::string(layers::policy_name(c.router.config.policy))); }},
+        float_field("share_prob", REF(double, c.router.config.share_prob), 0, 1),
+        {"source",
+         [](RunConfig& c, const YAML::Node& n, const std::string& where) {
+           std::string v = read_as<std::string>(n, where, "a string");
+           KV_CHECK(v == "uniform" || v == "previous", "{}: '{}' is not one of uniform, previous", where, v);
+           c.router.config.source = layers::parse_source(v);
+         },
+         [](const RunConfig& c) {
+           return YAML::Node(std::string(c.router.config.source == layers::RouterConfig::Source::Uniform ? "uniform" : "previous"));
+         }},
+        int_field("group_size", REF(int, c.router.config.group_size), 1, 1 << 20),
+        float_field("group_share_prob", REF(double, c.router.config.group_share_prob), 0, 1),
+        int_field("seed", REF(uint64_t, c.router.config.seed), 0),
+        bool_field("same_plan_all_ranks", REF(bool, c.router.same_plan_all_ranks))}},
+      {"data", {string_field("dir", REF(std::string, c.data.dir)), string_field("tokenizer", REF(std::string, c.data.tokenizer))}},
+      {"optim",
+       {float_field("lr", REF(double, c.optim.lr), 0, 10), float_field("min_lr", REF(double, c.optim.min_lr), 0, 10),
+        float_field("beta1", REF(double, c.optim.beta1), 0, 0.999999), float_field("beta2", REF(double, c.optim.beta2), 0, 0.999999),
+        float_field("eps", REF(double, c.optim.eps), 0, 1, true), float_field("weight_decay", REF(double, c.optim.weight_decay), 0, 10),
+        float_field("grad_clip", REF(double, c.optim.grad_clip), 0, 1e9),
+        string_field("schedule", REF(std::string, c.optim.schedule), {"cosine", "constant", "wsd"}),
+        float_field("warmup_fraction", REF(double, c.optim.warmup_fraction), 0, 1),
+        float_field("decay_fraction", REF(double, c.optim.decay_fraction), 0, 1)}},
+      {"train",
+       {string_field("name", REF(std::string, c.train.name)), string_field("run_dir", REF(std::string, c.train.run_dir)),
+        int_field("steps", REF(int64_t, c.train.steps), 1), int_field("batch_size", REF(int64_t, c.train.batch_size), 1),
+        int_field("seq_len", REF(int64_t, c.train.seq_len), 1),
+        int_field("global_batch_tokens", REF(int64_t, c.train.global_batch_tokens), 0),
+        int_field("seed", REF(uint64_t, c.train.seed), 0), int_field("log_interval", REF(int64_t, c.train.log_interval), 1),
+        int_field("checkpoint_interval", REF(int64_t, c.train.checkpoint_interval), 0),
+        int_field("keep_checkpoints", REF(int64_t, c.train.keep_checkpoints), 1),
+        int_field("threads", REF(int64_t, c.train.threads), 0, 1024),
+        string_field("device", REF(std::string, c.train.device), {"cpu", "cuda"}),
+        string_field("precision", REF(std::string, c.train.precision), {"fp32", "bf16"}),
+        float_field("peak_tflops", REF(double, c.train.peak_tflops), 0, 1e6)}},
+      {"eval",
+       {int_field("interval", REF(int64_t, c.eval.interval), 0),
+        {"retention",
+         [](RunConfig& c, const YAML::Node& n, const std::string& where) {
+           KV_CHECK(n.IsSequence() && n.size() > 0, "{}: expected a list of retention fractions, got '{}'", where,
+                    scalar_text(n));
+           c.eval.retention.clear();
+           for (size_t i = 0; i < n.size(); ++i) {
+             const double r = read_as<double>(n[i], fmt::format("{}[{}]", where, i), "a number");
+             KV_CHECK(r > 0 && r <= 1, "{}[{}]: {} is out of range (0, 1]", where, i, r);
+             c.eval.retention.push_back(r);
+           }
+         },
+         [](const RunConfig& c) {
+           YAML::Node n(YAML::NodeType::Sequence);
+           for (double r : c.eval.retention) n.push_back(r);
+           n.SetStyle(YAML::EmitterStyle::Flow);
+           return n;
+         }},
+        int_field("batches", REF(int64_t, c.eval.batches), 0)}},
+      {"dist",
+       {string_field("backend", REF(std::string, c.dist.backend), {"auto", "mpi", "none"}),
+        float_field("bucket_mb", REF(double, c.dist.bucket_mb), 0, 1 << 16, true)}},
+  };
+  return sections;
+}
+
+#undef REF
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    }
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string nearest(const std::string& key, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const std::string& c : candidates) {
+    size_t d = edit_distance(key, c);
+    if (d < best_d) best_d = d, best = c;
+  }
+  return best;
+}
+
+void apply_override(YAML::Node& root, const std::string& override_text) {
+  const size_t eq = override_text.find('=');
+  const std::string path = override_text.substr(0, eq);
+  const size_t dot = path.find('.');
+  KV_CHECK(eq != std::string::npos && dot != std::string::npos && dot > 0 && dot + 1 < path.size() &&
+               path.find('.', dot + 1) == std::string::npos,
+           "override '{}': expected section.key=value", override_text);
+  YAML::Node value;
+  try {
+    value = YAML::Load(override_text.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    KV_FAIL("override '{}': cannot parse the value: {}", override_text, e.msg);
+  }
+  const std::string section = path.substr(0, dot), key = path.substr(dot + 1);
+  if (!root[section]) root[section] = YAML::Node(YAML::NodeType::Map);
+  KV_CHECK(root[section].IsMap(), "override '{}': section '{}' is not a mapping", override_text, section);
+  root[section][key] = value.IsNull() ? YAML::Node(std::string()) : value;
+}
+
+void validate_cross_fields(const RunConfig& c, const std::string& src) {
+  try {
+    c.model.validate();
+    layers::KVRouter(c.router.config, static_cast<int>(c.model.num_layers));
+  } catch (const Error& e) {
+    KV_FAIL("{}: {}", src, e.what());
+  }
+  KV_CHECK(c.train.seq_len <= c.model.max_seq_len, "{}: train.seq_len {} exceeds model.max_seq_len {}", src,
+           c.train.seq_len, c.model.max_seq_len);
+  KV_CHECK(c.optim.min_lr <= c.optim.lr, "{}: optim.min_lr {} exceeds optim.lr {}", src, c.optim.min_lr, c.optim.lr);
+  KV_CHECK(c.optim.schedule != "wsd" || c.optim.warmup_fraction + c.optim.decay_fraction <= 1.0,
+           "{}: optim.warmup_fraction {} + optim.decay_fraction {} exceed 1", src, c.optim.warmup_fraction,
+           c.optim.decay_fraction);
+  KV_CHECK(c.train.precision == "fp32" || c.train.device == "cuda",
+           "{}: train.precision bf16 needs train.device cuda (the CPU backend computes in fp32)", src);
+  KV_CHECK(c.train.global_batch_tokens == 0 || c.train.global_batch_tokens % (c.train.batch_size * c.train.seq_len) == 0,
+           "{}: train.global_batch_tokens {} is not a multiple of train.batch_size x train.seq_len = {}", src,
+           c.train.global_batch_tokens, c.train.batch_size * c.train.seq_len);
+}
+
+}  // namespace
+
+RunConfig parse_config(const std::string& yaml_text, const std::string& source, const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    KV_FAIL("{}: invalid YAML at line {}, column {}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg);
+  }
+  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  KV_CHECK(root.IsMap(), "{}: expected a mapping of sections (model, router, data, optim, train, eval, dist)", source);
+  for (const std::string& o : overrides) apply_override(root, o);
+
+  RunConfig config;
+  config.source = source;
+  std::vector<std::string> section_names;
+  for (const Section& s : schema()) section_names.push_back(s.name);
+  for (const auto& entry : root) {
+    const std::string name = entry.first.as<std::string>();
+    auto section = std::find_if(schema().begin(), schema().end(), [&](const Section& s) { return s.name == name; });
+    KV_CHECK(section != schema().end(), "{}: unknown section '{}' (did you mean '{}'?)", source, name,
+             nearest(name, section_names));
+    KV_CHECK(entry.second.IsMap() || entry.second.IsNull(), "{}: section '{}' must be a mapping of keys", source, name);
+    std::vector<std::string> keys;
+    for (const Field& f : section->fields) keys.push_back(f.key);
+    for (const auto& kv : entry.second) {
+      const std::string key = kv.first.as<std::string>();
+      auto field = std::find_if(section->fields.begin(), section->fields.end(), [&](const Field& f) { return f.key == key; });
+      KV_CHECK(field != section->fields.end(), "{}: unknown key '{}.{}' (did you mean '{}.{}'?)", source, name, key, name,
+               nearest(key, keys));
+      field->read(config, kv.second, fmt::format("{}: {}.{}", source, name, key));
+    }
+  }
+  validate_cross_fields(config, source);
+  return config;
+}
+
+RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  KV_CHECK(in.good(), "{}: cannot open config file", path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path, overrides);
+}
+
+std::string RunConfig::to_yaml() const {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  for (const Section& s : schema()) {
+    out << YAML::Key << s.name << YAML::Value << YAML::BeginMap;
+    for (const Field& f : s.fields) out << YAML::Key << f.key << YAML::Value << f.write(*this);
+    out << YAML::EndMap;
+  }
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+std::string RunConfig::model_fingerprint() const {
+  YAML::Emitter out;
+  out << YAML::Flow << YAML::BeginMap;
+  for (const Section& s : schema()) {
+    if (s.name != "model") continue;
+    for (const Field& f : s.fields) out << YAML::Key << f.key << YAML::Value << f.write(*this);
+  }
+  // Which layers own K/V weights (CLA@k removes them) is part of the parameter set.
+  std::string kv_layers;
+  for (bool owns : layers::KVRouter(router.config, static_cast<int>(model.num_layers)).layers_with_kv_weights())
+    kv_layers += owns ? '1' : '0';
+  out << YAML::Key << "kv_weight_layers" << YAML::Value << kv_layers;
+  out << YAML::EndMap;
+  return out.c_str();
+}
+
+}  // namespace kvroute::train

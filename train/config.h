@@ -1,0 +1,90 @@
+// Run configuration: one YAML file with sections model, router, data, optim, train, eval, dist,
+// parsed into typed structs. Every key is validated: an unknown key names the file, the key path
+// and the nearest valid key; a wrong type or an out-of-range value names the value. Command-line
+// overrides `section.key=value` apply before validation. to_yaml() is the resolved config.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "layers/router.h"
+#include "layers/transformer.h"
+
+namespace kvroute::train {
+
+struct RouterSection {
+  layers::RouterConfig config;
+  bool same_plan_all_ranks = false;  // default: every rank (micro-batch slice) draws its own plan
+};
+
+struct DataSection {
+  std::string dir = "data/prepared/quickstart";
+  std::string tokenizer = "data/prepared/tokenizer-8k";
+};
+
+struct OptimSection {
+  double lr = 6e-4;
+  double min_lr = 6e-5;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;  // 0: no clipping
+  std::string schedule = "cosine";  // cosine | constant | wsd
+  double warmup_fraction = 0.05;
+  double decay_fraction = 0.2;  // wsd: final fraction of steps that decays to min_lr
+};
+
+struct TrainSection {
+  std::string name = "run";
+  std::string run_dir;  // empty: runs/<name>
+  int64_t steps = 100;
+  int64_t batch_size = 8;  // sequences per micro-batch per rank
+  int64_t seq_len = 256;
+  int64_t global_batch_tokens = 0;  // 0: world x batch_size x seq_len (no accumulation)
+  uint64_t seed = 1;
+  int64_t log_interval = 10;
+  int64_t checkpoint_interval = 0;  // 0: only at the end (and on SIGINT/SIGTERM)
+  int64_t keep_checkpoints = 3;
+  int64_t threads = 0;  // 0: all cores (per rank)
+  std::string device = "cpu";
+  std::string precision = "fp32";
+  double peak_tflops = 0;  // for MFU; 0: not reported
+};
+
+struct EvalSection {
+  int64_t interval = 0;  // 0: only at the end
+  std::vector<double> retention = {1.0};
+  int64_t batches = 0;  // validation batches per evaluation; 0: the whole val split
+};
+
+struct DistSection {
+  std::string backend = "auto";  // auto (MPI when launched by mpirun) | mpi | none
+  double bucket_mb = 16;
+};
+
+struct RunConfig {
+  layers::ModelConfig model;
+  RouterSection router;
+  DataSection data;
+  OptimSection optim;
+  TrainSection train;
+  EvalSection eval;
+  DistSection dist;
+  std::string source;  // the file it came from
+
+  std::string run_dir() const { return train.run_dir.empty() ? "runs/" + train.name : train.run_dir; }
+  std::string to_yaml() const;
+  // A hash of everything that fixes the shape of the model and its parameters (model section,
+  // router policy/group size): a checkpoint must match it to be loaded.
+  std::string model_fingerprint() const;
+};
+
+// Reads `path`, applies `overrides` ("section.key=value"), validates. Errors name the file.
+RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The same from YAML text (`source` names it in errors).
+RunConfig parse_config(const std::string& yaml_text, const std::string& source,
+                       const std::vector<std::string>& overrides = {});
+
+}  // namespace kvroute::train
