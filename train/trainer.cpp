@@ -138,13 +138,13 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
                   loaded.world_size, world);
     }
   }
-  if (leader) {
+  if (leader && !options.benchmark) {
     fs::create_directories(run_dir);
     std::ofstream(run_dir + "/config.yaml") << config.to_yaml();
     truncate_metrics(metrics_path, state.step);
   }
   std::ofstream metrics;
-  if (leader) metrics.open(metrics_path, std::ios::app);
+  if (leader && !options.benchmark) metrics.open(metrics_path, std::ios::app);
 
   Schedule schedule{config.optim.schedule, config.optim.lr, config.optim.min_lr, config.train.steps,
                     static_cast<int64_t>(std::llround(config.optim.warmup_fraction * static_cast<double>(config.train.steps))),
@@ -153,7 +153,9 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
   const double flops_token = flops_per_token(config.model, model.parameter_count(), T);
   const bool tty = isatty(STDOUT_FILENO);
 
+  result.global_batch_tokens = global_tokens;
   auto checkpoint = [&] {
+    if (options.benchmark) return;
     if (leader) {
       state.cursor = loader.cursor();
       result.last_checkpoint =
@@ -162,6 +164,7 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
     comm.barrier();
   };
   auto evaluate = [&] {
+    if (options.benchmark) return;
     nlohmann::ordered_json levels = nlohmann::ordered_json::object();
     std::string line = fmt::format("eval step {}:", state.step);
     for (double r : config.eval.retention) {
@@ -188,6 +191,7 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
   int64_t window_steps = 0;
   try {
     while (state.step < config.train.steps) {
+      const auto step_start = std::chrono::steady_clock::now();
       const int64_t step = state.step + 1;
       const double lr = schedule.at(step);
       model.zero_grad();
@@ -224,6 +228,8 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
       state.step = step;
       state.tokens_seen += global_tokens;
       result.losses.push_back(mean_loss);
+      result.step_seconds.push_back(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count());
       ++result.steps_done;
       ++window_steps;
 
@@ -248,7 +254,7 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
                       mfu.c_str(), format_duration(eta).c_str());
           std::fflush(stdout);
         }
-        if (leader) {
+        if (leader && !options.benchmark) {
           metrics << nlohmann::ordered_json{{"step", step},          {"loss", mean_loss}, {"lr", lr},
                                             {"grad_norm", grad_norm}, {"tok_s", tok_s},    {"tflops", tflops},
                                             {"tokens", state.tokens_seen}, {"elapsed_s", elapsed}}

@@ -16,6 +16,8 @@ namespace kvroute::train {
 struct TrainResult {
   int64_t steps_done = 0;
   std::vector<double> losses;  // mean training loss of every step this run executed
+  std::vector<double> step_seconds;  // wall time of every step (data, forward, backward, all-reduce, AdamW)
+  int64_t global_batch_tokens = 0;
   std::string last_checkpoint;
   bool interrupted = false;
 };
@@ -24,6 +26,7 @@ struct TrainOptions {
   std::string resume;        // "", "auto" (newest checkpoint of the run, if any) or a checkpoint path
   int64_t stop_after = 0;    // > 0: stop (with a checkpoint) after this many steps of this run
   bool quiet = false;        // no progress output (tests)
+  bool benchmark = false;    // no evaluation, no checkpoints, no run directory writes
 };
 
 TrainResult run_training(const RunConfig& config, Communicator& comm, const TrainOptions& options);
