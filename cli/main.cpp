@@ -4,15 +4,20 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "core/threading.h"
 #include "data/corpus.h"
 #include "data/prepare.h"
 #include "data/tokenizer.h"
+#include "eval/evaluate.h"
+#include "eval/generate.h"
 #include "train/communicator.h"
 #include "train/config.h"
 #include "train/trainer.h"
@@ -173,6 +178,130 @@ int run_bench_train(const std::string& config_path, const std::vector<std::strin
   return 0;
 }
 
+struct EvalArgs {
+  std::string checkpoint, data, out, strategy = "even";
+  std::vector<double> retention;
+  std::vector<int> groups;
+  std::vector<std::string> keep;
+  int64_t batch = 8, seq_len = 0, batches = 0;
+};
+
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  KV_CHECK(out.good(), "{}: write failed", path);
+}
+
+int run_eval(EvalArgs a) {
+  eval::Checkpoint ck = eval::load_for_inference(a.checkpoint);
+  std::unique_ptr<train::Communicator> comm = train::make_communicator(ck.config.dist.backend);
+  const int L = ck.model->num_layers();
+  const std::string data = a.data.empty() ? ck.config.data.dir : a.data;
+  const int64_t T = a.seq_len > 0 ? a.seq_len : ck.config.train.seq_len;
+  if (a.retention.empty() && a.groups.empty() && a.keep.empty()) a.retention = {1.0, 0.75, 0.5, 0.33, 0.25};
+  std::vector<eval::PlanResult> results;
+  std::vector<int> sizes;
+  auto add = [&](const std::vector<int>& keep, const std::string& label, const std::string& strategy) {
+    results.push_back(eval::evaluate_keep_set(*ck.model, data, T, a.batch, a.batches, keep, label, strategy, *comm));
+    sizes.push_back(static_cast<int>(results.back().kept.size()));
+  };
+  for (double r : a.retention) add(layers::keep_retention(L, r), fmt::format("retention {:g}", r), "even");
+  for (int g : a.groups) add(layers::keep_every(L, g), fmt::format("groups {}", g), "even");
+  for (const std::string& k : a.keep) {
+    std::vector<int> layers_list;
+    for (const std::string& part : CLI::detail::split(k, ',')) {
+      try {
+        layers_list.push_back(std::stoi(part));
+      } catch (const std::exception&) {
+        KV_FAIL("--keep {}: '{}' is not a layer index", k, part);
+      }
+    }
+    add(layers_list, "keep " + k, "list");
+  }
+  if (a.strategy == "greedy") {
+    std::vector<eval::PlanResult> greedy = eval::greedy_keep_sets(*ck.model, data, T, a.batch, a.batches, sizes, *comm);
+    results.insert(results.end(), greedy.begin(), greedy.end());
+  }
+  if (comm->rank() != 0) return 0;
+  std::printf("kvroute eval %s (%d layers, %s, %ld validation tokens)\n%s", a.checkpoint.c_str(), L, data.c_str(),
+              static_cast<long>(results.empty() ? 0 : results[0].tokens), eval::format_table(results, L).c_str());
+  const std::string out = a.out.empty() ? a.checkpoint : a.out;
+  std::filesystem::create_directories(out);
+  write_file(out + "/eval.csv", eval::format_csv(results, L));
+  write_file(out + "/eval.json", eval::format_json(results, L));
+  std::printf("wrote %s/eval.csv and %s/eval.json\n", out.c_str(), out.c_str());
+  return 0;
+}
+
+layers::RoutingPlan inference_plan(const layers::Transformer& model, double retention, int groups) {
+  const int L = model.num_layers();
+  std::vector<int> keep = groups > 0 ? layers::keep_every(L, groups) : layers::keep_retention(L, retention);
+  return layers::plan_from_keep_set(L, eval::snap_to_kv_layers(model.config(), keep));
+}
+
+int run_generate(const std::string& checkpoint, const std::string& tokenizer_dir, const std::string& prompt,
+                 double retention, int groups, const eval::SamplingOptions& options) {
+  eval::Checkpoint ck = eval::load_for_inference(checkpoint);
+  data::Tokenizer tok = data::Tokenizer::load(tokenizer_dir.empty() ? ck.config.data.tokenizer : tokenizer_dir);
+  std::vector<int32_t> ids = tok.encode(prompt);
+  ids.insert(ids.begin(), tok.eot_id());  // documents start with <|endoftext|> in training
+  layers::RoutingPlan plan = inference_plan(*ck.model, retention, groups);
+  eval::SamplingOptions o = options;
+  o.stop_token = tok.eot_id();
+  eval::GenerationStats stats;
+  std::vector<std::vector<int32_t>> out = eval::generate(*ck.model, {ids}, plan, o, &stats);
+  if (!out[0].empty() && out[0].back() == tok.eot_id()) out[0].pop_back();
+  std::printf("%s%s\n", prompt.c_str(), tok.decode(out[0]).c_str());
+  std::fprintf(stderr, "[plan %s: %d/%d layers cached, KV %.1f KiB, TTFT %.1f ms, %.1f tok/s]\n",
+               layers::format_plan(plan).c_str(), stats.kept_layers, ck.model->num_layers(),
+               static_cast<double>(stats.kv_bytes) / 1024, stats.ttft_ms, stats.decode_tokens_per_s);
+  return 0;
+}
+
+int run_bench_generate(const std::string& checkpoint, const std::string& config_path, std::vector<double> retention,
+                       std::vector<int64_t> prompt_lengths, std::vector<int64_t> batch_sizes, int64_t new_tokens,
+                       int repeats) {
+  std::unique_ptr<layers::Transformer> owned;
+  const layers::Transformer* model = nullptr;
+  eval::Checkpoint ck;
+  if (!checkpoint.empty()) {
+    ck = eval::load_for_inference(checkpoint);
+    model = ck.model.get();
+  } else {
+    train::RunConfig c = train::load_config(config_path);
+    set_num_threads(static_cast<int>(c.train.threads));
+    owned = std::make_unique<layers::Transformer>(c.model, 1);
+    model = owned.get();
+  }
+  const int L = model->num_layers();
+  std::printf("%-10s %-6s %-7s %-6s %10s %14s %12s %12s\n", "retention", "kept", "prompt", "batch", "TTFT ms",
+              "decode tok/s", "KV bytes", "peak bytes");
+  for (int64_t tp : prompt_lengths) {
+    for (int64_t b : batch_sizes) {
+      for (double r : retention) {
+        layers::RoutingPlan plan = inference_plan(*model, r, 0);
+        Philox rng(7);
+        std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(b), std::vector<int32_t>(static_cast<size_t>(tp)));
+        for (auto& p : prompts)
+          for (auto& t : p) t = static_cast<int32_t>(rng.uniform_int(model->config().vocab_size));
+        eval::SamplingOptions o;
+        o.temperature = 0;
+        o.max_new_tokens = new_tokens;
+        std::vector<eval::GenerationStats> runs(static_cast<size_t>(repeats));
+        for (auto& s : runs) eval::generate(*model, prompts, plan, o, &s);
+        std::sort(runs.begin(), runs.end(), [](const auto& x, const auto& y) { return x.ttft_ms < y.ttft_ms; });
+        const eval::GenerationStats& med = runs[runs.size() / 2];
+        std::vector<double> tps;
+        for (const auto& s : runs) tps.push_back(s.decode_tokens_per_s);
+        std::printf("%-10g %2d/%-3d %-7ld %-6ld %10.1f %14.1f %12ld %12ld\n", r, med.kept_layers, L,
+                    static_cast<long>(tp), static_cast<long>(b), med.ttft_ms, median(tps),
+                    static_cast<long>(med.kv_bytes), static_cast<long>(med.peak_bytes));
+      }
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -227,6 +356,54 @@ int main(int argc, char** argv) {
   bench_train->add_flag("--no-peer", no_peer, "skip the PyTorch peer");
   add_threads_option(bench_train, threads);
 
+  auto* eval_cmd = app.add_subcommand("eval", "validation loss and perplexity over cache-retention plans");
+  EvalArgs eval_args;
+  eval_cmd->add_option("--checkpoint", eval_args.checkpoint, "checkpoint directory")->required();
+  eval_cmd->add_option("--retention", eval_args.retention, "retention fractions, e.g. 1,0.75,0.5")->delimiter(',');
+  eval_cmd->add_option("--groups", eval_args.groups, "keep every g-th layer, e.g. 1,2,3,4")->delimiter(',');
+  eval_cmd->add_option("--keep", eval_args.keep, "explicit keep-set, e.g. 0,3,7 (repeatable)");
+  eval_cmd->add_option("--strategy", eval_args.strategy, "even | greedy (adds greedy sets of the same sizes)")
+      ->check(CLI::IsMember({"even", "greedy"}));
+  eval_cmd->add_option("--data", eval_args.data, "shard directory (default: the run's data.dir)");
+  eval_cmd->add_option("--batch", eval_args.batch, "sequences per batch")->check(CLI::PositiveNumber);
+  eval_cmd->add_option("--seq-len", eval_args.seq_len, "window length (default: the run's train.seq_len)");
+  eval_cmd->add_option("--batches", eval_args.batches, "validation batches per plan (0: all)");
+  eval_cmd->add_option("--out", eval_args.out, "directory for eval.csv / eval.json (default: the checkpoint)");
+  add_threads_option(eval_cmd, threads);
+
+  auto* gen = app.add_subcommand("generate", "sample text with a shared KV cache");
+  std::string gen_checkpoint, gen_tokenizer, gen_prompt;
+  double gen_retention = 1.0;
+  int gen_groups = 0;
+  eval::SamplingOptions sampling;
+  gen->add_option("--checkpoint", gen_checkpoint, "checkpoint directory")->required();
+  gen->add_option("--prompt", gen_prompt, "prompt text")->required();
+  gen->add_option("--tokenizer", gen_tokenizer, "tokenizer directory (default: the run's data.tokenizer)");
+  auto* ret_opt = gen->add_option("--retention", gen_retention, "fraction of layers keeping a KV cache")
+                      ->check(CLI::Range(0.0, 1.0));
+  gen->add_option("--groups", gen_groups, "keep every g-th layer's cache")->check(CLI::PositiveNumber)->excludes(ret_opt);
+  gen->add_option("--temperature", sampling.temperature, "0: greedy")->check(CLI::Range(0.0, 100.0));
+  gen->add_option("--top-k", sampling.top_k)->check(CLI::NonNegativeNumber);
+  gen->add_option("--top-p", sampling.top_p)->check(CLI::Range(0.0, 1.0));
+  gen->add_option("--max-new-tokens", sampling.max_new_tokens)->check(CLI::PositiveNumber);
+  gen->add_option("--seed", sampling.seed);
+  add_threads_option(gen, threads);
+
+  auto* bench_gen = bench->add_subcommand("generate", "TTFT, decode tok/s, KV bytes and peak bytes per retention");
+  std::string bg_checkpoint, bg_config;
+  std::vector<double> bg_retention = {1.0, 0.5, 0.25};
+  std::vector<int64_t> bg_prompts = {64, 192}, bg_batches = {1, 4};
+  int64_t bg_new = 32;
+  int bg_repeats = 3;
+  auto* bg_ck = bench_gen->add_option("--checkpoint", bg_checkpoint, "checkpoint directory");
+  bench_gen->add_option("--config", bg_config, "run config (random weights) instead of a checkpoint")->excludes(bg_ck);
+  bench_gen->add_option("--retention", bg_retention)->delimiter(',');
+  bench_gen->add_option("--prompt-lengths", bg_prompts)->delimiter(',');
+  bench_gen->add_option("--batch-sizes", bg_batches)->delimiter(',');
+  bench_gen->add_option("--new-tokens", bg_new)->check(CLI::PositiveNumber);
+  bench_gen->add_option("--repeats", bg_repeats)->check(CLI::PositiveNumber);
+  add_threads_option(bench_gen, threads);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -238,6 +415,12 @@ int main(int argc, char** argv) {
     if (encode->parsed()) return run_tokenizer_encode(encode_dir, encode_text);
     if (prep->parsed()) return run_prepare(prepare_options);
     if (train_cmd->parsed()) return run_train(train_config, overrides, resume, threads);
+    if (eval_cmd->parsed()) return run_eval(eval_args);
+    if (gen->parsed()) return run_generate(gen_checkpoint, gen_tokenizer, gen_prompt, gen_retention, gen_groups, sampling);
+    if (bench_gen->parsed()) {
+      KV_CHECK(!bg_checkpoint.empty() || !bg_config.empty(), "bench generate: give --checkpoint DIR or --config FILE");
+      return run_bench_generate(bg_checkpoint, bg_config, bg_retention, bg_prompts, bg_batches, bg_new, bg_repeats);
+    }
     if (bench_train->parsed()) return run_bench_train(bench_config, bench_overrides, bench_steps, !no_peer, threads);
   } catch (const Error& e) {
     std::fprintf(stderr, "kvroute: error: %s\n", e.what());

@@ -398,7 +398,18 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
   check_output(op, lse, Shape{s.batch, s.q_heads, s.q_len}, device);
   if (q.numel() == 0) return;
   if (!device.is_cpu()) unsupported_device(op, device);
-  Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
+  // A prefix of a KV cache ([B, T_max, H, D] sliced along T) is read in place with a batch stride.
+  auto cache_prefix = [&](const Tensor& t) {
+    return !t.is_contiguous() && t.stride(3) == 1 && t.stride(2) == s.head_dim && t.stride(1) == s.kv_heads * s.head_dim &&
+           k.stride(0) == t.stride(0);
+  };
+  Tensor qc = q.contiguous(), kc = k, vc = v;
+  if (cache_prefix(k) && cache_prefix(v)) {
+    s.kv_batch_stride = k.stride(0);
+  } else {
+    kc = k.contiguous();
+    vc = v.contiguous();
+  }
   cpu::attention_forward(s, qc.data<float>(), kc.data<float>(), vc.data<float>(), softmax_scale, out.data<float>(),
                          lse.data<float>());
 }

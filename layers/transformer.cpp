@@ -5,6 +5,7 @@
 
 #include "autograd/functions.h"
 #include "core/rng.h"
+#include "layers/kv_cache.h"
 
 namespace kvroute::layers {
 
@@ -119,6 +120,31 @@ Variable DecoderLayer::forward(const Variable& x, LayerKV* kv_out, const std::ve
   if (kv_out != nullptr) *kv_out = self_attn_->project_kv(h, position_offset);  // kv_out points into kv_by_layer
   Variable y = ag::add(x, self_attn_->forward(h, kv_by_layer[static_cast<size_t>(source)], position_offset));
   return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y)));
+}
+
+Variable DecoderLayer::forward_cached(const Variable& x, KVCache& cache, int layer, int source) const {
+  const int64_t pos = cache.length(), T = x.data().size(1);
+  Variable h = input_layernorm_->forward(x);
+  if (cache.holds(layer)) {
+    LayerKV fresh = self_attn_->project_kv(h, pos);
+    cache.write(layer, fresh.k.data(), fresh.v.data());
+  }
+  LayerKV kv{Variable(cache.keys(source, pos + T)), Variable(cache.values(source, pos + T))};
+  Variable y = ag::add(x, self_attn_->forward(h, kv, pos));
+  return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y)));
+}
+
+Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& cache) {
+  autograd::NoGradGuard no_grad;
+  KV_CHECK(tokens.dim() == 2 && tokens.size(0) == cache.batch(), "forward_cached: tokens {} for a cache of batch {}",
+           tokens.shape(), cache.batch());
+  Variable x = model.embed_tokens_->forward(tokens);
+  for (int l = 0; l < model.num_layers(); ++l) {
+    x = model.layers_[static_cast<size_t>(l)]->forward_cached(x, cache, l, cache.plan()[static_cast<size_t>(l)]);
+  }
+  Tensor logits = model.head(model.norm_->forward(x)).data();
+  cache.advance(tokens.size(1));
+  return logits;
 }
 
 // ---- Transformer -------------------------------------------------------------------------------

@@ -16,6 +16,8 @@
 
 namespace kvroute::layers {
 
+class KVCache;
+
 struct ModelConfig {
   int64_t vocab_size = 8192;
   int64_t hidden_size = 256;
@@ -114,6 +116,9 @@ class DecoderLayer final : public Module {
   // x + attn(h, kv_in) and x + mlp(norm(x)).
   Variable forward(const Variable& x, LayerKV* kv_out, const std::vector<LayerKV>& kv_by_layer, int source,
                    int64_t position_offset) const;
+  // Cached step: new K/V (when this layer keeps a cache) go into `cache`, attention reads the
+  // cache of layer `source` up to the new tokens.
+  Variable forward_cached(const Variable& x, KVCache& cache, int layer, int source) const;
 
  private:
   std::shared_ptr<Attention> self_attn_;
@@ -152,6 +157,8 @@ class Transformer final : public Module {
   // Compute every layer's K/V even when the plan reads none of them (what the paper does). Off by
   // default: skipping gives the same loss and gradients, which a test checks with this switch.
   void set_compute_unused_kv(bool on) { compute_unused_kv_ = on; }
+  // Cached inference step (see layers/kv_cache.h).
+  friend Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& cache);
 
  private:
   Variable final_hidden(const Tensor& tokens, const RoutingPlan& plan, int64_t position_offset) const;

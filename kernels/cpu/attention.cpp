@@ -37,8 +37,8 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
       const int64_t hk = h / group;
       const int64_t t0 = tile * kQueryTile, rows = std::min(kQueryTile, s.q_len - t0);
       const float* q_tile = q + (b * s.q_len + t0) * ldq + h * D;
-      const float* k_head = k + b * s.kv_len * ldkv + hk * D;
-      const float* v_head = v + b * s.kv_len * ldkv + hk * D;
+      const float* k_head = k + b * s.kv_stride() + hk * D;
+      const float* v_head = v + b * s.kv_stride() + hk * D;
       std::fill(acc.begin(), acc.begin() + rows * D, 0.0f);
       std::fill(row_max.begin(), row_max.end(), kNegInf);
       std::fill(row_sum.begin(), row_sum.end(), 0.0f);

@@ -46,6 +46,8 @@ void swiglu_backward(const float* dout, const float* gate, const float* up, floa
 
 struct AttentionShape {
   int64_t batch, q_len, kv_len, q_heads, kv_heads, head_dim;
+  int64_t kv_batch_stride = 0;  // elements between batches of k/v (0: kv_len * kv_heads * head_dim)
+  int64_t kv_stride() const { return kv_batch_stride > 0 ? kv_batch_stride : kv_len * kv_heads * head_dim; }
 };
 void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
                        float softmax_scale, float* out, float* lse);

@@ -1,0 +1,126 @@
+#include "eval/evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/safetensors.h"
+#include "data/loader.h"
+#include "train/trainer.h"
+
+namespace kvroute::eval {
+
+Checkpoint load_for_inference(const std::string& dir) {
+  std::error_code ec;
+  KV_CHECK(std::filesystem::is_directory(dir, ec), "{}: no such checkpoint directory", dir);
+  Checkpoint ck;
+  ck.dir = dir;
+  ck.config = train::load_config(dir + "/config.yaml");
+  layers::ModelConfig mc = ck.config.model;
+  mc.kv_weight_layers =
+      layers::KVRouter(ck.config.router.config, static_cast<int>(mc.num_layers)).layers_with_kv_weights();
+  ck.model = std::make_unique<layers::Transformer>(mc, 0);
+  safetensors::File weights = safetensors::load(dir + "/model.safetensors");
+  ck.model->load_parameters(weights.tensors, dir + "/model.safetensors");
+  return ck;
+}
+
+std::vector<int> snap_to_kv_layers(const layers::ModelConfig& config, const std::vector<int>& keep) {
+  std::vector<int> out;
+  for (int l : keep) {
+    while (l > 0 && !config.layer_has_kv_weights(l)) --l;
+    out.push_back(l);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+PlanResult evaluate_keep_set(const layers::Transformer& model, const std::string& data_dir, int64_t seq_len,
+                             int64_t batch, int64_t max_batches, const std::vector<int>& keep, const std::string& label,
+                             const std::string& strategy, train::Communicator& comm) {
+  PlanResult r;
+  r.label = label;
+  r.strategy = strategy;
+  r.kept = snap_to_kv_layers(model.config(), layers::keep_list(model.num_layers(), keep));
+  r.plan = layers::plan_from_keep_set(model.num_layers(), r.kept);
+  data::ValidationLoader loader(data_dir, batch, seq_len, comm.rank(), comm.world_size());
+  auto [loss, tokens] = train::validation_loss(model, loader, r.plan, max_batches, comm);
+  r.loss = loss;
+  r.perplexity = std::exp(loss);
+  r.tokens = tokens;
+  return r;
+}
+
+std::vector<PlanResult> greedy_keep_sets(const layers::Transformer& model, const std::string& data_dir,
+                                         int64_t seq_len, int64_t batch, int64_t max_batches,
+                                         const std::vector<int>& sizes, train::Communicator& comm) {
+  const int L = model.num_layers();
+  std::vector<int> current;
+  for (int l = 0; l < L; ++l)
+    if (model.config().layer_has_kv_weights(l)) current.push_back(l);
+  std::vector<PlanResult> chosen;
+  auto want = [&](size_t n) { return std::find(sizes.begin(), sizes.end(), static_cast<int>(n)) != sizes.end(); };
+  if (want(current.size())) {
+    chosen.push_back(evaluate_keep_set(model, data_dir, seq_len, batch, max_batches, current,
+                                       fmt::format("greedy {}", current.size()), "greedy", comm));
+  }
+  const int smallest = sizes.empty() ? 1 : *std::min_element(sizes.begin(), sizes.end());
+  while (static_cast<int>(current.size()) > std::max(smallest, 1)) {
+    PlanResult best;
+    best.loss = INFINITY;
+    for (size_t i = 1; i < current.size(); ++i) {  // layer 0 always stays
+      std::vector<int> candidate = current;
+      candidate.erase(candidate.begin() + static_cast<std::ptrdiff_t>(i));
+      PlanResult r = evaluate_keep_set(model, data_dir, seq_len, batch, max_batches, candidate,
+                                       fmt::format("greedy {}", candidate.size()), "greedy", comm);
+      if (r.loss < best.loss) best = r;
+    }
+    current = best.kept;
+    if (want(current.size())) chosen.push_back(best);
+  }
+  return chosen;
+}
+
+namespace {
+std::string join(const std::vector<int>& v) { return fmt::format("{}", fmt::join(v, " ")); }
+}  // namespace
+
+std::string format_table(const std::vector<PlanResult>& results, int num_layers) {
+  std::string out = fmt::format("{:<16} {:>9} {:>9} {:>10} {:>10}  {}\n", "plan", "kept", "KV share", "val loss",
+                                "perplexity", "kept layers");
+  for (const PlanResult& r : results) {
+    out += fmt::format("{:<16} {:>5}/{:<3} {:>8.1f}% {:>10.4f} {:>10.2f}  {}\n", r.label, r.kept.size(), num_layers,
+                       100.0 * static_cast<double>(r.kept.size()) / num_layers, r.loss, r.perplexity, join(r.kept));
+  }
+  return out;
+}
+
+std::string format_csv(const std::vector<PlanResult>& results, int num_layers) {
+  std::string out = "plan,strategy,kept,num_layers,kv_fraction,val_loss,perplexity,tokens,kept_layers,routing_plan\n";
+  for (const PlanResult& r : results) {
+    out += fmt::format("{},{},{},{},{:.6f},{:.6f},{:.4f},{},{},\"{}\"\n", r.label, r.strategy, r.kept.size(),
+                       num_layers, static_cast<double>(r.kept.size()) / num_layers, r.loss, r.perplexity, r.tokens,
+                       join(r.kept), layers::format_plan(r.plan));
+  }
+  return out;
+}
+
+std::string format_json(const std::vector<PlanResult>& results, int num_layers) {
+  nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+  for (const PlanResult& r : results) {
+    arr.push_back({{"plan", r.label},
+                   {"strategy", r.strategy},
+                   {"kept", r.kept},
+                   {"num_layers", num_layers},
+                   {"kv_fraction", static_cast<double>(r.kept.size()) / num_layers},
+                   {"val_loss", r.loss},
+                   {"perplexity", r.perplexity},
+                   {"tokens", r.tokens},
+                   {"routing_plan", layers::format_plan(r.plan)}});
+  }
+  return arr.dump(2) + "\n";
+}
+
+}  // namespace kvroute::eval

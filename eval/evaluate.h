@@ -1,0 +1,49 @@
+// Evaluation over routing plans: validation loss and perplexity for keep-sets given as retention
+// fractions, group sizes or explicit lists (evenly spread), and the greedy retention planner.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "layers/transformer.h"
+#include "train/communicator.h"
+#include "train/config.h"
+
+namespace kvroute::eval {
+
+struct PlanResult {
+  std::string label;       // "retention 0.5", "groups 2", "keep 0,3,7", "greedy 3"
+  std::string strategy;    // even | greedy | list
+  std::vector<int> kept;   // keep-set S
+  layers::RoutingPlan plan;
+  double loss = 0, perplexity = 0;
+  int64_t tokens = 0;
+};
+
+struct Checkpoint {
+  train::RunConfig config;
+  std::unique_ptr<layers::Transformer> model;
+  std::string dir;
+};
+// Loads a checkpoint directory (config.yaml + model.safetensors) for inference.
+Checkpoint load_for_inference(const std::string& dir);
+
+// Keep-sets in CLA@k models can only hold group leaders: each kept layer snaps down to one.
+std::vector<int> snap_to_kv_layers(const layers::ModelConfig& config, const std::vector<int>& keep);
+
+PlanResult evaluate_keep_set(const layers::Transformer& model, const std::string& data_dir, int64_t seq_len,
+                             int64_t batch, int64_t max_batches, const std::vector<int>& keep, const std::string& label,
+                             const std::string& strategy, train::Communicator& comm);
+
+// Greedy planner: from all layers, repeatedly drop the layer whose removal raises the validation
+// loss least; returns the chosen set for each size in `sizes` (descending order of removal).
+std::vector<PlanResult> greedy_keep_sets(const layers::Transformer& model, const std::string& data_dir,
+                                         int64_t seq_len, int64_t batch, int64_t max_batches,
+                                         const std::vector<int>& sizes, train::Communicator& comm);
+
+// Table / CSV / JSON renderings of results.
+std::string format_table(const std::vector<PlanResult>& results, int num_layers);
+std::string format_csv(const std::vector<PlanResult>& results, int num_layers);
+std::string format_json(const std::vector<PlanResult>& results, int num_layers);
+
+}  // namespace kvroute::eval

@@ -1,0 +1,44 @@
+// KVCache for generation under an inference routing plan: only the layers some layer reads (the
+// keep-set S) get K/V buffers, [B, max_len, num_kv_heads, head_dim] each, so KV memory is exactly
+// |S| / L of a full cache. Layers outside S skip their K/V projections entirely.
+#pragma once
+
+#include <vector>
+
+#include "layers/router.h"
+#include "layers/transformer.h"
+
+namespace kvroute::layers {
+
+class KVCache {
+ public:
+  KVCache(const ModelConfig& config, const RoutingPlan& plan, int64_t batch, int64_t max_len);
+
+  const RoutingPlan& plan() const { return plan_; }
+  int64_t batch() const { return batch_; }
+  int64_t length() const { return length_; }  // tokens cached so far
+  int64_t capacity() const { return max_len_; }
+  bool holds(int layer) const { return k_[static_cast<size_t>(layer)].defined(); }
+  int kept_layers() const;
+  int64_t bytes() const;                       // allocated K/V bytes
+  static int64_t bytes_per_token(const ModelConfig& config, int kept_layers);  // 2 |S| Hkv D 4
+
+  // Stores the K/V of new positions [length, length + T) of `layer`.
+  void write(int layer, const Tensor& k, const Tensor& v);
+  // Views of positions [0, length + pending) of a layer's cache (read in place by attention).
+  Tensor keys(int layer, int64_t upto) const;
+  Tensor values(int layer, int64_t upto) const;
+  void advance(int64_t tokens);
+  void reset() { length_ = 0; }
+
+ private:
+  RoutingPlan plan_;
+  int64_t batch_, max_len_, length_ = 0;
+  std::vector<Tensor> k_, v_;
+};
+
+// One cached forward step: tokens [B, T] at positions cache.length() ... -> logits [B, T, V]
+// (no autograd). Appends the new K/V to the cache and advances it.
+Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& cache);
+
+}  // namespace kvroute::layers

@@ -1,0 +1,177 @@
+// Evaluation and generation: cached generation equals uncached full forward passes under the same
+// plan, KV memory is exactly |S|/L of a full cache, eval loss equals the model's loss, greedy sets.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/rng.h"
+#include "data/shard.h"
+#include "eval/evaluate.h"
+#include "eval/generate.h"
+#include "layers/kv_cache.h"
+#include "tests/test_util.h"
+
+namespace kvroute::eval {
+namespace {
+
+namespace fs = std::filesystem;
+
+layers::ModelConfig config() {
+  layers::ModelConfig c;
+  c.vocab_size = 97;
+  c.hidden_size = 32;
+  c.num_layers = 6;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.intermediate_size = 48;
+  c.max_seq_len = 128;
+  c.init_std = 0.3;  // far from uniform logits, so greedy decoding has clear winners
+  return c;
+}
+
+std::vector<int32_t> random_prompt(int64_t n, uint64_t seed) {
+  Philox rng(seed);
+  std::vector<int32_t> p(static_cast<size_t>(n));
+  for (auto& t : p) t = static_cast<int32_t>(rng.uniform_int(97));
+  return p;
+}
+
+TEST(Generation, CachedEqualsUncachedFullForwardUnderEveryPlan) {
+  layers::Transformer model(config(), 11);
+  const std::vector<std::vector<int32_t>> prompts = {random_prompt(9, 1), random_prompt(9, 2)};
+  for (const layers::RoutingPlan& plan :
+       {layers::self_plan(6), layers::plan_from_keep_set(6, layers::keep_every(6, 2)),
+        layers::plan_from_keep_set(6, layers::keep_retention(6, 0.25)), layers::RoutingPlan{0, 0, 0, 3, 3, 5}}) {
+    SamplingOptions greedy;
+    greedy.temperature = 0;
+    greedy.max_new_tokens = 12;
+    std::vector<std::vector<int32_t>> cached = generate(model, prompts, plan, greedy);
+    for (size_t b = 0; b < prompts.size(); ++b) {
+      EXPECT_EQ(cached[b], generate_uncached_greedy(model, prompts[b], plan, 12))
+          << "plan " << layers::format_plan(plan) << " row " << b;
+    }
+  }
+}
+
+TEST(Generation, CachedLogitsMatchTheFullForward) {
+  layers::Transformer model(config(), 12);
+  const layers::RoutingPlan plan = layers::plan_from_keep_set(6, {0, 2, 5});
+  std::vector<int32_t> seq = random_prompt(20, 3);
+  Tensor full = model.logits(Tensor::from_vector(seq, {1, 20}), plan).data();
+  layers::KVCache cache(model.config(), plan, 1, 20);
+  Tensor first = layers::forward_cached(model, Tensor::from_vector(std::vector<int32_t>(seq.begin(), seq.begin() + 13), {1, 13}), cache);
+  std::vector<float> expected = full.to_vector<float>(), got = first.to_vector<float>();
+  for (int t = 13; t < 20; ++t) {  // then one token at a time
+    Tensor step = layers::forward_cached(model, Tensor::from_vector(std::vector<int32_t>{seq[static_cast<size_t>(t)]}, {1, 1}), cache);
+    std::vector<float> s = step.to_vector<float>();
+    got.insert(got.end(), s.begin(), s.end());
+  }
+  ASSERT_EQ(got.size(), expected.size());
+  double worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(got[i] - expected[i])));
+  EXPECT_LT(worst, 1e-4);
+}
+
+TEST(Generation, KvBytesAreExactlyKeptOverLayersOfAFullCache) {
+  const layers::ModelConfig c = config();
+  layers::KVCache full(c, layers::self_plan(6), 3, 100);
+  EXPECT_EQ(full.bytes(), 2 * 6 * 3 * 100 * c.num_kv_heads * c.head_dim * 4);
+  EXPECT_EQ(full.bytes(), layers::KVCache::bytes_per_token(c, 6) * 300);
+  for (int g : {1, 2, 3, 6}) {
+    layers::KVCache cache(c, layers::plan_from_keep_set(6, layers::keep_every(6, g)), 3, 100);
+    EXPECT_EQ(cache.kept_layers(), 6 / g);
+    EXPECT_EQ(cache.bytes() * 6, full.bytes() * cache.kept_layers()) << "groups " << g;
+  }
+  testing::expect_error([&] { layers::KVCache bad(c, layers::self_plan(6), 1, 1000); }, {"kv cache", "max_seq_len"});
+}
+
+TEST(Generation, SamplingIsSeededAndRespectsTopK) {
+  std::vector<float> logits = {0.0f, 5.0f, 4.9f, -3.0f, 1.0f};
+  SamplingOptions o;
+  o.temperature = 1.0;
+  o.top_k = 2;
+  Philox a(5), b(5);
+  for (int i = 0; i < 200; ++i) {
+    int32_t t = sample_token(logits.data(), 5, o, a);
+    EXPECT_TRUE(t == 1 || t == 2);
+    EXPECT_EQ(t, sample_token(logits.data(), 5, o, b));
+  }
+  o.top_k = 0;
+  o.top_p = 0.01;  // only the top token survives
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(sample_token(logits.data(), 5, o, a), 1);
+  o.temperature = 0;
+  EXPECT_EQ(sample_token(logits.data(), 5, o, a), 1);
+}
+
+std::string make_val_data() {
+  const std::string dir = (fs::temp_directory_path() / "kvroute_test_eval_data").string();
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::vector<int32_t> train = random_prompt(5000, 4), val = random_prompt(700, 5);
+  data::write_shard(dir + "/train_000000.bin", train, 2);
+  data::write_shard(dir + "/val_000000.bin", val, 2);
+  return dir;
+}
+
+class LocalComm : public train::Communicator {
+ public:
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  void allreduce_sum(Tensor&, int64_t) override {}
+  void allreduce_sum(std::vector<double>&) override {}
+  void broadcast(Tensor&, int) override {}
+  void barrier() override {}
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+  std::string name() const override { return "test"; }
+};
+
+TEST(Eval, PlanLossEqualsTheModelsForwardLoss) {
+  layers::Transformer model(config(), 13);
+  const std::string dir = make_val_data();
+  LocalComm comm;
+  PlanResult r = evaluate_keep_set(model, dir, 32, 4, 0, {0, 3}, "keep 0,3", "list", comm);
+  EXPECT_EQ(r.plan, (layers::RoutingPlan{0, 0, 0, 3, 3, 3}));
+  // The same windows by hand: 699 / 32 = 21 windows of 33 tokens.
+  data::Shard val(dir + "/val_000000.bin");
+  double sum = 0;
+  int64_t tokens = 0;
+  for (int64_t w = 0; w < 21; w += 4) {
+    const int64_t rows = std::min<int64_t>(4, 21 - w);
+    Tensor in = Tensor::empty({rows, 32}, DType::I32), tg = Tensor::empty({rows, 32}, DType::I32);
+    for (int64_t i = 0; i < rows; ++i) {
+      std::vector<int32_t> window(33);
+      val.read((w + i) * 32, 33, window.data());
+      std::copy(window.begin(), window.end() - 1, in.data<int32_t>() + i * 32);
+      std::copy(window.begin() + 1, window.end(), tg.data<int32_t>() + i * 32);
+    }
+    autograd::NoGradGuard g;
+    sum += model.loss(in, tg, r.plan).data().item() * static_cast<double>(rows * 32);
+    tokens += rows * 32;
+  }
+  EXPECT_EQ(r.tokens, tokens);
+  EXPECT_NEAR(r.loss, sum / static_cast<double>(tokens), 1e-9);
+  EXPECT_NEAR(r.perplexity, std::exp(r.loss), 1e-9);
+}
+
+TEST(Eval, GreedySetsAreNestedAndKeepLayerZero) {
+  layers::Transformer model(config(), 14);
+  const std::string dir = make_val_data();
+  LocalComm comm;
+  std::vector<PlanResult> sets = greedy_keep_sets(model, dir, 32, 4, 2, {6, 4, 2, 1}, comm);
+  ASSERT_EQ(sets.size(), 4u);
+  for (size_t i = 0; i < sets.size(); ++i) {
+    EXPECT_EQ(sets[i].kept.front(), 0);
+    if (i > 0) {
+      for (int l : sets[i].kept)
+        EXPECT_NE(std::find(sets[i - 1].kept.begin(), sets[i - 1].kept.end(), l), sets[i - 1].kept.end());
+    }
+  }
+  EXPECT_EQ(sets.back().kept, std::vector<int>{0});
+  std::string csv = format_csv(sets, 6);
+  EXPECT_NE(csv.find("greedy 4,greedy,4,6"), std::string::npos) << csv;
+}
+
+}  // namespace
+}  // namespace kvroute::eval
