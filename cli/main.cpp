@@ -18,6 +18,7 @@
 #include "data/tokenizer.h"
 #include "eval/evaluate.h"
 #include "eval/generate.h"
+#include "eval/sweep.h"
 #include "train/communicator.h"
 #include "train/config.h"
 #include "train/trainer.h"
@@ -404,18 +405,36 @@ int main(int argc, char** argv) {
   bench_gen->add_option("--repeats", bg_repeats)->check(CLI::PositiveNumber);
   add_threads_option(bench_gen, threads);
 
+  auto* sweep = app.add_subcommand("sweep", "run a study: a grid of training runs x retention evaluations");
+  std::string study_path;
+  sweep->add_option("study", study_path, "study file (YAML), e.g. experiments/quickstart.yaml")->required();
+  add_threads_option(sweep, threads);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   try {
-    if (!train_cmd->parsed() && !bench_train->parsed()) set_num_threads(threads);
+    if (!train_cmd->parsed() && !bench_train->parsed() && !sweep->parsed()) set_num_threads(threads);
     if (train->parsed()) return run_tokenizer_train(train_inputs, vocab, train_out);
     if (encode->parsed()) return run_tokenizer_encode(encode_dir, encode_text);
     if (prep->parsed()) return run_prepare(prepare_options);
     if (train_cmd->parsed()) return run_train(train_config, overrides, resume, threads);
     if (eval_cmd->parsed()) return run_eval(eval_args);
+    if (sweep->parsed()) {
+      eval::Study study = eval::load_study(study_path);
+      if (threads > 0) study.overrides.push_back(fmt::format("train.threads={}", threads));
+      std::unique_ptr<train::Communicator> comm = train::make_communicator("auto");
+      try {
+        eval::run_study(study, *comm);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "kvroute: error (rank %d): %s\n", comm->rank(), e.what());
+        if (comm->world_size() > 1) comm->abort(1);
+        return 1;
+      }
+      return 0;
+    }
     if (gen->parsed()) return run_generate(gen_checkpoint, gen_tokenizer, gen_prompt, gen_retention, gen_groups, sampling);
     if (bench_gen->parsed()) {
       KV_CHECK(!bg_checkpoint.empty() || !bg_config.empty(), "bench generate: give --checkpoint DIR or --config FILE");

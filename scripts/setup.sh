@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libopenblas-dev libopenblas-openmp-dev libyaml-cpp-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev
-  nlohmann-json3-dev libopenmpi-dev openmpi-bin libpcre2-dev libeigen3-dev
+  nlohmann-json3-dev libopenmpi-dev openmpi-bin libpcre2-dev libeigen3-dev gnuplot-nox
 )
 # Extra packages a caller wants (e.g. KVROUTE_EXTRA_PACKAGES="python3-torch").
 if [[ -n "${KVROUTE_EXTRA_PACKAGES:-}" ]]; then
