@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <string>
 #include <vector>
 
 #include "core/rng.h"
@@ -37,6 +39,14 @@ inline double scaled_max_error(const std::vector<float>& actual, const std::vect
 
 inline double scaled_max_error(const Tensor& actual, const std::vector<double>& expected) {
   return scaled_max_error(actual.to_vector<float>(), expected);
+}
+
+// A fresh, empty directory under the system temp dir (removed first if present).
+inline std::string temp_dir(const std::string& name) {
+  std::filesystem::path p = std::filesystem::temp_directory_path() / ("kvroute_test_" + name);
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p.string();
 }
 
 // Expects `fn` to throw kvroute::Error whose message contains every fragment.

@@ -88,6 +88,8 @@ bool launched_by_mpi() {
          std::getenv("PMIX_RANK") != nullptr;
 }
 
+std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
+
 std::unique_ptr<Communicator> make_communicator(const std::string& backend) {
   if (backend == "none") return std::make_unique<LocalCommunicator>();
   if (backend == "mpi" || launched_by_mpi()) return std::make_unique<MpiCommunicator>();

@@ -26,6 +26,8 @@ class Communicator {
   virtual std::string name() const = 0;
 };
 
+// One process, no communication (world size 1).
+std::unique_ptr<Communicator> make_local_communicator();
 // backend: "auto" (MPI when launched by mpirun), "mpi", "none".
 std::unique_ptr<Communicator> make_communicator(const std::string& backend);
 // True when this process was started by mpirun/mpiexec (Open MPI's environment).

@@ -14,15 +14,8 @@ namespace {
 namespace fs = std::filesystem;
 using testing::expect_error;
 
-std::string temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("kvroute_test_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
-
 TEST(Shard, RoundTripsU16AndU32) {
-  const std::string dir = temp_dir("shards");
+  const std::string dir = testing::temp_dir("shards");
   std::vector<int32_t> small = {0, 1, 65535, 42}, large = {0, 65536, 1 << 30, 7};
   write_shard(dir + "/train_000000.bin", small, 2);
   write_shard(dir + "/train_000001.bin", large, 4);
@@ -51,7 +44,7 @@ void write_raw(const std::string& path, std::vector<int32_t> header, size_t payl
 }
 
 TEST(Shard, EachCorruptHeaderHasItsError) {
-  const std::string dir = temp_dir("corrupt_shards");
+  const std::string dir = testing::temp_dir("corrupt_shards");
   const std::string p = dir + "/train_000000.bin";
   { std::ofstream(p) << "short"; }
   expect_error([&] { Shard s(p); }, {p, "corrupt shard", "shorter than the 1024-byte header"});
@@ -70,7 +63,7 @@ TEST(Shard, EachCorruptHeaderHasItsError) {
 
 // A dataset whose token at position i is i % 50000, in 3 train shards, so windows are identifiable.
 std::string make_dataset(const std::string& name, int64_t tokens) {
-  const std::string dir = temp_dir(name);
+  const std::string dir = testing::temp_dir(name);
   std::vector<int32_t> all(static_cast<size_t>(tokens));
   for (int64_t i = 0; i < tokens; ++i) all[static_cast<size_t>(i)] = static_cast<int32_t>(i % 50000);
   const int64_t third = tokens / 3;

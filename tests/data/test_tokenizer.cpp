@@ -65,13 +65,6 @@ TEST(Tokenizer, RoundTripsRandomBytesIncludingInvalidUtf8) {
   }
 }
 
-std::string temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("kvroute_test_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
-
 void corpus(const std::function<void(std::string_view)>& emit) {
   for (int i = 0; i < 50; ++i) {
     emit(fmt::format("The whale number {} swam past the ship. It's the {}th whale; don't forget it!\n", i, i * 7));
@@ -85,7 +78,7 @@ TEST(Tokenizer, TrainingIsDeterministicAndRoundTrips) {
   Tokenizer b = Tokenizer::train(corpus, 400);
   EXPECT_EQ(a.vocab_size(), 400);
   EXPECT_EQ(a.eot_id(), 399);
-  const std::string da = temp_dir("bpe_a"), db = temp_dir("bpe_b");
+  const std::string da = testing::temp_dir("bpe_a"), db = testing::temp_dir("bpe_b");
   a.save(da);
   b.save(db);
   for (const char* file : {"/encoder.json", "/vocab.bpe"}) {
@@ -109,7 +102,7 @@ TEST(Tokenizer, TrainingIsDeterministicAndRoundTrips) {
 }
 
 TEST(Tokenizer, BadFilesGiveErrorsNamingTheFile) {
-  const std::string dir = temp_dir("bad_tok");
+  const std::string dir = testing::temp_dir("bad_tok");
   testing::expect_error([&] { (void)Tokenizer::load(dir); }, {dir + "/encoder.json", "cannot open"});
   { std::ofstream(dir + "/encoder.json") << "{\"a\": 0, "; }
   testing::expect_error([&] { (void)Tokenizer::load(dir); }, {dir + "/encoder.json", "invalid JSON"});

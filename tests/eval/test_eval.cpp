@@ -115,22 +115,11 @@ std::string make_val_data() {
   return dir;
 }
 
-class LocalComm : public train::Communicator {
- public:
-  int rank() const override { return 0; }
-  int world_size() const override { return 1; }
-  void allreduce_sum(Tensor&, int64_t) override {}
-  void allreduce_sum(std::vector<double>&) override {}
-  void broadcast(Tensor&, int) override {}
-  void barrier() override {}
-  [[noreturn]] void abort(int code) override { std::exit(code); }
-  std::string name() const override { return "test"; }
-};
-
 TEST(Eval, PlanLossEqualsTheModelsForwardLoss) {
   layers::Transformer model(config(), 13);
   const std::string dir = make_val_data();
-  LocalComm comm;
+  auto comm_owner = train::make_local_communicator();
+  train::Communicator& comm = *comm_owner;
   PlanResult r = evaluate_keep_set(model, dir, 32, 4, 0, {0, 3}, "keep 0,3", "list", comm);
   EXPECT_EQ(r.plan, (layers::RoutingPlan{0, 0, 0, 3, 3, 3}));
   // The same windows by hand: 699 / 32 = 21 windows of 33 tokens.
@@ -158,7 +147,8 @@ TEST(Eval, PlanLossEqualsTheModelsForwardLoss) {
 TEST(Eval, GreedySetsAreNestedAndKeepLayerZero) {
   layers::Transformer model(config(), 14);
   const std::string dir = make_val_data();
-  LocalComm comm;
+  auto comm_owner = train::make_local_communicator();
+  train::Communicator& comm = *comm_owner;
   std::vector<PlanResult> sets = greedy_keep_sets(model, dir, 32, 4, 2, {6, 4, 2, 1}, comm);
   ASSERT_EQ(sets.size(), 4u);
   for (size_t i = 0; i < sets.size(); ++i) {

@@ -24,16 +24,9 @@ namespace {
 namespace fs = std::filesystem;
 using testing::expect_error;
 
-std::string temp_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("kvroute_test_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
-
 // Random tokens over a 256-token vocabulary with some structure (repeated phrases) to learn.
 std::string make_data(const std::string& name) {
-  const std::string dir = temp_dir(name);
+  const std::string dir = testing::temp_dir(name);
   Philox rng(42);
   std::vector<int32_t> train, val;
   for (int i = 0; i < 60000; ++i) train.push_back(static_cast<int32_t>(i % 7 == 0 ? rng.uniform_int(256) : (i * 13) % 256));
@@ -111,22 +104,11 @@ TEST(Schedule, WarmupCosineConstantWsd) {
   EXPECT_DOUBLE_EQ(wsd.at(100), 0.0);
 }
 
-class LocalComm : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int world_size() const override { return 1; }
-  void allreduce_sum(Tensor&, int64_t) override {}
-  void allreduce_sum(std::vector<double>&) override {}
-  void broadcast(Tensor&, int) override {}
-  void barrier() override {}
-  [[noreturn]] void abort(int code) override { std::exit(code); }
-  std::string name() const override { return "test"; }
-};
-
 TEST(Trainer, ResumeIsBitIdentical) {
   const std::string data = make_data("resume_data");
-  const std::string run_a = temp_dir("resume_a"), run_b = temp_dir("resume_b");
-  LocalComm comm;
+  const std::string run_a = testing::temp_dir("resume_a"), run_b = testing::temp_dir("resume_b");
+  auto comm_owner = train::make_local_communicator();
+  train::Communicator& comm = *comm_owner;
   TrainResult straight = run_training(parse_config(tiny_yaml(data, run_a), "a.yaml"), comm, {"", 0, true});
   ASSERT_EQ(straight.losses.size(), 20u);
   EXPECT_LT(straight.losses.back(), straight.losses.front());  // it learns
@@ -164,8 +146,9 @@ TEST(Trainer, ResumeIsBitIdentical) {
 
 TEST(Trainer, MismatchedOrCorruptCheckpointsAreClearErrors) {
   const std::string data = make_data("ckpt_data");
-  const std::string run = temp_dir("ckpt_run");
-  LocalComm comm;
+  const std::string run = testing::temp_dir("ckpt_run");
+  auto comm_owner = train::make_local_communicator();
+  train::Communicator& comm = *comm_owner;
   RunConfig c = parse_config(tiny_yaml(data, run), "c.yaml", {"train.steps=2"});
   TrainResult r = run_training(c, comm, {"", 0, true});
   RunConfig other = parse_config(tiny_yaml(data, run), "c.yaml", {"model.hidden_size=48"});
@@ -180,8 +163,9 @@ TEST(Trainer, MismatchedOrCorruptCheckpointsAreClearErrors) {
 
 TEST(Trainer, NonFiniteLossStopsTheRun) {
   const std::string data = make_data("nan_data");
-  const std::string run = temp_dir("nan_run");
-  LocalComm comm;
+  const std::string run = testing::temp_dir("nan_run");
+  auto comm_owner = train::make_local_communicator();
+  train::Communicator& comm = *comm_owner;
   RunConfig c = parse_config(tiny_yaml(data, run), "n.yaml", {"train.steps=2"});
   TrainResult good = run_training(c, comm, {"", 0, true});
   // Poison one weight of the checkpoint: the resumed run must stop at its first step.
@@ -226,7 +210,7 @@ const std::string kMpiBackend = " dist.backend=auto";
 
 TEST(Mpi, TwoRanksMatchOneRankWithTheDoubledBatch) {
   const std::string data = make_data("mpi_data");
-  const std::string dir = temp_dir("mpi_cfg");
+  const std::string dir = testing::temp_dir("mpi_cfg");
   const std::string yaml = tiny_yaml(data, dir + "/run") + "";
   const std::string cfg = write_config(dir, yaml);
   const std::string bin = KVROUTE_BINARY;
@@ -241,7 +225,7 @@ TEST(Mpi, TwoRanksMatchOneRankWithTheDoubledBatch) {
 
 TEST(Mpi, ResumeAtAnotherWorldSizeWithTheSameGlobalBatch) {
   const std::string data = make_data("mpi_resume_data");
-  const std::string dir = temp_dir("mpi_resume");
+  const std::string dir = testing::temp_dir("mpi_resume");
   const std::string cfg = write_config(dir, tiny_yaml(data, dir + "/run"));
   const std::string bin = KVROUTE_BINARY;
   // Global batch 4 sequences as 2 ranks x 2 or 1 rank x 2 micro-batches x 2: the same slices, the
@@ -262,7 +246,7 @@ TEST(Mpi, ResumeAtAnotherWorldSizeWithTheSameGlobalBatch) {
 }
 
 TEST(Mpi, AFailingRankBringsAllRanksDown) {
-  const std::string dir = temp_dir("mpi_fail");
+  const std::string dir = testing::temp_dir("mpi_fail");
   // Rank-local failure: a data directory that does not exist.
   const std::string cfg = write_config(dir, tiny_yaml("/nonexistent/data", dir + "/run"));
   EXPECT_NE(run("timeout 60 " + kMpirun + std::string(KVROUTE_BINARY) + " train " + cfg + kMpiBackend), 0);
@@ -270,7 +254,7 @@ TEST(Mpi, AFailingRankBringsAllRanksDown) {
 
 TEST(Signals, SigtermCheckpointsAndTheRunResumes) {
   const std::string data = make_data("signal_data");
-  const std::string dir = temp_dir("signal");
+  const std::string dir = testing::temp_dir("signal");
   const std::string cfg = write_config(dir, tiny_yaml(data, dir + "/run"));
   const std::string bin = KVROUTE_BINARY;
   const std::string script = fmt::format(
