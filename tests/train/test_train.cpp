@@ -204,7 +204,11 @@ int run(const std::string& cmd) {
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
-const std::string kMpirun = std::string(KVROUTE_MPIEXEC) + " --allow-run-as-root --oversubscribe -np 2 ";
+// Open MPI keeps allocations in plugins it unloads at MPI_Finalize; LeakSanitizer (the sanitizer
+// build) reports them from unknown modules, where no suppression can name them. Leak checking
+// stays on everywhere else.
+const std::string kMpirun =
+    "env ASAN_OPTIONS=detect_leaks=0 " + std::string(KVROUTE_MPIEXEC) + " --allow-run-as-root --oversubscribe -np 2 ";
 // Appended to every command line run under mpirun (the test configs default to dist.backend none).
 const std::string kMpiBackend = " dist.backend=auto";
 
