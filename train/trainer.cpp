@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
+#include <thread>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -81,7 +83,15 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
   KV_CHECK(config.train.device == "cpu",
            "{}: train.device {}: this build trains on the CPU; the CUDA training backend is not implemented yet",
            config.source, config.train.device);
-  set_num_threads(static_cast<int>(config.train.threads));
+  // train.threads 0 means all cores of this process's share of the machine: with several ranks
+  // on one host (mpirun), the cores are divided among them instead of oversubscribed.
+  int threads = static_cast<int>(config.train.threads);
+  if (threads == 0 && world > 1) {
+    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    const int local_ranks = local != nullptr ? std::max(1, std::atoi(local)) : 1;
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks);
+  }
+  set_num_threads(threads);
 
   // Model: CLA@k leaves non-leaders without K/V weights. Rank 0's initial weights go to everyone.
   layers::KVRouter router(config.router.config, static_cast<int>(config.model.num_layers));
