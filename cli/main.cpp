@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -80,25 +81,33 @@ int run_prepare(const data::PrepareOptions& options) {
   return 0;
 }
 
+// Runs fn on this rank. A failure prints "kvroute: error (rank R): ..." and, under mpirun, ends
+// every rank at once (MPI_Abort), so none waits forever in a collective.
+int on_all_ranks(train::Communicator& comm, const std::function<int()>& fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kvroute: error (rank %d): %s\n", comm.rank(), e.what());
+    std::fflush(stderr);
+    if (comm.world_size() > 1) comm.abort(1);
+    return 1;
+  }
+}
+
 int run_train(const std::string& config_path, const std::vector<std::string>& overrides, const std::string& resume,
               int64_t threads_flag) {
   std::vector<std::string> all = overrides;
   if (threads_flag > 0) all.push_back(fmt::format("train.threads={}", threads_flag));
   train::RunConfig config = train::load_config(config_path, all);
   std::unique_ptr<train::Communicator> comm = train::make_communicator(config.dist.backend);
-  try {
+  return on_all_ranks(*comm, [&] {
     if (comm->rank() == 0) {
       std::printf("kvroute train: %s -> %s (%s, %d rank%s)\n", config_path.c_str(), config.run_dir().c_str(),
                   comm->name().c_str(), comm->world_size(), comm->world_size() == 1 ? "" : "s");
     }
     train::TrainResult result = train::run_training(config, *comm, {resume, 0, false});
     return result.interrupted ? 130 : 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvroute: error (rank %d): %s\n", comm->rank(), e.what());
-    std::fflush(stderr);
-    if (comm->world_size() > 1) comm->abort(1);  // bring every rank down promptly
-    return 1;
-  }
+  });
 }
 
 // Median of a vector (copied).
@@ -138,12 +147,12 @@ int run_bench_train(const std::string& config_path, const std::vector<std::strin
   train::RunConfig config = train::load_config(config_path, all);
   std::unique_ptr<train::Communicator> comm = train::make_communicator(config.dist.backend);
   train::TrainResult result;
-  try {
-    result = train::run_training(config, *comm, {"", 0, true, true});
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvroute: error (rank %d): %s\n", comm->rank(), e.what());
-    if (comm->world_size() > 1) comm->abort(1);
-    return 1;
+  if (const int rc = on_all_ranks(*comm, [&] {
+        result = train::run_training(config, *comm, {"", 0, true, true});
+        return 0;
+      });
+      rc != 0) {
+    return rc;
   }
   if (comm->rank() != 0) return 0;
   std::vector<double> timed(result.step_seconds.begin() + warmup, result.step_seconds.end());
@@ -196,42 +205,44 @@ void write_file(const std::string& path, const std::string& text) {
 int run_eval(EvalArgs a) {
   eval::Checkpoint ck = eval::load_for_inference(a.checkpoint);
   std::unique_ptr<train::Communicator> comm = train::make_communicator(ck.config.dist.backend);
-  const int L = ck.model->num_layers();
-  const std::string data = a.data.empty() ? ck.config.data.dir : a.data;
-  const int64_t T = a.seq_len > 0 ? a.seq_len : ck.config.train.seq_len;
-  if (a.retention.empty() && a.groups.empty() && a.keep.empty()) a.retention = {1.0, 0.75, 0.5, 0.33, 0.25};
-  std::vector<eval::PlanResult> results;
-  std::vector<int> sizes;
-  auto add = [&](const std::vector<int>& keep, const std::string& label, const std::string& strategy) {
-    results.push_back(eval::evaluate_keep_set(*ck.model, data, T, a.batch, a.batches, keep, label, strategy, *comm));
-    sizes.push_back(static_cast<int>(results.back().kept.size()));
-  };
-  for (double r : a.retention) add(layers::keep_retention(L, r), fmt::format("retention {:g}", r), "even");
-  for (int g : a.groups) add(layers::keep_every(L, g), fmt::format("groups {}", g), "even");
-  for (const std::string& k : a.keep) {
-    std::vector<int> layers_list;
-    for (const std::string& part : CLI::detail::split(k, ',')) {
-      try {
-        layers_list.push_back(std::stoi(part));
-      } catch (const std::exception&) {
-        KV_FAIL("--keep {}: '{}' is not a layer index", k, part);
+  return on_all_ranks(*comm, [&] {
+    const int L = ck.model->num_layers();
+    const std::string data = a.data.empty() ? ck.config.data.dir : a.data;
+    const int64_t T = a.seq_len > 0 ? a.seq_len : ck.config.train.seq_len;
+    if (a.retention.empty() && a.groups.empty() && a.keep.empty()) a.retention = {1.0, 0.75, 0.5, 0.33, 0.25};
+    std::vector<eval::PlanResult> results;
+    std::vector<int> sizes;
+    auto add = [&](const std::vector<int>& keep, const std::string& label, const std::string& strategy) {
+      results.push_back(eval::evaluate_keep_set(*ck.model, data, T, a.batch, a.batches, keep, label, strategy, *comm));
+      sizes.push_back(static_cast<int>(results.back().kept.size()));
+    };
+    for (double r : a.retention) add(layers::keep_retention(L, r), fmt::format("retention {:g}", r), "even");
+    for (int g : a.groups) add(layers::keep_every(L, g), fmt::format("groups {}", g), "even");
+    for (const std::string& k : a.keep) {
+      std::vector<int> layers_list;
+      for (const std::string& part : CLI::detail::split(k, ',')) {
+        try {
+          layers_list.push_back(std::stoi(part));
+        } catch (const std::exception&) {
+          KV_FAIL("--keep {}: '{}' is not a layer index", k, part);
+        }
       }
+      add(layers_list, "keep " + k, "list");
     }
-    add(layers_list, "keep " + k, "list");
-  }
-  if (a.strategy == "greedy") {
-    std::vector<eval::PlanResult> greedy = eval::greedy_keep_sets(*ck.model, data, T, a.batch, a.batches, sizes, *comm);
-    results.insert(results.end(), greedy.begin(), greedy.end());
-  }
-  if (comm->rank() != 0) return 0;
-  std::printf("kvroute eval %s (%d layers, %s, %ld validation tokens)\n%s", a.checkpoint.c_str(), L, data.c_str(),
-              static_cast<long>(results.empty() ? 0 : results[0].tokens), eval::format_table(results, L).c_str());
-  const std::string out = a.out.empty() ? a.checkpoint : a.out;
-  std::filesystem::create_directories(out);
-  write_file(out + "/eval.csv", eval::format_csv(results, L));
-  write_file(out + "/eval.json", eval::format_json(results, L));
-  std::printf("wrote %s/eval.csv and %s/eval.json\n", out.c_str(), out.c_str());
-  return 0;
+    if (a.strategy == "greedy") {
+      std::vector<eval::PlanResult> greedy = eval::greedy_keep_sets(*ck.model, data, T, a.batch, a.batches, sizes, *comm);
+      results.insert(results.end(), greedy.begin(), greedy.end());
+    }
+    if (comm->rank() != 0) return 0;
+    std::printf("kvroute eval %s (%d layers, %s, %ld validation tokens)\n%s", a.checkpoint.c_str(), L, data.c_str(),
+                static_cast<long>(results.empty() ? 0 : results[0].tokens), eval::format_table(results, L).c_str());
+    const std::string out = a.out.empty() ? a.checkpoint : a.out;
+    std::filesystem::create_directories(out);
+    write_file(out + "/eval.csv", eval::format_csv(results, L));
+    write_file(out + "/eval.json", eval::format_json(results, L));
+    std::printf("wrote %s/eval.csv and %s/eval.json\n", out.c_str(), out.c_str());
+    return 0;
+  });
 }
 
 layers::RoutingPlan inference_plan(const layers::Transformer& model, double retention, int groups) {
@@ -426,14 +437,10 @@ int main(int argc, char** argv) {
       eval::Study study = eval::load_study(study_path);
       if (threads > 0) study.overrides.push_back(fmt::format("train.threads={}", threads));
       std::unique_ptr<train::Communicator> comm = train::make_communicator("auto");
-      try {
+      return on_all_ranks(*comm, [&] {
         eval::run_study(study, *comm);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "kvroute: error (rank %d): %s\n", comm->rank(), e.what());
-        if (comm->world_size() > 1) comm->abort(1);
-        return 1;
-      }
-      return 0;
+        return 0;
+      });
     }
     if (gen->parsed()) return run_generate(gen_checkpoint, gen_tokenizer, gen_prompt, gen_retention, gen_groups, sampling);
     if (bench_gen->parsed()) {
