@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <array>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -16,8 +17,10 @@ namespace kvroute {
 
 namespace {
 
-// Caching allocator: size-class free lists per device (PooledAllocator). Blocks are freed on the
-// default stream's order; a stream-aware variant (record_stream) comes with the full backend.
+// Caching allocator: size-class free lists per device (PooledAllocator). Every user of a block is
+// ordered on the device's compute stream (cuda_stream), so a block freed while a queued kernel
+// still reads it is only handed to work queued after that kernel: the stream orders the reuse.
+// Buffers touched by another stream (the gradient all-reduce) live for the whole run.
 class CudaAllocator final : public PooledAllocator {
  public:
   explicit CudaAllocator(int device) : device_(device) {}
@@ -75,11 +78,110 @@ int cuda_device_count() {
 
 bool cuda_built() { return true; }
 
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+void check_device_index(int device) {
+  if (device < 0 || device >= cuda_device_count() || device >= kMaxDevices) {
+    std::string message = "cuda:" + std::to_string(device) + ": no such CUDA device (" +
+                          std::to_string(cuda_device_count()) + " visible)";
+    throw_message(message.c_str());
+  }
+}
+
+// Pinned staging buffers for host-to-device copies: the host data is copied into one, the DMA runs
+// from it asynchronously, and an event says when the slot may be overwritten. Slots grow on demand.
+class Staging {
+ public:
+  static constexpr int kSlots = 4;
+  static constexpr size_t kChunk = 64u << 20;  // larger copies go through in pieces
+
+  void upload(void* dst, const void* src, size_t nbytes, cudaStream_t stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const char* from = static_cast<const char*>(src);
+    char* to = static_cast<char*>(dst);
+    while (nbytes > 0) {
+      const size_t piece = nbytes < kChunk ? nbytes : kChunk;
+      Slot& slot = slots_[next_];
+      next_ = (next_ + 1) % kSlots;
+      if (slot.event == nullptr) KV_CUDA_CHECK(cudaEventCreateWithFlags(&slot.event, cudaEventDisableTiming));
+      KV_CUDA_CHECK(cudaEventSynchronize(slot.event));  // its previous copy has left the buffer
+      if (slot.bytes < piece) {
+        if (slot.host != nullptr) KV_CUDA_CHECK(cudaFreeHost(slot.host));
+        slot.host = nullptr;
+        slot.bytes = 0;
+        KV_CUDA_CHECK(cudaMallocHost(&slot.host, piece));
+        slot.bytes = piece;
+      }
+      std::memcpy(slot.host, from, piece);
+      KV_CUDA_CHECK(cudaMemcpyAsync(to, slot.host, piece, cudaMemcpyHostToDevice, stream));
+      KV_CUDA_CHECK(cudaEventRecord(slot.event, stream));
+      from += piece;
+      to += piece;
+      nbytes -= piece;
+    }
+  }
+
+ private:
+  struct Slot {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t event = nullptr;
+  };
+  std::mutex mutex_;
+  std::array<Slot, kSlots> slots_{};
+  int next_ = 0;
+};
+
+Staging& staging(int device) {
+  static std::mutex mutex;
+  static std::array<Staging*, kMaxDevices> all{};
+  std::lock_guard<std::mutex> lock(mutex);
+  if (all[device] == nullptr) all[device] = new Staging();  // lives until exit
+  return *all[device];
+}
+
+}  // namespace
+
+void* cuda_stream(int device) {
+  static std::mutex mutex;
+  static std::array<cudaStream_t, kMaxDevices> streams{};
+  check_device_index(device);
+  std::lock_guard<std::mutex> lock(mutex);
+  if (streams[device] == nullptr) {
+    KV_CUDA_CHECK(cudaSetDevice(device));
+    // Non-blocking: it does not serialise with the legacy default stream, which kvroute never uses.
+    KV_CUDA_CHECK(cudaStreamCreateWithFlags(&streams[device], cudaStreamNonBlocking));
+  }
+  return streams[device];
+}
+
+void cuda_synchronize(int device) {
+  KV_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(cuda_stream(device))));
+}
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   if (nbytes == 0) return;
-  if (dst_device.is_cuda()) KV_CUDA_CHECK(cudaSetDevice(dst_device.index));
-  else if (src_device.is_cuda()) KV_CUDA_CHECK(cudaSetDevice(src_device.index));
-  KV_CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyDefault));
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, nbytes);
+    return;
+  }
+  const int device = dst_device.is_cuda() ? dst_device.index : src_device.index;
+  KV_CUDA_CHECK(cudaSetDevice(device));
+  cudaStream_t stream = static_cast<cudaStream_t>(cuda_stream(device));
+  if (src_device.is_cpu()) {
+    staging(device).upload(dst, src, nbytes, stream);
+  } else if (dst_device.is_cpu()) {
+    KV_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, stream));
+    KV_CUDA_CHECK(cudaStreamSynchronize(stream));
+  } else {
+    if (src_device.index != dst_device.index) {
+      // Another device's stream may still be writing the source.
+      KV_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(cuda_stream(src_device.index))));
+    }
+    KV_CUDA_CHECK(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDefault, stream));
+  }
 }
 
 namespace {
@@ -140,14 +242,14 @@ void cuda_strided_copy(void* dst, DType dst_dtype, const void* src, DType src_dt
   for (int d = 0; d < layout.dims; ++d) n *= layout.shape[d];
   if (n == 0) return;
   KV_CUDA_CHECK(cudaSetDevice(device));
-  strided_copy_kernel<<<grid_for(n), 256>>>(dst, dst_dtype, src, src_dtype, layout, n);
+  strided_copy_kernel<<<grid_for(n), 256, 0, static_cast<cudaStream_t>(cuda_stream(device))>>>(dst, dst_dtype, src, src_dtype, layout, n);
   KV_CUDA_CHECK(cudaGetLastError());
 }
 
 void cuda_fill(void* dst, DType dtype, int64_t n, double value, int device) {
   if (n == 0) return;
   KV_CUDA_CHECK(cudaSetDevice(device));
-  fill_kernel<<<grid_for(n), 256>>>(dst, dtype, n, value);
+  fill_kernel<<<grid_for(n), 256, 0, static_cast<cudaStream_t>(cuda_stream(device))>>>(dst, dtype, n, value);
   KV_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -13,7 +13,16 @@ namespace kvroute::device_runtime {
 int cuda_device_count();  // 0 without CUDA or without a device
 bool cuda_built();
 
-// Raw copy of nbytes between any two devices (blocking).
+// The one compute stream of CUDA device `device` (a cudaStream_t, opaque here so this header needs
+// no CUDA). Every kernel, copy and allocation of kvroute is ordered on it; a block freed by the
+// caching allocator is reused by later work on the same stream, so no event is needed.
+void* cuda_stream(int device);
+// Waits for all work queued on the compute stream of `device`.
+void cuda_synchronize(int device);
+
+// Raw copy of nbytes between any two devices. Host-to-device copies go through pinned staging
+// buffers and return as soon as the data is staged (the copy runs on the compute stream);
+// device-to-host copies wait for the stream, so the host sees the finished data.
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes);
 
 // dst[i] = convert(src[i]) over an n-dimensional strided layout, both on the same CUDA device.

@@ -17,6 +17,9 @@ namespace device_runtime {
 int cuda_device_count() { return 0; }
 bool cuda_built() { return false; }
 
+void* cuda_stream(int device) { KV_FAIL("cuda:{}: this build of kvroute has no CUDA backend", device); }
+void cuda_synchronize(int device) { KV_FAIL("cuda:{}: this build of kvroute has no CUDA backend", device); }
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
   KV_CHECK(dst_device.is_cpu() && src_device.is_cpu(),
            "copy {} -> {}: this build of kvroute has no CUDA backend", src_device, dst_device);

@@ -14,7 +14,7 @@ namespace kvroute::ops {
 
 namespace {
 
-// All tensors defined, f32 unless noted, on one device; returns that device.
+// All tensors defined, f32, on one device; returns that device.
 Device check_f32_same_device(const char* op, std::initializer_list<const Tensor*> tensors) {
   Device device = (*tensors.begin())->device();
   for (const Tensor* t : tensors) {
@@ -25,18 +25,46 @@ Device check_f32_same_device(const char* op, std::initializer_list<const Tensor*
   return device;
 }
 
-void check_output(const char* op, const Tensor& out, const Shape& shape, Device device) {
+// Activations: f32 anywhere, bf16 on CUDA; all of one dtype and one device.
+struct Placement {
+  Device device;
+  DType dtype;
+};
+Placement check_floats(const char* op, std::initializer_list<const Tensor*> tensors) {
+  const Tensor& first = **tensors.begin();
+  KV_CHECK(first.defined(), "{}: undefined tensor argument", op);
+  Placement where{first.device(), first.dtype()};
+  for (const Tensor* t : tensors) {
+    KV_CHECK(t->defined(), "{}: undefined tensor argument", op);
+    KV_CHECK(t->device() == where.device, "{}: tensors on different devices ({} and {})", op, where.device,
+             t->device());
+    KV_CHECK(t->dtype() == where.dtype, "{}: tensors of different dtypes ({} and {})", op, first.str(), t->str());
+  }
+  KV_CHECK(where.dtype == DType::F32 || (where.dtype == DType::BF16 && where.device.is_cuda()),
+           "{}: {} tensors are not supported on {} (the CPU kernels are f32; bf16 needs the CUDA backend)", op,
+           where.dtype, where.device);
+  return where;
+}
+
+void check_output(const char* op, const Tensor& out, const Shape& shape, Device device, DType dtype = DType::F32) {
   KV_CHECK(out.defined(), "{}: output tensor is undefined", op);
-  KV_CHECK(out.dtype() == DType::F32, "{}: output must be f32, got {}", op, out.str());
+  KV_CHECK(out.dtype() == dtype, "{}: output must be {}, got {}", op, dtype, out.str());
   KV_CHECK(out.shape() == shape, "{}: output shape {} does not match expected {}", op, out.shape(), shape);
   KV_CHECK(out.device() == device, "{}: output on {} but inputs on {}", op, out.device(), device);
   KV_CHECK(out.is_contiguous(), "{}: output {} must be contiguous", op, out.str());
 }
 
-[[noreturn]] void unsupported_device(const char* op, Device device) {
-  KV_FAIL("{}: not implemented for {} tensors in this build (the CUDA backend provides matmul only so far)",
-          op, device);
+void check_f32_operand(const char* op, const char* what, const Tensor& t, Device device) {
+  KV_CHECK(t.defined(), "{}: undefined {}", op, what);
+  KV_CHECK(t.dtype() == DType::F32, "{}: {} must be f32, got {}", op, what, t.str());
+  KV_CHECK(t.device() == device, "{}: {} on {} but the other operands on {}", op, what, t.device(), device);
 }
+
+#if !KVROUTE_HAS_CUDA
+[[noreturn]] void no_cuda(const char* op, Device device) {
+  KV_FAIL("{}: {} tensors need the CUDA backend, which this build does not have", op, device);
+}
+#endif
 
 // Token ids as contiguous i32 on the host, each checked against the vocabulary size.
 Tensor checked_tokens(const char* op, const Tensor& tokens, int64_t vocab, int64_t ignore_index = -1,
@@ -56,7 +84,7 @@ Tensor checked_tokens(const char* op, const Tensor& tokens, int64_t vocab, int64
 
 // How a (batch of) matrix is laid out for BLAS, read from strides without copying.
 struct BlasMatrix {
-  const float* ptr = nullptr;
+  const void* ptr = nullptr;
   int64_t ld = 0;
   bool trans = false;         // effective transpose flag to pass to BLAS (row-major)
   int64_t batch_stride = 0;   // elements between consecutive matrices
@@ -88,18 +116,35 @@ bool describe_matrix(const Tensor& x, bool trans, int64_t batch, BlasMatrix& m) 
       expected = x.stride(d) * x.size(d);
     }
   }
-  m.ptr = static_cast<const float*>(x.raw_data());
+  m.ptr = x.raw_data();
   return true;
 }
 
 }  // namespace
+
+
+// Runs the CUDA kernel call and returns from a void op when `device` is a CUDA device.
+#if KVROUTE_HAS_CUDA
+#define KV_RUN_ON_CUDA(op, device, ...) \
+  do {                                  \
+    if ((device).is_cuda()) {           \
+      __VA_ARGS__;                      \
+      return;                           \
+    }                                   \
+  } while (0)
+#else
+#define KV_RUN_ON_CUDA(op, device, ...)        \
+  do {                                         \
+    if ((device).is_cuda()) no_cuda(op, device); \
+  } while (0)
+#endif
 
 // ---- GEMM ------------------------------------------------------------------------------------
 
 void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans_a, bool trans_b, float alpha,
                  float beta) {
   const char* op = "matmul";
-  Device device = check_f32_same_device(op, {&a_in, &b_in});
+  const auto [device, dtype] = check_floats(op, {&a_in, &b_in});
   KV_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: operands must have at least 2 dims, got A{} B{}",
            a_in.shape(), b_in.shape());
   const int64_t m = trans_a ? a_in.size(-1) : a_in.size(-2);
@@ -116,7 +161,8 @@ void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans
   Shape out_shape = batch_shape;
   out_shape.push_back(m);
   out_shape.push_back(n);
-  check_output(op, out, out_shape, device);
+  KV_CHECK(out.defined(), "matmul: output tensor is undefined");
+  check_output(op, out, out_shape, device, out.dtype() == DType::F32 ? DType::F32 : dtype);
   const int64_t batch = shape_numel(batch_shape);
   if (out.numel() == 0) return;
 
@@ -131,7 +177,7 @@ void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans
     describe_matrix(b, trans_b, batch, mb);
   }
   if (b.dim() == 2) mb.batch_stride = 0;
-  float* c = static_cast<float*>(out.raw_data());
+  void* c = out.raw_data();
 
   int64_t gemm_m = m, gemm_batch = batch;
   // A shared 2-D B and a row-major A whose batch rows are contiguous: one tall GEMM.
@@ -139,29 +185,30 @@ void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans
     gemm_m = m * batch;
     gemm_batch = 1;
   }
-  if (device.is_cpu()) {
-    cpu::gemm_batched(ma.trans, mb.trans, gemm_m, n, k, alpha, ma.ptr, ma.ld, ma.batch_stride, mb.ptr, mb.ld,
-                      mb.batch_stride, beta, c, n, gemm_m * n, gemm_batch);
-  } else {
-#if KVROUTE_HAS_CUDA
-    cuda::gemm_batched(device.index, ma.trans, mb.trans, gemm_m, n, k, alpha, ma.ptr, ma.ld, ma.batch_stride,
-                       mb.ptr, mb.ld, mb.batch_stride, beta, c, n, gemm_m * n, gemm_batch);
-#else
-    unsupported_device(op, device);
-#endif
-  }
+  KV_RUN_ON_CUDA(op, device,
+                 cuda::gemm_batched(device.index, dtype, out.dtype(), ma.trans, mb.trans, gemm_m, n, k, alpha, ma.ptr,
+                                    ma.ld, ma.batch_stride, mb.ptr, mb.ld, mb.batch_stride, beta, c, n, gemm_m * n,
+                                    gemm_batch));
+  cpu::gemm_batched(ma.trans, mb.trans, gemm_m, n, k, alpha, static_cast<const float*>(ma.ptr), ma.ld,
+                    ma.batch_stride, static_cast<const float*>(mb.ptr), mb.ld, mb.batch_stride, beta,
+                    static_cast<float*>(c), n, gemm_m * n, gemm_batch);
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DType out_dtype) {
+  check_floats("matmul", {&a, &b});
+  KV_CHECK(a.dim() >= 2, "matmul: A must have at least 2 dims, got {}", a.str());
+  KV_CHECK(b.dim() >= 2, "matmul: B must have at least 2 dims, got {}", b.str());
+  Shape shape(a.shape().begin(), a.shape().end() - 2);
+  shape.push_back(trans_a ? a.size(-1) : a.size(-2));
+  shape.push_back(trans_b ? b.size(-2) : b.size(-1));
+  Tensor out = Tensor::empty(shape, out_dtype, a.device());
+  matmul_into(a, b, out, trans_a, trans_b);
+  return out;
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
-  check_f32_same_device("matmul", {&a, &b});
-  KV_CHECK(a.defined() && a.dim() >= 2, "matmul: A must have at least 2 dims, got {}", a.str());
-  Shape shape(a.shape().begin(), a.shape().end() - 2);
-  shape.push_back(trans_a ? a.size(-1) : a.size(-2));
-  KV_CHECK(b.defined() && b.dim() >= 2, "matmul: B must have at least 2 dims, got {}", b.str());
-  shape.push_back(trans_b ? b.size(-2) : b.size(-1));
-  Tensor out = Tensor::empty(shape, DType::F32, a.device());
-  matmul_into(a, b, out, trans_a, trans_b);
-  return out;
+  KV_CHECK(a.defined(), "matmul: undefined tensor argument");
+  return matmul(a, b, trans_a, trans_b, a.dtype());
 }
 
 // ---- Element-wise ------------------------------------------------------------------------------
@@ -173,88 +220,102 @@ void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
 }  // namespace
 
 void add_into(const Tensor& a, const Tensor& b, Tensor& out) {
-  Device device = check_f32_same_device("add", {&a, &b});
+  const auto [device, dtype] = check_floats("add", {&a, &b});
   check_same_shape("add", a, b);
-  check_output("add", out, a.shape(), device);
-  if (!device.is_cpu()) unsupported_device("add", device);
+  check_output("add", out, a.shape(), device, dtype);
   Tensor ac = a.contiguous(), bc = b.contiguous();
+  KV_RUN_ON_CUDA("add", device, cuda::add(device.index, dtype, ac.raw_data(), bc.raw_data(), out.raw_data(), a.numel()));
   cpu::add(ac.data<float>(), bc.data<float>(), out.data<float>(), a.numel());
 }
 
 void mul_into(const Tensor& a, const Tensor& b, Tensor& out) {
-  Device device = check_f32_same_device("mul", {&a, &b});
+  const auto [device, dtype] = check_floats("mul", {&a, &b});
   check_same_shape("mul", a, b);
-  check_output("mul", out, a.shape(), device);
-  if (!device.is_cpu()) unsupported_device("mul", device);
+  check_output("mul", out, a.shape(), device, dtype);
   Tensor ac = a.contiguous(), bc = b.contiguous();
+  KV_RUN_ON_CUDA("mul", device, cuda::mul(device.index, dtype, ac.raw_data(), bc.raw_data(), out.raw_data(), a.numel()));
   cpu::mul(ac.data<float>(), bc.data<float>(), out.data<float>(), a.numel());
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = Tensor::empty(a.shape(), DType::F32, a.device());
+  KV_CHECK(a.defined(), "add: undefined tensor argument");
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
   add_into(a, b, out);
   return out;
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor out = Tensor::empty(a.shape(), DType::F32, a.device());
+  KV_CHECK(a.defined(), "mul: undefined tensor argument");
+  Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
   mul_into(a, b, out);
   return out;
 }
 
 Tensor scale(const Tensor& a, float s) {
+  check_floats("scale", {&a});
   Tensor out = a.clone();
   scale_(out, s);
   return out;
 }
 
 void scale_(Tensor& a, float s) {
-  Device device = check_f32_same_device("scale", {&a});
+  const auto [device, dtype] = check_floats("scale", {&a});
   KV_CHECK(a.is_contiguous(), "scale: in-place operand {} must be contiguous", a.str());
-  if (!device.is_cpu()) unsupported_device("scale", device);
+  KV_RUN_ON_CUDA("scale", device, cuda::scale(device.index, dtype, a.raw_data(), s, a.numel()));
   cpu::scale(a.data<float>(), s, a.numel());
 }
 
 void axpy_(float alpha, const Tensor& x, Tensor& y) {
-  Device device = check_f32_same_device("axpy", {&x, &y});
+  check_floats("axpy", {&x});
+  const auto [device, y_dtype] = check_floats("axpy", {&y});
+  KV_CHECK(x.device() == device, "axpy: tensors on different devices ({} and {})", x.device(), device);
+  KV_CHECK(x.dtype() == y_dtype || device.is_cuda(), "axpy: dtypes differ ({} and {})", x.str(), y.str());
   check_same_shape("axpy", x, y);
   KV_CHECK(y.is_contiguous(), "axpy: in-place operand {} must be contiguous", y.str());
-  if (!device.is_cpu()) unsupported_device("axpy", device);
   Tensor xc = x.contiguous();
+  KV_RUN_ON_CUDA("axpy", device,
+                 cuda::axpy(device.index, alpha, xc.dtype(), xc.raw_data(), y_dtype, y.raw_data(), x.numel()));
   cpu::axpy(alpha, xc.data<float>(), y.data<float>(), x.numel());
 }
 
 // ---- Reductions --------------------------------------------------------------------------------
 
-Tensor sum(const Tensor& a) {
-  Device device = check_f32_same_device("sum", {&a});
-  if (!device.is_cpu()) unsupported_device("sum", device);
+namespace {
+double total(const char* op, const Tensor& a, bool squares) {
+  const auto [device, dtype] = check_floats(op, {&a});
   Tensor ac = a.contiguous();
-  return Tensor::scalar(static_cast<float>(cpu::sum(ac.data<float>(), a.numel())));
+#if KVROUTE_HAS_CUDA
+  if (device.is_cuda()) return cuda::sum(device.index, dtype, ac.raw_data(), a.numel(), squares);
+#else
+  if (device.is_cuda()) no_cuda(op, device);
+#endif
+  return squares ? cpu::sum_squares(ac.data<float>(), a.numel()) : cpu::sum(ac.data<float>(), a.numel());
 }
+}  // namespace
+
+Tensor sum(const Tensor& a) { return Tensor::scalar(static_cast<float>(total("sum", a, false))); }
 
 Tensor mean(const Tensor& a) {
-  Device device = check_f32_same_device("mean", {&a});
-  KV_CHECK(a.numel() > 0, "mean: empty tensor {}", a.str());
-  if (!device.is_cpu()) unsupported_device("mean", device);
-  Tensor ac = a.contiguous();
-  return Tensor::scalar(static_cast<float>(cpu::sum(ac.data<float>(), a.numel()) / static_cast<double>(a.numel())));
+  KV_CHECK(a.defined() && a.numel() > 0, "mean: empty tensor {}", a.str());
+  return Tensor::scalar(static_cast<float>(total("mean", a, false) / static_cast<double>(a.numel())));
 }
 
-Tensor squared_norm(const Tensor& a) {
-  Device device = check_f32_same_device("squared_norm", {&a});
-  if (!device.is_cpu()) unsupported_device("squared_norm", device);
-  Tensor ac = a.contiguous();
-  return Tensor::scalar(static_cast<float>(cpu::sum_squares(ac.data<float>(), a.numel())));
-}
+Tensor squared_norm(const Tensor& a) { return Tensor::scalar(static_cast<float>(total("squared_norm", a, true))); }
 
 Tensor sum_last_dim(const Tensor& a) {
-  Device device = check_f32_same_device("sum_last_dim", {&a});
+  const auto [device, dtype] = check_floats("sum_last_dim", {&a});
   KV_CHECK(a.dim() >= 1, "sum_last_dim: needs at least one dim, got {}", a.str());
-  if (!device.is_cpu()) unsupported_device("sum_last_dim", device);
   Tensor ac = a.contiguous();
   Shape shape(a.shape().begin(), a.shape().end() - 1);
   Tensor out = Tensor::empty(shape, DType::F32, device);
+#if KVROUTE_HAS_CUDA
+  if (device.is_cuda()) {
+    cuda::sum_last_dim(device.index, dtype, ac.raw_data(), out.data<float>(), shape_numel(shape), a.size(-1));
+    return out;
+  }
+#else
+  if (device.is_cuda()) no_cuda("sum_last_dim", device);
+#endif
   cpu::sum_last_dim(ac.data<float>(), out.data<float>(), shape_numel(shape), a.size(-1));
   return out;
 }
@@ -262,61 +323,79 @@ Tensor sum_last_dim(const Tensor& a) {
 // ---- Embedding ---------------------------------------------------------------------------------
 
 Tensor embedding_forward(const Tensor& weight, const Tensor& tokens) {
-  Device device = check_f32_same_device("embedding_forward", {&weight});
+  const auto [device, dtype] = check_floats("embedding_forward", {&weight});
   KV_CHECK(weight.dim() == 2, "embedding_forward: weight must be [vocab, channels], got {}", weight.shape());
-  if (!device.is_cpu()) unsupported_device("embedding_forward", device);
   Tensor ids = checked_tokens("embedding_forward", tokens, weight.size(0));
   Shape shape = tokens.shape();
   shape.push_back(weight.size(1));
-  Tensor out = Tensor::empty(shape, DType::F32, device);
+  Tensor out = Tensor::empty(shape, dtype, device);
   Tensor w = weight.contiguous();
+#if KVROUTE_HAS_CUDA
+  if (device.is_cuda()) {
+    cuda::embedding_forward(device.index, dtype, w.raw_data(), ids.data<int32_t>(), out.raw_data(), ids.numel(),
+                            weight.size(1));
+    return out;
+  }
+#else
+  if (device.is_cuda()) no_cuda("embedding_forward", device);
+#endif
   cpu::embedding_forward(w.data<float>(), ids.data<int32_t>(), out.data<float>(), ids.numel(), weight.size(1));
   return out;
 }
 
 void embedding_backward(const Tensor& dout, const Tensor& tokens, Tensor& dweight) {
-  Device device = check_f32_same_device("embedding_backward", {&dout, &dweight});
+  const char* op = "embedding_backward";
+  const auto [device, dtype] = check_floats(op, {&dout});
+  check_f32_operand(op, "dweight", dweight, device);
   KV_CHECK(dweight.dim() == 2 && dweight.is_contiguous(),
            "embedding_backward: dweight must be a contiguous [vocab, channels], got {}", dweight.str());
   Shape expected = tokens.shape();
   expected.push_back(dweight.size(1));
   KV_CHECK(dout.shape() == expected, "embedding_backward: dout {} does not match tokens {} x channels {}",
            dout.shape(), tokens.shape(), dweight.size(1));
-  if (!device.is_cpu()) unsupported_device("embedding_backward", device);
-  Tensor ids = checked_tokens("embedding_backward", tokens, dweight.size(0));
+  Tensor ids = checked_tokens(op, tokens, dweight.size(0));
   Tensor g = dout.contiguous();
-  cpu::embedding_backward(g.data<float>(), ids.data<int32_t>(), dweight.data<float>(), ids.numel(),
-                          dweight.size(1));
+  KV_RUN_ON_CUDA(op, device,
+                 cuda::embedding_backward(device.index, dtype, g.raw_data(), ids.data<int32_t>(),
+                                          dweight.data<float>(), ids.numel(), dweight.size(1), dweight.size(0)));
+  cpu::embedding_backward(g.data<float>(), ids.data<int32_t>(), dweight.data<float>(), ids.numel(), dweight.size(1));
 }
 
 // ---- RMSNorm -----------------------------------------------------------------------------------
 
 void rms_norm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& out, Tensor& rstd) {
-  Device device = check_f32_same_device("rms_norm_forward", {&x, &weight});
+  const char* op = "rms_norm_forward";
+  const auto [device, dtype] = check_floats(op, {&x, &weight});
   KV_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1),
            "rms_norm_forward: weight {} does not match the last dim of x {}", weight.shape(), x.shape());
   KV_CHECK(eps >= 0.0f, "rms_norm_forward: eps must be >= 0, got {}", eps);
   const int64_t channels = x.size(-1), rows = x.numel() / std::max<int64_t>(channels, 1);
-  check_output("rms_norm_forward", out, x.shape(), device);
-  check_output("rms_norm_forward", rstd, Shape{rows}, device);
-  if (!device.is_cpu()) unsupported_device("rms_norm_forward", device);
+  check_output(op, out, x.shape(), device, dtype);
+  check_output(op, rstd, Shape{rows}, device);
   Tensor xc = x.contiguous(), wc = weight.contiguous();
+  KV_RUN_ON_CUDA(op, device,
+                 cuda::rms_norm_forward(device.index, dtype, xc.raw_data(), wc.raw_data(), eps, out.raw_data(),
+                                        rstd.data<float>(), rows, channels));
   cpu::rms_norm_forward(xc.data<float>(), wc.data<float>(), eps, out.data<float>(), rstd.data<float>(), rows,
                         channels);
 }
 
 void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
                        Tensor& dweight) {
-  Device device = check_f32_same_device("rms_norm_backward", {&dout, &x, &weight, &rstd});
-  check_same_shape("rms_norm_backward", dout, x);
+  const char* op = "rms_norm_backward";
+  const auto [device, dtype] = check_floats(op, {&dout, &x, &weight});
+  check_f32_operand(op, "rstd", rstd, device);
+  check_same_shape(op, dout, x);
   KV_CHECK(weight.dim() == 1 && weight.size(0) == x.size(-1),
            "rms_norm_backward: weight {} does not match the last dim of x {}", weight.shape(), x.shape());
   const int64_t channels = x.size(-1), rows = x.numel() / std::max<int64_t>(channels, 1);
   KV_CHECK(rstd.numel() == rows, "rms_norm_backward: rstd has {} values for {} rows", rstd.numel(), rows);
-  check_output("rms_norm_backward", dx, x.shape(), device);
-  check_output("rms_norm_backward", dweight, weight.shape(), device);
-  if (!device.is_cpu()) unsupported_device("rms_norm_backward", device);
+  check_output(op, dx, x.shape(), device, dtype);
+  check_output(op, dweight, weight.shape(), device);
   Tensor gc = dout.contiguous(), xc = x.contiguous(), wc = weight.contiguous(), rc = rstd.contiguous();
+  KV_RUN_ON_CUDA(op, device,
+                 cuda::rms_norm_backward(device.index, dtype, gc.raw_data(), xc.raw_data(), wc.raw_data(),
+                                         rc.data<float>(), dx.raw_data(), dweight.data<float>(), rows, channels));
   cpu::rms_norm_backward(gc.data<float>(), xc.data<float>(), wc.data<float>(), rc.data<float>(), dx.data<float>(),
                          dweight.data<float>(), rows, channels);
 }
@@ -325,14 +404,16 @@ void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight
 
 namespace {
 void rope_dispatch(const char* op, const Tensor& x, float theta, int64_t position_offset, Tensor& out, int sign) {
-  Device device = check_f32_same_device(op, {&x});
+  const auto [device, dtype] = check_floats(op, {&x});
   KV_CHECK(x.dim() == 4, "{}: expected [B, T, H, D], got {}", op, x.shape());
   KV_CHECK(x.size(3) % 2 == 0, "{}: head_dim must be even, got {} in {}", op, x.size(3), x.shape());
   KV_CHECK(theta > 0.0f, "{}: theta must be positive, got {}", op, theta);
   KV_CHECK(position_offset >= 0, "{}: position_offset must be >= 0, got {}", op, position_offset);
-  check_output(op, out, x.shape(), device);
-  if (!device.is_cpu()) unsupported_device(op, device);
+  check_output(op, out, x.shape(), device, dtype);
   Tensor xc = x.contiguous();
+  KV_RUN_ON_CUDA(op, device,
+                 cuda::rope(device.index, dtype, xc.raw_data(), out.raw_data(), x.size(0), x.size(1), x.size(2),
+                            x.size(3), theta, position_offset, sign));
   cpu::rope(xc.data<float>(), out.data<float>(), x.size(0), x.size(1), x.size(2), x.size(3), theta,
             position_offset, sign);
 }
@@ -349,22 +430,27 @@ void rope_backward(const Tensor& dout, float theta, int64_t position_offset, Ten
 // ---- SwiGLU ------------------------------------------------------------------------------------
 
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
-  Device device = check_f32_same_device("swiglu_forward", {&gate, &up});
-  check_same_shape("swiglu_forward", gate, up);
-  check_output("swiglu_forward", out, gate.shape(), device);
-  if (!device.is_cpu()) unsupported_device("swiglu_forward", device);
+  const char* op = "swiglu_forward";
+  const auto [device, dtype] = check_floats(op, {&gate, &up});
+  check_same_shape(op, gate, up);
+  check_output(op, out, gate.shape(), device, dtype);
   Tensor gc = gate.contiguous(), uc = up.contiguous();
+  KV_RUN_ON_CUDA(op, device,
+                 cuda::swiglu_forward(device.index, dtype, gc.raw_data(), uc.raw_data(), out.raw_data(), gate.numel()));
   cpu::swiglu_forward(gc.data<float>(), uc.data<float>(), out.data<float>(), gate.numel());
 }
 
 void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup) {
-  Device device = check_f32_same_device("swiglu_backward", {&dout, &gate, &up});
-  check_same_shape("swiglu_backward", gate, up);
-  check_same_shape("swiglu_backward", dout, gate);
-  check_output("swiglu_backward", dgate, gate.shape(), device);
-  check_output("swiglu_backward", dup, gate.shape(), device);
-  if (!device.is_cpu()) unsupported_device("swiglu_backward", device);
+  const char* op = "swiglu_backward";
+  const auto [device, dtype] = check_floats(op, {&dout, &gate, &up});
+  check_same_shape(op, gate, up);
+  check_same_shape(op, dout, gate);
+  check_output(op, dgate, gate.shape(), device, dtype);
+  check_output(op, dup, gate.shape(), device, dtype);
   Tensor dc = dout.contiguous(), gc = gate.contiguous(), uc = up.contiguous();
+  KV_RUN_ON_CUDA(op, device,
+                 cuda::swiglu_backward(device.index, dtype, dc.raw_data(), gc.raw_data(), uc.raw_data(),
+                                       dgate.raw_data(), dup.raw_data(), gate.numel()));
   cpu::swiglu_backward(dc.data<float>(), gc.data<float>(), uc.data<float>(), dgate.data<float>(), dup.data<float>(),
                        gate.numel());
 }
@@ -385,19 +471,28 @@ cpu::AttentionShape attention_shape(const char* op, const Tensor& q, const Tenso
            k.shape());
   KV_CHECK(s.kv_len >= s.q_len, "{}: fewer keys ({}) than queries ({}): q{} k{}", op, s.kv_len, s.q_len,
            q.shape(), k.shape());
+#if KVROUTE_HAS_CUDA
+  KV_CHECK(!q.device().is_cuda() || cuda::attention_supports_head_dim(s.head_dim),
+           "{}: head_dim {} is not supported by the CUDA attention kernel (16, 32, 64 or 128)", op, s.head_dim);
+#endif
   return s;
 }
+
+#if KVROUTE_HAS_CUDA
+cuda::AttentionShape cuda_shape(const cpu::AttentionShape& s) {
+  return {s.batch, s.q_len, s.kv_len, s.q_heads, s.kv_heads, s.head_dim, s.kv_stride()};
+}
+#endif
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale, Tensor& out,
                        Tensor& lse) {
   const char* op = "attention_forward";
-  Device device = check_f32_same_device(op, {&q, &k, &v});
+  const auto [device, dtype] = check_floats(op, {&q, &k, &v});
   cpu::AttentionShape s = attention_shape(op, q, k, v);
-  check_output(op, out, q.shape(), device);
+  check_output(op, out, q.shape(), device, dtype);
   check_output(op, lse, Shape{s.batch, s.q_heads, s.q_len}, device);
   if (q.numel() == 0) return;
-  if (!device.is_cpu()) unsupported_device(op, device);
   // A prefix of a KV cache ([B, T_max, H, D] sliced along T) is read in place with a batch stride.
   auto cache_prefix = [&](const Tensor& t) {
     return !t.is_contiguous() && t.stride(3) == 1 && t.stride(2) == s.head_dim && t.stride(1) == s.kv_heads * s.head_dim &&
@@ -410,6 +505,9 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
     kc = k.contiguous();
     vc = v.contiguous();
   }
+  KV_RUN_ON_CUDA(op, device,
+                 cuda::attention_forward(device.index, dtype, cuda_shape(s), qc.raw_data(), kc.raw_data(),
+                                         vc.raw_data(), softmax_scale, out.raw_data(), lse.data<float>()));
   cpu::attention_forward(s, qc.data<float>(), kc.data<float>(), vc.data<float>(), softmax_scale, out.data<float>(),
                          lse.data<float>());
 }
@@ -417,19 +515,23 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& lse, float softmax_scale, Tensor& dq, Tensor& dk, Tensor& dv) {
   const char* op = "attention_backward";
-  Device device = check_f32_same_device(op, {&dout, &q, &k, &v, &out, &lse});
+  const auto [device, dtype] = check_floats(op, {&dout, &q, &k, &v, &out});
+  check_f32_operand(op, "lse", lse, device);
   cpu::AttentionShape s = attention_shape(op, q, k, v);
   check_same_shape(op, dout, q);
   check_same_shape(op, out, q);
   KV_CHECK(lse.shape() == (Shape{s.batch, s.q_heads, s.q_len}), "{}: lse {} does not match q{}", op, lse.shape(),
            q.shape());
-  check_output(op, dq, q.shape(), device);
-  check_output(op, dk, k.shape(), device);
-  check_output(op, dv, v.shape(), device);
+  check_output(op, dq, q.shape(), device, dtype);
+  check_output(op, dk, k.shape(), device, dtype);
+  check_output(op, dv, v.shape(), device, dtype);
   if (q.numel() == 0) return;
-  if (!device.is_cpu()) unsupported_device(op, device);
   Tensor gc = dout.contiguous(), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   Tensor oc = out.contiguous(), lc = lse.contiguous();
+  KV_RUN_ON_CUDA(op, device,
+                 cuda::attention_backward(device.index, dtype, cuda_shape(s), gc.raw_data(), qc.raw_data(),
+                                          kc.raw_data(), vc.raw_data(), oc.raw_data(), lc.data<float>(), softmax_scale,
+                                          dq.raw_data(), dk.raw_data(), dv.raw_data()));
   cpu::attention_backward(s, gc.data<float>(), qc.data<float>(), kc.data<float>(), vc.data<float>(),
                           oc.data<float>(), lc.data<float>(), softmax_scale, dq.data<float>(), dk.data<float>(),
                           dv.data<float>());
@@ -440,31 +542,50 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor* dlogits,
                      float grad_scale) {
   const char* op = "cross_entropy";
-  Device device = check_f32_same_device(op, {&logits});
+  const auto [device, dtype] = check_floats(op, {&logits});
   KV_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got {}", logits.shape());
   KV_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0),
            "cross_entropy: targets {} do not match logits {}", targets.shape(), logits.shape());
   KV_CHECK(logits.size(1) > 0, "cross_entropy: empty vocabulary in logits {}", logits.shape());
-  if (dlogits != nullptr) check_output(op, *dlogits, logits.shape(), device);
-  if (!device.is_cpu()) unsupported_device(op, device);
+  if (dlogits != nullptr) check_output(op, *dlogits, logits.shape(), device, dtype);
   Tensor ids = checked_tokens(op, targets, logits.size(1), ignore_index, true);
   Tensor x = logits.contiguous();
   int64_t n_valid = 0;
-  double total = cpu::cross_entropy(x.data<float>(), ids.data<int32_t>(), logits.size(0), logits.size(1),
+  double total_loss = 0.0;
+  if (device.is_cuda()) {
+    const int32_t* t = ids.data<int32_t>();
+    for (int64_t i = 0; i < ids.numel(); ++i) n_valid += t[i] != ignore_index;
+#if KVROUTE_HAS_CUDA
+    total_loss = cuda::cross_entropy(device.index, dtype, x.raw_data(), t, logits.size(0), logits.size(1),
+                                     ignore_index, dlogits != nullptr ? dlogits->raw_data() : nullptr, grad_scale,
+                                     n_valid);
+#else
+    no_cuda(op, device);
+#endif
+  } else {
+    total_loss = cpu::cross_entropy(x.data<float>(), ids.data<int32_t>(), logits.size(0), logits.size(1),
                                     ignore_index, dlogits != nullptr ? dlogits->data<float>() : nullptr, grad_scale,
                                     &n_valid);
-  return Tensor::scalar(n_valid > 0 ? static_cast<float>(total / static_cast<double>(n_valid)) : 0.0f);
+  }
+  return Tensor::scalar(n_valid > 0 ? static_cast<float>(total_loss / static_cast<double>(n_valid)) : 0.0f);
 }
 
 // ---- AdamW -------------------------------------------------------------------------------------
 
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config, int64_t step,
-                const std::vector<DecaySegment>& segments) {
+                const std::vector<DecaySegment>& segments, Tensor* compute_copy) {
   const char* op = "adamw_step";
   Device device = check_f32_same_device(op, {&param, &grad, &m, &v});
   for (const Tensor* t : std::initializer_list<const Tensor*>{&param, &grad, &m, &v}) {
     KV_CHECK(t->is_contiguous() && t->numel() == param.numel(),
              "adamw_step: param/grad/m/v must be contiguous with {} elements, got {}", param.numel(), t->str());
+  }
+  if (compute_copy != nullptr) {
+    KV_CHECK(compute_copy->defined() && compute_copy->is_contiguous() && compute_copy->numel() == param.numel() &&
+                 compute_copy->device() == device &&
+                 (compute_copy->dtype() == DType::F32 || compute_copy->dtype() == DType::BF16),
+             "adamw_step: the compute copy must be a contiguous f32/bf16 tensor of {} elements on {}, got {}",
+             param.numel(), device, compute_copy->str());
   }
   KV_CHECK(step >= 1, "adamw_step: step must be >= 1 (bias correction), got {}", step);
   KV_CHECK(config.lr >= 0.0f && config.eps > 0.0f && config.beta1 >= 0.0f && config.beta1 < 1.0f &&
@@ -479,7 +600,20 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
     covered += seg.numel;
   }
   KV_CHECK(covered == param.numel(), "adamw_step: segments cover {} of {} elements", covered, param.numel());
-  if (!device.is_cpu()) unsupported_device(op, device);
+#if KVROUTE_HAS_CUDA
+  if (device.is_cuda()) {
+    std::vector<cuda::AdamWSegment> segs;
+    segs.reserve(segments.size());
+    for (const DecaySegment& seg : segments) segs.push_back({seg.offset, seg.numel, seg.decay});
+    cuda::adamw(device.index, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(), param.numel(),
+                {config.lr, config.beta1, config.beta2, config.eps, config.weight_decay}, step, segs.data(),
+                static_cast<int64_t>(segs.size()), compute_copy != nullptr ? compute_copy->raw_data() : nullptr,
+                compute_copy != nullptr ? compute_copy->dtype() : DType::F32);
+    return;
+  }
+#else
+  if (device.is_cuda()) no_cuda(op, device);
+#endif
   float* p = param.data<float>();
   const float* g = grad.data<float>();
   float* mp = m.data<float>();
@@ -487,6 +621,7 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
   for (const DecaySegment& seg : segments) {
     cpu::adamw(p + seg.offset, g + seg.offset, mp + seg.offset, vp + seg.offset, seg.numel, config, step, seg.decay);
   }
+  if (compute_copy != nullptr) compute_copy->view(param.shape()).copy_(param);
 }
 
 // ---- Casts -------------------------------------------------------------------------------------

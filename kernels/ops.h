@@ -2,6 +2,10 @@
 // and dispatches to the backend of its tensors' device (kernels/cpu/, kernels/cuda/). Layouts:
 // activations are row-major [..., C]; attention tensors are [B, T, H, D] (the natural output of a
 // projection, so no transposes are needed); weights follow Hugging Face, Linear as [out, in].
+// Dtypes: the CPU kernels are f32. On CUDA, activations may also be bf16 (f32 arithmetic inside
+// every kernel); the tensors of one call share a dtype, except where an op names an f32 operand
+// (saved statistics rstd/lse, parameter gradients, optimizer state). Reductions return a host
+// 0-dim f32 tensor (on CUDA they wait for the device).
 #pragma once
 
 #include <cstdint>
@@ -15,18 +19,21 @@ namespace kvroute::ops {
 // out = alpha * op(a) @ op(b) + beta * out, op(x) = x or x^T (last two dims).
 // a: [..., M, K] ([..., K, M] if trans_a); b: [..., K, N] ([..., N, K] if trans_b) or 2-D (shared
 // by every batch); out: [..., M, N]. Transposed views (strides) are read in place, not copied.
+// a and b share a dtype; out has it too, or is f32 (bf16 inputs accumulated into an f32 result,
+// how parameter gradients are formed in mixed precision).
 void matmul_into(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a = false,
                  bool trans_b = false, float alpha = 1.0f, float beta = 0.0f);
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DType out_dtype);
 
-// ---- Element-wise (f32, same shape) ------------------------------------------------------------
+// ---- Element-wise (same shape and dtype) ---------------------------------------------------------
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor scale(const Tensor& a, float s);
 void add_into(const Tensor& a, const Tensor& b, Tensor& out);  // out may alias a or b
 void mul_into(const Tensor& a, const Tensor& b, Tensor& out);
 void scale_(Tensor& a, float s);
-void axpy_(float alpha, const Tensor& x, Tensor& y);  // y += alpha * x
+void axpy_(float alpha, const Tensor& x, Tensor& y);  // y += alpha * x (on CUDA x may be bf16, y f32)
 
 // ---- Reductions over all elements (accumulated in double; 0-dim f32 result) ---------------------
 Tensor sum(const Tensor& a);
@@ -36,10 +43,11 @@ Tensor squared_norm(const Tensor& a);  // sum of squares
 Tensor sum_last_dim(const Tensor& a);
 
 // ---- Embedding -------------------------------------------------------------------------------
-// tokens: i32/u16/u32 of any shape; weight [V, C] -> out [..., C]. Token ids are range-checked.
+// tokens: i32/u16/u32 of any shape, on any device (ids are range-checked on the host, so host
+// tokens spare a device round trip); weight [V, C] -> out [..., C] in the weight's dtype.
 Tensor embedding_forward(const Tensor& weight, const Tensor& tokens);
-// dweight[V, C] += scatter of dout by tokens. Deterministic: the result is bit-identical for any
-// thread count.
+// dweight[V, C] (f32) += scatter of dout by tokens. Deterministic: the result is bit-identical for
+// any thread count and on every CUDA run.
 void embedding_backward(const Tensor& dout, const Tensor& tokens, Tensor& dweight);
 
 // ---- RMSNorm over the last dim ------------------------------------------------------------------
@@ -97,9 +105,11 @@ struct DecaySegment {
 };
 // One step (step >= 1, for bias correction) over param/grad/m/v (same numel, f32, contiguous).
 // Decoupled weight decay: param -= lr * wd * param on decayed segments, then the Adam update.
-// Segments must cover the buffer exactly once.
+// Segments must cover the buffer exactly once. compute_copy (optional, same numel, f32 or bf16)
+// receives the updated parameters in its dtype: the bf16 weights of mixed precision, written in
+// the same pass over the f32 master weights.
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config,
-                int64_t step, const std::vector<DecaySegment>& segments);
+                int64_t step, const std::vector<DecaySegment>& segments, Tensor* compute_copy = nullptr);
 
 // ---- Casts ------------------------------------------------------------------------------------
 Tensor cast(const Tensor& x, DType dtype);  // f32 <-> bf16 round to nearest even (and ints)

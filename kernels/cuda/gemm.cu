@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "core/cuda_check.h"
+#include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
 #define KV_CUBLAS_CHECK(call)                                                                         \
@@ -43,8 +44,16 @@ DeviceContext& context(int device) {
   return ctx;
 }
 
-using GemmKey = std::tuple<int, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, bool>;
+using GemmKey = std::tuple<int, DType, DType, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                           int64_t, int64_t, int64_t, int64_t, bool>;
+
+cudaDataType_t cuda_type(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return CUDA_R_32F;
+    case DType::BF16: return CUDA_R_16BF;
+    default: throw_message("matmul: CUDA GEMMs take f32 or bf16 operands");
+  }
+}
 
 // Owns the cuBLASLt descriptors of one GEMM shape plus its chosen algorithm.
 struct GemmPlan {
@@ -53,9 +62,10 @@ struct GemmPlan {
   cublasLtMatmulAlgo_t algo{};
 };
 
-cublasLtMatrixLayout_t make_layout(uint64_t rows, uint64_t cols, int64_t ld, int64_t batch, int64_t stride) {
+cublasLtMatrixLayout_t make_layout(cudaDataType_t type, uint64_t rows, uint64_t cols, int64_t ld, int64_t batch,
+                                   int64_t stride) {
   cublasLtMatrixLayout_t layout = nullptr;
-  KV_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, CUDA_R_32F, rows, cols, ld));
+  KV_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, rows, cols, ld));
   if (batch > 1) {
     int32_t count = static_cast<int32_t>(batch);
     KV_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
@@ -68,9 +78,9 @@ cublasLtMatrixLayout_t make_layout(uint64_t rows, uint64_t cols, int64_t ld, int
 
 }  // namespace
 
-void gemm_batched(int device, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                  const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb, int64_t stride_b,
-                  float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+void gemm_batched(int device, DType ab_dtype, DType c_dtype, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                  int64_t k, float alpha, const void* a, int64_t lda, int64_t stride_a, const void* b, int64_t ldb,
+                  int64_t stride_b, float beta, void* c, int64_t ldc, int64_t stride_c, int64_t batch) {
   if (m == 0 || n == 0 || batch == 0) return;
   DeviceContext& ctx = context(device);
   KV_CUDA_CHECK(cudaSetDevice(device));
@@ -78,20 +88,23 @@ void gemm_batched(int device, bool trans_a, bool trans_b, int64_t m, int64_t n, 
   static std::mutex mutex;
   static std::map<GemmKey, GemmPlan> plans;
   const bool beta_zero = beta == 0.0f;
-  GemmKey key{device, trans_a, trans_b, m, n, k, lda, ldb, ldc, stride_a, stride_b, stride_c, batch, beta_zero};
+  GemmKey key{device, ab_dtype, c_dtype, trans_a, trans_b, m,        n,        k,
+              lda,    ldb,      ldc,     stride_a, stride_b, stride_c, batch, beta_zero};
   std::unique_lock<std::mutex> lock(mutex);
   auto it = plans.find(key);
   if (it == plans.end()) {
     GemmPlan plan;
+    // f32 accumulation and f32 alpha/beta for both input types; f32 inputs stay true f32 (no TF32).
     KV_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cudaDataType_t ab = cuda_type(ab_dtype), ct = cuda_type(c_dtype);
     // Column-major view: first operand is B (row-major), second is A.
     cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     KV_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof op_first));
     KV_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof op_second));
-    plan.a = trans_b ? make_layout(k, n, ldb, batch, stride_b) : make_layout(n, k, ldb, batch, stride_b);
-    plan.b = trans_a ? make_layout(m, k, lda, batch, stride_a) : make_layout(k, m, lda, batch, stride_a);
-    plan.c = make_layout(n, m, ldc, batch, stride_c);
+    plan.a = trans_b ? make_layout(ab, k, n, ldb, batch, stride_b) : make_layout(ab, n, k, ldb, batch, stride_b);
+    plan.b = trans_a ? make_layout(ab, m, k, lda, batch, stride_a) : make_layout(ab, k, m, lda, batch, stride_a);
+    plan.c = make_layout(ct, n, m, ldc, batch, stride_c);
 
     cublasLtMatmulPreference_t pref = nullptr;
     KV_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -113,7 +126,7 @@ void gemm_batched(int device, bool trans_a, bool trans_b, int64_t m, int64_t n, 
   const GemmPlan& plan = it->second;
   lock.unlock();
   KV_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan.op, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c,
-                                 &plan.algo, ctx.workspace, kWorkspaceBytes, /*stream=*/0));
+                                 &plan.algo, ctx.workspace, kWorkspaceBytes, stream_of(device)));
 }
 
 }  // namespace kvroute::cuda
