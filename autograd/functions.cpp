@@ -6,7 +6,9 @@ namespace kvroute::autograd {
 
 namespace {
 
-Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), DType::F32, t.device()); }
+// Activation gradients take the activation's dtype (bf16 in mixed precision); parameter gradients
+// are f32 (they accumulate into the f32 flat gradient buffer).
+Tensor empty_like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
 
 struct AddNode final : Node {
   const char* name() const override { return "add"; }
@@ -54,7 +56,7 @@ struct LinearNode final : Node {
     Tensor g2 = g.reshape({-1, g.size(-1)});
     Tensor x2 = x.reshape({-1, x.size(-1)});
     Tensor dx = ops::matmul(g2, weight).view(x.shape());  // [N, out] @ [out, in]
-    Tensor dw = ops::matmul(g2, x2, true, false);          // [out, N] @ [N, in]
+    Tensor dw = ops::matmul(g2, x2, true, false, DType::F32);  // [out, N] @ [N, in], f32 accumulation
     return {dx, dw};
   }
   void release_saved() override { x = weight = Tensor(); }
@@ -68,10 +70,12 @@ struct ReshapeNode final : Node {
 
 struct SumNode final : Node {
   Shape input_shape;
+  DType input_dtype = DType::F32;
+  Device device;
   double factor = 1.0;  // 1 for sum, 1/n for mean
   const char* name() const override { return "sum"; }
   std::vector<Tensor> backward(const Tensor& g) override {
-    return {Tensor::full(input_shape, g.item() * factor, DType::F32, g.device())};
+    return {Tensor::full(input_shape, g.item() * factor, input_dtype, device)};
   }
 };
 
@@ -206,12 +210,16 @@ Variable reshape(const Variable& x, const Shape& shape) {
 Variable sum(const Variable& x) {
   auto node = std::make_shared<SumNode>();
   node->input_shape = x.shape();
+  node->input_dtype = x.data().dtype();
+  node->device = x.data().device();
   return make_result(ops::sum(x.data()), node, {x.gradient_edge()});
 }
 
 Variable mean(const Variable& x) {
   auto node = std::make_shared<SumNode>();
   node->input_shape = x.shape();
+  node->input_dtype = x.data().dtype();
+  node->device = x.data().device();
   node->factor = 1.0 / static_cast<double>(x.data().numel());
   return make_result(ops::mean(x.data()), node, {x.gradient_edge()});
 }

@@ -52,6 +52,7 @@ std::vector<Tensor> AccumulateGrad::backward(const Tensor& grad_output) {
   } else {
     ops::axpy_(1.0f, grad_output, grad);
   }
+  if (variable_->on_grad_accumulated) variable_->on_grad_accumulated();
   return {};
 }
 

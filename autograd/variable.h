@@ -5,6 +5,7 @@
 // tensors as soon as its backward has run.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,10 @@ struct VariableImpl {
   std::shared_ptr<Node> grad_fn;          // producer; null for leaves
   std::weak_ptr<Node> grad_accumulator;   // leaves: the AccumulateGrad node, created on demand
   std::string name;
+  // Leaves: called after a backward pass has accumulated this variable's gradient (once per
+  // pass: every contribution is summed first). Data-parallel training starts the reduction of a
+  // gradient bucket from here, while the rest of the backward pass runs.
+  std::function<void()> on_grad_accumulated;
 };
 
 class Variable {

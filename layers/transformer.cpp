@@ -188,6 +188,42 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
   }
 }
 
+void Transformer::bind_views() {
+  const Tensor& source = flat_compute_.defined() ? flat_compute_ : flat_params_;
+  int64_t offset = 0;
+  for (auto& [name, p] : named_parameters()) {
+    const Shape shape = p.data().shape();
+    const int64_t n = p.data().numel();
+    p.impl()->data = source.slice(0, offset, offset + n).view(shape);
+    p.set_grad(flat_grads_.slice(0, offset, offset + n).view(shape));
+    offset += n;
+  }
+}
+
+void Transformer::to(Device device, DType compute_dtype) {
+  KV_CHECK(compute_dtype == DType::F32 || (compute_dtype == DType::BF16 && device.is_cuda()),
+           "transformer: compute dtype {} on {} is not supported (bf16 needs a CUDA device)", compute_dtype, device);
+  if (flat_params_.device() != device) flat_params_ = flat_params_.to(device);
+  flat_grads_ = Tensor::zeros(flat_params_.shape(), DType::F32, device);
+  flat_compute_ = compute_dtype == DType::F32 ? Tensor() : flat_params_.to(compute_dtype);
+  bind_views();
+}
+
+void Transformer::refresh_compute_copy() {
+  if (flat_compute_.defined()) flat_compute_.copy_(flat_params_);
+}
+
+std::vector<std::pair<std::string, Tensor>> Transformer::master_parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  int64_t offset = 0;
+  for (const auto& [name, p] : named_parameters()) {
+    const int64_t n = p.data().numel();
+    out.emplace_back(name, flat_params_.slice(0, offset, offset + n).view(p.data().shape()));
+    offset += n;
+  }
+  return out;
+}
+
 std::vector<ops::DecaySegment> Transformer::decay_segments() const {
   std::vector<ops::DecaySegment> segments;
   int64_t offset = 0;
@@ -201,16 +237,17 @@ std::vector<ops::DecaySegment> Transformer::decay_segments() const {
 
 void Transformer::load_parameters(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& source) {
   std::map<std::string, Tensor> given(tensors.begin(), tensors.end());
-  for (auto& [name, p] : named_parameters()) {
+  for (auto& [name, master] : master_parameters()) {
     auto it = given.find(name);
-    KV_CHECK(it != given.end(), "{}: missing parameter '{}' {}", source, name, p.shape());
-    KV_CHECK(it->second.shape() == p.shape(), "{}: parameter '{}' has shape {} but the model expects {}", source, name,
-             it->second.shape(), p.shape());
-    p.data().copy_(it->second);
+    KV_CHECK(it != given.end(), "{}: missing parameter '{}' {}", source, name, master.shape());
+    KV_CHECK(it->second.shape() == master.shape(), "{}: parameter '{}' has shape {} but the model expects {}", source,
+             name, it->second.shape(), master.shape());
+    master.copy_(it->second);
     given.erase(it);
   }
   KV_CHECK(given.empty(), "{}: unknown parameter '{}' (not in this model's configuration)", source,
            given.empty() ? "" : given.begin()->first);
+  refresh_compute_copy();
 }
 
 Variable Transformer::final_hidden(const Tensor& tokens, const RoutingPlan& plan, int64_t position_offset) const {

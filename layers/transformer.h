@@ -142,7 +142,21 @@ class Transformer final : public Module {
   Variable loss(const Tensor& inputs, const Tensor& targets, const RoutingPlan& plan,
                 int64_t ignore_index = -100) const;
 
-  // Flat buffers: every parameter / gradient is a view into these.
+  // Places the flat buffers on `device` and sets the dtype the forward computes in. f32: the
+  // parameters the layers read are the f32 buffer itself. bf16 (CUDA): the layers read a bf16 copy
+  // of the f32 master weights (written by AdamW with every update: adamw_step's compute_copy),
+  // gradients stay f32. Gradients are reset to zero.
+  void to(Device device, DType compute_dtype = DType::F32);
+  Device device() const { return flat_params_.device(); }
+  DType compute_dtype() const { return flat_compute_.defined() ? flat_compute_.dtype() : DType::F32; }
+  // The bf16 copy the forward reads (undefined in f32 mode); refresh_compute_copy() re-derives it
+  // from the master weights after they were written directly.
+  Tensor* compute_copy() { return flat_compute_.defined() ? &flat_compute_ : nullptr; }
+  void refresh_compute_copy();
+  // (name, f32 master view) in Hugging Face order: what checkpoints save.
+  std::vector<std::pair<std::string, Tensor>> master_parameters() const;
+
+  // Flat buffers: every parameter / gradient is a view into these (master weights, f32).
   Tensor& flat_parameters() { return flat_params_; }
   Tensor& flat_gradients() { return flat_grads_; }
   const Tensor& flat_parameters() const { return flat_params_; }
@@ -169,7 +183,12 @@ class Transformer final : public Module {
   std::vector<std::shared_ptr<DecoderLayer>> layers_;
   std::shared_ptr<RMSNorm> norm_;
   std::shared_ptr<Linear> lm_head_;  // null when tied to embed_tokens
+  // Points every parameter's data at its slice of the compute buffer and its gradient at the
+  // flat gradient buffer.
+  void bind_views();
+
   Tensor flat_params_, flat_grads_;
+  Tensor flat_compute_;  // bf16 copy of flat_params_ in mixed precision; undefined otherwise
   bool compute_unused_kv_ = false;
 };
 

@@ -89,7 +89,7 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState
   fs::create_directories(tmp, ec);
   KV_CHECK(!ec, "{}: cannot create checkpoint directory: {}", tmp, ec.message());
   safetensors::NamedTensors weights;
-  for (const auto& [name, p] : model.parameters()) weights.emplace_back(name, p.data());
+  for (const auto& [name, master] : model.master_parameters()) weights.emplace_back(name, master);  // f32, any device
   safetensors::save(tmp + "/model.safetensors", weights, {{"format", "pt"}});
   safetensors::save(tmp + "/optimizer.safetensors", {{"exp_avg", adam_m}, {"exp_avg_sq", adam_v}},
                     {{"optimizer", "adamw"}});

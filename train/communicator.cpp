@@ -34,6 +34,11 @@ class MpiCommunicator final : public Communicator {
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &world_);
+    // Ranks sharing a host (shared memory) form one group; the index in it picks the GPU.
+    MPI_Comm local;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
+    MPI_Comm_rank(local, &local_rank_);
+    MPI_Comm_free(&local);
   }
   ~MpiCommunicator() override {
     int finalized = 0;
@@ -42,6 +47,7 @@ class MpiCommunicator final : public Communicator {
   }
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
+  int local_rank() const override { return local_rank_; }
   void allreduce_sum(Tensor& buffer, int64_t bucket_elements) override {
     KV_CHECK(buffer.device().is_cpu() && buffer.dtype() == DType::F32 && buffer.is_contiguous(),
              "mpi allreduce: expected a contiguous f32 CPU buffer, got {}", buffer.str());
@@ -78,7 +84,7 @@ class MpiCommunicator final : public Communicator {
 
  private:
   static void check(int rc, const char* what) { KV_CHECK(rc == MPI_SUCCESS, "{} failed with MPI error {}", what, rc); }
-  int rank_ = 0, world_ = 1;
+  int rank_ = 0, world_ = 1, local_rank_ = 0;
 };
 
 }  // namespace
@@ -89,6 +95,12 @@ bool launched_by_mpi() {
 }
 
 std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
+
+#if !KVROUTE_HAS_CUDA
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator&, int device) {
+  KV_FAIL("cuda:{}: NCCL needs the CUDA backend, which this build does not have", device);
+}
+#endif
 
 std::unique_ptr<Communicator> make_communicator(const std::string& backend) {
   if (backend == "none") return std::make_unique<LocalCommunicator>();

@@ -1,6 +1,6 @@
 // Communicator: what data-parallel training needs from the ranks. LocalCommunicator is one
-// process; MpiCommunicator (Open MPI) reduces CPU tensors. The NCCL communicator of the CUDA
-// backend implements the same interface.
+// process; MpiCommunicator (Open MPI) reduces CPU tensors; NcclCommunicator (CUDA builds) reduces
+// GPU tensors with NCCL, bootstrapped over the MPI communicator it wraps.
 #pragma once
 
 #include <memory>
@@ -16,10 +16,17 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
+  // This rank's index among the ranks on its host (picks its GPU).
+  virtual int local_rank() const { return 0; }
   // In-place sum over ranks of a contiguous f32 buffer, in buckets of bucket_elements.
   virtual void allreduce_sum(Tensor& buffer, int64_t bucket_elements) = 0;
   virtual void allreduce_sum(std::vector<double>& values) = 0;
   virtual void broadcast(Tensor& buffer, int root) = 0;
+  // Overlap with the backward pass: start_allreduce queues the in-place sum of one contiguous f32
+  // slice (every rank must start the same slices in the same order); finish_allreduce returns
+  // when every queued sum is visible to later work. Synchronous by default.
+  virtual void start_allreduce(Tensor& slice) { allreduce_sum(slice, slice.numel()); }
+  virtual void finish_allreduce() {}
   virtual void barrier() = 0;
   // Ends every rank promptly with `code` (MPI_Abort); the local version just exits.
   [[noreturn]] virtual void abort(int code) = 0;
@@ -32,5 +39,9 @@ std::unique_ptr<Communicator> make_local_communicator();
 std::unique_ptr<Communicator> make_communicator(const std::string& backend);
 // True when this process was started by mpirun/mpiexec (Open MPI's environment).
 bool launched_by_mpi();
+// NCCL over the GPUs of `host` (its ranks, one GPU `device` each): device tensors are reduced with
+// NCCL on a communication stream, everything else goes to `host`, which must outlive the result.
+// Fails with a clear error in builds without CUDA.
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& host, int device);
 
 }  // namespace kvroute::train

@@ -15,10 +15,12 @@
 #include <sstream>
 
 #include "autograd/variable.h"
+#include "core/device_runtime.h"
 #include "core/error.h"
 #include "core/threading.h"
 #include "kernels/ops.h"
 #include "train/checkpoint.h"
+#include "train/grad_reducer.h"
 #include "train/schedule.h"
 
 namespace kvroute::train {
@@ -80,9 +82,19 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
   const int rank = comm.rank(), world = comm.world_size();
   const bool leader = rank == 0;
   const bool verbose = leader && !options.quiet;
-  KV_CHECK(config.train.device == "cpu",
-           "{}: train.device {}: this build trains on the CPU; the CUDA training backend is not implemented yet",
-           config.source, config.train.device);
+  // Device: one GPU per rank, picked by the rank's index on its host.
+  Device device = Device::cpu();
+  if (config.train.device == "cuda") {
+    KV_CHECK(device_runtime::cuda_built(),
+             "{}: train.device cuda: this build of kvroute has no CUDA backend (build where nvcc is installed)",
+             config.source);
+    const int gpus = device_runtime::cuda_device_count();
+    KV_CHECK(gpus > 0, "{}: train.device cuda: no CUDA device is visible to this process", config.source);
+    KV_CHECK(comm.local_rank() < gpus, "{}: train.device cuda: rank {} is local rank {} but this host has {} GPU(s)",
+             config.source, rank, comm.local_rank(), gpus);
+    device = Device::cuda(comm.local_rank());
+  }
+  const DType compute_dtype = config.train.precision == "bf16" ? DType::BF16 : DType::F32;
   // train.threads 0 means all cores of this process's share of the machine: with several ranks
   // on one host (mpirun), the cores are divided among them instead of oversubscribed.
   int threads = static_cast<int>(config.train.threads);
@@ -98,7 +110,16 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
   layers::ModelConfig model_config = config.model;
   model_config.kv_weight_layers = router.layers_with_kv_weights();
   layers::Transformer model(model_config, config.train.seed);
-  comm.broadcast(model.flat_parameters(), 0);
+  comm.broadcast(model.flat_parameters(), 0);  // on the host, before the model moves
+  model.to(device, compute_dtype);
+  // GPU ranks reduce gradients with NCCL, bucket by bucket while the backward pass runs.
+  std::unique_ptr<Communicator> nccl;
+  std::unique_ptr<GradientReducer> reducer;
+  if (device.is_cuda() && world > 1) {
+    nccl = make_nccl_communicator(comm, device.index);
+    reducer = std::make_unique<GradientReducer>(model, *nccl,
+                                                static_cast<int64_t>(config.dist.bucket_mb * 1024 * 1024 / 4));
+  }
 
   // Batch geometry.
   const int64_t B = config.train.batch_size, T = config.train.seq_len;
@@ -121,8 +142,8 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
   data::DataLoader loader({config.data.dir, B, T, rank, world, config.train.seed, true});
   data::ValidationLoader val_loader(config.data.dir, B, T, rank, world);
 
-  Tensor adam_m = Tensor::zeros(model.flat_parameters().shape());
-  Tensor adam_v = Tensor::zeros(model.flat_parameters().shape());
+  Tensor adam_m = Tensor::zeros(model.flat_parameters().shape(), DType::F32, device);
+  Tensor adam_v = Tensor::zeros(model.flat_parameters().shape(), DType::F32, device);
   const std::vector<ops::DecaySegment> segments = model.decay_segments();
   const std::string run_dir = config.run_dir(), ckpt_dir = run_dir + "/checkpoints";
   const std::string metrics_path = run_dir + "/metrics.jsonl";
@@ -213,11 +234,16 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
         const uint64_t slice = static_cast<uint64_t>(micro * world + rank);
         layers::RoutingPlan plan = router.training_plan(
             static_cast<uint64_t>(step), static_cast<uint32_t>(config.router.same_plan_all_ranks ? micro : slice), 0);
+        if (reducer && micro == accum - 1) reducer->arm();  // reduce while the last backward runs
         autograd::Variable loss = model.loss(batch.inputs, batch.targets, plan);
         loss.backward();
         loss_sum += loss.data().item();
       }
-      if (world > 1) comm.allreduce_sum(model.flat_gradients(), bucket);
+      if (reducer) {
+        reducer->finish();
+      } else if (world > 1) {
+        comm.allreduce_sum(model.flat_gradients(), bucket);
+      }
       std::vector<double> scalars = {loss_sum, static_cast<double>(g_signal.load() != 0)};
       comm.allreduce_sum(scalars);
       const double mean_loss = scalars[0] / static_cast<double>(accum * world);
@@ -234,7 +260,8 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
       ops::AdamWConfig adamw{static_cast<float>(lr), static_cast<float>(config.optim.beta1),
                              static_cast<float>(config.optim.beta2), static_cast<float>(config.optim.eps),
                              static_cast<float>(config.optim.weight_decay)};
-      ops::adamw_step(model.flat_parameters(), model.flat_gradients(), adam_m, adam_v, adamw, step, segments);
+      ops::adamw_step(model.flat_parameters(), model.flat_gradients(), adam_m, adam_v, adamw, step, segments,
+                      model.compute_copy());
       state.step = step;
       state.tokens_seen += global_tokens;
       result.losses.push_back(mean_loss);

@@ -1,0 +1,50 @@
+// GradientReducer: data-parallel gradient reduction overlapped with the backward pass. The flat
+// gradient buffer is cut into buckets of about `bucket_elements`, from its end (the parameters
+// whose gradients the backward pass finishes first) to its start. A hook on every parameter
+// counts the gradients finished in a bucket; a full bucket is handed to the communicator's
+// start_allreduce as soon as every earlier bucket has been, so all ranks start the same buckets
+// in the same order whatever their routing plans. Parameters that get no gradient in a pass (K/V
+// projections no layer read) hold their bucket back until finish().
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "layers/transformer.h"
+#include "train/communicator.h"
+
+namespace kvroute::train {
+
+class GradientReducer {
+ public:
+  GradientReducer(layers::Transformer& model, Communicator& comm, int64_t bucket_elements);
+  ~GradientReducer();
+  GradientReducer(const GradientReducer&) = delete;
+  GradientReducer& operator=(const GradientReducer&) = delete;
+
+  // Arms the hooks for the next backward pass (the last micro-step of an accumulation).
+  void arm();
+  // After the backward pass: starts every bucket not started yet, in order, and waits for all.
+  void finish();
+  int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
+  int64_t buckets_started_during_backward() const { return started_early_; }
+
+ private:
+  struct Bucket {
+    int64_t begin = 0, end = 0;  // element range in the flat gradient buffer
+    int parameters = 0;          // parameters in the range
+    int pending = 0;             // of those, not yet finished in this pass
+  };
+  void on_parameter_done(size_t bucket);
+  void start_ready();
+
+  layers::Transformer& model_;
+  Communicator& comm_;
+  std::vector<Bucket> buckets_;
+  std::vector<size_t> bucket_of_parameter_;
+  size_t next_ = 0;  // first bucket not started
+  bool armed_ = false;
+  int64_t started_early_ = 0;
+};
+
+}  // namespace kvroute::train

@@ -1,0 +1,140 @@
+// NcclCommunicator: GPU tensors are summed with NCCL on a communication stream of their own,
+// ordered against the compute stream with events (so buckets reduce while the backward pass
+// computes); host values and CPU tensors go to the wrapped MPI communicator, which also carries
+// the ncclUniqueId from rank 0 to everyone. Built only with the CUDA backend.
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "core/device_runtime.h"
+#include "core/error.h"
+#include "train/communicator.h"
+
+namespace kvroute::train {
+
+namespace {
+
+void check_nccl(ncclResult_t rc, const char* what) {
+  KV_CHECK(rc == ncclSuccess, "NCCL error in {}: {} ({})", what, ncclGetErrorString(rc), static_cast<int>(rc));
+}
+
+void check_cuda(cudaError_t rc, const char* what) {
+  KV_CHECK(rc == cudaSuccess, "CUDA error in {}: {} ({})", what, cudaGetErrorString(rc), static_cast<int>(rc));
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(Communicator& host, int device) : host_(host), device_(device) {
+    KV_CHECK(device < device_runtime::cuda_device_count(),
+             "nccl: rank {} (local rank {}) needs cuda:{}, but this host has {} CUDA device(s): start at most one rank "
+             "per GPU",
+             host.rank(), host.local_rank(), device, device_runtime::cuda_device_count());
+    ncclUniqueId id;
+    static_assert(sizeof(id) % 4 == 0);
+    Tensor id_buffer = Tensor::zeros({static_cast<int64_t>(sizeof(id) / 4)}, DType::I32);
+    if (host.rank() == 0) {
+      check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
+      std::memcpy(id_buffer.raw_data(), &id, sizeof id);
+    }
+    host.broadcast(id_buffer, 0);
+    std::memcpy(&id, id_buffer.raw_data(), sizeof id);
+    check_cuda(cudaSetDevice(device), "cudaSetDevice");
+    check_nccl(ncclCommInitRank(&comm_, host.world_size(), id, host.rank()), "ncclCommInitRank");
+    check_cuda(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    check_cuda(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "cudaEventCreate");
+    check_cuda(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "cudaEventCreate");
+  }
+  ~NcclCommunicator() override {
+    cudaStreamSynchronize(comm_stream_);
+    ncclCommDestroy(comm_);
+    cudaEventDestroy(ready_);
+    cudaEventDestroy(done_);
+    cudaStreamDestroy(comm_stream_);
+  }
+
+  int rank() const override { return host_.rank(); }
+  int world_size() const override { return host_.world_size(); }
+  int local_rank() const override { return host_.local_rank(); }
+
+  void allreduce_sum(Tensor& buffer, int64_t bucket_elements) override {
+    if (buffer.device().is_cpu()) return host_.allreduce_sum(buffer, bucket_elements);
+    check_device_buffer(buffer, "allreduce");
+    bucket_elements = std::max<int64_t>(bucket_elements, 1);
+    wait_for_compute();
+    float* data = buffer.data<float>();
+    for (int64_t begin = 0; begin < buffer.numel(); begin += bucket_elements) {
+      const size_t count = static_cast<size_t>(std::min(bucket_elements, buffer.numel() - begin));
+      check_nccl(ncclAllReduce(data + begin, data + begin, count, ncclFloat, ncclSum, comm_, comm_stream_),
+                 "ncclAllReduce");
+    }
+    finish_allreduce();
+  }
+  void allreduce_sum(std::vector<double>& values) override { host_.allreduce_sum(values); }
+
+  void broadcast(Tensor& buffer, int root) override {
+    if (buffer.device().is_cpu()) return host_.broadcast(buffer, root);
+    KV_CHECK(buffer.is_contiguous() && buffer.device() == Device::cuda(device_),
+             "nccl broadcast: expected a contiguous buffer on cuda:{}, got {}", device_, buffer.str());
+    wait_for_compute();
+    check_nccl(ncclBroadcast(buffer.raw_data(), buffer.raw_data(), buffer.nbytes(), ncclUint8, root, comm_, comm_stream_),
+               "ncclBroadcast");
+    finish_allreduce();
+  }
+
+  void start_allreduce(Tensor& slice) override {
+    if (slice.device().is_cpu()) return host_.allreduce_sum(slice, slice.numel());
+    check_device_buffer(slice, "start_allreduce");
+    wait_for_compute();  // the slice's gradients are queued on the compute stream before this point
+    check_nccl(ncclAllReduce(slice.raw_data(), slice.raw_data(), static_cast<size_t>(slice.numel()), ncclFloat, ncclSum,
+                             comm_, comm_stream_),
+               "ncclAllReduce");
+  }
+
+  void finish_allreduce() override {
+    // Later compute-stream work (scaling, clipping, AdamW) waits for every queued reduction; the
+    // host does not block.
+    check_cuda(cudaEventRecord(done_, comm_stream_), "cudaEventRecord");
+    check_cuda(cudaStreamWaitEvent(compute_stream(), done_, 0), "cudaStreamWaitEvent");
+  }
+
+  void barrier() override {
+    check_cuda(cudaStreamSynchronize(comm_stream_), "cudaStreamSynchronize");
+    host_.barrier();
+  }
+  [[noreturn]] void abort(int code) override {
+    ncclCommAbort(comm_);
+    host_.abort(code);
+    std::exit(code);  // not reached: the host communicator ends the process
+  }
+  std::string name() const override { return "nccl"; }
+
+ private:
+  cudaStream_t compute_stream() const { return static_cast<cudaStream_t>(device_runtime::cuda_stream(device_)); }
+
+  void wait_for_compute() {
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
+    check_cuda(cudaEventRecord(ready_, compute_stream()), "cudaEventRecord");
+    check_cuda(cudaStreamWaitEvent(comm_stream_, ready_, 0), "cudaStreamWaitEvent");
+  }
+
+  void check_device_buffer(const Tensor& t, const char* what) const {
+    KV_CHECK(t.dtype() == DType::F32 && t.is_contiguous() && t.device() == Device::cuda(device_),
+             "nccl {}: expected a contiguous f32 buffer on cuda:{}, got {}", what, device_, t.str());
+  }
+
+  Communicator& host_;
+  int device_;
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t comm_stream_ = nullptr;
+  cudaEvent_t ready_ = nullptr, done_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& host, int device) {
+  return std::make_unique<NcclCommunicator>(host, device);
+}
+
+}  // namespace kvroute::train
