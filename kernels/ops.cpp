@@ -473,7 +473,7 @@ cpu::AttentionShape attention_shape(const char* op, const Tensor& q, const Tenso
            q.shape(), k.shape());
 #if KVROUTE_HAS_CUDA
   KV_CHECK(!q.device().is_cuda() || cuda::attention_supports_head_dim(s.head_dim),
-           "{}: head_dim {} is not supported by the CUDA attention kernel (16, 32, 64 or 128)", op, s.head_dim);
+           "{}: head_dim {} is not supported by the CUDA attention kernel (8, 16, 32, 64 or 128)", op, s.head_dim);
 #endif
   return s;
 }

@@ -1,7 +1,7 @@
 // Causal GQA attention, flash-style: queries (or keys, in the dK/dV pass) are split over thread
 // blocks, the other side streams through shared-memory tiles, and the softmax is computed online
 // with the log-sum-exp saved for the backward, so no [T, T] matrix exists. A group of G = D/16
-// threads owns one row, each thread 16 interleaved dims (d = g + G*i: a shared-memory tile row is
+// threads owns one row (one thread for D = 8), each thread 16 interleaved dims (d = g + G*i: a shared-memory tile row is
 // read by the group without bank conflicts and broadcast to the other rows). The backward is two
 // deterministic passes without atomics: dK/dV per key block (looping over the queries and query
 // heads that read it), then dQ per query block. Arithmetic is f32 for f32 and bf16 storage.
@@ -19,8 +19,8 @@ constexpr float kLn2 = 0.6931471805599453f;
 
 template <int D>
 struct Tile {
-  static constexpr int kDimsPerThread = 16;
-  static constexpr int kGroup = D / kDimsPerThread;  // threads per row: 1, 2, 4, 8
+  static constexpr int kDimsPerThread = D < 16 ? D : 16;
+  static constexpr int kGroup = D / kDimsPerThread;  // threads per row: 1, 1, 2, 4, 8
   static constexpr int kThreads = 128;
   static constexpr int kRows = kThreads / kGroup;     // rows per block
   static constexpr int kTile = 32;                    // streamed rows per shared-memory tile
@@ -280,11 +280,12 @@ unsigned query_blocks(int64_t rows) {
 
 #define KV_DISPATCH_HEAD_DIM(head_dim, D, ...)                                              \
   switch (head_dim) {                                                                       \
+    case 8: { constexpr int D = 8; __VA_ARGS__; break; }                                    \
     case 16: { constexpr int D = 16; __VA_ARGS__; break; }                                  \
     case 32: { constexpr int D = 32; __VA_ARGS__; break; }                                  \
     case 64: { constexpr int D = 64; __VA_ARGS__; break; }                                  \
     case 128: { constexpr int D = 128; __VA_ARGS__; break; }                                \
-    default: throw_message("attention: the CUDA kernel supports head_dim 16, 32, 64 and 128"); \
+    default: throw_message("attention: the CUDA kernel supports head_dim 8, 16, 32, 64 and 128"); \
   }
 
 void check_int_range(const AttentionShape& s) {
@@ -297,7 +298,7 @@ void check_int_range(const AttentionShape& s) {
 }  // namespace
 
 bool attention_supports_head_dim(int64_t head_dim) {
-  return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
+  return head_dim == 8 || head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
 }
 
 void attention_forward(int device, DType dtype, const AttentionShape& s, const void* q, const void* k, const void* v,

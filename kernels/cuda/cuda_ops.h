@@ -56,7 +56,7 @@ struct AttentionShape {
   int64_t batch, q_len, kv_len, q_heads, kv_heads, head_dim;
   int64_t kv_batch_stride;  // elements between batches of k/v (a KV-cache prefix is read in place)
 };
-bool attention_supports_head_dim(int64_t head_dim);  // 16, 32, 64, 128
+bool attention_supports_head_dim(int64_t head_dim);  // 8, 16, 32, 64, 128
 void attention_forward(int device, DType dtype, const AttentionShape& s, const void* q, const void* k,
                        const void* v, float softmax_scale, void* out, float* lse);
 // k, v contiguous here; dq, dk, dv overwritten. Deterministic (no atomics).

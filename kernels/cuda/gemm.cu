@@ -45,7 +45,17 @@ DeviceContext& context(int device) {
 }
 
 using GemmKey = std::tuple<int, DType, DType, bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                           int64_t, int64_t, int64_t, int64_t, bool>;
+                           int64_t, int64_t, int64_t, int64_t, bool, uint32_t, uint32_t, uint32_t>;
+
+// The largest power of two (<= 256) dividing the address. Parameters are views at any offset of
+// the flat buffers, so the heuristic must be told how aligned the operands really are: it
+// otherwise assumes 256 bytes and may pick a kernel that faults on a less aligned pointer.
+uint32_t alignment_of(const void* p) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(p);
+  uint32_t alignment = 256;
+  while (alignment > 1 && address % alignment != 0) alignment /= 2;
+  return alignment;
+}
 
 cudaDataType_t cuda_type(DType dtype) {
   switch (dtype) {
@@ -88,8 +98,9 @@ void gemm_batched(int device, DType ab_dtype, DType c_dtype, bool trans_a, bool 
   static std::mutex mutex;
   static std::map<GemmKey, GemmPlan> plans;
   const bool beta_zero = beta == 0.0f;
-  GemmKey key{device, ab_dtype, c_dtype, trans_a, trans_b, m,        n,        k,
-              lda,    ldb,      ldc,     stride_a, stride_b, stride_c, batch, beta_zero};
+  const uint32_t align_a = alignment_of(a), align_b = alignment_of(b), align_c = alignment_of(c);
+  GemmKey key{device,   ab_dtype, c_dtype, trans_a, trans_b,   m,       n,       k,       lda,    ldb,
+              ldc,      stride_a, stride_b, stride_c, batch, beta_zero, align_a, align_b, align_c};
   std::unique_lock<std::mutex> lock(mutex);
   auto it = plans.find(key);
   if (it == plans.end()) {
@@ -111,6 +122,15 @@ void gemm_batched(int device, DType ab_dtype, DType c_dtype, bool trans_a, bool 
     size_t workspace = kWorkspaceBytes;
     KV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
                                                          sizeof workspace));
+    // cuBLASLt's A is our B (operands swap in the column-major view).
+    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_b,
+                                                         sizeof align_b));
+    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_a,
+                                                         sizeof align_a));
+    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c,
+                                                         sizeof align_c));
+    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c,
+                                                         sizeof align_c));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
     KV_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1,

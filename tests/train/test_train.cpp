@@ -10,10 +10,12 @@
 
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "kernels/ops.h"
 #include "data/shard.h"
 #include "train/checkpoint.h"
 #include "train/communicator.h"
 #include "train/config.h"
+#include "train/grad_reducer.h"
 #include "train/schedule.h"
 #include "train/trainer.h"
 #include "tests/test_util.h"
@@ -86,6 +88,67 @@ TEST(Config, OverridesApplyAndTheResolvedConfigRoundTrips) {
   for (const char* name : {"tiny", "quickstart", "small", "gpt2-124m-like", "qwen3-0.6b-like", "qwen3-1.7b-like"}) {
     EXPECT_NO_THROW((void)load_config(fmt::format("{}/configs/{}.yaml", KVROUTE_SOURCE_DIR, name))) << name;
   }
+}
+
+// Records the slices the reducer starts and doubles each (a stand-in for the sum over 2 ranks).
+class RecordingCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int world_size() const override { return 2; }
+  void allreduce_sum(Tensor& buffer, int64_t) override { ops::scale_(buffer, 2.0f); }
+  void allreduce_sum(std::vector<double>&) override {}
+  void broadcast(Tensor&, int) override {}
+  void barrier() override {}
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+  std::string name() const override { return "recording"; }
+  void start_allreduce(Tensor& slice) override {
+    started.push_back(slice);
+    ops::scale_(slice, 2.0f);
+  }
+  void finish_allreduce() override { ++finished; }
+  std::vector<Tensor> started;
+  int finished = 0;
+};
+
+TEST(GradientReducer, BucketsTileTheGradientsInOrderAndStartDuringBackward) {
+  layers::ModelConfig mc;
+  mc.vocab_size = 64;
+  mc.hidden_size = 32;
+  mc.num_layers = 4;
+  mc.num_heads = 4;
+  mc.num_kv_heads = 2;
+  mc.head_dim = 8;
+  mc.intermediate_size = 48;
+  mc.max_seq_len = 16;
+  layers::Transformer model(mc, 5), reference(mc, 5);
+  Tensor inputs = testing::random_tensor({2, 8}, 1, 0, 63).to(DType::I32);
+  Tensor targets = testing::random_tensor({2, 8}, 2, 0, 63).to(DType::I32);
+  // Layers 1 and 3 read layer 0's K/V: layers 1..3 compute none, so their K/V weights get no
+  // gradient and their bucket waits for finish().
+  const layers::RoutingPlan plan = {0, 0, 2, 0};
+  reference.loss(inputs, targets, plan).backward();
+  RecordingCommunicator comm;
+  GradientReducer reducer(model, comm, /*bucket_elements=*/4000);
+  ASSERT_GT(reducer.buckets(), 3);
+  reducer.arm();
+  model.loss(inputs, targets, plan).backward();
+  const size_t early = comm.started.size();
+  EXPECT_GT(early, 0u) << "some buckets start while the backward pass runs";
+  EXPECT_LT(early, static_cast<size_t>(reducer.buckets())) << "the bucket of the unused K/V weights waits";
+  reducer.finish();
+  EXPECT_EQ(comm.finished, 1);
+  ASSERT_EQ(static_cast<int64_t>(comm.started.size()), reducer.buckets());
+  // Slices run from the end of the buffer to its start, adjacent, each exactly once.
+  const float* base = model.flat_gradients().data<float>();
+  int64_t expected_end = model.flat_gradients().numel();
+  for (const Tensor& slice : comm.started) {
+    const int64_t begin = slice.data<float>() - base;
+    EXPECT_EQ(begin + slice.numel(), expected_end);
+    expected_end = begin;
+  }
+  EXPECT_EQ(expected_end, 0);
+  std::vector<float> got = model.flat_gradients().to_vector<float>(), want = reference.flat_gradients().to_vector<float>();
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], 2.0f * want[i]) << i;
 }
 
 TEST(Schedule, WarmupCosineConstantWsd) {
