@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "core/allocator.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/threading.h"
@@ -159,32 +160,64 @@ int run_bench_train(const std::string& config_path, const std::vector<std::strin
   const double ms = 1e3 * median(timed);
   const double tok_s = static_cast<double>(result.global_batch_tokens) / (ms * 1e-3);
   const int threads = config.train.threads > 0 ? static_cast<int>(config.train.threads) : num_threads();
-  std::printf("kvroute bench train %s: %d rank%s x %d thread%s, global batch %ld tokens (B=%ld T=%ld), "
-              "share_prob %.2f: %.1f ms/step, %.0f tok/s\n",
-              config_path.c_str(), comm->world_size(), comm->world_size() == 1 ? "" : "s", threads,
-              threads == 1 ? "" : "s", static_cast<long>(result.global_batch_tokens),
-              static_cast<long>(config.train.batch_size), static_cast<long>(config.train.seq_len),
-              config.router.config.policy == layers::RouterConfig::Policy::Stochastic ? config.router.config.share_prob : 0.0,
-              ms, tok_s);
+  const bool gpu = config.train.device == "cuda";
+  const double share_prob =
+      config.router.config.policy == layers::RouterConfig::Policy::Stochastic ? config.router.config.share_prob : 0.0;
+  const double tflops = tok_s * train::flops_per_token(config.model, result.parameters, config.train.seq_len) / 1e12;
+  const std::string mfu = config.train.peak_tflops > 0
+                              ? fmt::format("MFU {:.1f}%", 100.0 * tflops / (config.train.peak_tflops * comm->world_size()))
+                              : fmt::format("{:.2f} TFLOP/s", tflops);
+  const std::string where = gpu ? fmt::format("{} GPU{} ({})", comm->world_size(), comm->world_size() == 1 ? "" : "s",
+                                              config.train.precision)
+                                : fmt::format("{} rank{} x {} thread{}", comm->world_size(),
+                                              comm->world_size() == 1 ? "" : "s", threads, threads == 1 ? "" : "s");
+  std::printf("kvroute bench train %s: %s, global batch %ld tokens (B=%ld T=%ld), share_prob %.2f: %.1f ms/step, "
+              "%.0f tok/s, %s\n",
+              config_path.c_str(), where.c_str(), static_cast<long>(result.global_batch_tokens),
+              static_cast<long>(config.train.batch_size), static_cast<long>(config.train.seq_len), share_prob, ms, tok_s,
+              mfu.c_str());
+  if (gpu) {
+    const Allocator& alloc = cuda_allocator(0);
+    std::printf("kvroute peak GPU memory: %.1f GiB\n", static_cast<double>(alloc.stats().peak_bytes) / (1 << 30));
+  }
   if (!peer || comm->world_size() != 1) return 0;
-  if (std::system("/usr/bin/python3 -c 'import torch' > /dev/null 2>&1") != 0) {
-    std::printf("peer: python3-torch not installed (KVROUTE_EXTRA_PACKAGES=python3-torch scripts/setup.sh)\n");
+  // The interpreter with PyTorch: Debian's python3-torch by default, KVROUTE_PYTHON to override.
+  const char* python_env = std::getenv("KVROUTE_PYTHON");
+  const std::string python = python_env != nullptr && *python_env != '\0' ? python_env : "/usr/bin/python3";
+  if (std::system((python + " -c 'import torch' > /dev/null 2>&1").c_str()) != 0) {
+    std::printf("peer: %s cannot import torch (KVROUTE_EXTRA_PACKAGES=python3-torch scripts/setup.sh, or set "
+                "KVROUTE_PYTHON)\n",
+                python.c_str());
     return 0;
   }
   const layers::ModelConfig& m = config.model;
-  const std::string peer_cmd = fmt::format(
-      "/usr/bin/python3 {}/bench/peer_train_step.py --threads {} --steps {} --batch {} --seq {} --share-prob {} "
-      "--vocab {} --hidden {} --layers {} --heads {} --kv-heads {} --head-dim {} --ffn {}",
-      KVROUTE_SOURCE_DIR, threads, steps, result.global_batch_tokens / config.train.seq_len, config.train.seq_len,
-      config.router.config.policy == layers::RouterConfig::Policy::Stochastic ? config.router.config.share_prob : 0.0,
-      m.vocab_size, m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.intermediate_size);
-  double best = 0;
-  for (const char* env : {"", "OMP_WAIT_POLICY=PASSIVE "}) {
-    std::string line = last_line_of(std::string(env) + peer_cmd);
-    std::printf("%s%s\n", line.empty() ? "peer failed: " : "", line.empty() ? peer_cmd.c_str() : line.c_str());
-    best = std::max(best, tokens_per_second_of(line));
+  const std::string dims = fmt::format(
+      "--steps {} --batch {} --seq {} --share-prob {} --vocab {} --hidden {} --layers {} --heads {} --kv-heads {} "
+      "--head-dim {} --ffn {}",
+      steps, result.global_batch_tokens / config.train.seq_len, config.train.seq_len, share_prob, m.vocab_size,
+      m.hidden_size, m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.intermediate_size);
+  // GPU: PyTorch eager and torch.compile (bf16 autocast). CPU: PyTorch as is and with passive
+  // OpenMP waiting (Debian's build starves OpenBLAS's threads otherwise); the better one counts.
+  std::vector<std::pair<std::string, std::string>> peers;
+  if (gpu) {
+    const std::string base = fmt::format("{} {}/bench/peer_gpu_train_step.py {} --rope-theta {} --peak-tflops {}",
+                                         python, KVROUTE_SOURCE_DIR, dims, m.rope_theta,
+                                         config.train.peak_tflops > 0 ? config.train.peak_tflops : 989.0);
+    peers = {{"eager", base + " --mode eager"}, {"torch.compile", base + " --mode compile"}};
+  } else {
+    const std::string base =
+        fmt::format("{} {}/bench/peer_train_step.py --threads {} {}", python, KVROUTE_SOURCE_DIR, threads, dims);
+    peers = {{"as is", base}, {"OMP_WAIT_POLICY=PASSIVE", "OMP_WAIT_POLICY=PASSIVE " + base}};
   }
-  if (best > 0) std::printf("kvroute / best PyTorch tokens/s: %.2fx\n", tok_s / best);
+  double best = 0;
+  for (const auto& [label, cmd] : peers) {
+    std::string line = last_line_of(cmd);
+    std::printf("%s%s\n", line.empty() ? "peer failed: " : "", line.empty() ? cmd.c_str() : line.c_str());
+    const double peer_tok_s = tokens_per_second_of(line);
+    if (gpu && peer_tok_s > 0) std::printf("kvroute / PyTorch %s tokens/s: %.2fx\n", label.c_str(), tok_s / peer_tok_s);
+    best = std::max(best, peer_tok_s);
+  }
+  if (!gpu && best > 0) std::printf("kvroute / best PyTorch tokens/s: %.2fx\n", tok_s / best);
   return 0;
 }
 

@@ -185,6 +185,7 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
   const bool tty = isatty(STDOUT_FILENO);
 
   result.global_batch_tokens = global_tokens;
+  result.parameters = model.parameter_count();
   auto checkpoint = [&] {
     if (options.benchmark) return;
     if (leader) {

@@ -18,6 +18,7 @@ struct TrainResult {
   std::vector<double> losses;  // mean training loss of every step this run executed
   std::vector<double> step_seconds;  // wall time of every step (data, forward, backward, all-reduce, AdamW)
   int64_t global_batch_tokens = 0;
+  int64_t parameters = 0;  // model parameter count (for FLOP and MFU figures)
   std::string last_checkpoint;
   bool interrupted = false;
 };
