@@ -26,6 +26,7 @@ for split in ("train", "val"):
         header.tofile(f)
         tokens.tofile(f)
 PY
+export KVROUTE_SOURCE_DIR=$PWD  # where the peer script is, wherever the binary was built
 # The peer runs under the python3 on PATH that has torch (the GPU machine's), else Debian's.
 if [ -z "${KVROUTE_PYTHON:-}" ] && python3 -c 'import torch' 2>/dev/null; then
   export KVROUTE_PYTHON=$(command -v python3)

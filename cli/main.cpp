@@ -190,6 +190,10 @@ int run_bench_train(const std::string& config_path, const std::vector<std::strin
                 python.c_str());
     return 0;
   }
+  // The peer scripts: from the source tree this binary was built in, or KVROUTE_SOURCE_DIR (a
+  // binary carried to another machine, next to a checkout at another path).
+  const char* source_env = std::getenv("KVROUTE_SOURCE_DIR");
+  const std::string source = source_env != nullptr && *source_env != '\0' ? source_env : KVROUTE_SOURCE_DIR;
   const layers::ModelConfig& m = config.model;
   const std::string dims = fmt::format(
       "--steps {} --batch {} --seq {} --share-prob {} --vocab {} --hidden {} --layers {} --heads {} --kv-heads {} "
@@ -201,12 +205,12 @@ int run_bench_train(const std::string& config_path, const std::vector<std::strin
   std::vector<std::pair<std::string, std::string>> peers;
   if (gpu) {
     const std::string base = fmt::format("{} {}/bench/peer_gpu_train_step.py {} --rope-theta {} --peak-tflops {}",
-                                         python, KVROUTE_SOURCE_DIR, dims, m.rope_theta,
+                                         python, source, dims, m.rope_theta,
                                          config.train.peak_tflops > 0 ? config.train.peak_tflops : 989.0);
     peers = {{"eager", base + " --mode eager"}, {"torch.compile", base + " --mode compile"}};
   } else {
     const std::string base =
-        fmt::format("{} {}/bench/peer_train_step.py --threads {} {}", python, KVROUTE_SOURCE_DIR, threads, dims);
+        fmt::format("{} {}/bench/peer_train_step.py --threads {} {}", python, source, threads, dims);
     peers = {{"as is", base}, {"OMP_WAIT_POLICY=PASSIVE", "OMP_WAIT_POLICY=PASSIVE " + base}};
   }
   double best = 0;
