@@ -6,7 +6,11 @@
 // deterministic passes without atomics: dK/dV per key block (looping over the queries and query
 // heads that read it), then dQ per query block. Arithmetic is f32 for f32 and bf16 storage.
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
 
+#include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -288,6 +292,24 @@ unsigned query_blocks(int64_t rows) {
     default: throw_message("attention: the CUDA kernel supports head_dim 8, 16, 32, 64 and 128"); \
   }
 
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// KVROUTE_ATTENTION picks the kernel: cuda_cores (default until the two are measured against each
+// other on a GPU) or tensor_cores (bf16, head_dim 32/64/128, 16-byte aligned rows; anything else
+// falls back to the CUDA-core kernel).
+bool use_tensor_cores(DType dtype, const AttentionShape& s, std::initializer_list<const void*> pointers) {
+  const char* choice = std::getenv("KVROUTE_ATTENTION");
+  if (choice == nullptr || *choice == '\0' || std::strcmp(choice, "cuda_cores") == 0) return false;
+  if (std::strcmp(choice, "tensor_cores") != 0) {
+    throw_message("KVROUTE_ATTENTION: expected cuda_cores or tensor_cores");
+  }
+  if (dtype != DType::BF16 || !attention_tc_supports(s.head_dim) || s.kv_batch_stride % 8 != 0) return false;
+  for (const void* p : pointers) {
+    if (!aligned16(p)) return false;
+  }
+  return true;
+}
+
 void check_int_range(const AttentionShape& s) {
   const int64_t limit = 1LL << 30;
   if (s.q_len > limit || s.kv_len > limit || s.q_heads > 65535 || s.batch > 65535) {
@@ -309,6 +331,10 @@ void attention_forward(int device, DType dtype, const AttentionShape& s, const v
   const float scale_log2 = softmax_scale * kLog2e;
   const int Tq = static_cast<int>(s.q_len), Tk = static_cast<int>(s.kv_len);
   const int Hq = static_cast<int>(s.q_heads), Hkv = static_cast<int>(s.kv_heads);
+  if (use_tensor_cores(dtype, s, {q, k, v, out})) {
+    attention_forward_tc(device, s, q, k, v, softmax_scale, out, lse);
+    return;
+  }
   KV_DISPATCH_FLOAT(dtype, T, KV_DISPATCH_HEAD_DIM(s.head_dim, D, {
     const dim3 grid(query_blocks<D>(s.q_len), static_cast<unsigned>(Hq), static_cast<unsigned>(s.batch));
     attention_forward_kernel<T, D><<<grid, Tile<D>::kThreads, 0, stream>>>(
@@ -333,6 +359,10 @@ void attention_backward(int device, DType dtype, const AttentionShape& s, const 
     attention_delta_kernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(
         static_cast<const T*>(dout), static_cast<const T*>(out), delta.get<float>(), B, Tq, Hq, Dh);
     KV_LAUNCH_CHECK();
+    if (use_tensor_cores(dtype, s, {dout, q, k, v, dq, dk, dv})) {
+      attention_backward_tc(device, s, dout, q, k, v, lse, delta.get<float>(), softmax_scale, dq, dk, dv);
+      return;
+    }
     KV_DISPATCH_HEAD_DIM(s.head_dim, D, {
       const dim3 kv_grid(query_blocks<D>(s.kv_len), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
       attention_dkdv_kernel<T, D><<<kv_grid, Tile<D>::kThreads, 0, stream>>>(
