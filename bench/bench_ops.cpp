@@ -7,8 +7,11 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <functional>
 
 #include "bench/bench_util.h"
+#include "core/device_runtime.h"
 #include "core/rng.h"
 #include "core/threading.h"
 #include "kernels/ops.h"
@@ -109,6 +112,63 @@ void bench_cross_entropy(int reps) {
               static_cast<long>(N), static_cast<long>(V), fused, gbytes / (fused * 1e-3), loss_only);
 }
 
+// The GPU ops at the 124M benchmark model's shapes (B=16, T=1024, hidden 768, 12/4 heads, D=64,
+// intermediate 2048, vocab 50304), bf16 storage: the numbers that choose between the two
+// attention kernels (KVROUTE_ATTENTION) and show where a step's time goes.
+void bench_gpu(int reps) {
+  if (device_runtime::cuda_device_count() == 0) {
+    std::printf("gpu: no CUDA device%s; skipped\n\n", device_runtime::cuda_built() ? "" : " (built without CUDA)");
+    return;
+  }
+  const Device gpu = Device::cuda(0);
+  auto timed = [&](const std::function<void()>& fn) {
+    return bench::median_ms(
+        [&] {
+          fn();
+          device_runtime::cuda_synchronize(0);
+        },
+        reps);
+  };
+  auto dev = [&](const Shape& shape, uint64_t seed) { return random(shape, seed).to(DType::BF16).to(gpu); };
+  const int64_t B = 16, T = 1024, C = 768, F = 2048, V = 50304, Hq = 12, Hkv = 4, D = 64, N = B * T;
+  struct Gemm {
+    const char* what;
+    int64_t m, n, k;
+  };
+  for (const Gemm& g : {Gemm{"qkv/o proj x@W^T", N, C, C}, Gemm{"mlp up x@W^T", N, F, C},
+                        Gemm{"mlp down x@W^T", N, C, F}, Gemm{"lm head x@E^T", N, V, C}}) {
+    Tensor a = dev({g.m, g.k}, 20), w = dev({g.n, g.k}, 21), out = Tensor::empty({g.m, g.n}, DType::BF16, gpu);
+    const double ms = timed([&] { ops::matmul_into(a, w, out, false, true); });
+    std::printf("gpu gemm bf16 %-18s M=%ld N=%ld K=%ld  %.3f ms  %.0f TFLOP/s\n", g.what, static_cast<long>(g.m),
+                static_cast<long>(g.n), static_cast<long>(g.k), ms, 2.0 * g.m * g.n * g.k / (ms * 1e-3) / 1e12);
+  }
+  Tensor q = dev({B, T, Hq, D}, 22), k = dev({B, T, Hkv, D}, 23), v = dev({B, T, Hkv, D}, 24);
+  Tensor dout = dev({B, T, Hq, D}, 25);
+  Tensor out = Tensor::empty(q.shape(), DType::BF16, gpu), lse = Tensor::empty({B, Hq, T}, DType::F32, gpu);
+  Tensor dq = Tensor::empty(q.shape(), DType::BF16, gpu), dk = Tensor::empty(k.shape(), DType::BF16, gpu),
+         dv = Tensor::empty(v.shape(), DType::BF16, gpu);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const double causal_pairs = static_cast<double>(B) * Hq * T * (T + 1) / 2;
+  for (const char* kernel : {"cuda_cores", "tensor_cores"}) {
+    setenv("KVROUTE_ATTENTION", kernel, 1);
+    const double fwd = timed([&] { ops::attention_forward(q, k, v, scale, out, lse); });
+    const double bwd = timed([&] { ops::attention_backward(dout, q, k, v, out, lse, scale, dq, dk, dv); });
+    std::printf("gpu attention bf16 %-12s B=%ld T=%ld Hq=%ld Hkv=%ld D=%ld  fwd %.3f ms (%.0f TFLOP/s)  bwd %.3f ms "
+                "(%.0f TFLOP/s, 2.5x fwd FLOPs)\n",
+                kernel, static_cast<long>(B), static_cast<long>(T), static_cast<long>(Hq), static_cast<long>(Hkv),
+                static_cast<long>(D), fwd, 4.0 * causal_pairs * D / (fwd * 1e-3) / 1e12, bwd,
+                10.0 * causal_pairs * D / (bwd * 1e-3) / 1e12);
+  }
+  unsetenv("KVROUTE_ATTENTION");
+  Tensor logits = dev({N, V}, 26);
+  Tensor targets = Tensor::empty({N}, DType::I32);
+  Philox rng(27);
+  for (int64_t i = 0; i < N; ++i) targets.data<int32_t>()[i] = static_cast<int32_t>(rng.uniform_int(V));
+  const double ce = timed([&] { (void)ops::cross_entropy(logits, targets, -100, &logits); });
+  std::printf("gpu cross_entropy bf16 in place N=%ld V=%ld  %.3f ms (%.0f GB/s)\n\n", static_cast<long>(N),
+              static_cast<long>(V), ce, 3.0 * N * V * 2 / (ce * 1e-3) / 1e9);
+}
+
 }  // namespace
 }  // namespace kvroute
 
@@ -118,8 +178,8 @@ int main(int argc, char** argv) {
   std::string only = "all";
   app.add_option("--threads", threads, "OpenMP/OpenBLAS threads")->check(CLI::PositiveNumber);
   app.add_option("--reps", reps, "timed repetitions per case (median reported)")->check(CLI::PositiveNumber);
-  app.add_option("--only", only, "gemm | attention | cross_entropy | all")
-      ->check(CLI::IsMember({"gemm", "attention", "cross_entropy", "all"}));
+  app.add_option("--only", only, "gemm | attention | cross_entropy | gpu | all")
+      ->check(CLI::IsMember({"gemm", "attention", "cross_entropy", "gpu", "all"}));
   CLI11_PARSE(app, argc, argv);
   kvroute::set_num_threads(threads);
   Eigen::setNbThreads(threads);
@@ -127,5 +187,6 @@ int main(int argc, char** argv) {
   if (only == "all" || only == "gemm") kvroute::bench_gemm(reps);
   if (only == "all" || only == "attention") kvroute::bench_attention(reps);
   if (only == "all" || only == "cross_entropy") kvroute::bench_cross_entropy(reps);
+  if (only == "all" || only == "gpu") kvroute::bench_gpu(reps);
   return 0;
 }
