@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -41,9 +43,11 @@ inline double scaled_max_error(const Tensor& actual, const std::vector<double>& 
   return scaled_max_error(actual.to_vector<float>(), expected);
 }
 
-// A fresh, empty directory under the system temp dir (removed first if present).
+// A fresh, empty directory under the system temp dir (removed first if present), private to this
+// process: test binaries of two checkouts (or two ctest jobs) never share one.
 inline std::string temp_dir(const std::string& name) {
-  std::filesystem::path p = std::filesystem::temp_directory_path() / ("kvroute_test_" + name);
+  std::filesystem::path p =
+      std::filesystem::temp_directory_path() / ("kvroute_test_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();

@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -13,7 +15,7 @@ namespace {
 using testing::expect_error;
 
 std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("kvroute_test_" + name)).string();
+  return (std::filesystem::temp_directory_path() / ("kvroute_test_" + name + "_" + std::to_string(::getpid()))).string();
 }
 
 void write_raw(const std::string& path, const std::string& header, const std::string& data) {

@@ -105,10 +105,9 @@ TEST(Generation, SamplingIsSeededAndRespectsTopK) {
   EXPECT_EQ(sample_token(logits.data(), 5, o, a), 1);
 }
 
-std::string make_val_data() {
-  const std::string dir = (fs::temp_directory_path() / "kvroute_test_eval_data").string();
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+// Each test its own directory: ctest runs tests in parallel.
+std::string make_val_data(const std::string& name) {
+  const std::string dir = testing::temp_dir(name);
   std::vector<int32_t> train = random_prompt(5000, 4), val = random_prompt(700, 5);
   data::write_shard(dir + "/train_000000.bin", train, 2);
   data::write_shard(dir + "/val_000000.bin", val, 2);
@@ -117,7 +116,7 @@ std::string make_val_data() {
 
 TEST(Eval, PlanLossEqualsTheModelsForwardLoss) {
   layers::Transformer model(config(), 13);
-  const std::string dir = make_val_data();
+  const std::string dir = make_val_data("eval_data_1");
   auto comm_owner = train::make_local_communicator();
   train::Communicator& comm = *comm_owner;
   PlanResult r = evaluate_keep_set(model, dir, 32, 4, 0, {0, 3}, "keep 0,3", "list", comm);
@@ -146,7 +145,7 @@ TEST(Eval, PlanLossEqualsTheModelsForwardLoss) {
 
 TEST(Eval, GreedySetsAreNestedAndKeepLayerZero) {
   layers::Transformer model(config(), 14);
-  const std::string dir = make_val_data();
+  const std::string dir = make_val_data("eval_data_2");
   auto comm_owner = train::make_local_communicator();
   train::Communicator& comm = *comm_owner;
   std::vector<PlanResult> sets = greedy_keep_sets(model, dir, 32, 4, 2, {6, 4, 2, 1}, comm);

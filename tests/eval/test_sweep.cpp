@@ -8,6 +8,7 @@
 
 #include "core/rng.h"
 #include "data/shard.h"
+#include "tests/test_util.h"
 
 namespace kvroute {
 namespace {
@@ -25,8 +26,7 @@ std::string run_capture(const std::string& cmd, int* rc) {
 }
 
 TEST(Sweep, TrainsEvaluatesReportsAndResumesWithoutRetraining) {
-  const fs::path dir = fs::temp_directory_path() / "kvroute_test_sweep";
-  fs::remove_all(dir);
+  const fs::path dir = kvroute::testing::temp_dir("sweep");
   fs::create_directories(dir / "data");
   Philox rng(1);
   std::vector<int32_t> train, val;
