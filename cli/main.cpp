@@ -12,6 +12,7 @@
 #include <iostream>
 
 #include "core/allocator.h"
+#include "core/device_runtime.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/threading.h"
@@ -225,7 +226,30 @@ int run_bench_train(const std::string& config_path, const std::vector<std::strin
   return 0;
 }
 
+// Where an inference command runs the model: --device cpu|cuda, --precision fp32|bf16.
+struct Placement {
+  std::string device = "cpu", precision = "fp32";
+};
+
+void add_placement_options(CLI::App* cmd, Placement& p) {
+  cmd->add_option("--device", p.device, "cpu | cuda (one GPU per rank under mpirun)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--precision", p.precision, "fp32 | bf16 (bf16 needs --device cuda)")
+      ->check(CLI::IsMember({"fp32", "bf16"}));
+}
+
+void place_model(layers::Transformer& model, const Placement& p, int local_rank) {
+  KV_CHECK(p.device == "cuda" || p.precision == "fp32", "--precision {}: bf16 needs --device cuda", p.precision);
+  if (p.device == "cpu") return;
+  KV_CHECK(device_runtime::cuda_built(), "--device cuda: this build of kvroute has no CUDA backend");
+  const int gpus = device_runtime::cuda_device_count();
+  KV_CHECK(gpus > 0, "--device cuda: no CUDA device is visible to this process");
+  KV_CHECK(local_rank < gpus, "--device cuda: local rank {} but this host has {} GPU(s)", local_rank, gpus);
+  model.to(Device::cuda(local_rank), p.precision == "bf16" ? DType::BF16 : DType::F32);
+}
+
 struct EvalArgs {
+  Placement placement;
   std::string checkpoint, data, out, strategy = "even";
   std::vector<double> retention;
   std::vector<int> groups;
@@ -243,6 +267,7 @@ int run_eval(EvalArgs a) {
   eval::Checkpoint ck = eval::load_for_inference(a.checkpoint);
   std::unique_ptr<train::Communicator> comm = train::make_communicator(ck.config.dist.backend);
   return on_all_ranks(*comm, [&] {
+    place_model(*ck.model, a.placement, comm->local_rank());
     const int L = ck.model->num_layers();
     const std::string data = a.data.empty() ? ck.config.data.dir : a.data;
     const int64_t T = a.seq_len > 0 ? a.seq_len : ck.config.train.seq_len;
@@ -289,8 +314,9 @@ layers::RoutingPlan inference_plan(const layers::Transformer& model, double rete
 }
 
 int run_generate(const std::string& checkpoint, const std::string& tokenizer_dir, const std::string& prompt,
-                 double retention, int groups, const eval::SamplingOptions& options) {
+                 double retention, int groups, const eval::SamplingOptions& options, const Placement& placement) {
   eval::Checkpoint ck = eval::load_for_inference(checkpoint);
+  place_model(*ck.model, placement, 0);
   data::Tokenizer tok = data::Tokenizer::load(tokenizer_dir.empty() ? ck.config.data.tokenizer : tokenizer_dir);
   std::vector<int32_t> ids = tok.encode(prompt);
   ids.insert(ids.begin(), tok.eot_id());  // documents start with <|endoftext|> in training
@@ -309,7 +335,7 @@ int run_generate(const std::string& checkpoint, const std::string& tokenizer_dir
 
 int run_bench_generate(const std::string& checkpoint, const std::string& config_path, std::vector<double> retention,
                        std::vector<int64_t> prompt_lengths, std::vector<int64_t> batch_sizes, int64_t new_tokens,
-                       int repeats) {
+                       int repeats, const Placement& placement) {
   std::unique_ptr<layers::Transformer> owned;
   const layers::Transformer* model = nullptr;
   eval::Checkpoint ck;
@@ -322,6 +348,7 @@ int run_bench_generate(const std::string& checkpoint, const std::string& config_
     owned = std::make_unique<layers::Transformer>(c.model, 1);
     model = owned.get();
   }
+  place_model(owned ? *owned : *ck.model, placement, 0);
   const int L = model->num_layers();
   std::printf("%-10s %-6s %-7s %-6s %10s %14s %12s %12s\n", "retention", "kept", "prompt", "batch", "TTFT ms",
               "decode tok/s", "KV bytes", "peak bytes");
@@ -419,6 +446,7 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--batches", eval_args.batches, "validation batches per plan (0: all)");
   eval_cmd->add_option("--out", eval_args.out, "directory for eval.csv / eval.json (default: the checkpoint)");
   add_threads_option(eval_cmd, threads);
+  add_placement_options(eval_cmd, eval_args.placement);
 
   auto* gen = app.add_subcommand("generate", "sample text with a shared KV cache");
   std::string gen_checkpoint, gen_tokenizer, gen_prompt;
@@ -437,6 +465,8 @@ int main(int argc, char** argv) {
   gen->add_option("--max-new-tokens", sampling.max_new_tokens)->check(CLI::PositiveNumber);
   gen->add_option("--seed", sampling.seed);
   add_threads_option(gen, threads);
+  Placement gen_placement;
+  add_placement_options(gen, gen_placement);
 
   auto* bench_gen = bench->add_subcommand("generate", "TTFT, decode tok/s, KV bytes and peak bytes per retention");
   std::string bg_checkpoint, bg_config;
@@ -452,6 +482,8 @@ int main(int argc, char** argv) {
   bench_gen->add_option("--new-tokens", bg_new)->check(CLI::PositiveNumber);
   bench_gen->add_option("--repeats", bg_repeats)->check(CLI::PositiveNumber);
   add_threads_option(bench_gen, threads);
+  Placement bg_placement;
+  add_placement_options(bench_gen, bg_placement);
 
   auto* sweep = app.add_subcommand("sweep", "run a study: a grid of training runs x retention evaluations");
   std::string study_path;
@@ -479,10 +511,12 @@ int main(int argc, char** argv) {
         return 0;
       });
     }
-    if (gen->parsed()) return run_generate(gen_checkpoint, gen_tokenizer, gen_prompt, gen_retention, gen_groups, sampling);
+    if (gen->parsed()) return run_generate(gen_checkpoint, gen_tokenizer, gen_prompt, gen_retention, gen_groups, sampling,
+                                             gen_placement);
     if (bench_gen->parsed()) {
       KV_CHECK(!bg_checkpoint.empty() || !bg_config.empty(), "bench generate: give --checkpoint DIR or --config FILE");
-      return run_bench_generate(bg_checkpoint, bg_config, bg_retention, bg_prompts, bg_batches, bg_new, bg_repeats);
+      return run_bench_generate(bg_checkpoint, bg_config, bg_retention, bg_prompts, bg_batches, bg_new, bg_repeats,
+                                bg_placement);
     }
     if (bench_train->parsed()) return run_bench_train(bench_config, bench_overrides, bench_steps, !no_peer, threads);
   } catch (const Error& e) {

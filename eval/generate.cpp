@@ -56,8 +56,9 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
   const int64_t total = Tp + options.max_new_tokens;
   KV_CHECK(total <= model.config().max_seq_len, "generate: prompt {} + {} new tokens exceed model.max_seq_len {}", Tp,
            options.max_new_tokens, model.config().max_seq_len);
-  cpu_allocator().reset_peak();
-  layers::KVCache cache(model.config(), plan, B, total);
+  Allocator& memory = allocator_for(model.device());
+  memory.reset_peak();
+  layers::KVCache cache(model.config(), plan, B, total, model.device(), model.compute_dtype());
   Tensor prompt = Tensor::empty({B, Tp}, DType::I32);
   for (int64_t b = 0; b < B; ++b) std::copy(prompts[b].begin(), prompts[b].end(), prompt.data<int32_t>() + b * Tp);
   std::vector<Philox> rngs;
@@ -68,7 +69,8 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
   const auto start = std::chrono::steady_clock::now();
   Tensor logits = layers::forward_cached(model, prompt, cache);  // [B, Tp, V]
   Tensor next = Tensor::empty({B, 1}, DType::I32);
-  auto pick = [&](const Tensor& lg, int64_t row_len, int64_t row_pos) {
+  auto pick = [&](const Tensor& device_logits, int64_t row_len, int64_t row_pos) {
+    const Tensor lg = device_logits.to(Device::cpu()).to(DType::F32).contiguous();  // sampling runs on the host
     for (int64_t b = 0; b < B; ++b) {
       const float* row = lg.data<float>() + (b * row_len + row_pos) * V;
       int32_t t = sample_token(row, V, options, rngs[static_cast<size_t>(b)]);
@@ -94,7 +96,7 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
     const double decode_s = std::chrono::duration<double>(end - first).count();
     stats->decode_tokens_per_s = decode_s > 0 ? static_cast<double>(steps * B) / decode_s : 0.0;
     stats->kv_bytes = cache.bytes();
-    stats->peak_bytes = static_cast<int64_t>(cpu_allocator().stats().peak_bytes);
+    stats->peak_bytes = static_cast<int64_t>(memory.stats().peak_bytes);
     stats->kept_layers = cache.kept_layers();
     stats->new_tokens = (steps + 1) * B;
   }
@@ -108,7 +110,7 @@ std::vector<int32_t> generate_uncached_greedy(const layers::Transformer& model, 
   const int64_t V = model.config().vocab_size;
   for (int64_t i = 0; i < new_tokens; ++i) {
     Tensor tokens = Tensor::from_vector(seq, {1, static_cast<int64_t>(seq.size())});
-    Tensor logits = model.logits(tokens, plan).data();
+    Tensor logits = model.logits(tokens, plan).data().to(Device::cpu()).to(DType::F32).contiguous();
     const float* row = logits.data<float>() + (static_cast<int64_t>(seq.size()) - 1) * V;
     const int32_t t = static_cast<int32_t>(std::max_element(row, row + V) - row);
     out.push_back(t);

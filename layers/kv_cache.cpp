@@ -4,7 +4,8 @@
 
 namespace kvroute::layers {
 
-KVCache::KVCache(const ModelConfig& config, const RoutingPlan& plan, int64_t batch, int64_t max_len)
+KVCache::KVCache(const ModelConfig& config, const RoutingPlan& plan, int64_t batch, int64_t max_len, Device device,
+                 DType dtype)
     : plan_(plan), batch_(batch), max_len_(max_len) {
   validate_plan(plan, static_cast<int>(config.num_layers));
   KV_CHECK(batch > 0 && max_len > 0 && max_len <= config.max_seq_len,
@@ -17,8 +18,8 @@ KVCache::KVCache(const ModelConfig& config, const RoutingPlan& plan, int64_t bat
     if (!needed[l]) continue;
     KV_CHECK(config.layer_has_kv_weights(static_cast<int64_t>(l)),
              "kv cache: plan {} reads layer {}, which has no K/V weights", format_plan(plan), l);
-    k_[l] = Tensor::empty({batch, max_len, config.num_kv_heads, config.head_dim});
-    v_[l] = Tensor::empty({batch, max_len, config.num_kv_heads, config.head_dim});
+    k_[l] = Tensor::empty({batch, max_len, config.num_kv_heads, config.head_dim}, dtype, device);
+    v_[l] = Tensor::empty({batch, max_len, config.num_kv_heads, config.head_dim}, dtype, device);
   }
 }
 
@@ -35,8 +36,9 @@ int64_t KVCache::bytes() const {
   return total;
 }
 
-int64_t KVCache::bytes_per_token(const ModelConfig& config, int kept_layers) {
-  return 2 * static_cast<int64_t>(kept_layers) * config.num_kv_heads * config.head_dim * 4;
+int64_t KVCache::bytes_per_token(const ModelConfig& config, int kept_layers, DType dtype) {
+  return 2 * static_cast<int64_t>(kept_layers) * config.num_kv_heads * config.head_dim *
+         static_cast<int64_t>(dtype_size(dtype));
 }
 
 void KVCache::write(int layer, const Tensor& k, const Tensor& v) {

@@ -12,7 +12,9 @@ namespace kvroute::layers {
 
 class KVCache {
  public:
-  KVCache(const ModelConfig& config, const RoutingPlan& plan, int64_t batch, int64_t max_len);
+  // The buffers live on `device` in `dtype`: the model's (Transformer::device / compute_dtype).
+  KVCache(const ModelConfig& config, const RoutingPlan& plan, int64_t batch, int64_t max_len,
+          Device device = Device::cpu(), DType dtype = DType::F32);
 
   const RoutingPlan& plan() const { return plan_; }
   int64_t batch() const { return batch_; }
@@ -21,7 +23,8 @@ class KVCache {
   bool holds(int layer) const { return k_[static_cast<size_t>(layer)].defined(); }
   int kept_layers() const;
   int64_t bytes() const;                       // allocated K/V bytes
-  static int64_t bytes_per_token(const ModelConfig& config, int kept_layers);  // 2 |S| Hkv D 4
+  // 2 |S| Hkv D x element bytes (4 for f32, 2 for bf16)
+  static int64_t bytes_per_token(const ModelConfig& config, int kept_layers, DType dtype = DType::F32);
 
   // Stores the K/V of new positions [length, length + T) of `layer`.
   void write(int layer, const Tensor& k, const Tensor& v);

@@ -10,6 +10,7 @@
 #include "core/device_runtime.h"
 #include "core/rng.h"
 #include "data/shard.h"
+#include "eval/generate.h"
 #include "kernels/ops.h"
 #include "layers/transformer.h"
 #include "tests/test_util.h"
@@ -423,6 +424,28 @@ TEST(Cuda, Bf16ModelWithTensorCoreAttentionFollowsF32) {
   b.backward();
   EXPECT_NEAR(b.data().item(), a.data().item(), 2e-2 * a.data().item());
   EXPECT_LT(error(bf16_model.flat_gradients(), f32_model.flat_gradients().to(Device::cpu())), 5e-2);
+}
+
+TEST(Cuda, CachedGenerationOnTheGpu) {
+  SKIP_WITHOUT_GPU();
+  layers::Transformer cpu_model(gpu_model_config(), 11), gpu_model(gpu_model_config(), 11), bf16_model(gpu_model_config(), 11);
+  gpu_model.to(kGpu);
+  bf16_model.to(kGpu, DType::BF16);
+  const layers::RoutingPlan plan = layers::plan_from_keep_set(4, {0, 2});
+  eval::SamplingOptions greedy;
+  greedy.temperature = 0;
+  greedy.max_new_tokens = 12;
+  const std::vector<std::vector<int32_t>> prompts = {{1, 5, 9, 13, 17}, {2, 4, 8, 16, 32}};
+  eval::GenerationStats cpu_stats, gpu_stats, bf16_stats;
+  const auto cpu_out = eval::generate(cpu_model, prompts, plan, greedy, &cpu_stats);
+  const auto gpu_out = eval::generate(gpu_model, prompts, plan, greedy, &gpu_stats);
+  EXPECT_EQ(gpu_out, cpu_out);
+  EXPECT_EQ(gpu_stats.kv_bytes, cpu_stats.kv_bytes);
+  // The cached decode on the GPU equals full uncached forwards on the GPU.
+  EXPECT_EQ(eval::generate_uncached_greedy(gpu_model, prompts[0], plan, 12), gpu_out[0]);
+  (void)eval::generate(bf16_model, prompts, plan, greedy, &bf16_stats);
+  EXPECT_EQ(bf16_stats.kv_bytes * 2, cpu_stats.kv_bytes);  // bf16 cache: half the bytes
+  EXPECT_EQ(bf16_stats.kept_layers, 2);
 }
 
 // ---- Whole training runs through the trainer ----------------------------------------------------
