@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "autograd/variable.h"
 #include "core/device_runtime.h"
@@ -16,6 +18,7 @@
 #include "tests/test_util.h"
 #include "train/communicator.h"
 #include "train/config.h"
+#include "train/grad_reducer.h"
 #include "train/trainer.h"
 
 namespace kvroute {
@@ -448,6 +451,33 @@ TEST(Cuda, CachedGenerationOnTheGpu) {
   EXPECT_EQ(bf16_stats.kept_layers, 2);
 }
 
+TEST(Cuda, NcclCommunicatorOfOneRankAndTheOverlappedReducer) {
+  SKIP_WITHOUT_GPU();
+  auto host = train::make_local_communicator();
+  auto nccl = train::make_nccl_communicator(*host, 0);
+  EXPECT_EQ(nccl->world_size(), 1);
+  Tensor values = random_tensor({10001}, 120);
+  Tensor buffer = values.to(kGpu);
+  nccl->allreduce_sum(buffer, 1000);  // a sum over one rank: unchanged, in buckets
+  EXPECT_EQ(buffer.to_vector<float>(), values.to_vector<float>());
+  nccl->broadcast(buffer, 0);
+  EXPECT_EQ(buffer.to_vector<float>(), values.to_vector<float>());
+  // The reducer starts buckets on the communication stream during the backward pass; the
+  // gradients after finish() are those of a plain backward pass.
+  layers::Transformer model(gpu_model_config(), 3), reference(gpu_model_config(), 3);
+  model.to(kGpu, DType::BF16);
+  reference.to(kGpu, DType::BF16);
+  Tensor inputs = random_tokens({2, 16}, 97, 7), targets = random_tokens({2, 16}, 97, 8);
+  const layers::RoutingPlan plan = {0, 0, 2, 0};
+  reference.loss(inputs, targets, plan).backward();
+  train::GradientReducer reducer(model, *nccl, 5000);
+  reducer.arm();
+  model.loss(inputs, targets, plan).backward();
+  EXPECT_GT(reducer.buckets_started_during_backward(), 0);
+  reducer.finish();
+  EXPECT_EQ(model.flat_gradients().to_vector<float>(), reference.flat_gradients().to_vector<float>());
+}
+
 // ---- Whole training runs through the trainer ----------------------------------------------------
 
 std::string make_data(const std::string& name) {
@@ -502,6 +532,44 @@ TEST(Cuda, Bf16LossCurveTracksFp32AndRunsAreDeterministic) {
   EXPECT_LT(fp32.back(), fp32.front() - 0.5) << "the model learns";
   for (size_t i = 0; i < fp32.size(); ++i) EXPECT_NEAR(bf16[i], fp32[i], 0.03 * fp32[i] + 0.02) << "step " << i + 1;
   EXPECT_EQ(again, bf16) << "two identical GPU runs give identical losses";
+}
+
+TEST(Cuda, TwoGpusMatchOneGpuWithTheDoubledBatch) {
+  SKIP_WITHOUT_GPU();
+  if (device_runtime::cuda_device_count() < 2) GTEST_SKIP() << "needs two GPUs";
+  const std::string data = make_data("cuda_mpi_data");
+  const std::string dir = testing::temp_dir("cuda_mpi");
+  const std::string cfg = dir + "/run.yaml";
+  std::ofstream(cfg) << fmt::format(R"(
+model: {{vocab_size: 97, hidden_size: 64, num_layers: 4, num_heads: 4, num_kv_heads: 2, head_dim: 16,
+        intermediate_size: 96, max_seq_len: 64, init_std: 0.05}}
+router: {{policy: none}}
+data: {{dir: {}}}
+train: {{name: m, steps: 10, batch_size: 4, seq_len: 32, log_interval: 1, device: cuda, precision: fp32}}
+eval: {{retention: [1.0], batches: 2}}
+dist: {{backend: auto}}
+)",
+                                    data);
+  const std::string bin = KVROUTE_BINARY;
+  auto run = [](const std::string& cmd) { return std::system((cmd + " > /dev/null 2>&1").c_str()); };
+  ASSERT_EQ(run(bin + " train " + cfg + " train.run_dir=" + dir + "/one"), 0);
+  ASSERT_EQ(run(std::string(KVROUTE_MPIEXEC) + " --allow-run-as-root -np 2 " + bin + " train " + cfg +
+                " train.batch_size=2 train.run_dir=" + dir + "/two"),
+            0);
+  auto losses = [](const std::string& run_dir) {
+    std::vector<double> out;
+    std::ifstream in(run_dir + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      auto j = nlohmann::json::parse(line);
+      if (j.contains("loss")) out.push_back(j["loss"]);
+    }
+    return out;
+  };
+  std::vector<double> one = losses(dir + "/one"), two = losses(dir + "/two");
+  ASSERT_EQ(one.size(), 10u);
+  ASSERT_EQ(two.size(), 10u);
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-4 * one[i]) << "step " << i + 1;
 }
 
 }  // namespace
