@@ -295,15 +295,15 @@ unsigned query_blocks(int64_t rows) {
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // KVROUTE_ATTENTION picks the kernel: cuda_cores (default until the two are measured against each
-// other on a GPU) or tensor_cores (bf16, head_dim 32/64/128, 16-byte aligned rows; anything else
-// falls back to the CUDA-core kernel).
-bool use_tensor_cores(DType dtype, const AttentionShape& s, std::initializer_list<const void*> pointers) {
+// other on a GPU) or tensor_cores (bf16, sm_80+, head_dim 32/64/128, 16-byte aligned rows; anything
+// else falls back to the CUDA-core kernel).
+bool use_tensor_cores(int device, DType dtype, const AttentionShape& s, std::initializer_list<const void*> pointers) {
   const char* choice = std::getenv("KVROUTE_ATTENTION");
   if (choice == nullptr || *choice == '\0' || std::strcmp(choice, "cuda_cores") == 0) return false;
   if (std::strcmp(choice, "tensor_cores") != 0) {
     throw_message("KVROUTE_ATTENTION: expected cuda_cores or tensor_cores");
   }
-  if (dtype != DType::BF16 || !attention_tc_supports(s.head_dim) || s.kv_batch_stride % 8 != 0) return false;
+  if (dtype != DType::BF16 || !attention_tc_supports(device, s.head_dim) || s.kv_batch_stride % 8 != 0) return false;
   for (const void* p : pointers) {
     if (!aligned16(p)) return false;
   }
@@ -331,7 +331,7 @@ void attention_forward(int device, DType dtype, const AttentionShape& s, const v
   const float scale_log2 = softmax_scale * kLog2e;
   const int Tq = static_cast<int>(s.q_len), Tk = static_cast<int>(s.kv_len);
   const int Hq = static_cast<int>(s.q_heads), Hkv = static_cast<int>(s.kv_heads);
-  if (use_tensor_cores(dtype, s, {q, k, v, out})) {
+  if (use_tensor_cores(device, dtype, s, {q, k, v, out})) {
     attention_forward_tc(device, s, q, k, v, softmax_scale, out, lse);
     return;
   }
@@ -359,7 +359,7 @@ void attention_backward(int device, DType dtype, const AttentionShape& s, const 
     attention_delta_kernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(
         static_cast<const T*>(dout), static_cast<const T*>(out), delta.get<float>(), B, Tq, Hq, Dh);
     KV_LAUNCH_CHECK();
-    if (use_tensor_cores(dtype, s, {dout, q, k, v, dq, dk, dv})) {
+    if (use_tensor_cores(device, dtype, s, {dout, q, k, v, dq, dk, dv})) {
       attention_backward_tc(device, s, dout, q, k, v, lse, delta.get<float>(), softmax_scale, dq, dk, dv);
       return;
     }

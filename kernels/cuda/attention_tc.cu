@@ -36,11 +36,15 @@ __device__ __forceinline__ uint32_t load32(const bf16* p) { return *reinterpret_
 
 // d += a (16x16, row-major fragment) * b (16x8, column fragment), f32 accumulation.
 __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // bf16 mma needs sm_80+; the dispatcher never launches this kernel on older GPUs
+#else
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 // Rows [row0, row0 + rows) of a [*, rows, heads, D] tensor into shared memory with row pitch D+8;
@@ -474,7 +478,11 @@ unsigned blocks_of(int64_t rows) { return static_cast<unsigned>((rows + kRows - 
 
 }  // namespace
 
-bool attention_tc_supports(int64_t head_dim) { return head_dim == 32 || head_dim == 64 || head_dim == 128; }
+bool attention_tc_supports(int device, int64_t head_dim) {
+  int major = 0;
+  KV_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  return major >= 8 && (head_dim == 32 || head_dim == 64 || head_dim == 128);
+}
 
 void attention_forward_tc(int device, const AttentionShape& s, const void* q, const void* k, const void* v,
                           float softmax_scale, void* out, float* lse) {

@@ -8,7 +8,7 @@
 
 namespace kvroute::cuda {
 
-bool attention_tc_supports(int64_t head_dim);  // 32, 64, 128
+bool attention_tc_supports(int device, int64_t head_dim);  // sm_80+ and head_dim 32, 64, 128
 void attention_forward_tc(int device, const AttentionShape& s, const void* q, const void* k, const void* v,
                           float softmax_scale, void* out, float* lse);
 // delta[b, h, t] = sum_d dout * out, computed by the caller.
