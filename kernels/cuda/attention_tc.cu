@@ -102,6 +102,17 @@ __device__ __forceinline__ void to_a_fragments(uint32_t (&a)[kTiles / 2][4], con
   }
 }
 
+// Writes the rows of a warp's 16 x D accumulator held by this thread (row g: elements 0, 1 of each
+// n8 tile; row g + 8: elements 2, 3) as bf16, times a per-row factor. `half` picks the row;
+// `row` points at the row's first element plus this thread's column offset (tig * 2).
+template <int D>
+__device__ __forceinline__ void store_row(bf16* row, const float (&acc)[D / 8][4], int half, float factor) {
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) {
+    *reinterpret_cast<uint32_t*>(row + n * 8) = pack(acc[n][2 * half] * factor, acc[n][2 * half + 1] * factor);
+  }
+}
+
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
   return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
@@ -214,17 +225,11 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const bf16* __restric
   l1 = quad_sum(l1);
   const int64_t stat = (static_cast<int64_t>(b) * Hq + h) * Tq;
   if (row0 < Tq) {
-    bf16* dst = out + ((static_cast<int64_t>(b) * Tq + row0) * Hq + h) * D + tig * 2;
-    const float inv = 1.0f / l0;
-#pragma unroll
-    for (int n = 0; n < kDimTiles; ++n) *reinterpret_cast<uint32_t*>(dst + n * 8) = pack(o[n][0] * inv, o[n][1] * inv);
+    store_row<D>(out + ((static_cast<int64_t>(b) * Tq + row0) * Hq + h) * D + tig * 2, o, 0, 1.0f / l0);
     if (tig == 0) lse[stat + row0] = (m0 + log2f(l0)) * kLn2;
   }
   if (row1 < Tq) {
-    bf16* dst = out + ((static_cast<int64_t>(b) * Tq + row1) * Hq + h) * D + tig * 2;
-    const float inv = 1.0f / l1;
-#pragma unroll
-    for (int n = 0; n < kDimTiles; ++n) *reinterpret_cast<uint32_t*>(dst + n * 8) = pack(o[n][2] * inv, o[n][3] * inv);
+    store_row<D>(out + ((static_cast<int64_t>(b) * Tq + row1) * Hq + h) * D + tig * 2, o, 1, 1.0f / l1);
     if (tig == 0) lse[stat + row1] = (m1 + log2f(l1)) * kLn2;
   }
 }
@@ -320,16 +325,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const bf16* __restrict__ q
       }
     }
   }
-  if (row0 < Tq) {
-    bf16* dst = dq + ((static_cast<int64_t>(b) * Tq + row0) * Hq + h) * D + tig * 2;
-#pragma unroll
-    for (int n = 0; n < kDimTiles; ++n) *reinterpret_cast<uint32_t*>(dst + n * 8) = pack(acc[n][0] * scale, acc[n][1] * scale);
-  }
-  if (row1 < Tq) {
-    bf16* dst = dq + ((static_cast<int64_t>(b) * Tq + row1) * Hq + h) * D + tig * 2;
-#pragma unroll
-    for (int n = 0; n < kDimTiles; ++n) *reinterpret_cast<uint32_t*>(dst + n * 8) = pack(acc[n][2] * scale, acc[n][3] * scale);
-  }
+  if (row0 < Tq) store_row<D>(dq + ((static_cast<int64_t>(b) * Tq + row0) * Hq + h) * D + tig * 2, acc, 0, scale);
+  if (row1 < Tq) store_row<D>(dq + ((static_cast<int64_t>(b) * Tq + row1) * Hq + h) * D + tig * 2, acc, 1, scale);
 }
 
 // dK, dV per block of 64 keys of one KV head, over every query head of its group and every query
@@ -430,21 +427,12 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const bf16* __restrict__
       }
     }
   }
-  if (key0 < Tk) {
-    const int64_t row = ((static_cast<int64_t>(b) * Tk + key0) * Hkv + hk) * D + tig * 2;
-#pragma unroll
-    for (int n = 0; n < kDimTiles; ++n) {
-      *reinterpret_cast<uint32_t*>(dk + row + n * 8) = pack(dk_acc[n][0] * scale, dk_acc[n][1] * scale);
-      *reinterpret_cast<uint32_t*>(dv + row + n * 8) = pack(dv_acc[n][0], dv_acc[n][1]);
-    }
-  }
-  if (key1 < Tk) {
-    const int64_t row = ((static_cast<int64_t>(b) * Tk + key1) * Hkv + hk) * D + tig * 2;
-#pragma unroll
-    for (int n = 0; n < kDimTiles; ++n) {
-      *reinterpret_cast<uint32_t*>(dk + row + n * 8) = pack(dk_acc[n][2] * scale, dk_acc[n][3] * scale);
-      *reinterpret_cast<uint32_t*>(dv + row + n * 8) = pack(dv_acc[n][2], dv_acc[n][3]);
-    }
+  for (int half = 0; half < 2; ++half) {
+    const int key = half == 0 ? key0 : key1;
+    if (key >= Tk) continue;
+    const int64_t row = ((static_cast<int64_t>(b) * Tk + key) * Hkv + hk) * D + tig * 2;
+    store_row<D>(dk + row, dk_acc, half, scale);
+    store_row<D>(dv + row, dv_acc, half, 1.0f);
   }
 }
 
