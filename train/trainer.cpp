@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "autograd/variable.h"
+#include "core/allocator.h"
 #include "core/device_runtime.h"
 #include "core/error.h"
 #include "core/threading.h"
@@ -183,6 +184,7 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
   const int64_t bucket = static_cast<int64_t>(config.dist.bucket_mb * 1024 * 1024 / 4);
   const double flops_token = flops_per_token(config.model, model.parameter_count(), T);
   const bool tty = isatty(STDOUT_FILENO);
+  auto peak_bytes = [&] { return static_cast<int64_t>(allocator_for(device).stats().peak_bytes); };
 
   result.global_batch_tokens = global_tokens;
   result.parameters = model.parameter_count();
@@ -287,15 +289,19 @@ TrainResult run_training(const RunConfig& config, Communicator& comm, const Trai
           const std::string bar = tty ? fmt::format("[{}{}] ", std::string(static_cast<size_t>(filled), '#'),
                                                     std::string(static_cast<size_t>(width - filled), '.'))
                                       : "";
-          std::printf("%sstep %ld/%ld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | %s | ETA %s\n", bar.c_str(),
+          // On a GPU the line also shows the caching allocator's peak (what bounds the batch size).
+          const std::string memory =
+              device.is_cuda() ? fmt::format(" | peak {:.1f} GiB", static_cast<double>(peak_bytes()) / (1 << 30)) : "";
+          std::printf("%sstep %ld/%ld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | %s%s | ETA %s\n", bar.c_str(),
                       static_cast<long>(step), static_cast<long>(config.train.steps), mean_loss, lr, grad_norm, tok_s,
-                      mfu.c_str(), format_duration(eta).c_str());
+                      mfu.c_str(), memory.c_str(), format_duration(eta).c_str());
           std::fflush(stdout);
         }
         if (leader && !options.benchmark) {
           metrics << nlohmann::ordered_json{{"step", step},          {"loss", mean_loss}, {"lr", lr},
                                             {"grad_norm", grad_norm}, {"tok_s", tok_s},    {"tflops", tflops},
-                                            {"tokens", state.tokens_seen}, {"elapsed_s", elapsed}}
+                                            {"tokens", state.tokens_seen}, {"elapsed_s", elapsed},
+                                            {"peak_bytes", peak_bytes()}}
                          .dump()
                   << "\n"
                   << std::flush;

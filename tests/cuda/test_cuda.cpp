@@ -493,8 +493,8 @@ std::string make_data(const std::string& name) {
   return dir;
 }
 
-std::vector<double> train_losses(const std::string& data, const std::string& name, const std::string& device,
-                                 const std::string& precision, int steps) {
+train::RunConfig gpu_run_config(const std::string& data, const std::string& name, const std::string& run_dir,
+                                const std::string& device, const std::string& precision, int steps) {
   const std::string yaml = fmt::format(R"(
 model: {{vocab_size: 97, hidden_size: 64, num_layers: 4, num_heads: 4, num_kv_heads: 2, head_dim: 16,
         intermediate_size: 96, max_seq_len: 64, init_std: 0.05}}
@@ -506,10 +506,30 @@ train: {{name: {}, run_dir: {}, steps: {}, batch_size: 8, seq_len: 32, log_inter
 eval: {{retention: [1.0], batches: 2}}
 dist: {{backend: none}}
 )",
-                                       data, name, testing::temp_dir(name), steps, device, precision);
-  train::RunConfig config = train::parse_config(yaml, name + ".yaml");
+                                       data, name, run_dir, steps, device, precision);
+  return train::parse_config(yaml, name + ".yaml");
+}
+
+std::vector<double> train_losses(const std::string& data, const std::string& name, const std::string& device,
+                                 const std::string& precision, int steps) {
+  train::RunConfig config = gpu_run_config(data, name, testing::temp_dir(name), device, precision, steps);
   auto comm = train::make_local_communicator();
   return train::run_training(config, *comm, {"", 0, true, true}).losses;
+}
+
+TEST(Cuda, Bf16ResumeFromACheckpointIsBitIdentical) {
+  SKIP_WITHOUT_GPU();
+  const std::string data = make_data("cuda_resume_data");
+  auto comm = train::make_local_communicator();
+  const train::RunConfig straight = gpu_run_config(data, "straight", testing::temp_dir("cuda_straight"), "cuda", "bf16", 8);
+  const train::RunConfig split = gpu_run_config(data, "split", testing::temp_dir("cuda_split"), "cuda", "bf16", 8);
+  std::vector<double> all = train::run_training(straight, *comm, {"", 0, true}).losses;
+  std::vector<double> first = train::run_training(split, *comm, {"", 4, true}).losses;
+  std::vector<double> second = train::run_training(split, *comm, {"auto", 0, true}).losses;
+  ASSERT_EQ(all.size(), 8u);
+  ASSERT_EQ(first.size() + second.size(), 8u);
+  first.insert(first.end(), second.begin(), second.end());
+  EXPECT_EQ(first, all) << "f32 master weights, AdamW state and the bf16 copy all come back from the checkpoint";
 }
 
 TEST(Cuda, TrainerFp32OnGpuFollowsCpu) {
