@@ -10,12 +10,10 @@ and MFU of the median step.
 """
 import argparse
 import random
-import statistics
-import time
 
 import torch
 
-from peer_model import Model, optimizer, random_plan, rope_tables
+from peer_model import Model, median_step_ms, optimizer, random_plan, rope_tables
 
 
 def main():
@@ -62,14 +60,7 @@ def main():
         opt.step()
         return loss.item()  # synchronises, like kvroute's loss read-back
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - start)
-    ms = statistics.median(times) * 1e3
+    ms, loss = median_step_ms(step, args.warmup, args.steps)
     params = sum(p.numel() for p in model.parameters())
     tok_s = args.batch * args.seq / (ms * 1e-3)
     # The FLOP count kvroute reports: 6 N + 12 L H D T per token.

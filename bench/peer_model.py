@@ -4,6 +4,8 @@ embeddings, and stochastic KV routing in which a layer computes K/V only when so
 them. Norms compute in f32 whatever the input dtype (bf16 under autocast); with f32 inputs every
 cast is a no-op."""
 import random
+import statistics
+import time
 
 import torch
 import torch.nn as nn
@@ -114,3 +116,16 @@ def optimizer(model, fused=False):
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
                              lr=3e-4, betas=(0.9, 0.95), eps=1e-8, **({"fused": True} if fused else {}))
+
+
+def median_step_ms(step, warmup, steps):
+    """Median wall time of `step()` in ms over `steps` runs after `warmup` runs, and the last
+    value it returned (the loss)."""
+    for _ in range(warmup):
+        step()
+    times, result = [], None
+    for _ in range(steps):
+        start = time.perf_counter()
+        result = step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3, result

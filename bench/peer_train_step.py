@@ -8,12 +8,10 @@ backward + torch.optim.AdamW. Prints tokens/s (median step).
 """
 import argparse
 import random
-import statistics
-import time
 
 import torch
 
-from peer_model import Model, optimizer, random_plan, rope_tables
+from peer_model import Model, median_step_ms, optimizer, random_plan, rope_tables
 
 
 def main():
@@ -50,14 +48,7 @@ def main():
         opt.step()
         return loss.item()
 
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        loss = step()
-        times.append(time.perf_counter() - start)
-    ms = statistics.median(times) * 1e3
+    ms, loss = median_step_ms(step, 2, args.steps)
     params = sum(p.numel() for p in model.parameters())
     print(f"torch {torch.__version__} train step: params={params} B={args.batch} T={args.seq} "
           f"share_prob={args.share_prob:.2f} threads={args.threads}  {ms:.1f} ms/step  "
