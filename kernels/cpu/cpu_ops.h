@@ -1,5 +1,7 @@
 // CPU kernels behind kernels/ops.h. Arguments are already checked by the op layer: kernels see
 // raw pointers, sizes and leading dimensions, and never throw (they run inside OpenMP regions).
+// One file per op family, named as in kernels/cuda/: matmul, elementwise (element-wise ops,
+// SwiGLU, reductions), embedding, rms_norm, rope, attention, cross_entropy, adamw.
 #pragma once
 
 #include <algorithm>

@@ -1,5 +1,6 @@
-// Element-wise ops and reductions on f32 buffers. Reductions accumulate in double over fixed-size
-// blocks summed in order, so the result is the same for any thread count.
+// Element-wise ops (add, mul, scale, axpy, SwiGLU) and reductions on f32 buffers. Reductions
+// accumulate in double over fixed-size blocks summed in order, so the result is the same for any
+// thread count. Mirrors kernels/cuda/elementwise.cu.
 #include <vector>
 
 #include "kernels/cpu/cpu_ops.h"

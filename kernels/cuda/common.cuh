@@ -1,5 +1,6 @@
 // Shared helpers of the CUDA kernels: the compute stream, launch geometry, f32/bf16 loads and
-// stores (all arithmetic is f32), warp and block reductions. Included only by kernels/cuda/*.cu.
+// stores (all arithmetic is f32), warp and block reductions, per-op device buffers (defined in
+// common.cu). Included only by kernels/cuda/*.cu.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -26,6 +27,10 @@ inline unsigned blocks_for(int64_t n, int threads) {
 }
 
 #define KV_LAUNCH_CHECK() KV_CUDA_CHECK(cudaGetLastError())
+
+// for (i = this thread's first element; i < n; i += the whole grid), with blocks_for's grid.
+#define KV_GRID_STRIDE(i, n) \
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }

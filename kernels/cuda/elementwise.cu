@@ -1,31 +1,14 @@
-// Element-wise kernels, reductions and AdamW: memory-bound loops, grid-stride, f32 arithmetic.
-#include <algorithm>
-#include <cmath>
-#include <vector>
-
-#include "core/allocator.h"
+// Element-wise kernels (add, mul, scale, axpy, SwiGLU) and the reductions (sum, sum of squares,
+// row sums): memory-bound grid-stride loops in f32 arithmetic; sums accumulate in double over a
+// fixed two-pass tree, so they are identical on every run. Mirrors kernels/cpu/elementwise.cpp.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace kvroute::cuda {
 
-DeviceUpload::DeviceUpload(const void* host, size_t nbytes, int device) : nbytes_(nbytes), device_(device) {
-  ptr_ = cuda_allocator(device).allocate(nbytes > 0 ? nbytes : 1);
-  device_runtime::copy_bytes(ptr_, Device::cuda(device), host, Device::cpu(), nbytes);
-}
-DeviceUpload::~DeviceUpload() { cuda_allocator(device_).deallocate(ptr_, nbytes_ > 0 ? nbytes_ : 1); }
-
-Scratch::Scratch(size_t nbytes, int device) : nbytes_(nbytes), device_(device) {
-  ptr_ = cuda_allocator(device).allocate(nbytes > 0 ? nbytes : 1);
-}
-Scratch::~Scratch() { cuda_allocator(device_).deallocate(ptr_, nbytes_ > 0 ? nbytes_ : 1); }
-
 namespace {
 
 constexpr int kThreads = 256;
-
-#define KV_GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 template <class T>
 __global__ void add_kernel(const T* a, const T* b, T* out, int64_t n) {
@@ -110,31 +93,6 @@ __global__ void sum_last_dim_kernel(const T* a, float* out, int64_t rows, int64_
   if (lane == 0) out[row] = static_cast<float>(s);
 }
 
-template <class C>
-__global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, AdamWParams c,
-                             float step_size, float bias2_sqrt, const int64_t* seg_start, const uint8_t* seg_decay,
-                             int n_segments, C* copy) {
-  KV_GRID_STRIDE(i, n) {
-    // The segment holding i: the last start <= i (binary search over a few hundred entries).
-    int lo = 0, hi = n_segments - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) / 2;
-      if (seg_start[mid] <= i) lo = mid;
-      else hi = mid - 1;
-    }
-    const float decay_factor = seg_decay[lo] ? 1.0f - c.lr * c.weight_decay : 1.0f;
-    const float g = grad[i];
-    const float mi = c.beta1 * m[i] + (1.0f - c.beta1) * g;
-    const float vi = c.beta2 * v[i] + (1.0f - c.beta2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    const float denom = sqrtf(vi) / bias2_sqrt + c.eps;
-    const float p = param[i] * decay_factor - step_size * mi / denom;
-    param[i] = p;
-    if (copy != nullptr) copy[i] = from_f32<C>(p);
-  }
-}
-
 }  // namespace
 
 void add(int device, DType dtype, const void* a, const void* b, void* out, int64_t n) {
@@ -215,37 +173,6 @@ void sum_last_dim(int device, DType dtype, const void* a, float* out, int64_t ro
   const unsigned blocks = static_cast<unsigned>((rows + warps - 1) / warps);
   KV_DISPATCH_FLOAT(dtype, T,
                     sum_last_dim_kernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(a), out, rows, cols));
-  KV_LAUNCH_CHECK();
-}
-
-void adamw(int device, float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& config,
-           int64_t step, const AdamWSegment* host_segments, int64_t n_segments, void* compute_copy, DType copy_dtype) {
-  if (n == 0) return;
-  cudaStream_t stream = stream_of(device);
-  std::vector<int64_t> starts;
-  std::vector<uint8_t> decay;
-  for (int64_t s = 0; s < n_segments; ++s) {
-    if (host_segments[s].numel == 0) continue;
-    starts.push_back(host_segments[s].offset);
-    decay.push_back(host_segments[s].decay ? 1 : 0);
-  }
-  DeviceUpload seg_start(starts.data(), starts.size() * sizeof(int64_t), device);
-  DeviceUpload seg_decay(decay.data(), decay.size(), device);
-  // Bias corrections exactly as the CPU kernel computes them (f32 powf).
-  const float bias1 = 1.0f - std::pow(config.beta1, static_cast<float>(step));
-  const float bias2_sqrt = std::sqrt(1.0f - std::pow(config.beta2, static_cast<float>(step)));
-  const float step_size = config.lr / bias1;
-  const int segments = static_cast<int>(starts.size());
-  if (compute_copy == nullptr) {
-    adamw_kernel<float><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
-        param, grad, m, v, n, config, step_size, bias2_sqrt, seg_start.get<int64_t>(), seg_decay.get<uint8_t>(),
-        segments, nullptr);
-  } else {
-    KV_DISPATCH_FLOAT(copy_dtype, C,
-                      adamw_kernel<C><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
-                          param, grad, m, v, n, config, step_size, bias2_sqrt, seg_start.get<int64_t>(),
-                          seg_decay.get<uint8_t>(), segments, static_cast<C*>(compute_copy)));
-  }
   KV_LAUNCH_CHECK();
 }
 

@@ -1,5 +1,6 @@
-// cuBLASLt GEMM. cuBLASLt is column-major, so the row-major C = op(A) op(B) is computed as the
-// column-major C^T = op(B)^T op(A)^T: the operands swap places and the transpose flags carry over.
+// GEMM on the GPU through cuBLASLt (the CPU side is kernels/cpu/matmul.cpp). cuBLASLt is
+// column-major, so the row-major C = op(A) op(B) is computed as the column-major
+// C^T = op(B)^T op(A)^T: the operands swap places and the transpose flags carry over.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
