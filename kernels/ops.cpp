@@ -458,12 +458,12 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, T
 // ---- Attention ---------------------------------------------------------------------------------
 
 namespace {
-cpu::AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
+AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
   KV_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
            "{}: expected q [B, Tq, Hq, D] and k, v [B, Tk, Hkv, D], got q{} k{} v{}", op, q.shape(), k.shape(),
            v.shape());
   KV_CHECK(k.shape() == v.shape(), "{}: k{} and v{} must have the same shape", op, k.shape(), v.shape());
-  cpu::AttentionShape s{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3)};
+  AttentionShape s{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3)};
   KV_CHECK(k.size(0) == s.batch && k.size(3) == s.head_dim,
            "{}: batch or head_dim of k{} does not match q{}", op, k.shape(), q.shape());
   KV_CHECK(s.kv_heads > 0 && s.q_heads % s.kv_heads == 0,
@@ -477,19 +477,13 @@ cpu::AttentionShape attention_shape(const char* op, const Tensor& q, const Tenso
 #endif
   return s;
 }
-
-#if KVROUTE_HAS_CUDA
-cuda::AttentionShape cuda_shape(const cpu::AttentionShape& s) {
-  return {s.batch, s.q_len, s.kv_len, s.q_heads, s.kv_heads, s.head_dim, s.kv_stride()};
-}
-#endif
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale, Tensor& out,
                        Tensor& lse) {
   const char* op = "attention_forward";
   const auto [device, dtype] = check_floats(op, {&q, &k, &v});
-  cpu::AttentionShape s = attention_shape(op, q, k, v);
+  AttentionShape s = attention_shape(op, q, k, v);
   check_output(op, out, q.shape(), device, dtype);
   check_output(op, lse, Shape{s.batch, s.q_heads, s.q_len}, device);
   if (q.numel() == 0) return;
@@ -506,7 +500,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
     vc = v.contiguous();
   }
   KV_RUN_ON_CUDA(op, device,
-                 cuda::attention_forward(device.index, dtype, cuda_shape(s), qc.raw_data(), kc.raw_data(),
+                 cuda::attention_forward(device.index, dtype, s, qc.raw_data(), kc.raw_data(),
                                          vc.raw_data(), softmax_scale, out.raw_data(), lse.data<float>()));
   cpu::attention_forward(s, qc.data<float>(), kc.data<float>(), vc.data<float>(), softmax_scale, out.data<float>(),
                          lse.data<float>());
@@ -517,7 +511,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   const char* op = "attention_backward";
   const auto [device, dtype] = check_floats(op, {&dout, &q, &k, &v, &out});
   check_f32_operand(op, "lse", lse, device);
-  cpu::AttentionShape s = attention_shape(op, q, k, v);
+  AttentionShape s = attention_shape(op, q, k, v);
   check_same_shape(op, dout, q);
   check_same_shape(op, out, q);
   KV_CHECK(lse.shape() == (Shape{s.batch, s.q_heads, s.q_len}), "{}: lse {} does not match q{}", op, lse.shape(),
@@ -529,7 +523,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   Tensor gc = dout.contiguous(), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   Tensor oc = out.contiguous(), lc = lse.contiguous();
   KV_RUN_ON_CUDA(op, device,
-                 cuda::attention_backward(device.index, dtype, cuda_shape(s), gc.raw_data(), qc.raw_data(),
+                 cuda::attention_backward(device.index, dtype, s, gc.raw_data(), qc.raw_data(),
                                           kc.raw_data(), vc.raw_data(), oc.raw_data(), lc.data<float>(), softmax_scale,
                                           dq.raw_data(), dk.raw_data(), dv.raw_data()));
   cpu::attention_backward(s, gc.data<float>(), qc.data<float>(), kc.data<float>(), vc.data<float>(),
@@ -549,12 +543,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   KV_CHECK(logits.size(1) > 0, "cross_entropy: empty vocabulary in logits {}", logits.shape());
   if (dlogits != nullptr) check_output(op, *dlogits, logits.shape(), device, dtype);
   Tensor ids = checked_tokens(op, targets, logits.size(1), ignore_index, true);
-  Tensor x = logits.contiguous();
+  // The targets are on the host anyway (range check): the valid rows are counted here, once, for
+  // both backends (the gradient's 1/n_valid is needed before any row is processed).
+  const int32_t* t = ids.data<int32_t>();
   int64_t n_valid = 0;
+  for (int64_t i = 0; i < ids.numel(); ++i) n_valid += t[i] != ignore_index;
+  Tensor x = logits.contiguous();
   double total_loss = 0.0;
   if (device.is_cuda()) {
-    const int32_t* t = ids.data<int32_t>();
-    for (int64_t i = 0; i < ids.numel(); ++i) n_valid += t[i] != ignore_index;
 #if KVROUTE_HAS_CUDA
     total_loss = cuda::cross_entropy(device.index, dtype, x.raw_data(), t, logits.size(0), logits.size(1),
                                      ignore_index, dlogits != nullptr ? dlogits->raw_data() : nullptr, grad_scale,
@@ -563,9 +559,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
     no_cuda(op, device);
 #endif
   } else {
-    total_loss = cpu::cross_entropy(x.data<float>(), ids.data<int32_t>(), logits.size(0), logits.size(1),
-                                    ignore_index, dlogits != nullptr ? dlogits->data<float>() : nullptr, grad_scale,
-                                    &n_valid);
+    total_loss = cpu::cross_entropy(x.data<float>(), t, logits.size(0), logits.size(1), ignore_index,
+                                    dlogits != nullptr ? dlogits->data<float>() : nullptr, grad_scale, n_valid);
   }
   return Tensor::scalar(n_valid > 0 ? static_cast<float>(total_loss / static_cast<double>(n_valid)) : 0.0f);
 }
@@ -602,25 +597,17 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
   KV_CHECK(covered == param.numel(), "adamw_step: segments cover {} of {} elements", covered, param.numel());
 #if KVROUTE_HAS_CUDA
   if (device.is_cuda()) {
-    std::vector<cuda::AdamWSegment> segs;
-    segs.reserve(segments.size());
-    for (const DecaySegment& seg : segments) segs.push_back({seg.offset, seg.numel, seg.decay});
     cuda::adamw(device.index, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(), param.numel(),
-                {config.lr, config.beta1, config.beta2, config.eps, config.weight_decay}, step, segs.data(),
-                static_cast<int64_t>(segs.size()), compute_copy != nullptr ? compute_copy->raw_data() : nullptr,
+                config, step, segments.data(), static_cast<int64_t>(segments.size()),
+                compute_copy != nullptr ? compute_copy->raw_data() : nullptr,
                 compute_copy != nullptr ? compute_copy->dtype() : DType::F32);
     return;
   }
 #else
   if (device.is_cuda()) no_cuda(op, device);
 #endif
-  float* p = param.data<float>();
-  const float* g = grad.data<float>();
-  float* mp = m.data<float>();
-  float* vp = v.data<float>();
-  for (const DecaySegment& seg : segments) {
-    cpu::adamw(p + seg.offset, g + seg.offset, mp + seg.offset, vp + seg.offset, seg.numel, config, step, seg.decay);
-  }
+  cpu::adamw(param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(), config, step, segments.data(),
+             static_cast<int64_t>(segments.size()));
   if (compute_copy != nullptr) compute_copy->view(param.shape()).copy_(param);
 }
 

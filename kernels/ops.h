@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/kernel_args.h"
 
 namespace kvroute::ops {
 
@@ -90,19 +91,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
                      Tensor* dlogits = nullptr, float grad_scale = 1.0f);
 
 // ---- AdamW on flat buffers --------------------------------------------------------------------
-struct AdamWConfig {
-  float lr = 1e-3f;
-  float beta1 = 0.9f;
-  float beta2 = 0.999f;
-  float eps = 1e-8f;
-  float weight_decay = 0.0f;
-};
-// A run of the flat buffer belonging to one parameter tensor, and whether it is decayed.
-struct DecaySegment {
-  int64_t offset = 0;
-  int64_t numel = 0;
-  bool decay = true;
-};
+// AdamWConfig and DecaySegment are in kernels/kernel_args.h (shared with the kernels).
 // One step (step >= 1, for bias correction) over param/grad/m/v (same numel, f32, contiguous).
 // Decoupled weight decay: param -= lr * wd * param on decayed segments, then the Adam update.
 // Segments must cover the buffer exactly once. compute_copy (optional, same numel, f32 or bf16)

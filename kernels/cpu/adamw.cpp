@@ -1,12 +1,16 @@
-// AdamW on flat f32 buffers with decoupled weight decay.
+// AdamW on flat f32 buffers with decoupled weight decay, segment by segment (each parameter's run
+// of the buffer is decayed or not). Mirrors kernels/cuda/adamw.cu.
 #include <cmath>
 
 #include "kernels/cpu/cpu_ops.h"
 
 namespace kvroute::cpu {
 
-void adamw(float* param, const float* grad, float* m, float* v, int64_t n, const ops::AdamWConfig& c,
-           int64_t step, bool decay) {
+namespace {
+
+// One segment: its elements share the decay factor.
+void adamw_segment(float* param, const float* grad, float* m, float* v, int64_t n, const ops::AdamWConfig& c,
+                   int64_t step, bool decay) {
   // Same arithmetic as torch.optim.AdamW (foreach=False): decay first, then
   // p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps).
   const float bias1 = 1.0f - std::pow(c.beta1, static_cast<float>(step));
@@ -23,6 +27,17 @@ void adamw(float* param, const float* grad, float* m, float* v, int64_t n, const
     v[i] = vi;
     float denom = std::sqrt(vi) / bias2_sqrt + eps;
     param[i] = param[i] * decay_factor - step_size * mi / denom;
+  }
+}
+
+}  // namespace
+
+void adamw(float* param, const float* grad, float* m, float* v, const ops::AdamWConfig& c, int64_t step,
+           const ops::DecaySegment* segments, int64_t n_segments) {
+  for (int64_t s = 0; s < n_segments; ++s) {
+    const ops::DecaySegment& seg = segments[s];
+    adamw_segment(param + seg.offset, grad + seg.offset, m + seg.offset, v + seg.offset, seg.numel, c, step,
+                  seg.decay);
   }
 }
 

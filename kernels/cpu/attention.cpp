@@ -17,7 +17,7 @@ constexpr int64_t kKeyTile = 64;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 }  // namespace
 
-void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
+void attention_forward(const ops::AttentionShape& s, const float* q, const float* k, const float* v,
                        float softmax_scale, float* out, float* lse) {
   const int64_t D = s.head_dim, group = s.q_heads / s.kv_heads;
   const int64_t ldq = s.q_heads * D, ldkv = s.kv_heads * D;
@@ -85,7 +85,7 @@ void attention_forward(const AttentionShape& s, const float* q, const float* k, 
   }
 }
 
-void attention_backward(const AttentionShape& s, const float* dout, const float* q, const float* k,
+void attention_backward(const ops::AttentionShape& s, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, float softmax_scale,
                         float* dq, float* dk, float* dv) {
   // One task per (batch, kv head): it owns dk/dv of that head and dq of the query heads that

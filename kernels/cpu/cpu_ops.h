@@ -8,7 +8,7 @@
 #include <bit>
 #include <cstdint>
 
-#include "kernels/ops.h"
+#include "kernels/kernel_args.h"
 
 namespace kvroute::cpu {
 
@@ -46,23 +46,21 @@ void swiglu_forward(const float* gate, const float* up, float* out, int64_t n);
 void swiglu_backward(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
                      int64_t n);
 
-struct AttentionShape {
-  int64_t batch, q_len, kv_len, q_heads, kv_heads, head_dim;
-  int64_t kv_batch_stride = 0;  // elements between batches of k/v (0: kv_len * kv_heads * head_dim)
-  int64_t kv_stride() const { return kv_batch_stride > 0 ? kv_batch_stride : kv_len * kv_heads * head_dim; }
-};
-void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v,
+void attention_forward(const ops::AttentionShape& s, const float* q, const float* k, const float* v,
                        float softmax_scale, float* out, float* lse);
-void attention_backward(const AttentionShape& s, const float* dout, const float* q, const float* k,
+void attention_backward(const ops::AttentionShape& s, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, float softmax_scale,
                         float* dq, float* dk, float* dv);
 
-// Returns (sum of row losses, number of rows counted).
+// Returns the sum of the row losses (rows whose target is ignore_index count 0). n_valid, the
+// number of the other rows, is counted by the caller; dlogits (may alias logits) gets
+// (softmax - onehot) * grad_scale / n_valid.
 double cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
-                     int64_t ignore_index, float* dlogits, float grad_scale, int64_t* n_valid);
+                     int64_t ignore_index, float* dlogits, float grad_scale, int64_t n_valid);
 
-void adamw(float* param, const float* grad, float* m, float* v, int64_t n, const ops::AdamWConfig& c,
-           int64_t step, bool decay);
+// One step over the buffers, which the segments tile; decoupled weight decay on decayed segments.
+void adamw(float* param, const float* grad, float* m, float* v, const ops::AdamWConfig& c, int64_t step,
+           const ops::DecaySegment* segments, int64_t n_segments);
 
 // exp for float, vectorisable; |relative error| < 2e-7 on [-87, 88], 0 below.
 // Written so that GCC vectorises loops calling it (std::min/max clamps, bit_cast).

@@ -9,11 +9,8 @@
 namespace kvroute::cpu {
 
 double cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
-                     int64_t ignore_index, float* dlogits, float grad_scale, int64_t* n_valid) {
-  int64_t valid = 0;
-  for (int64_t r = 0; r < rows; ++r) valid += targets[r] != ignore_index;
-  *n_valid = valid;
-  const float row_scale = valid > 0 ? grad_scale / static_cast<float>(valid) : 0.0f;
+                     int64_t ignore_index, float* dlogits, float grad_scale, int64_t n_valid) {
+  const float row_scale = n_valid > 0 ? grad_scale / static_cast<float>(n_valid) : 0.0f;
   std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
 #pragma omp parallel for schedule(static) if (rows * vocab > (1 << 15))
   for (int64_t r = 0; r < rows; ++r) {

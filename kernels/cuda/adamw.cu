@@ -14,7 +14,7 @@ namespace {
 constexpr int kThreads = 256;
 
 template <class C>
-__global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, AdamWParams c,
+__global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, ops::AdamWConfig c,
                              float step_size, float bias2_sqrt, const int64_t* seg_start, const uint8_t* seg_decay,
                              int n_segments, C* copy) {
   KV_GRID_STRIDE(i, n) {
@@ -40,8 +40,9 @@ __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v
 
 }  // namespace
 
-void adamw(int device, float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& config,
-           int64_t step, const AdamWSegment* host_segments, int64_t n_segments, void* compute_copy, DType copy_dtype) {
+void adamw(int device, float* param, const float* grad, float* m, float* v, int64_t n, const ops::AdamWConfig& config,
+           int64_t step, const ops::DecaySegment* host_segments, int64_t n_segments, void* compute_copy,
+           DType copy_dtype) {
   if (n == 0) return;
   cudaStream_t stream = stream_of(device);
   std::vector<int64_t> starts;

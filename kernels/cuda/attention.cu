@@ -297,20 +297,21 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // KVROUTE_ATTENTION picks the kernel: cuda_cores (default until the two are measured against each
 // other on a GPU) or tensor_cores (bf16, sm_80+, head_dim 32/64/128, 16-byte aligned rows; anything
 // else falls back to the CUDA-core kernel).
-bool use_tensor_cores(int device, DType dtype, const AttentionShape& s, std::initializer_list<const void*> pointers) {
+bool use_tensor_cores(int device, DType dtype, const ops::AttentionShape& s,
+                      std::initializer_list<const void*> pointers) {
   const char* choice = std::getenv("KVROUTE_ATTENTION");
   if (choice == nullptr || *choice == '\0' || std::strcmp(choice, "cuda_cores") == 0) return false;
   if (std::strcmp(choice, "tensor_cores") != 0) {
     throw_message("KVROUTE_ATTENTION: expected cuda_cores or tensor_cores");
   }
-  if (dtype != DType::BF16 || !attention_tc_supports(device, s.head_dim) || s.kv_batch_stride % 8 != 0) return false;
+  if (dtype != DType::BF16 || !attention_tc_supports(device, s.head_dim) || s.kv_stride() % 8 != 0) return false;
   for (const void* p : pointers) {
     if (!aligned16(p)) return false;
   }
   return true;
 }
 
-void check_int_range(const AttentionShape& s) {
+void check_int_range(const ops::AttentionShape& s) {
   const int64_t limit = 1LL << 30;
   if (s.q_len > limit || s.kv_len > limit || s.q_heads > 65535 || s.batch > 65535) {
     throw_message("attention: sequence, head or batch count too large for the CUDA kernel");
@@ -323,8 +324,8 @@ bool attention_supports_head_dim(int64_t head_dim) {
   return head_dim == 8 || head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
 }
 
-void attention_forward(int device, DType dtype, const AttentionShape& s, const void* q, const void* k, const void* v,
-                       float softmax_scale, void* out, float* lse) {
+void attention_forward(int device, DType dtype, const ops::AttentionShape& s, const void* q, const void* k,
+                       const void* v, float softmax_scale, void* out, float* lse) {
   if (s.batch * s.q_len * s.q_heads == 0) return;
   check_int_range(s);
   cudaStream_t stream = stream_of(device);
@@ -339,12 +340,12 @@ void attention_forward(int device, DType dtype, const AttentionShape& s, const v
     const dim3 grid(query_blocks<D>(s.q_len), static_cast<unsigned>(Hq), static_cast<unsigned>(s.batch));
     attention_forward_kernel<T, D><<<grid, Tile<D>::kThreads, 0, stream>>>(
         static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), lse, Tq,
-        Tk, Hq, Hkv, s.kv_batch_stride, scale_log2);
+        Tk, Hq, Hkv, s.kv_stride(), scale_log2);
   }));
   KV_LAUNCH_CHECK();
 }
 
-void attention_backward(int device, DType dtype, const AttentionShape& s, const void* dout, const void* q,
+void attention_backward(int device, DType dtype, const ops::AttentionShape& s, const void* dout, const void* q,
                         const void* k, const void* v, const void* out, const float* lse, float softmax_scale,
                         void* dq, void* dk, void* dv) {
   if (s.batch * s.q_len * s.q_heads == 0) return;

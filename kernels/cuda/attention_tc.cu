@@ -472,7 +472,7 @@ bool attention_tc_supports(int device, int64_t head_dim) {
   return major >= 8 && (head_dim == 32 || head_dim == 64 || head_dim == 128);
 }
 
-void attention_forward_tc(int device, const AttentionShape& s, const void* q, const void* k, const void* v,
+void attention_forward_tc(int device, const ops::AttentionShape& s, const void* q, const void* k, const void* v,
                           float softmax_scale, void* out, float* lse) {
   cudaStream_t stream = stream_of(device);
   const float scale_log2 = softmax_scale * kLog2e;
@@ -483,12 +483,12 @@ void attention_forward_tc(int device, const AttentionShape& s, const void* q, co
     forward_kernel<D><<<grid, kThreads, smem, stream>>>(
         static_cast<const bf16*>(q), static_cast<const bf16*>(k), static_cast<const bf16*>(v), static_cast<bf16*>(out),
         lse, static_cast<int>(s.q_len), static_cast<int>(s.kv_len), static_cast<int>(s.q_heads),
-        static_cast<int>(s.kv_heads), s.kv_batch_stride, scale_log2);
+        static_cast<int>(s.kv_heads), s.kv_stride(), scale_log2);
   });
   KV_LAUNCH_CHECK();
 }
 
-void attention_backward_tc(int device, const AttentionShape& s, const void* dout, const void* q, const void* k,
+void attention_backward_tc(int device, const ops::AttentionShape& s, const void* dout, const void* q, const void* k,
                            const void* v, const float* lse, const float* delta, float softmax_scale, void* dq, void* dk,
                            void* dv) {
   cudaStream_t stream = stream_of(device);

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "kernels/kernel_args.h"
 
 namespace kvroute::cuda {
 
@@ -54,36 +55,27 @@ void rope(int device, DType dtype, const void* x, void* out, int64_t batch, int6
           int64_t head_dim, float theta, int64_t position_offset, int sign);
 
 // ---- Causal GQA attention, tiled with an online softmax (no [T, T] matrix) ----------------------
-struct AttentionShape {
-  int64_t batch, q_len, kv_len, q_heads, kv_heads, head_dim;
-  int64_t kv_batch_stride;  // elements between batches of k/v (a KV-cache prefix is read in place)
-};
 bool attention_supports_head_dim(int64_t head_dim);  // 8, 16, 32, 64, 128
-void attention_forward(int device, DType dtype, const AttentionShape& s, const void* q, const void* k,
+void attention_forward(int device, DType dtype, const ops::AttentionShape& s, const void* q, const void* k,
                        const void* v, float softmax_scale, void* out, float* lse);
 // k, v contiguous here; dq, dk, dv overwritten. Deterministic (no atomics).
-void attention_backward(int device, DType dtype, const AttentionShape& s, const void* dout, const void* q,
+void attention_backward(int device, DType dtype, const ops::AttentionShape& s, const void* dout, const void* q,
                         const void* k, const void* v, const void* out, const float* lse, float softmax_scale,
                         void* dq, void* dk, void* dv);
 
 // ---- Fused classifier: loss and d(logits) in one read of the logits -----------------------------
-// Returns the sum of the row losses (rows whose target is ignore_index count 0). dlogits (same
-// dtype as logits, may alias them) gets (softmax - onehot) * grad_scale / n_valid.
+// Same contract as cpu::cross_entropy: returns the sum of the row losses (rows whose target is
+// ignore_index count 0); n_valid, the number of the other rows, is counted by the caller. dlogits
+// (same dtype as logits, may alias them) gets (softmax - onehot) * grad_scale / n_valid.
 double cross_entropy(int device, DType dtype, const void* logits, const int32_t* host_targets, int64_t rows,
                      int64_t vocab, int64_t ignore_index, void* dlogits, float grad_scale, int64_t n_valid);
 
 // ---- AdamW on the flat f32 master buffers ------------------------------------------------------
-struct AdamWParams {
-  float lr, beta1, beta2, eps, weight_decay;
-};
-struct AdamWSegment {
-  int64_t offset, numel;
-  bool decay;
-};
-// Same arithmetic as the CPU kernel (torch.optim.AdamW). When compute_copy is non-null it receives
-// the updated parameters rounded to `copy_dtype` (the bf16 weights the next forward reads).
-void adamw(int device, float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& config,
-           int64_t step, const AdamWSegment* host_segments, int64_t n_segments, void* compute_copy,
-           DType copy_dtype);
+// Same arithmetic as the CPU kernel (torch.optim.AdamW); the segments (on the host) tile [0, n).
+// When compute_copy is non-null it receives the updated parameters rounded to `copy_dtype` (the
+// bf16 weights the next forward reads).
+void adamw(int device, float* param, const float* grad, float* m, float* v, int64_t n,
+           const ops::AdamWConfig& config, int64_t step, const ops::DecaySegment* host_segments,
+           int64_t n_segments, void* compute_copy, DType copy_dtype);
 
 }  // namespace kvroute::cuda
