@@ -1,14 +1,14 @@
 // The op layer: argument checks with readable errors, then dispatch by device to the CPU or CUDA
-// kernels. This is the only file that chooses a backend.
+// kernels. This is the only file that chooses a backend, and every op does it the same way:
+// device.is_cuda() ? cuda::op(...) : cpu::op(...). A build without CUDA links
+// kernels/cuda/stub.cpp, whose functions fail with an error naming the op.
 #include "kernels/ops.h"
 
 #include <cmath>
 #include <initializer_list>
 
 #include "kernels/cpu/cpu_ops.h"
-#if KVROUTE_HAS_CUDA
 #include "kernels/cuda/cuda_ops.h"
-#endif
 
 namespace kvroute::ops {
 
@@ -59,12 +59,6 @@ void check_f32_operand(const char* op, const char* what, const Tensor& t, Device
   KV_CHECK(t.dtype() == DType::F32, "{}: {} must be f32, got {}", op, what, t.str());
   KV_CHECK(t.device() == device, "{}: {} on {} but the other operands on {}", op, what, t.device(), device);
 }
-
-#if !KVROUTE_HAS_CUDA
-[[noreturn]] void no_cuda(const char* op, Device device) {
-  KV_FAIL("{}: {} tensors need the CUDA backend, which this build does not have", op, device);
-}
-#endif
 
 // Token ids as contiguous i32 on the host, each checked against the vocabulary size.
 Tensor checked_tokens(const char* op, const Tensor& tokens, int64_t vocab, int64_t ignore_index = -1,
@@ -122,23 +116,6 @@ bool describe_matrix(const Tensor& x, bool trans, int64_t batch, BlasMatrix& m) 
 
 }  // namespace
 
-
-// Runs the CUDA kernel call and returns from a void op when `device` is a CUDA device.
-#if KVROUTE_HAS_CUDA
-#define KV_RUN_ON_CUDA(op, device, ...) \
-  do {                                  \
-    if ((device).is_cuda()) {           \
-      __VA_ARGS__;                      \
-      return;                           \
-    }                                   \
-  } while (0)
-#else
-#define KV_RUN_ON_CUDA(op, device, ...)        \
-  do {                                         \
-    if ((device).is_cuda()) no_cuda(op, device); \
-  } while (0)
-#endif
-
 // ---- GEMM ------------------------------------------------------------------------------------
 
 void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans_a, bool trans_b, float alpha,
@@ -185,13 +162,14 @@ void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans
     gemm_m = m * batch;
     gemm_batch = 1;
   }
-  KV_RUN_ON_CUDA(op, device,
-                 cuda::gemm_batched(device.index, dtype, out.dtype(), ma.trans, mb.trans, gemm_m, n, k, alpha, ma.ptr,
-                                    ma.ld, ma.batch_stride, mb.ptr, mb.ld, mb.batch_stride, beta, c, n, gemm_m * n,
-                                    gemm_batch));
-  cpu::gemm_batched(ma.trans, mb.trans, gemm_m, n, k, alpha, static_cast<const float*>(ma.ptr), ma.ld,
-                    ma.batch_stride, static_cast<const float*>(mb.ptr), mb.ld, mb.batch_stride, beta,
-                    static_cast<float*>(c), n, gemm_m * n, gemm_batch);
+  if (device.is_cuda()) {
+    cuda::gemm_batched(device.index, dtype, out.dtype(), ma.trans, mb.trans, gemm_m, n, k, alpha, ma.ptr, ma.ld,
+                       ma.batch_stride, mb.ptr, mb.ld, mb.batch_stride, beta, c, n, gemm_m * n, gemm_batch);
+  } else {
+    cpu::gemm_batched(ma.trans, mb.trans, gemm_m, n, k, alpha, static_cast<const float*>(ma.ptr), ma.ld,
+                      ma.batch_stride, static_cast<const float*>(mb.ptr), mb.ld, mb.batch_stride, beta,
+                      static_cast<float*>(c), n, gemm_m * n, gemm_batch);
+  }
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DType out_dtype) {
@@ -224,8 +202,11 @@ void add_into(const Tensor& a, const Tensor& b, Tensor& out) {
   check_same_shape("add", a, b);
   check_output("add", out, a.shape(), device, dtype);
   Tensor ac = a.contiguous(), bc = b.contiguous();
-  KV_RUN_ON_CUDA("add", device, cuda::add(device.index, dtype, ac.raw_data(), bc.raw_data(), out.raw_data(), a.numel()));
-  cpu::add(ac.data<float>(), bc.data<float>(), out.data<float>(), a.numel());
+  if (device.is_cuda()) {
+    cuda::add(device.index, dtype, ac.raw_data(), bc.raw_data(), out.raw_data(), a.numel());
+  } else {
+    cpu::add(ac.data<float>(), bc.data<float>(), out.data<float>(), a.numel());
+  }
 }
 
 void mul_into(const Tensor& a, const Tensor& b, Tensor& out) {
@@ -233,8 +214,11 @@ void mul_into(const Tensor& a, const Tensor& b, Tensor& out) {
   check_same_shape("mul", a, b);
   check_output("mul", out, a.shape(), device, dtype);
   Tensor ac = a.contiguous(), bc = b.contiguous();
-  KV_RUN_ON_CUDA("mul", device, cuda::mul(device.index, dtype, ac.raw_data(), bc.raw_data(), out.raw_data(), a.numel()));
-  cpu::mul(ac.data<float>(), bc.data<float>(), out.data<float>(), a.numel());
+  if (device.is_cuda()) {
+    cuda::mul(device.index, dtype, ac.raw_data(), bc.raw_data(), out.raw_data(), a.numel());
+  } else {
+    cpu::mul(ac.data<float>(), bc.data<float>(), out.data<float>(), a.numel());
+  }
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
@@ -261,8 +245,11 @@ Tensor scale(const Tensor& a, float s) {
 void scale_(Tensor& a, float s) {
   const auto [device, dtype] = check_floats("scale", {&a});
   KV_CHECK(a.is_contiguous(), "scale: in-place operand {} must be contiguous", a.str());
-  KV_RUN_ON_CUDA("scale", device, cuda::scale(device.index, dtype, a.raw_data(), s, a.numel()));
-  cpu::scale(a.data<float>(), s, a.numel());
+  if (device.is_cuda()) {
+    cuda::scale(device.index, dtype, a.raw_data(), s, a.numel());
+  } else {
+    cpu::scale(a.data<float>(), s, a.numel());
+  }
 }
 
 void axpy_(float alpha, const Tensor& x, Tensor& y) {
@@ -273,9 +260,11 @@ void axpy_(float alpha, const Tensor& x, Tensor& y) {
   check_same_shape("axpy", x, y);
   KV_CHECK(y.is_contiguous(), "axpy: in-place operand {} must be contiguous", y.str());
   Tensor xc = x.contiguous();
-  KV_RUN_ON_CUDA("axpy", device,
-                 cuda::axpy(device.index, alpha, xc.dtype(), xc.raw_data(), y_dtype, y.raw_data(), x.numel()));
-  cpu::axpy(alpha, xc.data<float>(), y.data<float>(), x.numel());
+  if (device.is_cuda()) {
+    cuda::axpy(device.index, alpha, xc.dtype(), xc.raw_data(), y_dtype, y.raw_data(), x.numel());
+  } else {
+    cpu::axpy(alpha, xc.data<float>(), y.data<float>(), x.numel());
+  }
 }
 
 // ---- Reductions --------------------------------------------------------------------------------
@@ -284,12 +273,11 @@ namespace {
 double total(const char* op, const Tensor& a, bool squares) {
   const auto [device, dtype] = check_floats(op, {&a});
   Tensor ac = a.contiguous();
-#if KVROUTE_HAS_CUDA
-  if (device.is_cuda()) return cuda::sum(device.index, dtype, ac.raw_data(), a.numel(), squares);
-#else
-  if (device.is_cuda()) no_cuda(op, device);
-#endif
-  return squares ? cpu::sum_squares(ac.data<float>(), a.numel()) : cpu::sum(ac.data<float>(), a.numel());
+  if (device.is_cuda()) {
+    return cuda::sum(device.index, dtype, ac.raw_data(), a.numel(), squares);
+  } else {
+    return squares ? cpu::sum_squares(ac.data<float>(), a.numel()) : cpu::sum(ac.data<float>(), a.numel());
+  }
 }
 }  // namespace
 
@@ -308,15 +296,11 @@ Tensor sum_last_dim(const Tensor& a) {
   Tensor ac = a.contiguous();
   Shape shape(a.shape().begin(), a.shape().end() - 1);
   Tensor out = Tensor::empty(shape, DType::F32, device);
-#if KVROUTE_HAS_CUDA
   if (device.is_cuda()) {
     cuda::sum_last_dim(device.index, dtype, ac.raw_data(), out.data<float>(), shape_numel(shape), a.size(-1));
-    return out;
+  } else {
+    cpu::sum_last_dim(ac.data<float>(), out.data<float>(), shape_numel(shape), a.size(-1));
   }
-#else
-  if (device.is_cuda()) no_cuda("sum_last_dim", device);
-#endif
-  cpu::sum_last_dim(ac.data<float>(), out.data<float>(), shape_numel(shape), a.size(-1));
   return out;
 }
 
@@ -330,16 +314,12 @@ Tensor embedding_forward(const Tensor& weight, const Tensor& tokens) {
   shape.push_back(weight.size(1));
   Tensor out = Tensor::empty(shape, dtype, device);
   Tensor w = weight.contiguous();
-#if KVROUTE_HAS_CUDA
   if (device.is_cuda()) {
     cuda::embedding_forward(device.index, dtype, w.raw_data(), ids.data<int32_t>(), out.raw_data(), ids.numel(),
                             weight.size(1));
-    return out;
+  } else {
+    cpu::embedding_forward(w.data<float>(), ids.data<int32_t>(), out.data<float>(), ids.numel(), weight.size(1));
   }
-#else
-  if (device.is_cuda()) no_cuda("embedding_forward", device);
-#endif
-  cpu::embedding_forward(w.data<float>(), ids.data<int32_t>(), out.data<float>(), ids.numel(), weight.size(1));
   return out;
 }
 
@@ -355,10 +335,13 @@ void embedding_backward(const Tensor& dout, const Tensor& tokens, Tensor& dweigh
            dout.shape(), tokens.shape(), dweight.size(1));
   Tensor ids = checked_tokens(op, tokens, dweight.size(0));
   Tensor g = dout.contiguous();
-  KV_RUN_ON_CUDA(op, device,
-                 cuda::embedding_backward(device.index, dtype, g.raw_data(), ids.data<int32_t>(),
-                                          dweight.data<float>(), ids.numel(), dweight.size(1), dweight.size(0)));
-  cpu::embedding_backward(g.data<float>(), ids.data<int32_t>(), dweight.data<float>(), ids.numel(), dweight.size(1));
+  if (device.is_cuda()) {
+    cuda::embedding_backward(device.index, dtype, g.raw_data(), ids.data<int32_t>(), dweight.data<float>(),
+                             ids.numel(), dweight.size(1), dweight.size(0));
+  } else {
+    cpu::embedding_backward(g.data<float>(), ids.data<int32_t>(), dweight.data<float>(), ids.numel(),
+                            dweight.size(1));
+  }
 }
 
 // ---- RMSNorm -----------------------------------------------------------------------------------
@@ -373,11 +356,13 @@ void rms_norm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& 
   check_output(op, out, x.shape(), device, dtype);
   check_output(op, rstd, Shape{rows}, device);
   Tensor xc = x.contiguous(), wc = weight.contiguous();
-  KV_RUN_ON_CUDA(op, device,
-                 cuda::rms_norm_forward(device.index, dtype, xc.raw_data(), wc.raw_data(), eps, out.raw_data(),
-                                        rstd.data<float>(), rows, channels));
-  cpu::rms_norm_forward(xc.data<float>(), wc.data<float>(), eps, out.data<float>(), rstd.data<float>(), rows,
-                        channels);
+  if (device.is_cuda()) {
+    cuda::rms_norm_forward(device.index, dtype, xc.raw_data(), wc.raw_data(), eps, out.raw_data(),
+                           rstd.data<float>(), rows, channels);
+  } else {
+    cpu::rms_norm_forward(xc.data<float>(), wc.data<float>(), eps, out.data<float>(), rstd.data<float>(), rows,
+                          channels);
+  }
 }
 
 void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
@@ -393,11 +378,13 @@ void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight
   check_output(op, dx, x.shape(), device, dtype);
   check_output(op, dweight, weight.shape(), device);
   Tensor gc = dout.contiguous(), xc = x.contiguous(), wc = weight.contiguous(), rc = rstd.contiguous();
-  KV_RUN_ON_CUDA(op, device,
-                 cuda::rms_norm_backward(device.index, dtype, gc.raw_data(), xc.raw_data(), wc.raw_data(),
-                                         rc.data<float>(), dx.raw_data(), dweight.data<float>(), rows, channels));
-  cpu::rms_norm_backward(gc.data<float>(), xc.data<float>(), wc.data<float>(), rc.data<float>(), dx.data<float>(),
-                         dweight.data<float>(), rows, channels);
+  if (device.is_cuda()) {
+    cuda::rms_norm_backward(device.index, dtype, gc.raw_data(), xc.raw_data(), wc.raw_data(), rc.data<float>(),
+                            dx.raw_data(), dweight.data<float>(), rows, channels);
+  } else {
+    cpu::rms_norm_backward(gc.data<float>(), xc.data<float>(), wc.data<float>(), rc.data<float>(),
+                           dx.data<float>(), dweight.data<float>(), rows, channels);
+  }
 }
 
 // ---- RoPE --------------------------------------------------------------------------------------
@@ -411,11 +398,13 @@ void rope_dispatch(const char* op, const Tensor& x, float theta, int64_t positio
   KV_CHECK(position_offset >= 0, "{}: position_offset must be >= 0, got {}", op, position_offset);
   check_output(op, out, x.shape(), device, dtype);
   Tensor xc = x.contiguous();
-  KV_RUN_ON_CUDA(op, device,
-                 cuda::rope(device.index, dtype, xc.raw_data(), out.raw_data(), x.size(0), x.size(1), x.size(2),
-                            x.size(3), theta, position_offset, sign));
-  cpu::rope(xc.data<float>(), out.data<float>(), x.size(0), x.size(1), x.size(2), x.size(3), theta,
-            position_offset, sign);
+  if (device.is_cuda()) {
+    cuda::rope(device.index, dtype, xc.raw_data(), out.raw_data(), x.size(0), x.size(1), x.size(2), x.size(3), theta,
+               position_offset, sign);
+  } else {
+    cpu::rope(xc.data<float>(), out.data<float>(), x.size(0), x.size(1), x.size(2), x.size(3), theta,
+              position_offset, sign);
+  }
 }
 }  // namespace
 
@@ -435,9 +424,11 @@ void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
   check_same_shape(op, gate, up);
   check_output(op, out, gate.shape(), device, dtype);
   Tensor gc = gate.contiguous(), uc = up.contiguous();
-  KV_RUN_ON_CUDA(op, device,
-                 cuda::swiglu_forward(device.index, dtype, gc.raw_data(), uc.raw_data(), out.raw_data(), gate.numel()));
-  cpu::swiglu_forward(gc.data<float>(), uc.data<float>(), out.data<float>(), gate.numel());
+  if (device.is_cuda()) {
+    cuda::swiglu_forward(device.index, dtype, gc.raw_data(), uc.raw_data(), out.raw_data(), gate.numel());
+  } else {
+    cpu::swiglu_forward(gc.data<float>(), uc.data<float>(), out.data<float>(), gate.numel());
+  }
 }
 
 void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup) {
@@ -448,11 +439,13 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, T
   check_output(op, dgate, gate.shape(), device, dtype);
   check_output(op, dup, gate.shape(), device, dtype);
   Tensor dc = dout.contiguous(), gc = gate.contiguous(), uc = up.contiguous();
-  KV_RUN_ON_CUDA(op, device,
-                 cuda::swiglu_backward(device.index, dtype, dc.raw_data(), gc.raw_data(), uc.raw_data(),
-                                       dgate.raw_data(), dup.raw_data(), gate.numel()));
-  cpu::swiglu_backward(dc.data<float>(), gc.data<float>(), uc.data<float>(), dgate.data<float>(), dup.data<float>(),
-                       gate.numel());
+  if (device.is_cuda()) {
+    cuda::swiglu_backward(device.index, dtype, dc.raw_data(), gc.raw_data(), uc.raw_data(), dgate.raw_data(),
+                          dup.raw_data(), gate.numel());
+  } else {
+    cpu::swiglu_backward(dc.data<float>(), gc.data<float>(), uc.data<float>(), dgate.data<float>(),
+                         dup.data<float>(), gate.numel());
+  }
 }
 
 // ---- Attention ---------------------------------------------------------------------------------
@@ -471,10 +464,8 @@ AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k,
            k.shape());
   KV_CHECK(s.kv_len >= s.q_len, "{}: fewer keys ({}) than queries ({}): q{} k{}", op, s.kv_len, s.q_len,
            q.shape(), k.shape());
-#if KVROUTE_HAS_CUDA
   KV_CHECK(!q.device().is_cuda() || cuda::attention_supports_head_dim(s.head_dim),
            "{}: head_dim {} is not supported by the CUDA attention kernel (8, 16, 32, 64 or 128)", op, s.head_dim);
-#endif
   return s;
 }
 }  // namespace
@@ -499,11 +490,13 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
     kc = k.contiguous();
     vc = v.contiguous();
   }
-  KV_RUN_ON_CUDA(op, device,
-                 cuda::attention_forward(device.index, dtype, s, qc.raw_data(), kc.raw_data(),
-                                         vc.raw_data(), softmax_scale, out.raw_data(), lse.data<float>()));
-  cpu::attention_forward(s, qc.data<float>(), kc.data<float>(), vc.data<float>(), softmax_scale, out.data<float>(),
-                         lse.data<float>());
+  if (device.is_cuda()) {
+    cuda::attention_forward(device.index, dtype, s, qc.raw_data(), kc.raw_data(), vc.raw_data(), softmax_scale,
+                            out.raw_data(), lse.data<float>());
+  } else {
+    cpu::attention_forward(s, qc.data<float>(), kc.data<float>(), vc.data<float>(), softmax_scale,
+                           out.data<float>(), lse.data<float>());
+  }
 }
 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
@@ -522,13 +515,15 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   if (q.numel() == 0) return;
   Tensor gc = dout.contiguous(), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   Tensor oc = out.contiguous(), lc = lse.contiguous();
-  KV_RUN_ON_CUDA(op, device,
-                 cuda::attention_backward(device.index, dtype, s, gc.raw_data(), qc.raw_data(),
-                                          kc.raw_data(), vc.raw_data(), oc.raw_data(), lc.data<float>(), softmax_scale,
-                                          dq.raw_data(), dk.raw_data(), dv.raw_data()));
-  cpu::attention_backward(s, gc.data<float>(), qc.data<float>(), kc.data<float>(), vc.data<float>(),
-                          oc.data<float>(), lc.data<float>(), softmax_scale, dq.data<float>(), dk.data<float>(),
-                          dv.data<float>());
+  if (device.is_cuda()) {
+    cuda::attention_backward(device.index, dtype, s, gc.raw_data(), qc.raw_data(), kc.raw_data(), vc.raw_data(),
+                             oc.raw_data(), lc.data<float>(), softmax_scale, dq.raw_data(), dk.raw_data(),
+                             dv.raw_data());
+  } else {
+    cpu::attention_backward(s, gc.data<float>(), qc.data<float>(), kc.data<float>(), vc.data<float>(),
+                            oc.data<float>(), lc.data<float>(), softmax_scale, dq.data<float>(), dk.data<float>(),
+                            dv.data<float>());
+  }
 }
 
 // ---- Cross-entropy -----------------------------------------------------------------------------
@@ -551,13 +546,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   Tensor x = logits.contiguous();
   double total_loss = 0.0;
   if (device.is_cuda()) {
-#if KVROUTE_HAS_CUDA
     total_loss = cuda::cross_entropy(device.index, dtype, x.raw_data(), t, logits.size(0), logits.size(1),
                                      ignore_index, dlogits != nullptr ? dlogits->raw_data() : nullptr, grad_scale,
                                      n_valid);
-#else
-    no_cuda(op, device);
-#endif
   } else {
     total_loss = cpu::cross_entropy(x.data<float>(), t, logits.size(0), logits.size(1), ignore_index,
                                     dlogits != nullptr ? dlogits->data<float>() : nullptr, grad_scale, n_valid);
@@ -595,20 +586,17 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
     covered += seg.numel;
   }
   KV_CHECK(covered == param.numel(), "adamw_step: segments cover {} of {} elements", covered, param.numel());
-#if KVROUTE_HAS_CUDA
   if (device.is_cuda()) {
+    // The compute copy is written by the kernel, in the same pass over the master weights.
     cuda::adamw(device.index, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(), param.numel(),
                 config, step, segments.data(), static_cast<int64_t>(segments.size()),
                 compute_copy != nullptr ? compute_copy->raw_data() : nullptr,
                 compute_copy != nullptr ? compute_copy->dtype() : DType::F32);
-    return;
+  } else {
+    cpu::adamw(param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(), config, step,
+               segments.data(), static_cast<int64_t>(segments.size()));
+    if (compute_copy != nullptr) compute_copy->view(param.shape()).copy_(param);
   }
-#else
-  if (device.is_cuda()) no_cuda(op, device);
-#endif
-  cpu::adamw(param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(), config, step, segments.data(),
-             static_cast<int64_t>(segments.size()));
-  if (compute_copy != nullptr) compute_copy->view(param.shape()).copy_(param);
 }
 
 // ---- Casts -------------------------------------------------------------------------------------

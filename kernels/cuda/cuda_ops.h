@@ -1,11 +1,12 @@
-// CUDA kernels behind kernels/ops.h (only built with KVROUTE_HAS_CUDA). Same raw-pointer
-// conventions as kernels/cpu/cpu_ops.h; pointers are device pointers on device `device` unless
-// named host_*. Activations may be f32 or bf16 (`dtype`); arithmetic is always f32; statistics
-// saved for the backward (rstd, lse) and parameter gradients are f32. Everything runs on the
-// device's compute stream (core/device_runtime.h); functions returning a host value synchronise.
-// This header is free of fmt (nvcc cannot compile it) and of CUDA types. One file per op family,
-// named as in kernels/cpu/: matmul, elementwise (element-wise ops, SwiGLU, reductions), embedding,
-// rms_norm, rope, attention (+ attention_tc, the tensor-core variant), cross_entropy, adamw.
+// CUDA kernels behind kernels/ops.h: the .cu files here, or stub.cpp (every function fails with an
+// error naming the op) in a build without CUDA. Same raw-pointer conventions as
+// kernels/cpu/cpu_ops.h; pointers are device pointers on device `device` unless named host_*.
+// Activations may be f32 or bf16 (`dtype`); arithmetic is always f32; statistics saved for the
+// backward (rstd, lse) and parameter gradients are f32. Everything runs on the device's compute
+// stream (core/device_runtime.h); functions returning a host value synchronise. This header is free
+// of fmt (nvcc cannot compile it) and of CUDA types. One file per op family, named as in
+// kernels/cpu/: matmul, elementwise (element-wise ops, SwiGLU, reductions), embedding, rms_norm,
+// rope, attention (+ attention_tc, the tensor-core variant), cross_entropy, adamw.
 #pragma once
 
 #include <cstdint>

@@ -2,7 +2,9 @@
 
 #include <cmath>
 
+#include "core/device_runtime.h"
 #include "core/threading.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/ops.h"
 #include "tests/test_util.h"
 
@@ -141,6 +143,20 @@ TEST(Cast, F32Bf16RoundTrip) {
     EXPECT_LE(std::abs(back[i] - av[i]), std::abs(av[i]) * (1.0f / 256));  // half an ulp of 8 bits
     EXPECT_EQ(back[i], bf16_to_float(float_to_bf16(av[i])));
   }
+}
+
+// Without the CUDA backend, kernels/cuda/stub.cpp stands in for the CUDA kernels: the op layer
+// dispatches the same way, and a CUDA call is an error naming the op and the device.
+TEST(CudaStub, EachFunctionFailsNamingTheOp) {
+  if (device_runtime::cuda_built()) GTEST_SKIP() << "built with CUDA: the real kernels are linked";
+  float x = 0.0f;
+  expect_error([&] { cuda::add(1, DType::F32, &x, &x, &x, 1); }, {"add: cuda:1", "CUDA backend"});
+  expect_error([&] { (void)cuda::sum(0, DType::F32, &x, 1, true); }, {"squared_norm: cuda:0", "CUDA backend"});
+  expect_error([&] { cuda::rope(0, DType::BF16, &x, &x, 1, 1, 1, 2, 1e4f, 0, -1); }, {"rope_backward: cuda:0"});
+  const ops::AdamWConfig config;
+  const ops::DecaySegment segment{0, 1, true};
+  expect_error([&] { cuda::adamw(2, &x, &x, &x, &x, 1, config, 1, &segment, 1, nullptr, DType::F32); },
+               {"adamw_step: cuda:2", "CUDA backend"});
 }
 
 }  // namespace
