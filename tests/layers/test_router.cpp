@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "layers/inference_plan.h"
 #include "layers/router.h"
 #include "tests/test_util.h"
 
@@ -35,6 +36,43 @@ TEST(Plan, KeepSetsAndInferencePlans) {
   expect_error([] { (void)keep_list(4, {1, 2}); }, {"must contain layer 0"});
   expect_error([] { (void)keep_list(4, {0, 4}); }, {"layer 4", "4 layers"});
   expect_error([] { (void)keep_retention(4, 1.5); }, {"retention", "1.5"});
+}
+
+ModelConfig with_kv_weights(int layers, const RouterConfig& router) {
+  ModelConfig c;
+  c.num_layers = layers;
+  c.kv_weight_layers = KVRouter(router, layers).layers_with_kv_weights();
+  return c;
+}
+
+TEST(Plan, InferencePlanSnapsTheKeepSetToLayersWithKvWeightsFirst) {
+  RouterConfig cla2;
+  cla2.policy = RouterConfig::Policy::FixedGroups;
+  cla2.group_size = 2;
+  // CLA@2, 6 layers, retention 0.6: the requested set {0, 1, 3, 4} becomes the leaders {0, 2, 4},
+  // and layer 2 reads its own cache (drawing the plan before snapping had it read layer 0).
+  InferencePlan p = inference_plan(with_kv_weights(6, cla2), keep_retention(6, 0.6));
+  EXPECT_EQ(p.kept, (std::vector<int>{0, 2, 4}));
+  EXPECT_EQ(p.plan, (RoutingPlan{0, 0, 2, 2, 4, 4}));
+  // The case: 28 layers, CLA@2, retention 0.6. Every kept layer owns K/V weights and reads
+  // itself; the cache holds exactly the layers the plan reads.
+  const ModelConfig c28 = with_kv_weights(28, cla2);
+  for (double r : {1.0, 0.75, 0.6, 0.5, 0.33, 0.25}) {
+    InferencePlan q = inference_plan(c28, keep_retention(28, r));
+    EXPECT_EQ(kv_layers(q.plan), q.kept) << r;
+    for (int l : q.kept) {
+      EXPECT_TRUE(c28.layer_has_kv_weights(l)) << r << " " << l;
+      EXPECT_EQ(q.plan[static_cast<size_t>(l)], l) << r << " " << l;
+    }
+  }
+  // A model whose every layer owns K/V weights: the plan is plan_from_keep_set of the request.
+  RouterConfig rcla;
+  rcla.policy = RouterConfig::Policy::Stochastic;
+  rcla.share_prob = 0.5;
+  InferencePlan all = inference_plan(with_kv_weights(28, rcla), keep_retention(28, 0.6));
+  EXPECT_EQ(all.kept, keep_retention(28, 0.6));
+  EXPECT_EQ(all.plan, plan_from_keep_set(28, keep_retention(28, 0.6)));
+  expect_error([] { (void)inference_plan(ModelConfig{}, {1, 2}); }, {"must contain layer 0"});
 }
 
 TEST(Router, PlansAreReproducibleAndKeyedByStepMicroStepRank) {
