@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "core/dtype.h"
 
@@ -12,6 +13,11 @@ namespace kvroute::device_runtime {
 
 int cuda_device_count();  // 0 without CUDA or without a device
 bool cuda_built();
+
+// The GPU of a rank: cuda:<local_rank> (one GPU per rank on each host). A one-line error, prefixed
+// with `what` (the config key or flag that asked for CUDA), when the build has no CUDA, no GPU is
+// visible, or the host has fewer GPUs than ranks.
+Device select_cuda_device(int local_rank, const std::string& what);
 
 // The one compute stream of CUDA device `device` (a cudaStream_t, opaque here so this header needs
 // no CUDA). Every kernel, copy and allocation of kvroute is ordered on it; a block freed by the

@@ -7,6 +7,7 @@
 
 #include "core/safetensors.h"
 #include "data/loader.h"
+#include "layers/inference_plan.h"
 #include "train/trainer.h"
 
 namespace kvroute::eval {
@@ -17,34 +18,21 @@ Checkpoint load_for_inference(const std::string& dir) {
   Checkpoint ck;
   ck.dir = dir;
   ck.config = train::load_config(dir + "/config.yaml");
-  layers::ModelConfig mc = ck.config.model;
-  mc.kv_weight_layers =
-      layers::KVRouter(ck.config.router.config, static_cast<int>(mc.num_layers)).layers_with_kv_weights();
-  ck.model = std::make_unique<layers::Transformer>(mc, 0);
+  ck.model = std::make_unique<layers::Transformer>(ck.config.model_config(), 0);
   safetensors::File weights = safetensors::load(dir + "/model.safetensors");
   ck.model->load_parameters(weights.tensors, dir + "/model.safetensors");
   return ck;
 }
 
-std::vector<int> snap_to_kv_layers(const layers::ModelConfig& config, const std::vector<int>& keep) {
-  std::vector<int> out;
-  for (int l : keep) {
-    while (l > 0 && !config.layer_has_kv_weights(l)) --l;
-    out.push_back(l);
-  }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
-
 PlanResult evaluate_keep_set(const layers::Transformer& model, const std::string& data_dir, int64_t seq_len,
                              int64_t batch, int64_t max_batches, const std::vector<int>& keep, const std::string& label,
-                             const std::string& strategy, train::Communicator& comm) {
+                             const std::string& strategy, dist::Communicator& comm) {
   PlanResult r;
   r.label = label;
   r.strategy = strategy;
-  r.kept = snap_to_kv_layers(model.config(), layers::keep_list(model.num_layers(), keep));
-  r.plan = layers::plan_from_keep_set(model.num_layers(), r.kept);
+  layers::InferencePlan p = layers::inference_plan(model.config(), keep);
+  r.kept = std::move(p.kept);
+  r.plan = std::move(p.plan);
   data::ValidationLoader loader(data_dir, batch, seq_len, comm.rank(), comm.world_size());
   auto [loss, tokens] = train::validation_loss(model, loader, r.plan, max_batches, comm);
   r.loss = loss;
@@ -55,7 +43,7 @@ PlanResult evaluate_keep_set(const layers::Transformer& model, const std::string
 
 std::vector<PlanResult> greedy_keep_sets(const layers::Transformer& model, const std::string& data_dir,
                                          int64_t seq_len, int64_t batch, int64_t max_batches,
-                                         const std::vector<int>& sizes, train::Communicator& comm) {
+                                         const std::vector<int>& sizes, dist::Communicator& comm) {
   const int L = model.num_layers();
   std::vector<int> current;
   for (int l = 0; l < L; ++l)

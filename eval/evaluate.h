@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "layers/transformer.h"
-#include "train/communicator.h"
+#include "dist/communicator.h"
 #include "train/config.h"
 
 namespace kvroute::eval {
@@ -28,18 +28,17 @@ struct Checkpoint {
 // Loads a checkpoint directory (config.yaml + model.safetensors) for inference.
 Checkpoint load_for_inference(const std::string& dir);
 
-// Keep-sets in CLA@k models can only hold group leaders: each kept layer snaps down to one.
-std::vector<int> snap_to_kv_layers(const layers::ModelConfig& config, const std::vector<int>& keep);
-
+// Validation loss of the model with a KV cache kept in `keep` (planned by layers::inference_plan,
+// as in the in-training evaluation).
 PlanResult evaluate_keep_set(const layers::Transformer& model, const std::string& data_dir, int64_t seq_len,
                              int64_t batch, int64_t max_batches, const std::vector<int>& keep, const std::string& label,
-                             const std::string& strategy, train::Communicator& comm);
+                             const std::string& strategy, dist::Communicator& comm);
 
 // Greedy planner: from all layers, repeatedly drop the layer whose removal raises the validation
 // loss least; returns the chosen set for each size in `sizes` (descending order of removal).
 std::vector<PlanResult> greedy_keep_sets(const layers::Transformer& model, const std::string& data_dir,
                                          int64_t seq_len, int64_t batch, int64_t max_batches,
-                                         const std::vector<int>& sizes, train::Communicator& comm);
+                                         const std::vector<int>& sizes, dist::Communicator& comm);
 
 // Table / CSV / JSON renderings of results.
 std::string format_table(const std::vector<PlanResult>& results, int num_layers);

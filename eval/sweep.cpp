@@ -103,7 +103,7 @@ Study load_study(const std::string& path) {
   return s;
 }
 
-std::string run_study(const Study& study, train::Communicator& comm) {
+std::string run_study(const Study& study, dist::Communicator& comm) {
   const bool leader = comm.rank() == 0;
   struct Row {
     std::string run;
@@ -118,7 +118,7 @@ std::string run_study(const Study& study, train::Communicator& comm) {
     all.push_back("train.run_dir=" + run_dir);
     all.push_back("train.name=" + r.name);
     train::RunConfig config = train::load_config(study.base_config, all);
-    const std::string final_ckpt = fmt::format("{}/checkpoints/step_{:08d}", run_dir, config.train.steps);
+    const std::string final_ckpt = train::checkpoint_path(config.checkpoints_dir(), config.train.steps);
     if (fs::exists(final_ckpt + "/model.safetensors")) {
       if (leader) std::printf("sweep: %s already trained (%s)\n", r.name.c_str(), final_ckpt.c_str());
     } else {

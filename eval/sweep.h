@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "train/communicator.h"
+#include "dist/communicator.h"
 
 namespace kvroute::eval {
 
@@ -27,6 +27,6 @@ struct Study {
 // Parses a study file; errors name the file and key.
 Study load_study(const std::string& path);
 // Runs (or resumes) the study; returns the path of report.md.
-std::string run_study(const Study& study, train::Communicator& comm);
+std::string run_study(const Study& study, dist::Communicator& comm);
 
 }  // namespace kvroute::eval

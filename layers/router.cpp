@@ -112,9 +112,13 @@ RouterConfig::Policy parse_policy(const std::string& name) {
 }
 
 RouterConfig::Source parse_source(const std::string& name) {
-  if (name == "uniform") return RouterConfig::Source::Uniform;
-  if (name == "previous") return RouterConfig::Source::Previous;
+  for (RouterConfig::Source s : {RouterConfig::Source::Uniform, RouterConfig::Source::Previous})
+    if (name == source_name(s)) return s;
   KV_FAIL("router source '{}': expected uniform or previous", name);
+}
+
+const char* source_name(RouterConfig::Source source) {
+  return source == RouterConfig::Source::Uniform ? "uniform" : "previous";
 }
 
 const char* policy_name(RouterConfig::Policy policy) {

@@ -46,6 +46,10 @@ std::vector<std::string> complete_checkpoints(const std::string& dir) {
 
 }  // namespace
 
+std::string checkpoint_path(const std::string& checkpoints_dir, int64_t step) {
+  return fmt::format("{}/step_{:08d}", checkpoints_dir, step);
+}
+
 std::string hf_config_json(const RunConfig& c) {
   const layers::ModelConfig& m = c.model;
   nlohmann::ordered_json j = {
@@ -73,7 +77,7 @@ std::string hf_config_json(const RunConfig& c) {
       {"kvroute",
        {{"router_policy", layers::policy_name(c.router.config.policy)},
         {"share_prob", c.router.config.share_prob},
-        {"source", c.router.config.source == layers::RouterConfig::Source::Uniform ? "uniform" : "previous"},
+        {"source", layers::source_name(c.router.config.source)},
         {"group_size", c.router.config.group_size},
         {"group_share_prob", c.router.config.group_share_prob},
         {"qk_norm", m.qk_norm}}}};
@@ -82,7 +86,7 @@ std::string hf_config_json(const RunConfig& c) {
 
 std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState& state, const layers::Transformer& model,
                             const Tensor& adam_m, const Tensor& adam_v, const RunConfig& config, int64_t keep) {
-  const std::string final_dir = fmt::format("{}/step_{:08d}", checkpoints_dir, state.step);
+  const std::string final_dir = checkpoint_path(checkpoints_dir, state.step);
   const std::string tmp = final_dir + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp, ec);

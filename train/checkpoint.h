@@ -22,7 +22,9 @@ struct TrainState {
   std::string fingerprint;
 };
 
-// Writes checkpoints_dir/step_NNNNNNNN and keeps the newest `keep`. Returns the directory.
+// The directory of step `step`'s checkpoint: checkpoints_dir/step_NNNNNNNN.
+std::string checkpoint_path(const std::string& checkpoints_dir, int64_t step);
+// Writes checkpoint_path(checkpoints_dir, state.step) and keeps the newest `keep`. Returns the directory.
 std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState& state, const layers::Transformer& model,
                             const Tensor& adam_m, const Tensor& adam_v, const RunConfig& config, int64_t keep);
 // Loads a checkpoint into model/m/v after checking it matches `config`; errors name the path.

@@ -11,6 +11,30 @@
 
 namespace kvroute::train {
 
+Precision parse_precision(const std::string& name) {
+  for (Precision p : {Precision::FP32, Precision::BF16})
+    if (name == precision_name(p)) return p;
+  KV_FAIL("precision '{}': expected fp32 or bf16", name);
+}
+
+const char* precision_name(Precision precision) { return precision == Precision::BF16 ? "bf16" : "fp32"; }
+
+DType compute_dtype(Precision precision) { return precision == Precision::BF16 ? DType::BF16 : DType::F32; }
+
+Device::Kind parse_device_kind(const std::string& name) {
+  for (Device::Kind k : {Device::Kind::CPU, Device::Kind::CUDA})
+    if (name == device_kind_name(k)) return k;
+  KV_FAIL("device '{}': expected cpu or cuda", name);
+}
+
+const char* device_kind_name(Device::Kind kind) { return kind == Device::Kind::CUDA ? "cuda" : "cpu"; }
+
+layers::ModelConfig RunConfig::model_config() const {
+  layers::ModelConfig m = model;
+  m.kv_weight_layers = layers::KVRouter(router.config, static_cast<int>(model.num_layers)).layers_with_kv_weights();
+  return m;
+}
+
 namespace {
 
 // One key of the schema: how to read it from YAML (with its checks) and how to print it.
@@ -68,17 +92,29 @@ Field bool_field(std::string key, bool& (*ref)(RunConfig&)) {
           [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
 }
 
-Field string_field(std::string key, std::string& (*ref)(RunConfig&), std::vector<std::string> allowed = {}) {
+Field string_field(std::string key, std::string& (*ref)(RunConfig&)) {
   return {key,
-          [ref, allowed](RunConfig& c, const YAML::Node& n, const std::string& where) {
-            std::string v = read_as<std::string>(n, where, "a string");
-            if (!allowed.empty()) {
-              KV_CHECK(std::find(allowed.begin(), allowed.end(), v) != allowed.end(), "{}: '{}' is not one of {}", where,
-                       v, fmt::format("{}", fmt::join(allowed, ", ")));
-            }
-            ref(c) = v;
-          },
+          [ref](RunConfig& c, const YAML::Node& n, const std::string& where) { ref(c) = read_as<std::string>(n, where, "a string"); },
           [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
+}
+
+// A key with a fixed set of names (an enum): an unknown name lists the choices.
+template <class E>
+Field enum_field(std::string key, E& (*ref)(RunConfig&), std::vector<E> values, const char* (*name)(E)) {
+  return {key,
+          [ref, values, name](RunConfig& c, const YAML::Node& n, const std::string& where) {
+            const std::string v = read_as<std::string>(n, where, "a string");
+            std::vector<std::string> names;
+            for (E e : values) {
+              if (v == name(e)) {
+                ref(c) = e;
+                return;
+              }
+              names.push_back(name(e));
+            }
+            KV_FAIL("{}: '{}' is not one of {}", where, v, fmt::format("{}", fmt::join(names, ", ")));
+          },
+          [ref, name](const RunConfig& c) { return YAML::Node(std::string(name(ref(const_cast<RunConfig&>(c))))); }};
 }
 
 #define REF(type, expr) +[](RunConfig& c) -> type& { return expr; }
@@ -100,26 +136,13 @@ const std::vector<Section>& schema() {
         bool_field("qk_norm", REF(bool, c.model.qk_norm)),
         float_field("init_std", REF(double, c.model.init_std), 0, 10, true)}},
       {"router",
-       {{"policy",
-         [](RunConfig& c, const YAML::Node& n, const std::string& where) {
-           std::string v = read_as<std::string>(n, where, "a string");
-           try {
-             c.router.config.policy = layers::parse_policy(v);
-           } catch (const Error&) {
-             KV_FAIL("{}: '{}' is not one of none, stochastic, fixed_groups, random_fixed_groups", where, v);
-           }
-         },
-         [](const RunConfig& c) { return YAML::Node(std::string(layers::policy_name(c.router.config.policy))); }},
+       {enum_field("policy", REF(layers::RouterConfig::Policy, c.router.config.policy),
+                   {layers::RouterConfig::Policy::None, layers::RouterConfig::Policy::Stochastic,
+                    layers::RouterConfig::Policy::FixedGroups, layers::RouterConfig::Policy::RandomFixedGroups},
+                   layers::policy_name),
         float_field("share_prob", REF(double, c.router.config.share_prob), 0, 1),
-        {"source",
-         [](RunConfig& c, const YAML::Node& n, const std::string& where) {
-           std::string v = read_as<std::string>(n, where, "a string");
-           KV_CHECK(v == "uniform" || v == "previous", "{}: '{}' is not one of uniform, previous", where, v);
-           c.router.config.source = layers::parse_source(v);
-         },
-         [](const RunConfig& c) {
-           return YAML::Node(std::string(c.router.config.source == layers::RouterConfig::Source::Uniform ? "uniform" : "previous"));
-         }},
+        enum_field("source", REF(layers::RouterConfig::Source, c.router.config.source),
+                   {layers::RouterConfig::Source::Uniform, layers::RouterConfig::Source::Previous}, layers::source_name),
         int_field("group_size", REF(int, c.router.config.group_size), 1, 1 << 20),
         float_field("group_share_prob", REF(double, c.router.config.group_share_prob), 0, 1),
         int_field("seed", REF(uint64_t, c.router.config.seed), 0),
@@ -130,7 +153,8 @@ const std::vector<Section>& schema() {
         float_field("beta1", REF(double, c.optim.beta1), 0, 0.999999), float_field("beta2", REF(double, c.optim.beta2), 0, 0.999999),
         float_field("eps", REF(double, c.optim.eps), 0, 1, true), float_field("weight_decay", REF(double, c.optim.weight_decay), 0, 10),
         float_field("grad_clip", REF(double, c.optim.grad_clip), 0, 1e9),
-        string_field("schedule", REF(std::string, c.optim.schedule), {"cosine", "constant", "wsd"}),
+        enum_field("schedule", REF(ScheduleKind, c.optim.schedule),
+                   {ScheduleKind::Cosine, ScheduleKind::Constant, ScheduleKind::Wsd}, schedule_name),
         float_field("warmup_fraction", REF(double, c.optim.warmup_fraction), 0, 1),
         float_field("decay_fraction", REF(double, c.optim.decay_fraction), 0, 1)}},
       {"train",
@@ -142,8 +166,9 @@ const std::vector<Section>& schema() {
         int_field("checkpoint_interval", REF(int64_t, c.train.checkpoint_interval), 0),
         int_field("keep_checkpoints", REF(int64_t, c.train.keep_checkpoints), 1),
         int_field("threads", REF(int64_t, c.train.threads), 0, 1024),
-        string_field("device", REF(std::string, c.train.device), {"cpu", "cuda"}),
-        string_field("precision", REF(std::string, c.train.precision), {"fp32", "bf16"}),
+        enum_field("device", REF(Device::Kind, c.train.device), {Device::Kind::CPU, Device::Kind::CUDA},
+                   device_kind_name),
+        enum_field("precision", REF(Precision, c.train.precision), {Precision::FP32, Precision::BF16}, precision_name),
         float_field("peak_tflops", REF(double, c.train.peak_tflops), 0, 1e6)}},
       {"eval",
        {int_field("interval", REF(int64_t, c.eval.interval), 0),
@@ -166,7 +191,8 @@ const std::vector<Section>& schema() {
          }},
         int_field("batches", REF(int64_t, c.eval.batches), 0)}},
       {"dist",
-       {string_field("backend", REF(std::string, c.dist.backend), {"auto", "mpi", "none"}),
+       {enum_field("backend", REF(dist::Backend, c.dist.backend), {dist::Backend::Auto, dist::Backend::Mpi, dist::Backend::None},
+                   dist::backend_name),
         float_field("bucket_mb", REF(double, c.dist.bucket_mb), 0, 1 << 16, true)}},
   };
   return sections;
@@ -226,10 +252,10 @@ void validate_cross_fields(const RunConfig& c, const std::string& src) {
   KV_CHECK(c.train.seq_len <= c.model.max_seq_len, "{}: train.seq_len {} exceeds model.max_seq_len {}", src,
            c.train.seq_len, c.model.max_seq_len);
   KV_CHECK(c.optim.min_lr <= c.optim.lr, "{}: optim.min_lr {} exceeds optim.lr {}", src, c.optim.min_lr, c.optim.lr);
-  KV_CHECK(c.optim.schedule != "wsd" || c.optim.warmup_fraction + c.optim.decay_fraction <= 1.0,
+  KV_CHECK(c.optim.schedule != ScheduleKind::Wsd || c.optim.warmup_fraction + c.optim.decay_fraction <= 1.0,
            "{}: optim.warmup_fraction {} + optim.decay_fraction {} exceed 1", src, c.optim.warmup_fraction,
            c.optim.decay_fraction);
-  KV_CHECK(c.train.precision == "fp32" || c.train.device == "cuda",
+  KV_CHECK(c.train.precision == Precision::FP32 || c.train.device == Device::Kind::CUDA,
            "{}: train.precision bf16 needs train.device cuda (the CPU backend computes in fp32)", src);
   KV_CHECK(c.train.global_batch_tokens == 0 || c.train.global_batch_tokens % (c.train.batch_size * c.train.seq_len) == 0,
            "{}: train.global_batch_tokens {} is not a multiple of train.batch_size x train.seq_len = {}", src,
@@ -302,8 +328,7 @@ std::string RunConfig::model_fingerprint() const {
   }
   // Which layers own K/V weights (CLA@k removes them) is part of the parameter set.
   std::string kv_layers;
-  for (bool owns : layers::KVRouter(router.config, static_cast<int>(model.num_layers)).layers_with_kv_weights())
-    kv_layers += owns ? '1' : '0';
+  for (bool owns : model_config().kv_weight_layers) kv_layers += owns ? '1' : '0';
   out << YAML::Key << "kv_weight_layers" << YAML::Value << kv_layers;
   out << YAML::EndMap;
   return out.c_str();

@@ -8,10 +8,22 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
+#include "dist/communicator.h"
 #include "layers/router.h"
 #include "layers/transformer.h"
+#include "train/schedule.h"
 
 namespace kvroute::train {
+
+// train.precision: fp32, or bf16 compute with fp32 master weights, gradients and optimizer state.
+enum class Precision { FP32, BF16 };
+Precision parse_precision(const std::string& name);  // a one-line error naming the value and the choices
+const char* precision_name(Precision precision);
+DType compute_dtype(Precision precision);
+// train.device: cpu | cuda.
+Device::Kind parse_device_kind(const std::string& name);
+const char* device_kind_name(Device::Kind kind);
 
 struct RouterSection {
   layers::RouterConfig config;
@@ -31,7 +43,7 @@ struct OptimSection {
   double eps = 1e-8;
   double weight_decay = 0.1;
   double grad_clip = 1.0;  // 0: no clipping
-  std::string schedule = "cosine";  // cosine | constant | wsd
+  ScheduleKind schedule = ScheduleKind::Cosine;
   double warmup_fraction = 0.05;
   double decay_fraction = 0.2;  // wsd: final fraction of steps that decays to min_lr
 };
@@ -48,8 +60,8 @@ struct TrainSection {
   int64_t checkpoint_interval = 0;  // 0: only at the end (and on SIGINT/SIGTERM)
   int64_t keep_checkpoints = 3;
   int64_t threads = 0;  // 0: all cores (per rank)
-  std::string device = "cpu";
-  std::string precision = "fp32";
+  Device::Kind device = Device::Kind::CPU;
+  Precision precision = Precision::FP32;
   double peak_tflops = 0;  // for MFU; 0: not reported
 };
 
@@ -60,8 +72,9 @@ struct EvalSection {
 };
 
 struct DistSection {
-  std::string backend = "auto";  // auto (MPI when launched by mpirun) | mpi | none
+  dist::Backend backend = dist::Backend::Auto;  // auto (MPI when launched by mpirun) | mpi | none
   double bucket_mb = 16;
+  int64_t bucket_elements() const { return dist::bucket_elements(bucket_mb); }
 };
 
 struct RunConfig {
@@ -75,6 +88,10 @@ struct RunConfig {
   std::string source;  // the file it came from
 
   std::string run_dir() const { return train.run_dir.empty() ? "runs/" + train.name : train.run_dir; }
+  std::string checkpoints_dir() const { return run_dir() + "/checkpoints"; }
+  // The model this run builds: the model section plus which layers own K/V projection weights,
+  // which the router decides (CLA@k leaves the non-leaders without). The one place that derives it.
+  layers::ModelConfig model_config() const;
   std::string to_yaml() const;
   // A hash of everything that fixes the shape of the model and its parameters (model section,
   // router policy/group size): a checkpoint must match it to be loaded.

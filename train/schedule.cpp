@@ -3,12 +3,29 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/error.h"
+
 namespace kvroute::train {
+
+ScheduleKind parse_schedule(const std::string& name) {
+  for (ScheduleKind k : {ScheduleKind::Cosine, ScheduleKind::Constant, ScheduleKind::Wsd})
+    if (name == schedule_name(k)) return k;
+  KV_FAIL("optim.schedule: '{}' is not one of cosine, constant, wsd", name);
+}
+
+const char* schedule_name(ScheduleKind kind) {
+  switch (kind) {
+    case ScheduleKind::Cosine: return "cosine";
+    case ScheduleKind::Constant: return "constant";
+    case ScheduleKind::Wsd: return "wsd";
+  }
+  return "?";
+}
 
 double Schedule::at(int64_t step) const {
   if (warmup_steps > 0 && step <= warmup_steps) return lr * static_cast<double>(step) / static_cast<double>(warmup_steps);
-  if (kind == "constant") return lr;
-  if (kind == "wsd") {
+  if (kind == ScheduleKind::Constant) return lr;
+  if (kind == ScheduleKind::Wsd) {
     const int64_t decay_steps = static_cast<int64_t>(std::llround(decay_fraction * static_cast<double>(total_steps)));
     const int64_t decay_start = total_steps - decay_steps;
     if (decay_steps <= 0 || step <= decay_start) return lr;

@@ -7,8 +7,12 @@
 
 namespace kvroute::train {
 
+enum class ScheduleKind { Cosine, Constant, Wsd };
+ScheduleKind parse_schedule(const std::string& name);  // a one-line error naming the value and the choices
+const char* schedule_name(ScheduleKind kind);
+
 struct Schedule {
-  std::string kind = "cosine";
+  ScheduleKind kind = ScheduleKind::Cosine;
   double lr = 6e-4, min_lr = 6e-5;
   int64_t total_steps = 1, warmup_steps = 0;
   double decay_fraction = 0.2;

@@ -3,16 +3,12 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <csignal>
-#include <cstdlib>
-#include <thread>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
+#include <thread>
 
 #include "autograd/variable.h"
 #include "core/allocator.h"
@@ -20,9 +16,7 @@
 #include "core/error.h"
 #include "core/threading.h"
 #include "kernels/ops.h"
-#include "train/checkpoint.h"
-#include "train/grad_reducer.h"
-#include "train/schedule.h"
+#include "layers/inference_plan.h"
 
 namespace kvroute::train {
 
@@ -56,15 +50,43 @@ std::string format_duration(double seconds) {
   return s >= 3600 ? fmt::format("{}h{:02d}m", s / 3600, (s % 3600) / 60) : fmt::format("{}m{:02d}s", s / 60, s % 60);
 }
 
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
 }  // namespace
+
+// ---- Signals -------------------------------------------------------------------------------------
+
+SignalGuard::SignalGuard() {
+  g_signal.store(0);
+  old_int_ = std::signal(SIGINT, on_signal);
+  old_term_ = std::signal(SIGTERM, on_signal);
+}
+
+SignalGuard::~SignalGuard() {
+  std::signal(SIGINT, old_int_);
+  std::signal(SIGTERM, old_term_);
+}
+
+bool SignalGuard::raised() const { return g_signal.load() != 0; }
+
+// ---- Free helpers --------------------------------------------------------------------------------
 
 double flops_per_token(const layers::ModelConfig& m, int64_t parameters, int64_t seq_len) {
   return 6.0 * static_cast<double>(parameters) +
          12.0 * static_cast<double>(m.num_layers * m.num_heads * m.head_dim) * static_cast<double>(seq_len);
 }
 
+int threads_per_rank(int64_t configured, int local_ranks) {
+  if (configured > 0) return static_cast<int>(configured);
+  if (local_ranks <= 1) return 0;  // all cores
+  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks);
+}
+
 std::pair<double, int64_t> validation_loss(const layers::Transformer& model, data::ValidationLoader& loader,
-                                           const layers::RoutingPlan& plan, int64_t max_batches, Communicator& comm) {
+                                           const layers::RoutingPlan& plan, int64_t max_batches,
+                                           dist::Communicator& comm) {
   autograd::NoGradGuard no_grad;
   loader.reset();
   std::vector<double> sums = {0.0, 0.0};  // loss x tokens, tokens
@@ -79,268 +101,286 @@ std::pair<double, int64_t> validation_loss(const layers::Transformer& model, dat
   return {sums[1] > 0 ? sums[0] / sums[1] : 0.0, static_cast<int64_t>(sums[1])};
 }
 
-TrainResult run_training(const RunConfig& config, Communicator& comm, const TrainOptions& options) {
-  const int rank = comm.rank(), world = comm.world_size();
-  const bool leader = rank == 0;
-  const bool verbose = leader && !options.quiet;
-  // Device: one GPU per rank, picked by the rank's index on its host.
-  Device device = Device::cpu();
-  if (config.train.device == "cuda") {
-    KV_CHECK(device_runtime::cuda_built(),
-             "{}: train.device cuda: this build of kvroute has no CUDA backend (build where nvcc is installed)",
-             config.source);
-    const int gpus = device_runtime::cuda_device_count();
-    KV_CHECK(gpus > 0, "{}: train.device cuda: no CUDA device is visible to this process", config.source);
-    KV_CHECK(comm.local_rank() < gpus, "{}: train.device cuda: rank {} is local rank {} but this host has {} GPU(s)",
-             config.source, rank, comm.local_rank(), gpus);
-    device = Device::cuda(comm.local_rank());
-  }
-  const DType compute_dtype = config.train.precision == "bf16" ? DType::BF16 : DType::F32;
-  // train.threads 0 means all cores of this process's share of the machine: with several ranks
-  // on one host (mpirun), the cores are divided among them instead of oversubscribed.
-  int threads = static_cast<int>(config.train.threads);
-  if (threads == 0 && world > 1) {
-    const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-    const int local_ranks = local != nullptr ? std::max(1, std::atoi(local)) : 1;
-    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks);
-  }
-  set_num_threads(threads);
+TrainResult run_training(const RunConfig& config, dist::Communicator& comm, const TrainOptions& options) {
+  Trainer trainer(config, comm, options);
+  return trainer.run();
+}
 
-  // Model: CLA@k leaves non-leaders without K/V weights. Rank 0's initial weights go to everyone.
-  layers::KVRouter router(config.router.config, static_cast<int>(config.model.num_layers));
-  layers::ModelConfig model_config = config.model;
-  model_config.kv_weight_layers = router.layers_with_kv_weights();
-  layers::Transformer model(model_config, config.train.seed);
-  comm.broadcast(model.flat_parameters(), 0);  // on the host, before the model moves
-  model.to(device, compute_dtype);
+// ---- Trainer: construction -----------------------------------------------------------------------
+
+Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainOptions& options)
+    : config_(config),
+      comm_(comm),
+      options_(options),
+      leader_(comm.rank() == 0),
+      verbose_(leader_ && !options.quiet),
+      model_config_(config.model_config()),
+      router_(config.router.config, static_cast<int>(config.model.num_layers)) {
+  const int world = comm_.world_size();
+  device_ = config_.train.device == Device::Kind::CUDA
+                ? device_runtime::select_cuda_device(comm_.local_rank(), config_.source + ": train.device cuda")
+                : Device::cpu();
+  set_num_threads(threads_per_rank(config_.train.threads, world > 1 ? comm_.local_size() : 1));
+
+  // Model: rank 0's initial weights go to everyone (on the host, before the model moves).
+  model_ = std::make_unique<layers::Transformer>(model_config_, config_.train.seed);
+  comm_.broadcast(model_->flat_parameters(), 0);
+  model_->to(device_, compute_dtype(config_.train.precision));
   // GPU ranks reduce gradients with NCCL, bucket by bucket while the backward pass runs.
-  std::unique_ptr<Communicator> nccl;
-  std::unique_ptr<GradientReducer> reducer;
-  if (device.is_cuda() && world > 1) {
-    nccl = make_nccl_communicator(comm, device.index);
-    reducer = std::make_unique<GradientReducer>(model, *nccl,
-                                                static_cast<int64_t>(config.dist.bucket_mb * 1024 * 1024 / 4));
+  if (device_.is_cuda() && world > 1) {
+    nccl_ = dist::make_nccl_communicator(comm_);
+    reducer_ = std::make_unique<dist::GradientReducer>(*model_, *nccl_, config_.dist.bucket_elements());
   }
 
   // Batch geometry.
-  const int64_t B = config.train.batch_size, T = config.train.seq_len;
+  const int64_t B = config_.train.batch_size, T = config_.train.seq_len;
   const int64_t micro_tokens = static_cast<int64_t>(world) * B * T;
-  const int64_t global_tokens = config.train.global_batch_tokens > 0 ? config.train.global_batch_tokens : micro_tokens;
-  KV_CHECK(global_tokens % micro_tokens == 0,
+  global_tokens_ = config_.train.global_batch_tokens > 0 ? config_.train.global_batch_tokens : micro_tokens;
+  KV_CHECK(global_tokens_ % micro_tokens == 0,
            "{}: train.global_batch_tokens {} is not a multiple of world size {} x batch_size {} x seq_len {} = {}",
-           config.source, global_tokens, world, B, T, micro_tokens);
-  const int64_t accum = global_tokens / micro_tokens;
+           config_.source, global_tokens_, world, B, T, micro_tokens);
+  accum_ = global_tokens_ / micro_tokens;
 
   // Data: the tokenizer's vocabulary must fit the model's.
   {
-    std::ifstream meta(config.data.dir + "/data.json");
+    std::ifstream meta(config_.data.dir + "/data.json");
     if (meta.good()) {
       const int64_t vocab = nlohmann::json::parse(meta).value("vocab_size", int64_t{0});
-      KV_CHECK(vocab <= config.model.vocab_size, "{}: data {} has vocab_size {} but model.vocab_size is {}",
-               config.source, config.data.dir, vocab, config.model.vocab_size);
+      KV_CHECK(vocab <= config_.model.vocab_size, "{}: data {} has vocab_size {} but model.vocab_size is {}",
+               config_.source, config_.data.dir, vocab, config_.model.vocab_size);
     }
   }
-  data::DataLoader loader({config.data.dir, B, T, rank, world, config.train.seed, true});
-  data::ValidationLoader val_loader(config.data.dir, B, T, rank, world);
+  loader_ = std::make_unique<data::DataLoader>(
+      data::DataLoader::Options{config_.data.dir, B, T, comm_.rank(), world, config_.train.seed, true});
+  val_loader_ = std::make_unique<data::ValidationLoader>(config_.data.dir, B, T, comm_.rank(), world);
 
-  Tensor adam_m = Tensor::zeros(model.flat_parameters().shape(), DType::F32, device);
-  Tensor adam_v = Tensor::zeros(model.flat_parameters().shape(), DType::F32, device);
-  const std::vector<ops::DecaySegment> segments = model.decay_segments();
-  const std::string run_dir = config.run_dir(), ckpt_dir = run_dir + "/checkpoints";
-  const std::string metrics_path = run_dir + "/metrics.jsonl";
+  adam_m_ = Tensor::zeros(model_->flat_parameters().shape(), DType::F32, device_);
+  adam_v_ = Tensor::zeros(model_->flat_parameters().shape(), DType::F32, device_);
+  segments_ = model_->decay_segments();
+  schedule_ = Schedule{config_.optim.schedule, config_.optim.lr, config_.optim.min_lr, config_.train.steps,
+                       static_cast<int64_t>(
+                           std::llround(config_.optim.warmup_fraction * static_cast<double>(config_.train.steps))),
+                       config_.optim.decay_fraction};
 
-  TrainState state;
-  state.world_size = world;
-  state.global_batch_tokens = global_tokens;
-  state.fingerprint = config.model_fingerprint();
-  TrainResult result;
-  std::string resume_from = options.resume == "auto" ? latest_checkpoint(ckpt_dir) : options.resume;
-  if (!resume_from.empty()) {
-    TrainState loaded = load_checkpoint(resume_from, model, adam_m, adam_v, config);
-    KV_CHECK(loaded.global_batch_tokens == global_tokens,
-             "{}: checkpoint global batch is {} tokens, this run's is {} (resuming needs the same global batch)",
-             resume_from, loaded.global_batch_tokens, global_tokens);
-    state.step = loaded.step;
-    state.tokens_seen = loaded.tokens_seen;
-    state.cursor = loaded.cursor;
-    loader.set_cursor(state.cursor);
-    result.last_checkpoint = resume_from;
-    if (verbose) {
-      std::printf("resumed from %s at step %ld (world size %d -> %d)\n", resume_from.c_str(), static_cast<long>(state.step),
-                  loaded.world_size, world);
-    }
+  state_.world_size = world;
+  state_.global_batch_tokens = global_tokens_;
+  state_.fingerprint = config_.model_fingerprint();
+  result_.global_batch_tokens = global_tokens_;
+  result_.parameters = model_->parameter_count();
+  const std::string from = options_.resume == "auto" ? latest_checkpoint(config_.checkpoints_dir()) : options_.resume;
+  if (!from.empty()) resume(from);
+  open_run_directory();
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::resume(const std::string& from) {
+  TrainState loaded = load_checkpoint(from, *model_, adam_m_, adam_v_, config_);
+  KV_CHECK(loaded.global_batch_tokens == global_tokens_,
+           "{}: checkpoint global batch is {} tokens, this run's is {} (resuming needs the same global batch)", from,
+           loaded.global_batch_tokens, global_tokens_);
+  state_.step = loaded.step;
+  state_.tokens_seen = loaded.tokens_seen;
+  state_.cursor = loaded.cursor;
+  loader_->set_cursor(state_.cursor);
+  result_.last_checkpoint = from;
+  if (verbose_) {
+    std::printf("resumed from %s at step %ld (world size %d -> %d)\n", from.c_str(), static_cast<long>(state_.step),
+                loaded.world_size, comm_.world_size());
   }
-  if (leader && !options.benchmark) {
-    fs::create_directories(run_dir);
-    std::ofstream(run_dir + "/config.yaml") << config.to_yaml();
-    truncate_metrics(metrics_path, state.step);
+}
+
+void Trainer::open_run_directory() {
+  if (!leader_ || options_.benchmark) return;
+  const std::string run_dir = config_.run_dir(), metrics_path = run_dir + "/metrics.jsonl";
+  fs::create_directories(run_dir);
+  std::ofstream(run_dir + "/config.yaml") << config_.to_yaml();
+  truncate_metrics(metrics_path, state_.step);
+  metrics_.open(metrics_path, std::ios::app);
+}
+
+// ---- Trainer: one step ---------------------------------------------------------------------------
+
+double Trainer::micro_batches(int64_t step) {
+  const int world = comm_.world_size(), rank = comm_.rank();
+  model_->zero_grad();
+  double loss_sum = 0.0;
+  for (int64_t micro = 0; micro < accum_; ++micro) {
+    data::Batch batch = loader_->next();
+    // Plans are keyed by the slice of the global batch (micro-step x world + rank), so a run
+    // resumed at another world size with the same global batch draws the same plans.
+    const uint64_t slice = static_cast<uint64_t>(micro * world + rank);
+    layers::RoutingPlan plan = router_.training_plan(
+        static_cast<uint64_t>(step), static_cast<uint32_t>(config_.router.same_plan_all_ranks ? micro : slice), 0);
+    if (reducer_ && micro == accum_ - 1) reducer_->arm();  // reduce while the last backward runs
+    autograd::Variable loss = model_->loss(batch.inputs, batch.targets, plan);
+    loss.backward();
+    loss_sum += loss.data().item();
   }
-  std::ofstream metrics;
-  if (leader && !options.benchmark) metrics.open(metrics_path, std::ios::app);
+  return loss_sum;
+}
 
-  Schedule schedule{config.optim.schedule, config.optim.lr, config.optim.min_lr, config.train.steps,
-                    static_cast<int64_t>(std::llround(config.optim.warmup_fraction * static_cast<double>(config.train.steps))),
-                    config.optim.decay_fraction};
-  const int64_t bucket = static_cast<int64_t>(config.dist.bucket_mb * 1024 * 1024 / 4);
-  const double flops_token = flops_per_token(config.model, model.parameter_count(), T);
-  const bool tty = isatty(STDOUT_FILENO);
-  auto peak_bytes = [&] { return static_cast<int64_t>(allocator_for(device).stats().peak_bytes); };
+void Trainer::reduce() {
+  if (reducer_) {
+    reducer_->finish();
+  } else if (comm_.world_size() > 1) {
+    comm_.allreduce_sum(model_->flat_gradients(), config_.dist.bucket_elements());
+  }
+}
 
-  result.global_batch_tokens = global_tokens;
-  result.parameters = model.parameter_count();
-  auto checkpoint = [&] {
-    if (options.benchmark) return;
-    if (leader) {
-      state.cursor = loader.cursor();
-      result.last_checkpoint =
-          save_checkpoint(ckpt_dir, state, model, adam_m, adam_v, config, config.train.keep_checkpoints);
-    }
-    comm.barrier();
-  };
-  auto evaluate = [&] {
-    if (options.benchmark) return;
-    nlohmann::ordered_json levels = nlohmann::ordered_json::object();
-    std::string line = fmt::format("eval step {}:", state.step);
-    for (double r : config.eval.retention) {
-      layers::RoutingPlan plan =
-          layers::plan_from_keep_set(model.num_layers(), layers::keep_retention(model.num_layers(), r));
-      // CLA@k models can only read leaders: snap each kept layer down to its group leader.
-      for (int& src : plan) {
-        while (!model_config.layer_has_kv_weights(src)) --src;
-      }
-      auto [loss, tokens] = validation_loss(model, val_loader, plan, config.eval.batches, comm);
-      levels[fmt::format("{:g}", r)] = loss;
-      line += fmt::format("  retention {:g}: {:.4f}", r, loss);
-    }
-    if (leader) metrics << nlohmann::ordered_json{{"step", state.step}, {"val_loss", levels}}.dump() << "\n" << std::flush;
-    if (verbose) std::printf("%s\n", line.c_str());
-  };
+double Trainer::clip() {
+  ops::scale_(model_->flat_gradients(), 1.0f / static_cast<float>(accum_ * comm_.world_size()));
+  const double grad_norm = std::sqrt(ops::squared_norm(model_->flat_gradients()).item());
+  if (std::isfinite(grad_norm) && config_.optim.grad_clip > 0 && grad_norm > config_.optim.grad_clip) {
+    ops::scale_(model_->flat_gradients(), static_cast<float>(config_.optim.grad_clip / grad_norm));
+  }
+  return grad_norm;
+}
 
-  g_signal.store(0);
-  auto old_int = std::signal(SIGINT, on_signal);
-  auto old_term = std::signal(SIGTERM, on_signal);
-  const auto run_start = std::chrono::steady_clock::now();
-  const int64_t first_step = state.step;
-  auto window_start = std::chrono::steady_clock::now();
-  int64_t window_steps = 0;
-  try {
-    while (state.step < config.train.steps) {
-      const auto step_start = std::chrono::steady_clock::now();
-      const int64_t step = state.step + 1;
-      const double lr = schedule.at(step);
-      model.zero_grad();
-      double loss_sum = 0.0;
-      for (int64_t micro = 0; micro < accum; ++micro) {
-        data::Batch batch = loader.next();
-        // Plans are keyed by the slice of the global batch (micro-step x world + rank), so a run
-        // resumed at another world size with the same global batch draws the same plans.
-        const uint64_t slice = static_cast<uint64_t>(micro * world + rank);
-        layers::RoutingPlan plan = router.training_plan(
-            static_cast<uint64_t>(step), static_cast<uint32_t>(config.router.same_plan_all_ranks ? micro : slice), 0);
-        if (reducer && micro == accum - 1) reducer->arm();  // reduce while the last backward runs
-        autograd::Variable loss = model.loss(batch.inputs, batch.targets, plan);
-        loss.backward();
-        loss_sum += loss.data().item();
-      }
-      if (reducer) {
-        reducer->finish();
-      } else if (world > 1) {
-        comm.allreduce_sum(model.flat_gradients(), bucket);
-      }
-      std::vector<double> scalars = {loss_sum, static_cast<double>(g_signal.load() != 0)};
-      comm.allreduce_sum(scalars);
-      const double mean_loss = scalars[0] / static_cast<double>(accum * world);
-      ops::scale_(model.flat_gradients(), 1.0f / static_cast<float>(accum * world));
-      const double grad_norm = std::sqrt(ops::squared_norm(model.flat_gradients()).item());
-      if (!std::isfinite(mean_loss) || !std::isfinite(grad_norm)) {
-        KV_FAIL("step {}: {} is {}; stopping without saving this state (last good checkpoint: {})", step,
-                std::isfinite(mean_loss) ? "the gradient norm" : "the loss", std::isfinite(mean_loss) ? grad_norm : mean_loss,
-                result.last_checkpoint.empty() ? "none" : result.last_checkpoint);
-      }
-      if (config.optim.grad_clip > 0 && grad_norm > config.optim.grad_clip) {
-        ops::scale_(model.flat_gradients(), static_cast<float>(config.optim.grad_clip / grad_norm));
-      }
-      ops::AdamWConfig adamw{static_cast<float>(lr), static_cast<float>(config.optim.beta1),
-                             static_cast<float>(config.optim.beta2), static_cast<float>(config.optim.eps),
-                             static_cast<float>(config.optim.weight_decay)};
-      ops::adamw_step(model.flat_parameters(), model.flat_gradients(), adam_m, adam_v, adamw, step, segments,
-                      model.compute_copy());
-      state.step = step;
-      state.tokens_seen += global_tokens;
-      result.losses.push_back(mean_loss);
-      result.step_seconds.push_back(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count());
-      ++result.steps_done;
-      ++window_steps;
+void Trainer::update(int64_t step, double lr) {
+  ops::AdamWConfig adamw{static_cast<float>(lr), static_cast<float>(config_.optim.beta1),
+                         static_cast<float>(config_.optim.beta2), static_cast<float>(config_.optim.eps),
+                         static_cast<float>(config_.optim.weight_decay)};
+  ops::adamw_step(model_->flat_parameters(), model_->flat_gradients(), adam_m_, adam_v_, adamw, step, segments_,
+                  model_->compute_copy());
+}
 
-      if (step % config.train.log_interval == 0 || step == config.train.steps) {
-        const auto now = std::chrono::steady_clock::now();
-        const double window = std::chrono::duration<double>(now - window_start).count();
-        const double tok_s = static_cast<double>(window_steps * global_tokens) / window;
-        const double elapsed = std::chrono::duration<double>(now - run_start).count();
-        const double eta = elapsed / static_cast<double>(step - first_step) * static_cast<double>(config.train.steps - step);
-        const double tflops = tok_s * flops_token / 1e12;
-        const std::string mfu = config.train.peak_tflops > 0
-                                    ? fmt::format("{:.1f}%", 100.0 * tflops / (config.train.peak_tflops * world))
-                                    : fmt::format("{:.3f} TFLOP/s", tflops);
-        if (verbose) {
-          const int width = 20;
-          const int filled = static_cast<int>(width * step / config.train.steps);
-          const std::string bar = tty ? fmt::format("[{}{}] ", std::string(static_cast<size_t>(filled), '#'),
-                                                    std::string(static_cast<size_t>(width - filled), '.'))
-                                      : "";
-          // On a GPU the line also shows the caching allocator's peak (what bounds the batch size).
-          const std::string memory =
-              device.is_cuda() ? fmt::format(" | peak {:.1f} GiB", static_cast<double>(peak_bytes()) / (1 << 30)) : "";
-          std::printf("%sstep %ld/%ld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | %s%s | ETA %s\n", bar.c_str(),
-                      static_cast<long>(step), static_cast<long>(config.train.steps), mean_loss, lr, grad_norm, tok_s,
-                      mfu.c_str(), memory.c_str(), format_duration(eta).c_str());
-          std::fflush(stdout);
-        }
-        if (leader && !options.benchmark) {
-          metrics << nlohmann::ordered_json{{"step", step},          {"loss", mean_loss}, {"lr", lr},
-                                            {"grad_norm", grad_norm}, {"tok_s", tok_s},    {"tflops", tflops},
-                                            {"tokens", state.tokens_seen}, {"elapsed_s", elapsed},
-                                            {"peak_bytes", peak_bytes()}}
-                         .dump()
-                  << "\n"
-                  << std::flush;
-        }
-        window_start = now;
-        window_steps = 0;
-      }
-      if (config.eval.interval > 0 && step % config.eval.interval == 0 && step != config.train.steps) evaluate();
-      if (config.train.checkpoint_interval > 0 && step % config.train.checkpoint_interval == 0 &&
-          step != config.train.steps) {
-        checkpoint();
-      }
-      if (scalars[1] > 0) {  // some rank got SIGINT/SIGTERM: all stop at this same step
-        checkpoint();
-        result.interrupted = true;
-        if (verbose) {
-          std::printf("interrupted at step %ld: checkpoint %s (continue with --resume auto)\n", static_cast<long>(step),
-                      result.last_checkpoint.c_str());
-        }
-        break;
-      }
-      if (options.stop_after > 0 && result.steps_done >= options.stop_after) {
-        checkpoint();
-        break;
-      }
-    }
-    if (state.step >= config.train.steps && !result.interrupted) {
-      evaluate();
+StepStats Trainer::step() {
+  const auto start = std::chrono::steady_clock::now();
+  StepStats s;
+  s.step = state_.step + 1;
+  s.lr = schedule_.at(s.step);
+  const double loss_sum = micro_batches(s.step);
+  reduce();
+  // One collective carries the loss and whether any rank was signalled, so all stop at one step.
+  std::vector<double> scalars = {loss_sum, static_cast<double>(signals_ && signals_->raised())};
+  comm_.allreduce_sum(scalars);
+  s.loss = scalars[0] / static_cast<double>(accum_ * comm_.world_size());
+  s.stop_requested = scalars[1] > 0;
+  s.grad_norm = clip();
+  if (!std::isfinite(s.loss) || !std::isfinite(s.grad_norm)) {
+    KV_FAIL("step {}: {} is {}; stopping without saving this state (last good checkpoint: {})", s.step,
+            std::isfinite(s.loss) ? "the gradient norm" : "the loss", std::isfinite(s.loss) ? s.grad_norm : s.loss,
+            result_.last_checkpoint.empty() ? "none" : result_.last_checkpoint);
+  }
+  update(s.step, s.lr);
+  state_.step = s.step;
+  state_.tokens_seen += global_tokens_;
+  s.seconds = seconds_since(start);
+  result_.losses.push_back(s.loss);
+  result_.step_seconds.push_back(s.seconds);
+  ++result_.steps_done;
+  ++window_steps_;
+  return s;
+}
+
+// ---- Trainer: around the step --------------------------------------------------------------------
+
+void Trainer::log(const StepStats& s) {
+  const int64_t steps = config_.train.steps;
+  if (s.step % config_.train.log_interval != 0 && s.step != steps) return;
+  const auto now = std::chrono::steady_clock::now();
+  const double window = std::chrono::duration<double>(now - window_start_).count();
+  const double tok_s = static_cast<double>(window_steps_ * global_tokens_) / window;
+  const double elapsed = std::chrono::duration<double>(now - run_start_).count();
+  const double eta = elapsed / static_cast<double>(s.step - first_step_) * static_cast<double>(steps - s.step);
+  const double tflops = tok_s * flops_per_token(config_.model, model_->parameter_count(), config_.train.seq_len) / 1e12;
+  const int64_t peak_bytes = static_cast<int64_t>(allocator_for(device_).stats().peak_bytes);
+  if (verbose_) {
+    const std::string mfu = config_.train.peak_tflops > 0
+                                ? fmt::format("{:.1f}%", 100.0 * tflops / (config_.train.peak_tflops * comm_.world_size()))
+                                : fmt::format("{:.3f} TFLOP/s", tflops);
+    const int width = 20;
+    const int filled = static_cast<int>(width * s.step / steps);
+    const std::string bar = isatty(STDOUT_FILENO) ? fmt::format("[{}{}] ", std::string(static_cast<size_t>(filled), '#'),
+                                                                std::string(static_cast<size_t>(width - filled), '.'))
+                                                  : "";
+    // On a GPU the line also shows the caching allocator's peak (what bounds the batch size).
+    const std::string memory =
+        device_.is_cuda() ? fmt::format(" | peak {:.1f} GiB", static_cast<double>(peak_bytes) / (1 << 30)) : "";
+    std::printf("%sstep %ld/%ld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | %s%s | ETA %s\n", bar.c_str(),
+                static_cast<long>(s.step), static_cast<long>(steps), s.loss, s.lr, s.grad_norm, tok_s, mfu.c_str(),
+                memory.c_str(), format_duration(eta).c_str());
+    std::fflush(stdout);
+  }
+  if (metrics_.is_open()) {
+    metrics_ << nlohmann::ordered_json{{"step", s.step},         {"loss", s.loss},   {"lr", s.lr},
+                                       {"grad_norm", s.grad_norm}, {"tok_s", tok_s},   {"tflops", tflops},
+                                       {"tokens", state_.tokens_seen}, {"elapsed_s", elapsed},
+                                       {"peak_bytes", peak_bytes}}
+                    .dump()
+             << "\n"
+             << std::flush;
+  }
+  window_start_ = now;
+  window_steps_ = 0;
+}
+
+void Trainer::evaluate() {
+  if (options_.benchmark) return;
+  const int L = static_cast<int>(model_config_.num_layers);
+  nlohmann::ordered_json losses = nlohmann::ordered_json::object(), plans = nlohmann::ordered_json::object();
+  std::string line = fmt::format("eval step {}:", state_.step);
+  for (double r : config_.eval.retention) {
+    const layers::InferencePlan p = layers::inference_plan(model_config_, layers::keep_retention(L, r));
+    auto [loss, tokens] = validation_loss(*model_, *val_loader_, p.plan, config_.eval.batches, comm_);
+    const std::string key = fmt::format("{:g}", r);
+    losses[key] = loss;
+    plans[key] = layers::format_plan(p.plan);
+    line += fmt::format("  retention {:g}: {:.4f}", r, loss);
+  }
+  if (metrics_.is_open()) {
+    metrics_ << nlohmann::ordered_json{{"step", state_.step}, {"val_loss", losses}, {"routing_plan", plans}}.dump()
+             << "\n"
+             << std::flush;
+  }
+  if (verbose_) std::printf("%s\n", line.c_str());
+}
+
+void Trainer::checkpoint() {
+  if (options_.benchmark) return;
+  if (leader_) {
+    state_.cursor = loader_->cursor();
+    result_.last_checkpoint = save_checkpoint(config_.checkpoints_dir(), state_, *model_, adam_m_, adam_v_, config_,
+                                              config_.train.keep_checkpoints);
+  }
+  comm_.barrier();
+}
+
+TrainResult Trainer::run() {
+  signals_ = std::make_unique<SignalGuard>();
+  run_start_ = window_start_ = std::chrono::steady_clock::now();
+  first_step_ = state_.step;
+  window_steps_ = 0;
+  const int64_t steps = config_.train.steps;
+  while (state_.step < steps) {
+    const StepStats s = step();
+    log(s);
+    if (config_.eval.interval > 0 && s.step % config_.eval.interval == 0 && s.step != steps) evaluate();
+    if (config_.train.checkpoint_interval > 0 && s.step % config_.train.checkpoint_interval == 0 && s.step != steps) {
       checkpoint();
-      if (verbose) std::printf("done: %ld steps, checkpoint %s\n", static_cast<long>(state.step), result.last_checkpoint.c_str());
     }
-  } catch (...) {
-    std::signal(SIGINT, old_int);
-    std::signal(SIGTERM, old_term);
-    throw;
+    if (s.stop_requested) {
+      checkpoint();
+      result_.interrupted = true;
+      if (verbose_) {
+        std::printf("interrupted at step %ld: checkpoint %s (continue with --resume auto)\n", static_cast<long>(s.step),
+                    result_.last_checkpoint.c_str());
+      }
+      break;
+    }
+    if (options_.stop_after > 0 && result_.steps_done >= options_.stop_after) {
+      checkpoint();
+      break;
+    }
   }
-  std::signal(SIGINT, old_int);
-  std::signal(SIGTERM, old_term);
-  return result;
+  if (state_.step >= steps && !result_.interrupted) {
+    evaluate();
+    checkpoint();
+    if (verbose_) std::printf("done: %ld steps, checkpoint %s\n", static_cast<long>(state_.step), result_.last_checkpoint.c_str());
+  }
+  signals_.reset();
+  return result_;
 }
 
 }  // namespace kvroute::train

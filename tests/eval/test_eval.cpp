@@ -4,12 +4,15 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "core/rng.h"
 #include "data/shard.h"
 #include "eval/evaluate.h"
 #include "eval/generate.h"
 #include "layers/kv_cache.h"
+#include "train/trainer.h"
 #include "tests/test_util.h"
 
 namespace kvroute::eval {
@@ -117,8 +120,8 @@ std::string make_val_data(const std::string& name) {
 TEST(Eval, PlanLossEqualsTheModelsForwardLoss) {
   layers::Transformer model(config(), 13);
   const std::string dir = make_val_data("eval_data_1");
-  auto comm_owner = train::make_local_communicator();
-  train::Communicator& comm = *comm_owner;
+  auto comm_owner = dist::make_local_communicator();
+  dist::Communicator& comm = *comm_owner;
   PlanResult r = evaluate_keep_set(model, dir, 32, 4, 0, {0, 3}, "keep 0,3", "list", comm);
   EXPECT_EQ(r.plan, (layers::RoutingPlan{0, 0, 0, 3, 3, 3}));
   // The same windows by hand: 699 / 32 = 21 windows of 33 tokens.
@@ -143,11 +146,52 @@ TEST(Eval, PlanLossEqualsTheModelsForwardLoss) {
   EXPECT_NEAR(r.perplexity, std::exp(r.loss), 1e-9);
 }
 
+// The evaluation during training (metrics.jsonl) and `kvroute eval` on the final checkpoint plan
+// each retention level the same way and so report the same routing plan and loss, for CLA@k
+// (where only group leaders can hold a cache) and for R-CLA models.
+TEST(Eval, InTrainingEvaluationAndEvalReportTheSamePlanAndLoss) {
+  const std::string data = make_val_data("eval_plan_data");
+  const std::vector<double> retention = {1.0, 0.75, 0.6, 0.5, 0.33};
+  const std::vector<std::string> routers = {"{policy: fixed_groups, group_size: 2}", "{policy: fixed_groups, group_size: 3}",
+                                            "{policy: stochastic, share_prob: 0.5, seed: 2}"};
+  for (const std::string& router : routers) {
+    const std::string run_dir = testing::temp_dir("eval_plan_run");
+    const train::RunConfig config = train::parse_config(
+        fmt::format(R"(
+model: {{vocab_size: 97, hidden_size: 32, num_layers: 6, num_heads: 4, num_kv_heads: 2, head_dim: 8,
+        intermediate_size: 48, max_seq_len: 64}}
+router: {}
+data: {{dir: {}}}
+train: {{name: p, run_dir: {}, steps: 3, batch_size: 4, seq_len: 32, log_interval: 1, threads: 1}}
+eval: {{retention: [1.0, 0.75, 0.6, 0.5, 0.33], batches: 0}}
+dist: {{backend: none}}
+)",
+                    router, data, run_dir),
+        "plan.yaml");
+    auto comm = dist::make_local_communicator();
+    const train::TrainResult result = train::run_training(config, *comm, {"", 0, true});
+    nlohmann::json last_eval;
+    std::ifstream metrics(run_dir + "/metrics.jsonl");
+    for (std::string line; std::getline(metrics, line);) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      if (j.contains("val_loss")) last_eval = j;
+    }
+    ASSERT_TRUE(last_eval.contains("routing_plan")) << router;
+    Checkpoint ck = load_for_inference(result.last_checkpoint);
+    for (double r : retention) {
+      const std::string key = fmt::format("{:g}", r);
+      PlanResult e = evaluate_keep_set(*ck.model, data, 32, 4, 0, layers::keep_retention(6, r), key, "even", *comm);
+      EXPECT_EQ(layers::format_plan(e.plan), last_eval["routing_plan"][key].get<std::string>()) << router << " " << key;
+      EXPECT_NEAR(e.loss, last_eval["val_loss"][key].get<double>(), 1e-9) << router << " " << key;
+    }
+  }
+}
+
 TEST(Eval, GreedySetsAreNestedAndKeepLayerZero) {
   layers::Transformer model(config(), 14);
   const std::string dir = make_val_data("eval_data_2");
-  auto comm_owner = train::make_local_communicator();
-  train::Communicator& comm = *comm_owner;
+  auto comm_owner = dist::make_local_communicator();
+  dist::Communicator& comm = *comm_owner;
   std::vector<PlanResult> sets = greedy_keep_sets(model, dir, 32, 4, 2, {6, 4, 2, 1}, comm);
   ASSERT_EQ(sets.size(), 4u);
   for (size_t i = 0; i < sets.size(); ++i) {

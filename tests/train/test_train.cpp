@@ -13,9 +13,9 @@
 #include "kernels/ops.h"
 #include "data/shard.h"
 #include "train/checkpoint.h"
-#include "train/communicator.h"
+#include "dist/communicator.h"
 #include "train/config.h"
-#include "train/grad_reducer.h"
+#include "dist/grad_reducer.h"
 #include "train/schedule.h"
 #include "train/trainer.h"
 #include "tests/test_util.h"
@@ -91,7 +91,7 @@ TEST(Config, OverridesApplyAndTheResolvedConfigRoundTrips) {
 }
 
 // Records the slices the reducer starts and doubles each (a stand-in for the sum over 2 ranks).
-class RecordingCommunicator final : public Communicator {
+class RecordingCommunicator final : public dist::Communicator {
  public:
   int rank() const override { return 0; }
   int world_size() const override { return 2; }
@@ -128,7 +128,7 @@ TEST(GradientReducer, BucketsTileTheGradientsInOrderAndStartDuringBackward) {
   const layers::RoutingPlan plan = {0, 0, 2, 0};
   reference.loss(inputs, targets, plan).backward();
   RecordingCommunicator comm;
-  GradientReducer reducer(model, comm, /*bucket_elements=*/4000);
+  dist::GradientReducer reducer(model, comm, /*bucket_elements=*/4000);
   ASSERT_GT(reducer.buckets(), 3);
   reducer.arm();
   model.loss(inputs, targets, plan).backward();
@@ -152,15 +152,15 @@ TEST(GradientReducer, BucketsTileTheGradientsInOrderAndStartDuringBackward) {
 }
 
 TEST(Schedule, WarmupCosineConstantWsd) {
-  Schedule cos{"cosine", 1.0, 0.1, 100, 10, 0.2};
+  Schedule cos{ScheduleKind::Cosine, 1.0, 0.1, 100, 10, 0.2};
   EXPECT_DOUBLE_EQ(cos.at(1), 0.1);
   EXPECT_DOUBLE_EQ(cos.at(10), 1.0);
   EXPECT_NEAR(cos.at(55), 0.55, 1e-12);  // halfway through the cosine: (lr + min_lr) / 2
   EXPECT_NEAR(cos.at(100), 0.1, 1e-12);
-  Schedule constant{"constant", 1.0, 0.1, 100, 0, 0.2};
+  Schedule constant{ScheduleKind::Constant, 1.0, 0.1, 100, 0, 0.2};
   EXPECT_DOUBLE_EQ(constant.at(1), 1.0);
   EXPECT_DOUBLE_EQ(constant.at(100), 1.0);
-  Schedule wsd{"wsd", 1.0, 0.0, 100, 10, 0.2};
+  Schedule wsd{ScheduleKind::Wsd, 1.0, 0.0, 100, 10, 0.2};
   EXPECT_DOUBLE_EQ(wsd.at(5), 0.5);
   EXPECT_DOUBLE_EQ(wsd.at(80), 1.0);
   EXPECT_DOUBLE_EQ(wsd.at(90), 0.5);
@@ -170,8 +170,8 @@ TEST(Schedule, WarmupCosineConstantWsd) {
 TEST(Trainer, ResumeIsBitIdentical) {
   const std::string data = make_data("resume_data");
   const std::string run_a = testing::temp_dir("resume_a"), run_b = testing::temp_dir("resume_b");
-  auto comm_owner = train::make_local_communicator();
-  train::Communicator& comm = *comm_owner;
+  auto comm_owner = dist::make_local_communicator();
+  dist::Communicator& comm = *comm_owner;
   TrainResult straight = run_training(parse_config(tiny_yaml(data, run_a), "a.yaml"), comm, {"", 0, true});
   ASSERT_EQ(straight.losses.size(), 20u);
   EXPECT_LT(straight.losses.back(), straight.losses.front());  // it learns
@@ -210,8 +210,8 @@ TEST(Trainer, ResumeIsBitIdentical) {
 TEST(Trainer, MismatchedOrCorruptCheckpointsAreClearErrors) {
   const std::string data = make_data("ckpt_data");
   const std::string run = testing::temp_dir("ckpt_run");
-  auto comm_owner = train::make_local_communicator();
-  train::Communicator& comm = *comm_owner;
+  auto comm_owner = dist::make_local_communicator();
+  dist::Communicator& comm = *comm_owner;
   RunConfig c = parse_config(tiny_yaml(data, run), "c.yaml", {"train.steps=2"});
   TrainResult r = run_training(c, comm, {"", 0, true});
   RunConfig other = parse_config(tiny_yaml(data, run), "c.yaml", {"model.hidden_size=48"});
@@ -227,8 +227,8 @@ TEST(Trainer, MismatchedOrCorruptCheckpointsAreClearErrors) {
 TEST(Trainer, NonFiniteLossStopsTheRun) {
   const std::string data = make_data("nan_data");
   const std::string run = testing::temp_dir("nan_run");
-  auto comm_owner = train::make_local_communicator();
-  train::Communicator& comm = *comm_owner;
+  auto comm_owner = dist::make_local_communicator();
+  dist::Communicator& comm = *comm_owner;
   RunConfig c = parse_config(tiny_yaml(data, run), "n.yaml", {"train.steps=2"});
   TrainResult good = run_training(c, comm, {"", 0, true});
   // Poison one weight of the checkpoint: the resumed run must stop at its first step.

@@ -3,21 +3,24 @@
 // GPU tensors with NCCL, bootstrapped over the MPI communicator it wraps.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
 
-namespace kvroute::train {
+namespace kvroute::dist {
 
 class Communicator {
  public:
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
-  // This rank's index among the ranks on its host (picks its GPU).
+  // This rank's index among the ranks on its host (picks its GPU), and how many ranks that host runs
+  // (they share its cores).
   virtual int local_rank() const { return 0; }
+  virtual int local_size() const { return 1; }
   // In-place sum over ranks of a contiguous f32 buffer, in buckets of bucket_elements.
   virtual void allreduce_sum(Tensor& buffer, int64_t bucket_elements) = 0;
   virtual void allreduce_sum(std::vector<double>& values) = 0;
@@ -33,15 +36,22 @@ class Communicator {
   virtual std::string name() const = 0;
 };
 
+// dist.backend: auto (MPI when launched by mpirun), mpi, none (one process).
+enum class Backend { Auto, Mpi, None };
+Backend parse_backend(const std::string& name);  // a one-line error naming the value and the choices
+const char* backend_name(Backend backend);
+
 // One process, no communication (world size 1).
 std::unique_ptr<Communicator> make_local_communicator();
-// backend: "auto" (MPI when launched by mpirun), "mpi", "none".
-std::unique_ptr<Communicator> make_communicator(const std::string& backend);
+std::unique_ptr<Communicator> make_communicator(Backend backend);
 // True when this process was started by mpirun/mpiexec (Open MPI's environment).
 bool launched_by_mpi();
-// NCCL over the GPUs of `host` (its ranks, one GPU `device` each): device tensors are reduced with
-// NCCL on a communication stream, everything else goes to `host`, which must outlive the result.
-// Fails with a clear error in builds without CUDA.
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator& host, int device);
+// NCCL over the GPUs of `host` (its ranks, one GPU each, picked by local rank): device tensors are
+// reduced with NCCL on a communication stream, everything else goes to `host`, which must outlive
+// the result. Fails with a clear error in builds without CUDA (nccl_communicator_stub.cpp).
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& host);
 
-}  // namespace kvroute::train
+// The size of one all-reduce bucket, in f32 elements, for dist.bucket_mb megabytes.
+int64_t bucket_elements(double bucket_mb);
+
+}  // namespace kvroute::dist

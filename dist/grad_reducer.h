@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "layers/transformer.h"
-#include "train/communicator.h"
+#include "dist/communicator.h"
 
-namespace kvroute::train {
+namespace kvroute::dist {
 
 class GradientReducer {
  public:
@@ -47,4 +47,4 @@ class GradientReducer {
   int64_t started_early_ = 0;
 };
 
-}  // namespace kvroute::train
+}  // namespace kvroute::dist

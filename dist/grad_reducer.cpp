@@ -1,8 +1,8 @@
-#include "train/grad_reducer.h"
+#include "dist/grad_reducer.h"
 
 #include <algorithm>
 
-namespace kvroute::train {
+namespace kvroute::dist {
 
 GradientReducer::GradientReducer(layers::Transformer& model, Communicator& comm, int64_t bucket_elements)
     : model_(model), comm_(comm) {
@@ -69,4 +69,4 @@ void GradientReducer::finish() {
   armed_ = false;
 }
 
-}  // namespace kvroute::train
+}  // namespace kvroute::dist

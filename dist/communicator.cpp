@@ -1,4 +1,4 @@
-#include "train/communicator.h"
+#include "dist/communicator.h"
 
 #include <mpi.h>
 
@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 
-namespace kvroute::train {
+namespace kvroute::dist {
 
 namespace {
 
@@ -38,6 +38,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Comm local;
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local);
     MPI_Comm_rank(local, &local_rank_);
+    MPI_Comm_size(local, &local_size_);
     MPI_Comm_free(&local);
   }
   ~MpiCommunicator() override {
@@ -48,6 +49,7 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
   int local_rank() const override { return local_rank_; }
+  int local_size() const override { return local_size_; }
   void allreduce_sum(Tensor& buffer, int64_t bucket_elements) override {
     KV_CHECK(buffer.device().is_cpu() && buffer.dtype() == DType::F32 && buffer.is_contiguous(),
              "mpi allreduce: expected a contiguous f32 CPU buffer, got {}", buffer.str());
@@ -84,7 +86,7 @@ class MpiCommunicator final : public Communicator {
 
  private:
   static void check(int rc, const char* what) { KV_CHECK(rc == MPI_SUCCESS, "{} failed with MPI error {}", what, rc); }
-  int rank_ = 0, world_ = 1, local_rank_ = 0;
+  int rank_ = 0, world_ = 1, local_rank_ = 0, local_size_ = 1;
 };
 
 }  // namespace
@@ -96,17 +98,29 @@ bool launched_by_mpi() {
 
 std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
 
-#if !KVROUTE_HAS_CUDA
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator&, int device) {
-  KV_FAIL("cuda:{}: NCCL needs the CUDA backend, which this build does not have", device);
+Backend parse_backend(const std::string& name) {
+  for (Backend b : {Backend::Auto, Backend::Mpi, Backend::None})
+    if (name == backend_name(b)) return b;
+  KV_FAIL("dist.backend: '{}' is not one of auto, mpi, none", name);
 }
-#endif
 
-std::unique_ptr<Communicator> make_communicator(const std::string& backend) {
-  if (backend == "none") return std::make_unique<LocalCommunicator>();
-  if (backend == "mpi" || launched_by_mpi()) return std::make_unique<MpiCommunicator>();
-  KV_CHECK(backend == "auto", "dist.backend: '{}' is not one of auto, mpi, none", backend);
+const char* backend_name(Backend backend) {
+  switch (backend) {
+    case Backend::Auto: return "auto";
+    case Backend::Mpi: return "mpi";
+    case Backend::None: return "none";
+  }
+  return "?";
+}
+
+std::unique_ptr<Communicator> make_communicator(Backend backend) {
+  if (backend == Backend::None) return std::make_unique<LocalCommunicator>();
+  if (backend == Backend::Mpi || launched_by_mpi()) return std::make_unique<MpiCommunicator>();
   return std::make_unique<LocalCommunicator>();
 }
 
-}  // namespace kvroute::train
+int64_t bucket_elements(double bucket_mb) {
+  return std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1024 * 1024 / sizeof(float)));
+}
+
+}  // namespace kvroute::dist

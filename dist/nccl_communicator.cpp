@@ -10,9 +10,9 @@
 
 #include "core/device_runtime.h"
 #include "core/error.h"
-#include "train/communicator.h"
+#include "dist/communicator.h"
 
-namespace kvroute::train {
+namespace kvroute::dist {
 
 namespace {
 
@@ -26,11 +26,8 @@ void check_cuda(cudaError_t rc, const char* what) {
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(Communicator& host, int device) : host_(host), device_(device) {
-    KV_CHECK(device < device_runtime::cuda_device_count(),
-             "nccl: rank {} (local rank {}) needs cuda:{}, but this host has {} CUDA device(s): start at most one rank "
-             "per GPU",
-             host.rank(), host.local_rank(), device, device_runtime::cuda_device_count());
+  explicit NcclCommunicator(Communicator& host)
+      : host_(host), device_(device_runtime::select_cuda_device(host.local_rank(), "nccl").index) {
     ncclUniqueId id;
     static_assert(sizeof(id) % 4 == 0);
     Tensor id_buffer = Tensor::zeros({static_cast<int64_t>(sizeof(id) / 4)}, DType::I32);
@@ -40,7 +37,7 @@ class NcclCommunicator final : public Communicator {
     }
     host.broadcast(id_buffer, 0);
     std::memcpy(&id, id_buffer.raw_data(), sizeof id);
-    check_cuda(cudaSetDevice(device), "cudaSetDevice");
+    check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     check_nccl(ncclCommInitRank(&comm_, host.world_size(), id, host.rank()), "ncclCommInitRank");
     check_cuda(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
     check_cuda(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "cudaEventCreate");
@@ -57,6 +54,7 @@ class NcclCommunicator final : public Communicator {
   int rank() const override { return host_.rank(); }
   int world_size() const override { return host_.world_size(); }
   int local_rank() const override { return host_.local_rank(); }
+  int local_size() const override { return host_.local_size(); }
 
   void allreduce_sum(Tensor& buffer, int64_t bucket_elements) override {
     if (buffer.device().is_cpu()) return host_.allreduce_sum(buffer, bucket_elements);
@@ -133,8 +131,8 @@ class NcclCommunicator final : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_nccl_communicator(Communicator& host, int device) {
-  return std::make_unique<NcclCommunicator>(host, device);
+std::unique_ptr<Communicator> make_nccl_communicator(Communicator& host) {
+  return std::make_unique<NcclCommunicator>(host);
 }
 
-}  // namespace kvroute::train
+}  // namespace kvroute::dist

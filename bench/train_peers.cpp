@@ -1,0 +1,84 @@
+#include "bench/train_peers.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kvroute::bench {
+
+namespace {
+
+// Runs a shell command and returns its last stdout line ("" on failure).
+std::string last_line_of(const std::string& command) {
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return "";
+  std::string out;
+  char buf[4096];
+  while (fgets(buf, sizeof buf, pipe) != nullptr) out += buf;
+  const int rc = pclose(pipe);
+  if (rc != 0) return "";
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  const size_t nl = out.rfind('\n');
+  return nl == std::string::npos ? out : out.substr(nl + 1);
+}
+
+double tokens_per_second_of(const std::string& line) {
+  const size_t pos = line.find(" tok/s");
+  if (pos == std::string::npos) return 0.0;
+  size_t start = line.rfind(' ', pos - 1);
+  return std::atof(line.substr(start + 1, pos - start - 1).c_str());
+}
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : fallback;
+}
+
+}  // namespace
+
+void run_training_peers(const train::RunConfig& config, int64_t steps, int64_t global_batch_tokens, int threads,
+                        double kvroute_tok_s) {
+  const bool gpu = config.train.device == Device::Kind::CUDA;
+  const std::string python = env_or("KVROUTE_PYTHON", "/usr/bin/python3");
+  if (std::system((python + " -c 'import torch' > /dev/null 2>&1").c_str()) != 0) {
+    std::printf("peer: %s cannot import torch (KVROUTE_EXTRA_PACKAGES=python3-torch scripts/setup.sh, or set "
+                "KVROUTE_PYTHON)\n",
+                python.c_str());
+    return;
+  }
+  // From the source tree this binary was built in, or KVROUTE_SOURCE_DIR (a binary carried to
+  // another machine, next to a checkout at another path).
+  const std::string source = env_or("KVROUTE_SOURCE_DIR", KVROUTE_SOURCE_DIR);
+  const layers::ModelConfig& m = config.model;
+  const double share_prob =
+      config.router.config.policy == layers::RouterConfig::Policy::Stochastic ? config.router.config.share_prob : 0.0;
+  const std::string dims = fmt::format(
+      "--steps {} --batch {} --seq {} --share-prob {} --vocab {} --hidden {} --layers {} --heads {} --kv-heads {} "
+      "--head-dim {} --ffn {}",
+      steps, global_batch_tokens / config.train.seq_len, config.train.seq_len, share_prob, m.vocab_size, m.hidden_size,
+      m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.intermediate_size);
+  std::vector<std::pair<std::string, std::string>> peers;
+  if (gpu) {
+    const std::string base = fmt::format("{} {}/bench/peer_gpu_train_step.py {} --rope-theta {} --peak-tflops {}",
+                                         python, source, dims, m.rope_theta,
+                                         config.train.peak_tflops > 0 ? config.train.peak_tflops : 989.0);
+    peers = {{"eager", base + " --mode eager"}, {"torch.compile", base + " --mode compile"}};
+  } else {
+    const std::string base = fmt::format("{} {}/bench/peer_train_step.py --threads {} {}", python, source, threads, dims);
+    peers = {{"as is", base}, {"OMP_WAIT_POLICY=PASSIVE", "OMP_WAIT_POLICY=PASSIVE " + base}};
+  }
+  double best = 0;
+  for (const auto& [label, cmd] : peers) {
+    std::string line = last_line_of(cmd);
+    std::printf("%s%s\n", line.empty() ? "peer failed: " : "", line.empty() ? cmd.c_str() : line.c_str());
+    const double peer_tok_s = tokens_per_second_of(line);
+    if (gpu && peer_tok_s > 0) std::printf("kvroute / PyTorch %s tokens/s: %.2fx\n", label.c_str(), kvroute_tok_s / peer_tok_s);
+    best = std::max(best, peer_tok_s);
+  }
+  if (!gpu && best > 0) std::printf("kvroute / best PyTorch tokens/s: %.2fx\n", kvroute_tok_s / best);
+}
+
+}  // namespace kvroute::bench

@@ -1,0 +1,19 @@
+// The PyTorch peers of `kvroute bench train`: the same model, batch and steps in PyTorch, run as
+// child processes (bench/peer_train_step.py on the CPU, bench/peer_gpu_train_step.py on a GPU),
+// their tokens/s printed next to kvroute's.
+#pragma once
+
+#include <cstdint>
+
+#include "train/config.h"
+
+namespace kvroute::bench {
+
+// CPU: PyTorch as is and with OMP_WAIT_POLICY=PASSIVE (Debian's build starves OpenBLAS's threads
+// otherwise); the better one counts. GPU: eager and torch.compile with bf16 autocast. The
+// interpreter is /usr/bin/python3 or KVROUTE_PYTHON; the scripts come from the source tree or
+// KVROUTE_SOURCE_DIR. Prints one line per peer and the ratio of kvroute_tok_s to it.
+void run_training_peers(const train::RunConfig& config, int64_t steps, int64_t global_batch_tokens, int threads,
+                        double kvroute_tok_s);
+
+}  // namespace kvroute::bench

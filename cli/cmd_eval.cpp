@@ -1,0 +1,97 @@
+// `kvroute eval --checkpoint DIR`: validation loss and perplexity under KV-cache plans given as
+// retention fractions, group sizes or explicit keep-sets (and greedy sets of the same sizes);
+// a table, eval.csv and eval.json. Runs under mpirun (validation windows split over ranks).
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "core/error.h"
+#include "core/threading.h"
+#include "eval/evaluate.h"
+
+namespace kvroute::cli {
+
+namespace {
+
+struct Args {
+  Placement placement;
+  std::string checkpoint, data, out, strategy = "even";
+  std::vector<double> retention;
+  std::vector<int> groups;
+  std::vector<std::string> keep;
+  int64_t batch = 8, seq_len = 0, batches = 0;
+  int threads = 0;
+};
+
+std::vector<int> parse_layer_list(const std::string& text) {
+  std::vector<int> layers_list;
+  for (const std::string& part : CLI::detail::split(text, ',')) {
+    try {
+      layers_list.push_back(std::stoi(part));
+    } catch (const std::exception&) {
+      KV_FAIL("--keep {}: '{}' is not a layer index", text, part);
+    }
+  }
+  return layers_list;
+}
+
+int run(Args a) {
+  set_num_threads(a.threads);
+  eval::Checkpoint ck = eval::load_for_inference(a.checkpoint);
+  std::unique_ptr<dist::Communicator> comm = dist::make_communicator(ck.config.dist.backend);
+  return on_all_ranks(*comm, [&] {
+    place_model(*ck.model, a.placement, comm->local_rank());
+    const int L = ck.model->num_layers();
+    const std::string data = a.data.empty() ? ck.config.data.dir : a.data;
+    const int64_t T = a.seq_len > 0 ? a.seq_len : ck.config.train.seq_len;
+    if (a.retention.empty() && a.groups.empty() && a.keep.empty()) a.retention = {1.0, 0.75, 0.5, 0.33, 0.25};
+    std::vector<eval::PlanResult> results;
+    std::vector<int> sizes;
+    auto add = [&](const std::vector<int>& keep, const std::string& label, const std::string& strategy) {
+      results.push_back(eval::evaluate_keep_set(*ck.model, data, T, a.batch, a.batches, keep, label, strategy, *comm));
+      sizes.push_back(static_cast<int>(results.back().kept.size()));
+    };
+    for (double r : a.retention) add(layers::keep_retention(L, r), fmt::format("retention {:g}", r), "even");
+    for (int g : a.groups) add(layers::keep_every(L, g), fmt::format("groups {}", g), "even");
+    for (const std::string& k : a.keep) add(parse_layer_list(k), "keep " + k, "list");
+    if (a.strategy == "greedy") {
+      std::vector<eval::PlanResult> greedy = eval::greedy_keep_sets(*ck.model, data, T, a.batch, a.batches, sizes, *comm);
+      results.insert(results.end(), greedy.begin(), greedy.end());
+    }
+    if (comm->rank() != 0) return 0;
+    std::printf("kvroute eval %s (%d layers, %s, %ld validation tokens)\n%s", a.checkpoint.c_str(), L, data.c_str(),
+                static_cast<long>(results.empty() ? 0 : results[0].tokens), eval::format_table(results, L).c_str());
+    const std::string out = a.out.empty() ? a.checkpoint : a.out;
+    std::filesystem::create_directories(out);
+    write_file(out + "/eval.csv", eval::format_csv(results, L));
+    write_file(out + "/eval.json", eval::format_json(results, L));
+    std::printf("wrote %s/eval.csv and %s/eval.json\n", out.c_str(), out.c_str());
+    return 0;
+  });
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app, int& exit_code) {
+  auto args = std::make_shared<Args>();
+  Args& a = *args;
+  auto* cmd = app.add_subcommand("eval", "validation loss and perplexity over cache-retention plans");
+  cmd->add_option("--checkpoint", a.checkpoint, "checkpoint directory")->required();
+  cmd->add_option("--retention", a.retention, "retention fractions, e.g. 1,0.75,0.5")->delimiter(',');
+  cmd->add_option("--groups", a.groups, "keep every g-th layer, e.g. 1,2,3,4")->delimiter(',');
+  cmd->add_option("--keep", a.keep, "explicit keep-set, e.g. 0,3,7 (repeatable)");
+  cmd->add_option("--strategy", a.strategy, "even | greedy (adds greedy sets of the same sizes)")
+      ->check(CLI::IsMember({"even", "greedy"}));
+  cmd->add_option("--data", a.data, "shard directory (default: the run's data.dir)");
+  cmd->add_option("--batch", a.batch, "sequences per batch")->check(CLI::PositiveNumber);
+  cmd->add_option("--seq-len", a.seq_len, "window length (default: the run's train.seq_len)");
+  cmd->add_option("--batches", a.batches, "validation batches per plan (0: all)");
+  cmd->add_option("--out", a.out, "directory for eval.csv / eval.json (default: the checkpoint)");
+  add_threads_option(cmd, a.threads);
+  add_placement_options(cmd, a.placement);
+  cmd->callback([args, &exit_code] { exit_code = run(*args); });
+}
+
+}  // namespace kvroute::cli

@@ -1,0 +1,50 @@
+// `kvroute prepare`: tokenize documents into llm.c-format train/val shards.
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "core/threading.h"
+#include "data/prepare.h"
+
+namespace kvroute::cli {
+
+namespace {
+
+struct Args {
+  data::PrepareOptions options;
+  int threads = 0;
+};
+
+int run(const Args& a) {
+  set_num_threads(a.threads);
+  data::PrepareSummary s = data::prepare(a.options);
+  const int64_t tokens = s.train_tokens + s.val_tokens;
+  std::printf("prepare: %ld documents (%ld train, %ld val), %ld tokens (%ld train in %ld shards, %ld val in %ld), "
+              "%.1f MB text, %.2f bytes/token, %.1f s (%.1f MB/s) -> %s\n",
+              static_cast<long>(s.documents), static_cast<long>(s.train_documents), static_cast<long>(s.val_documents),
+              static_cast<long>(tokens), static_cast<long>(s.train_tokens), static_cast<long>(s.train_shards),
+              static_cast<long>(s.val_tokens), static_cast<long>(s.val_shards), static_cast<double>(s.bytes) / 1e6,
+              static_cast<double>(s.bytes) / static_cast<double>(std::max<int64_t>(tokens, 1)), s.seconds,
+              static_cast<double>(s.bytes) / 1e6 / s.seconds, a.options.out_dir.c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_prepare_command(CLI::App& app, int& exit_code) {
+  auto args = std::make_shared<Args>();
+  data::PrepareOptions& o = args->options;
+  auto* cmd = app.add_subcommand("prepare", "tokenize documents into train/val shards");
+  cmd->add_option("--input", o.inputs, "text files, directories, JSONL files")->required();
+  cmd->add_option("--tokenizer", o.tokenizer_dir, "tokenizer directory")->required();
+  cmd->add_option("--out", o.out_dir, "output directory for the shards")->required();
+  cmd->add_option("--val-fraction", o.val_fraction, "fraction of documents held out")->check(CLI::Range(0.0, 0.999));
+  cmd->add_option("--shard-tokens", o.shard_tokens, "tokens per shard")->check(CLI::PositiveNumber);
+  cmd->add_option("--seed", o.seed, "seed of the train/val split");
+  add_threads_option(cmd, args->threads);
+  cmd->callback([args, &exit_code] { exit_code = run(*args); });
+}
+
+}  // namespace kvroute::cli

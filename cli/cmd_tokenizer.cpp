@@ -1,0 +1,88 @@
+// `kvroute tokenizer train | encode`: learn a byte-level BPE in GPT-2's file format, or print the
+// token ids of a text.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "core/threading.h"
+#include "data/corpus.h"
+#include "data/tokenizer.h"
+
+namespace kvroute::cli {
+
+namespace {
+
+struct TrainArgs {
+  std::vector<std::string> inputs;
+  int64_t vocab = 8192;
+  std::string out;
+  int threads = 0;
+};
+
+int run_train(const TrainArgs& a) {
+  set_num_threads(a.threads);
+  const auto start = std::chrono::steady_clock::now();
+  const bool tty = isatty(STDERR_FILENO);
+  int64_t documents = 0, bytes = 0;
+  data::Tokenizer tok = data::Tokenizer::train(
+      [&](const std::function<void(std::string_view)>& emit) {
+        data::for_each_document(a.inputs, [&](std::string_view text) {
+          ++documents;
+          bytes += static_cast<int64_t>(text.size());
+          emit(text);
+        });
+      },
+      a.vocab,
+      [&](int64_t merges, int64_t target) {
+        if (tty) std::fprintf(stderr, "\rtokenizer train: %ld/%ld merges", static_cast<long>(merges), static_cast<long>(target));
+      });
+  if (tty) std::fprintf(stderr, "\n");
+  tok.save(a.out);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("tokenizer train: %ld documents, %.1f MB, vocab %ld (%zu merges) -> %s in %.1f s\n",
+              static_cast<long>(documents), static_cast<double>(bytes) / 1e6, static_cast<long>(tok.vocab_size()),
+              tok.num_merges(), a.out.c_str(), seconds);
+  if (tok.vocab_size() < a.vocab) {
+    std::printf("tokenizer train: note: the corpus supports only %ld tokens (no pair occurs twice beyond that)\n",
+                static_cast<long>(tok.vocab_size()));
+  }
+  return 0;
+}
+
+struct EncodeArgs {
+  std::string dir, text;
+};
+
+int run_encode(const EncodeArgs& a) {
+  data::Tokenizer tok = data::Tokenizer::load(a.dir);
+  std::vector<int32_t> ids = tok.encode(a.text);
+  std::printf("%s\n", fmt::format("{}", fmt::join(ids, " ")).c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_tokenizer_command(CLI::App& app, int& exit_code) {
+  auto* tokenizer = app.add_subcommand("tokenizer", "train or use a byte-level BPE tokenizer");
+  tokenizer->require_subcommand(1);
+
+  auto train_args = std::make_shared<TrainArgs>();
+  auto* train = tokenizer->add_subcommand("train", "learn a byte-level BPE in GPT-2's file format");
+  train->add_option("--input", train_args->inputs, "text files, directories, JSONL files")->required();
+  train->add_option("--vocab", train_args->vocab, "vocabulary size including <|endoftext|>")->required();
+  train->add_option("--out", train_args->out, "output directory (encoder.json, vocab.bpe)")->required();
+  add_threads_option(train, train_args->threads);
+  train->callback([train_args, &exit_code] { exit_code = run_train(*train_args); });
+
+  auto encode_args = std::make_shared<EncodeArgs>();
+  auto* encode = tokenizer->add_subcommand("encode", "print the token ids of a text");
+  encode->add_option("--tokenizer", encode_args->dir, "tokenizer directory")->required();
+  encode->add_option("--text", encode_args->text, "text to encode")->required();
+  encode->callback([encode_args, &exit_code] { exit_code = run_encode(*encode_args); });
+}
+
+}  // namespace kvroute::cli

@@ -1,0 +1,35 @@
+// What the subcommands share: the --threads and --device/--precision options, running a command on
+// every rank (a failure on one ends them all), writing result files. Each subcommand lives in its
+// own file (cmd_*.cpp) and registers itself through commands.h.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+#include "dist/communicator.h"
+#include "layers/transformer.h"
+#include "train/config.h"
+
+namespace kvroute::cli {
+
+// --threads N (0: all cores), applied by the command itself.
+void add_threads_option(CLI::App* cmd, int& threads);
+
+// Where an inference command runs the model: --device cpu|cuda, --precision fp32|bf16.
+struct Placement {
+  std::string device = "cpu", precision = "fp32";
+};
+void add_placement_options(CLI::App* cmd, Placement& placement);
+// Moves the model to the GPU of this local rank and to the precision asked for (or leaves it on
+// the CPU in fp32); one-line errors for bf16 on the CPU and for a missing GPU.
+void place_model(layers::Transformer& model, const Placement& placement, int local_rank);
+
+// Runs fn on this rank. A failure prints "kvroute: error (rank R): ..." and, under mpirun, ends
+// every rank at once (MPI_Abort), so none waits forever in a collective.
+int on_all_ranks(dist::Communicator& comm, const std::function<int()>& fn);
+
+// Writes `text` to `path`; a one-line error names the path when it fails.
+void write_file(const std::string& path, const std::string& text);
+
+}  // namespace kvroute::cli
