@@ -95,15 +95,18 @@ int run_generate(const GenerateArgs& a) {
   KV_CHECK(!a.checkpoint.empty() || !a.config.empty(), "bench generate: give --checkpoint DIR or --config FILE");
   std::unique_ptr<layers::Transformer> owned;
   eval::Checkpoint ck;
+  ops::AttentionKernel attention = ops::AttentionKernel::CudaCores;
   if (!a.checkpoint.empty()) {
     ck = eval::load_for_inference(a.checkpoint);
+    attention = ck.config.train.attention;
   } else {
     train::RunConfig c = train::load_config(a.config);
     set_num_threads(static_cast<int>(c.train.threads));
     owned = std::make_unique<layers::Transformer>(c.model_config(), 1);
+    attention = c.train.attention;
   }
   layers::Transformer& model = owned ? *owned : *ck.model;
-  place_model(model, a.placement, 0);
+  place_model(model, a.placement, 0, attention);
   const int L = model.num_layers();
   std::printf("%-10s %-6s %-7s %-6s %10s %14s %12s %12s\n", "retention", "kept", "prompt", "batch", "TTFT ms",
               "decode tok/s", "KV bytes", "peak bytes");

@@ -42,7 +42,7 @@ int run(Args a) {
   eval::Checkpoint ck = eval::load_for_inference(a.checkpoint);
   std::unique_ptr<dist::Communicator> comm = dist::make_communicator(ck.config.dist.backend);
   return on_all_ranks(*comm, [&] {
-    place_model(*ck.model, a.placement, comm->local_rank());
+    place_model(*ck.model, a.placement, comm->local_rank(), ck.config.train.attention);
     const int L = ck.model->num_layers();
     const std::string data = a.data.empty() ? ck.config.data.dir : a.data;
     const int64_t T = a.seq_len > 0 ? a.seq_len : ck.config.train.seq_len;

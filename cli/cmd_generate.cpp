@@ -27,7 +27,7 @@ struct Args {
 int run(const Args& a) {
   set_num_threads(a.threads);
   eval::Checkpoint ck = eval::load_for_inference(a.checkpoint);
-  place_model(*ck.model, a.placement, 0);
+  place_model(*ck.model, a.placement, 0, ck.config.train.attention);
   data::Tokenizer tok = data::Tokenizer::load(a.tokenizer.empty() ? ck.config.data.tokenizer : a.tokenizer);
   std::vector<int32_t> ids = tok.encode(a.prompt);
   ids.insert(ids.begin(), tok.eot_id());  // documents start with <|endoftext|> in training

@@ -19,12 +19,13 @@ void add_placement_options(CLI::App* cmd, Placement& p) {
       ->check(CLI::IsMember({"fp32", "bf16"}));
 }
 
-void place_model(layers::Transformer& model, const Placement& p, int local_rank) {
+void place_model(layers::Transformer& model, const Placement& p, int local_rank, ops::AttentionKernel attention) {
   const Device::Kind kind = train::parse_device_kind(p.device);
   const train::Precision precision = train::parse_precision(p.precision);
   KV_CHECK(kind == Device::Kind::CUDA || precision == train::Precision::FP32, "--precision {}: bf16 needs --device cuda",
            p.precision);
   if (kind == Device::Kind::CPU) return;
+  ops::set_attention_kernel(attention);
   model.to(device_runtime::select_cuda_device(local_rank, "--device cuda"), train::compute_dtype(precision));
 }
 

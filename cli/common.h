@@ -22,8 +22,10 @@ struct Placement {
 };
 void add_placement_options(CLI::App* cmd, Placement& placement);
 // Moves the model to the GPU of this local rank and to the precision asked for (or leaves it on
-// the CPU in fp32); one-line errors for bf16 on the CPU and for a missing GPU.
-void place_model(layers::Transformer& model, const Placement& placement, int local_rank);
+// the CPU in fp32); one-line errors for bf16 on the CPU and for a missing GPU. On a GPU, attention
+// runs with the kernel the run was configured with (train.attention).
+void place_model(layers::Transformer& model, const Placement& placement, int local_rank,
+                 ops::AttentionKernel attention);
 
 // Runs fn on this rank. A failure prints "kvroute: error (rank R): ..." and, under mpirun, ends
 // every rank at once (MPI_Abort), so none waits forever in a collective.

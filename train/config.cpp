@@ -169,6 +169,8 @@ const std::vector<Section>& schema() {
         enum_field("device", REF(Device::Kind, c.train.device), {Device::Kind::CPU, Device::Kind::CUDA},
                    device_kind_name),
         enum_field("precision", REF(Precision, c.train.precision), {Precision::FP32, Precision::BF16}, precision_name),
+        enum_field("attention", REF(ops::AttentionKernel, c.train.attention),
+                   {ops::AttentionKernel::CudaCores, ops::AttentionKernel::TensorCores}, ops::attention_kernel_name),
         float_field("peak_tflops", REF(double, c.train.peak_tflops), 0, 1e6)}},
       {"eval",
        {int_field("interval", REF(int64_t, c.eval.interval), 0),

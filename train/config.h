@@ -10,6 +10,7 @@
 
 #include "core/dtype.h"
 #include "dist/communicator.h"
+#include "kernels/ops.h"
 #include "layers/router.h"
 #include "layers/transformer.h"
 #include "train/schedule.h"
@@ -62,6 +63,9 @@ struct TrainSection {
   int64_t threads = 0;  // 0: all cores (per rank)
   Device::Kind device = Device::Kind::CPU;
   Precision precision = Precision::FP32;
+  // The CUDA attention kernel (kernels/ops.h): cuda_cores or tensor_cores (bf16, sm_80+; shapes it
+  // does not support fall back to cuda_cores). No effect on the CPU.
+  ops::AttentionKernel attention = ops::AttentionKernel::CudaCores;
   double peak_tflops = 0;  // for MFU; 0: not reported
 };
 

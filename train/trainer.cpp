@@ -121,6 +121,7 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
                 ? device_runtime::select_cuda_device(comm_.local_rank(), config_.source + ": train.device cuda")
                 : Device::cpu();
   set_num_threads(threads_per_rank(config_.train.threads, world > 1 ? comm_.local_size() : 1));
+  ops::set_attention_kernel(config_.train.attention);
 
   // Model: rank 0's initial weights go to everyone (on the host, before the model moves).
   model_ = std::make_unique<layers::Transformer>(model_config_, config_.train.seed);

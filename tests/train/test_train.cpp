@@ -72,6 +72,15 @@ TEST(Config, ErrorsNameFileKeyAndValue) {
   expect_error([&] { (void)parse_config("", f, {"train.steps"}); }, {"override 'train.steps'", "section.key=value"});
   expect_error([&] { (void)parse_config("", f, {"train.stepz=3"}); }, {"unknown key 'train.stepz'", "'train.steps'"});
   expect_error([&] { (void)load_config("/nonexistent/run.yaml"); }, {"/nonexistent/run.yaml", "cannot open"});
+  // Keys with a fixed set of names are enums: an unknown name lists the choices (no silent default).
+  expect_error([&] { (void)parse_config("optim: {schedule: linear}", f); },
+               {"run.yaml", "optim.schedule", "'linear'", "cosine, constant, wsd"});
+  expect_error([&] { (void)parse_config("train: {device: gpu}", f); }, {"train.device", "'gpu'", "cpu, cuda"});
+  expect_error([&] { (void)parse_config("train: {precision: fp16}", f); }, {"train.precision", "'fp16'", "fp32, bf16"});
+  expect_error([&] { (void)parse_config("train: {attention: fastest}", f); },
+               {"train.attention", "'fastest'", "cuda_cores, tensor_cores"});
+  expect_error([&] { (void)parse_config("dist: {backend: nccl}", f); }, {"dist.backend", "'nccl'", "auto, mpi, none"});
+  expect_error([&] { (void)parse_config("router: {source: random}", f); }, {"router.source", "'random'", "uniform, previous"});
 }
 
 TEST(Config, OverridesApplyAndTheResolvedConfigRoundTrips) {
@@ -81,6 +90,10 @@ TEST(Config, OverridesApplyAndTheResolvedConfigRoundTrips) {
   EXPECT_EQ(c.eval.retention, (std::vector<double>{1.0, 0.25}));
   EXPECT_DOUBLE_EQ(c.optim.lr, 0.01);
   EXPECT_EQ(c.router.config.policy, layers::RouterConfig::Policy::FixedGroups);
+  EXPECT_EQ(c.train.attention, ops::AttentionKernel::CudaCores);
+  EXPECT_EQ(parse_config("train: {attention: tensor_cores}", "a.yaml").train.attention, ops::AttentionKernel::TensorCores);
+  EXPECT_NE(parse_config("optim: {schedule: wsd}", "s.yaml").to_yaml().find("schedule: wsd"), std::string::npos);
+  EXPECT_NE(c.to_yaml().find("attention: cuda_cores"), std::string::npos);
   RunConfig again = parse_config(c.to_yaml(), "resolved.yaml");
   EXPECT_EQ(again.to_yaml(), c.to_yaml());
   EXPECT_EQ(again.model_fingerprint(), c.model_fingerprint());
