@@ -7,7 +7,6 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
 
 #include "bench/bench_util.h"
@@ -114,7 +113,7 @@ void bench_cross_entropy(int reps) {
 
 // The GPU ops at the 124M benchmark model's shapes (B=16, T=1024, hidden 768, 12/4 heads, D=64,
 // intermediate 2048, vocab 50304), bf16 storage: the numbers that choose between the two
-// attention kernels (KVROUTE_ATTENTION) and show where a step's time goes.
+// attention kernels (ops::set_attention_kernel) and show where a step's time goes.
 void bench_gpu(int reps) {
   if (device_runtime::cuda_device_count() == 0) {
     std::printf("gpu: no CUDA device%s; skipped\n\n", device_runtime::cuda_built() ? "" : " (built without CUDA)");
@@ -149,17 +148,18 @@ void bench_gpu(int reps) {
          dv = Tensor::empty(v.shape(), DType::BF16, gpu);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const double causal_pairs = static_cast<double>(B) * Hq * T * (T + 1) / 2;
-  for (const char* kernel : {"cuda_cores", "tensor_cores"}) {
-    setenv("KVROUTE_ATTENTION", kernel, 1);
+  const ops::AttentionKernel chosen = ops::attention_kernel();
+  for (ops::AttentionKernel attention : {ops::AttentionKernel::CudaCores, ops::AttentionKernel::TensorCores}) {
+    ops::set_attention_kernel(attention);
     const double fwd = timed([&] { ops::attention_forward(q, k, v, scale, out, lse); });
     const double bwd = timed([&] { ops::attention_backward(dout, q, k, v, out, lse, scale, dq, dk, dv); });
     std::printf("gpu attention bf16 %-12s B=%ld T=%ld Hq=%ld Hkv=%ld D=%ld  fwd %.3f ms (%.0f TFLOP/s)  bwd %.3f ms "
                 "(%.0f TFLOP/s, 2.5x fwd FLOPs)\n",
-                kernel, static_cast<long>(B), static_cast<long>(T), static_cast<long>(Hq), static_cast<long>(Hkv),
-                static_cast<long>(D), fwd, 4.0 * causal_pairs * D / (fwd * 1e-3) / 1e12, bwd,
-                10.0 * causal_pairs * D / (bwd * 1e-3) / 1e12);
+                ops::attention_kernel_name(attention), static_cast<long>(B), static_cast<long>(T),
+                static_cast<long>(Hq), static_cast<long>(Hkv), static_cast<long>(D), fwd,
+                4.0 * causal_pairs * D / (fwd * 1e-3) / 1e12, bwd, 10.0 * causal_pairs * D / (bwd * 1e-3) / 1e12);
   }
-  unsetenv("KVROUTE_ATTENTION");
+  ops::set_attention_kernel(chosen);
   Tensor logits = dev({N, V}, 26);
   Tensor targets = Tensor::empty({N}, DType::I32);
   Philox rng(27);

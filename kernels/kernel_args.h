@@ -16,6 +16,11 @@ struct AttentionShape {
   int64_t kv_stride() const { return kv_batch_stride > 0 ? kv_batch_stride : kv_len * kv_heads * head_dim; }
 };
 
+// Which kernel a CUDA attention call runs (the CPU has one). TensorCores applies to bf16 storage
+// on sm_80+ with head_dim 32, 64 or 128 and 16-byte aligned rows; any other call falls back to the
+// CUDA-core kernel. The op layer holds the process-wide choice (ops::set_attention_kernel).
+enum class AttentionKernel { CudaCores, TensorCores };
+
 // AdamW hyper-parameters (torch.optim.AdamW's names and defaults, except weight_decay 0).
 struct AdamWConfig {
   float lr = 1e-3f;

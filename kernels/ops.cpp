@@ -4,6 +4,7 @@
 // kernels/cuda/stub.cpp, whose functions fail with an error naming the op.
 #include "kernels/ops.h"
 
+#include <atomic>
 #include <cmath>
 #include <initializer_list>
 
@@ -451,6 +452,29 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, T
 // ---- Attention ---------------------------------------------------------------------------------
 
 namespace {
+std::atomic<AttentionKernel> g_attention_kernel{AttentionKernel::CudaCores};  // read by every call
+}  // namespace
+
+void set_attention_kernel(AttentionKernel kernel) { g_attention_kernel.store(kernel, std::memory_order_relaxed); }
+
+AttentionKernel attention_kernel() { return g_attention_kernel.load(std::memory_order_relaxed); }
+
+const char* attention_kernel_name(AttentionKernel kernel) {
+  switch (kernel) {
+    case AttentionKernel::CudaCores: return "cuda_cores";
+    case AttentionKernel::TensorCores: return "tensor_cores";
+  }
+  return "unknown";
+}
+
+AttentionKernel parse_attention_kernel(const std::string& name) {
+  for (AttentionKernel kernel : {AttentionKernel::CudaCores, AttentionKernel::TensorCores}) {
+    if (name == attention_kernel_name(kernel)) return kernel;
+  }
+  KV_FAIL("attention kernel '{}' is not one of cuda_cores, tensor_cores", name);
+}
+
+namespace {
 AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
   KV_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
            "{}: expected q [B, Tq, Hq, D] and k, v [B, Tk, Hkv, D], got q{} k{} v{}", op, q.shape(), k.shape(),
@@ -491,8 +515,8 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
     vc = v.contiguous();
   }
   if (device.is_cuda()) {
-    cuda::attention_forward(device.index, dtype, s, qc.raw_data(), kc.raw_data(), vc.raw_data(), softmax_scale,
-                            out.raw_data(), lse.data<float>());
+    cuda::attention_forward(device.index, dtype, s, attention_kernel(), qc.raw_data(), kc.raw_data(), vc.raw_data(),
+                            softmax_scale, out.raw_data(), lse.data<float>());
   } else {
     cpu::attention_forward(s, qc.data<float>(), kc.data<float>(), vc.data<float>(), softmax_scale,
                            out.data<float>(), lse.data<float>());
@@ -516,9 +540,9 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   Tensor gc = dout.contiguous(), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   Tensor oc = out.contiguous(), lc = lse.contiguous();
   if (device.is_cuda()) {
-    cuda::attention_backward(device.index, dtype, s, gc.raw_data(), qc.raw_data(), kc.raw_data(), vc.raw_data(),
-                             oc.raw_data(), lc.data<float>(), softmax_scale, dq.raw_data(), dk.raw_data(),
-                             dv.raw_data());
+    cuda::attention_backward(device.index, dtype, s, attention_kernel(), gc.raw_data(), qc.raw_data(), kc.raw_data(),
+                             vc.raw_data(), oc.raw_data(), lc.data<float>(), softmax_scale, dq.raw_data(),
+                             dk.raw_data(), dv.raw_data());
   } else {
     cpu::attention_backward(s, gc.data<float>(), qc.data<float>(), kc.data<float>(), vc.data<float>(),
                             oc.data<float>(), lc.data<float>(), softmax_scale, dq.data<float>(), dk.data<float>(),

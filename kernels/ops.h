@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -81,6 +82,15 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& out, const Tensor& lse, float softmax_scale, Tensor& dq,
                         Tensor& dk, Tensor& dv);
+
+// The CUDA attention kernel, one process-wide setting read by every call above on a CUDA device
+// (AttentionKernel is in kernels/kernel_args.h). CudaCores is the default until the two kernels
+// are measured against each other; TensorCores falls back to it where it does not apply.
+void set_attention_kernel(AttentionKernel kernel);
+AttentionKernel attention_kernel();
+const char* attention_kernel_name(AttentionKernel kernel);  // "cuda_cores" or "tensor_cores"
+// The kernel of that name; any other name is an error naming it and the choices.
+AttentionKernel parse_attention_kernel(const std::string& name);
 
 // ---- Fused cross-entropy ------------------------------------------------------------------------
 // logits [N, V] f32, targets [N] (i32/u16/u32). Returns the mean loss over targets != ignore_index

@@ -4,10 +4,9 @@
 // threads owns one row (one thread for D = 8), each thread 16 interleaved dims (d = g + G*i: a shared-memory tile row is
 // read by the group without bank conflicts and broadcast to the other rows). The backward is two
 // deterministic passes without atomics: dK/dV per key block (looping over the queries and query
-// heads that read it), then dQ per query block. Arithmetic is f32 for f32 and bf16 storage.
+// heads that read it), then dQ per query block. Arithmetic is f32 for f32 and bf16 storage. The
+// tensor-core variant for bf16 is attention_tc.cu; the caller's ops::AttentionKernel picks it.
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #include <initializer_list>
 
 #include "kernels/cuda/attention_tc.cuh"
@@ -294,16 +293,11 @@ unsigned query_blocks(int64_t rows) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// KVROUTE_ATTENTION picks the kernel: cuda_cores (default until the two are measured against each
-// other on a GPU) or tensor_cores (bf16, sm_80+, head_dim 32/64/128, 16-byte aligned rows; anything
-// else falls back to the CUDA-core kernel).
-bool use_tensor_cores(int device, DType dtype, const ops::AttentionShape& s,
+// The op layer's choice (ops::set_attention_kernel): the tensor-core kernel when asked for and it
+// applies (bf16, sm_80+, head_dim 32/64/128, 16-byte aligned rows); the CUDA-core kernel otherwise.
+bool use_tensor_cores(int device, DType dtype, const ops::AttentionShape& s, ops::AttentionKernel kernel,
                       std::initializer_list<const void*> pointers) {
-  const char* choice = std::getenv("KVROUTE_ATTENTION");
-  if (choice == nullptr || *choice == '\0' || std::strcmp(choice, "cuda_cores") == 0) return false;
-  if (std::strcmp(choice, "tensor_cores") != 0) {
-    throw_message("KVROUTE_ATTENTION: expected cuda_cores or tensor_cores");
-  }
+  if (kernel != ops::AttentionKernel::TensorCores) return false;
   if (dtype != DType::BF16 || !attention_tc_supports(device, s.head_dim) || s.kv_stride() % 8 != 0) return false;
   for (const void* p : pointers) {
     if (!aligned16(p)) return false;
@@ -324,15 +318,15 @@ bool attention_supports_head_dim(int64_t head_dim) {
   return head_dim == 8 || head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
 }
 
-void attention_forward(int device, DType dtype, const ops::AttentionShape& s, const void* q, const void* k,
-                       const void* v, float softmax_scale, void* out, float* lse) {
+void attention_forward(int device, DType dtype, const ops::AttentionShape& s, ops::AttentionKernel kernel,
+                       const void* q, const void* k, const void* v, float softmax_scale, void* out, float* lse) {
   if (s.batch * s.q_len * s.q_heads == 0) return;
   check_int_range(s);
   cudaStream_t stream = stream_of(device);
   const float scale_log2 = softmax_scale * kLog2e;
   const int Tq = static_cast<int>(s.q_len), Tk = static_cast<int>(s.kv_len);
   const int Hq = static_cast<int>(s.q_heads), Hkv = static_cast<int>(s.kv_heads);
-  if (use_tensor_cores(device, dtype, s, {q, k, v, out})) {
+  if (use_tensor_cores(device, dtype, s, kernel, {q, k, v, out})) {
     attention_forward_tc(device, s, q, k, v, softmax_scale, out, lse);
     return;
   }
@@ -345,9 +339,9 @@ void attention_forward(int device, DType dtype, const ops::AttentionShape& s, co
   KV_LAUNCH_CHECK();
 }
 
-void attention_backward(int device, DType dtype, const ops::AttentionShape& s, const void* dout, const void* q,
-                        const void* k, const void* v, const void* out, const float* lse, float softmax_scale,
-                        void* dq, void* dk, void* dv) {
+void attention_backward(int device, DType dtype, const ops::AttentionShape& s, ops::AttentionKernel kernel,
+                        const void* dout, const void* q, const void* k, const void* v, const void* out,
+                        const float* lse, float softmax_scale, void* dq, void* dk, void* dv) {
   if (s.batch * s.q_len * s.q_heads == 0) return;
   check_int_range(s);
   cudaStream_t stream = stream_of(device);
@@ -360,7 +354,7 @@ void attention_backward(int device, DType dtype, const ops::AttentionShape& s, c
     attention_delta_kernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(
         static_cast<const T*>(dout), static_cast<const T*>(out), delta.get<float>(), B, Tq, Hq, Dh);
     KV_LAUNCH_CHECK();
-    if (use_tensor_cores(device, dtype, s, {dout, q, k, v, dq, dk, dv})) {
+    if (use_tensor_cores(device, dtype, s, kernel, {dout, q, k, v, dq, dk, dv})) {
       attention_backward_tc(device, s, dout, q, k, v, lse, delta.get<float>(), softmax_scale, dq, dk, dv);
       return;
     }

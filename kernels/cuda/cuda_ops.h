@@ -56,13 +56,15 @@ void rope(int device, DType dtype, const void* x, void* out, int64_t batch, int6
           int64_t head_dim, float theta, int64_t position_offset, int sign);
 
 // ---- Causal GQA attention, tiled with an online softmax (no [T, T] matrix) ----------------------
+// `kernel` picks the CUDA-core kernel (attention.cu) or the tensor-core one (attention_tc.cu), which
+// falls back to the former for calls it does not apply to (see ops::AttentionKernel).
 bool attention_supports_head_dim(int64_t head_dim);  // 8, 16, 32, 64, 128
-void attention_forward(int device, DType dtype, const ops::AttentionShape& s, const void* q, const void* k,
-                       const void* v, float softmax_scale, void* out, float* lse);
+void attention_forward(int device, DType dtype, const ops::AttentionShape& s, ops::AttentionKernel kernel,
+                       const void* q, const void* k, const void* v, float softmax_scale, void* out, float* lse);
 // k, v contiguous here; dq, dk, dv overwritten. Deterministic (no atomics).
-void attention_backward(int device, DType dtype, const ops::AttentionShape& s, const void* dout, const void* q,
-                        const void* k, const void* v, const void* out, const float* lse, float softmax_scale,
-                        void* dq, void* dk, void* dv);
+void attention_backward(int device, DType dtype, const ops::AttentionShape& s, ops::AttentionKernel kernel,
+                        const void* dout, const void* q, const void* k, const void* v, const void* out,
+                        const float* lse, float softmax_scale, void* dq, void* dk, void* dv);
 
 // ---- Fused classifier: loss and d(logits) in one read of the logits -----------------------------
 // Same contract as cpu::cross_entropy: returns the sum of the row losses (rows whose target is

@@ -62,12 +62,13 @@ bool attention_supports_head_dim(int64_t) {
   KV_FAIL("attention: CUDA tensors need the CUDA backend, which this build of kvroute does not have (configure with "
           "-DKVROUTE_CUDA=ON)");
 }
-void attention_forward(int device, DType, const ops::AttentionShape&, const void*, const void*, const void*, float,
-                       void*, float*) {
+void attention_forward(int device, DType, const ops::AttentionShape&, ops::AttentionKernel, const void*, const void*,
+                       const void*, float, void*, float*) {
   no_backend("attention_forward", device);
 }
-void attention_backward(int device, DType, const ops::AttentionShape&, const void*, const void*, const void*,
-                        const void*, const void*, const float*, float, void*, void*, void*) {
+void attention_backward(int device, DType, const ops::AttentionShape&, ops::AttentionKernel, const void*,
+                        const void*, const void*, const void*, const void*, const float*, float, void*, void*,
+                        void*) {
   no_backend("attention_backward", device);
 }
 

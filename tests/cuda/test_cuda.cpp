@@ -16,9 +16,9 @@
 #include "kernels/ops.h"
 #include "layers/transformer.h"
 #include "tests/test_util.h"
-#include "train/communicator.h"
+#include "dist/communicator.h"
 #include "train/config.h"
-#include "train/grad_reducer.h"
+#include "dist/grad_reducer.h"
 #include "train/trainer.h"
 
 namespace kvroute {
@@ -268,19 +268,23 @@ TEST_P(CudaOps, AttentionForwardBackward) {
                               60);
 }
 
-// Sets an environment variable for one scope.
-class ScopedEnv {
+// Selects the CUDA attention kernel for one scope, then restores the previous choice.
+class ScopedAttentionKernel {
  public:
-  ScopedEnv(const char* name, const char* value) : name_(name) { setenv(name, value, 1); }
-  ~ScopedEnv() { unsetenv(name_); }
+  explicit ScopedAttentionKernel(ops::AttentionKernel kernel) : previous_(ops::attention_kernel()) {
+    ops::set_attention_kernel(kernel);
+  }
+  ~ScopedAttentionKernel() { ops::set_attention_kernel(previous_); }
+  ScopedAttentionKernel(const ScopedAttentionKernel&) = delete;
+  ScopedAttentionKernel& operator=(const ScopedAttentionKernel&) = delete;
 
  private:
-  const char* name_;
+  ops::AttentionKernel previous_;
 };
 
 TEST(Cuda, TensorCoreAttentionMatchesCpu) {
   SKIP_WITHOUT_GPU();
-  ScopedEnv kernel("KVROUTE_ATTENTION", "tensor_cores");
+  ScopedAttentionKernel kernel(ops::AttentionKernel::TensorCores);
   // Block edges (64-row blocks, 64-key tiles, 32-query tiles), GQA groups, decoding shapes.
   check_attention_against_cpu(DType::BF16,
                               {AttentionCase{2, 37, 37, 4, 2, 32}, AttentionCase{1, 5, 70, 4, 1, 64},
@@ -288,14 +292,8 @@ TEST(Cuda, TensorCoreAttentionMatchesCpu) {
                                AttentionCase{1, 1, 129, 8, 2, 64}, AttentionCase{2, 200, 257, 6, 2, 128},
                                AttentionCase{1, 96, 96, 3, 1, 32}},
                               160);
-  testing::expect_error(
-      [] {
-        ScopedEnv bad("KVROUTE_ATTENTION", "fastest");
-        Tensor q = Tensor::zeros({1, 4, 2, 32}, DType::BF16, kGpu);
-        Tensor out = Tensor::empty(q.shape(), DType::BF16, kGpu), lse = Tensor::empty({1, 2, 4}, DType::F32, kGpu);
-        ops::attention_forward(q, q, q, 1.0f, out, lse);
-      },
-      {"KVROUTE_ATTENTION"});
+  testing::expect_error([] { (void)ops::parse_attention_kernel("fastest"); },
+                        {"'fastest'", "cuda_cores, tensor_cores"});
 }
 
 TEST(Cuda, AttentionReadsAKvCachePrefixInPlace) {
@@ -413,7 +411,7 @@ TEST(Cuda, Bf16GradientsFollowF32) {
 
 TEST(Cuda, Bf16ModelWithTensorCoreAttentionFollowsF32) {
   SKIP_WITHOUT_GPU();
-  ScopedEnv kernel("KVROUTE_ATTENTION", "tensor_cores");
+  ScopedAttentionKernel kernel(ops::AttentionKernel::TensorCores);
   layers::ModelConfig c = gpu_model_config();
   c.head_dim = 32;
   layers::Transformer f32_model(c, 9), bf16_model(c, 9);
@@ -453,8 +451,8 @@ TEST(Cuda, CachedGenerationOnTheGpu) {
 
 TEST(Cuda, NcclCommunicatorOfOneRankAndTheOverlappedReducer) {
   SKIP_WITHOUT_GPU();
-  auto host = train::make_local_communicator();
-  auto nccl = train::make_nccl_communicator(*host, 0);
+  auto host = dist::make_local_communicator();
+  auto nccl = dist::make_nccl_communicator(*host);
   EXPECT_EQ(nccl->world_size(), 1);
   Tensor values = random_tensor({10001}, 120);
   Tensor buffer = values.to(kGpu);
@@ -470,7 +468,7 @@ TEST(Cuda, NcclCommunicatorOfOneRankAndTheOverlappedReducer) {
   Tensor inputs = random_tokens({2, 16}, 97, 7), targets = random_tokens({2, 16}, 97, 8);
   const layers::RoutingPlan plan = {0, 0, 2, 0};
   reference.loss(inputs, targets, plan).backward();
-  train::GradientReducer reducer(model, *nccl, 5000);
+  dist::GradientReducer reducer(model, *nccl, 5000);
   reducer.arm();
   model.loss(inputs, targets, plan).backward();
   EXPECT_GT(reducer.buckets_started_during_backward(), 0);
@@ -513,14 +511,14 @@ dist: {{backend: none}}
 std::vector<double> train_losses(const std::string& data, const std::string& name, const std::string& device,
                                  const std::string& precision, int steps) {
   train::RunConfig config = gpu_run_config(data, name, testing::temp_dir(name), device, precision, steps);
-  auto comm = train::make_local_communicator();
+  auto comm = dist::make_local_communicator();
   return train::run_training(config, *comm, {"", 0, true, true}).losses;
 }
 
 TEST(Cuda, Bf16ResumeFromACheckpointIsBitIdentical) {
   SKIP_WITHOUT_GPU();
   const std::string data = make_data("cuda_resume_data");
-  auto comm = train::make_local_communicator();
+  auto comm = dist::make_local_communicator();
   const train::RunConfig straight = gpu_run_config(data, "straight", testing::temp_dir("cuda_straight"), "cuda", "bf16", 8);
   const train::RunConfig split = gpu_run_config(data, "split", testing::temp_dir("cuda_split"), "cuda", "bf16", 8);
   std::vector<double> all = train::run_training(straight, *comm, {"", 0, true}).losses;

@@ -159,5 +159,28 @@ TEST(Attention, ShapeErrors) {
                {"attention_forward", "k[1, 4, 3, 8]", "v[1, 4, 3, 4]"});
 }
 
+// The CUDA kernel is chosen by name (a config value): both names round-trip, anything else is an
+// error naming the value and the choices, and the choice leaves the CPU kernel alone.
+TEST(Attention, KernelChoiceByName) {
+  EXPECT_EQ(ops::attention_kernel(), ops::AttentionKernel::CudaCores);  // the default
+  EXPECT_STREQ(ops::attention_kernel_name(ops::AttentionKernel::CudaCores), "cuda_cores");
+  EXPECT_STREQ(ops::attention_kernel_name(ops::AttentionKernel::TensorCores), "tensor_cores");
+  for (ops::AttentionKernel kernel : {ops::AttentionKernel::CudaCores, ops::AttentionKernel::TensorCores}) {
+    EXPECT_EQ(ops::parse_attention_kernel(ops::attention_kernel_name(kernel)), kernel);
+  }
+  expect_error([] { (void)ops::parse_attention_kernel("fastest"); }, {"'fastest'", "cuda_cores, tensor_cores"});
+  expect_error([] { (void)ops::parse_attention_kernel(""); }, {"''", "cuda_cores, tensor_cores"});
+
+  Tensor q = random_tensor({1, 9, 2, 32}, 5), k = random_tensor({1, 9, 1, 32}, 6), v = random_tensor({1, 9, 1, 32}, 7);
+  Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({1, 2, 9});
+  ops::attention_forward(q, k, v, 0.2f, out, lse);
+  const std::vector<float> cuda_cores = out.to_vector<float>();
+  ops::set_attention_kernel(ops::AttentionKernel::TensorCores);
+  EXPECT_EQ(ops::attention_kernel(), ops::AttentionKernel::TensorCores);
+  ops::attention_forward(q, k, v, 0.2f, out, lse);
+  ops::set_attention_kernel(ops::AttentionKernel::CudaCores);
+  EXPECT_EQ(out.to_vector<float>(), cuda_cores);
+}
+
 }  // namespace
 }  // namespace kvroute
