@@ -35,7 +35,7 @@ struct TrainArgs {
 
 int run_train(const TrainArgs& a) {
   std::vector<std::string> all = a.overrides;
-  if (a.threads > 0) all.push_back(fmt::format("train.threads={}", a.threads));
+  add_threads_override(all, a.threads);
   const int64_t warmup = 2;
   all.push_back(fmt::format("train.steps={}", a.steps + warmup));
   all.push_back(fmt::format("train.log_interval={}", a.steps + warmup));

@@ -46,7 +46,7 @@ int run(Args a) {
     const int L = ck.model->num_layers();
     const std::string data = a.data.empty() ? ck.config.data.dir : a.data;
     const int64_t T = a.seq_len > 0 ? a.seq_len : ck.config.train.seq_len;
-    if (a.retention.empty() && a.groups.empty() && a.keep.empty()) a.retention = {1.0, 0.75, 0.5, 0.33, 0.25};
+    if (a.retention.empty() && a.groups.empty() && a.keep.empty()) a.retention = eval::kDefaultRetention;
     std::vector<eval::PlanResult> results;
     std::vector<int> sizes;
     auto add = [&](const std::vector<int>& keep, const std::string& label, const std::string& strategy) {

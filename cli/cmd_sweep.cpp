@@ -16,7 +16,7 @@ struct Args {
 
 int run(const Args& a) {
   eval::Study study = eval::load_study(a.study);
-  if (a.threads > 0) study.overrides.push_back(fmt::format("train.threads={}", a.threads));
+  add_threads_override(study.overrides, a.threads);
   std::unique_ptr<dist::Communicator> comm = dist::make_communicator(dist::Backend::Auto);
   return on_all_ranks(*comm, [&] {
     eval::run_study(study, *comm);

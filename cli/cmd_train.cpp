@@ -20,7 +20,7 @@ struct Args {
 
 int run(const Args& a) {
   std::vector<std::string> all = a.overrides;
-  if (a.threads > 0) all.push_back(fmt::format("train.threads={}", a.threads));
+  add_threads_override(all, a.threads);
   train::RunConfig config = train::load_config(a.config, all);
   std::unique_ptr<dist::Communicator> comm = dist::make_communicator(config.dist.backend);
   return on_all_ranks(*comm, [&] {

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 
 #include "core/device_runtime.h"
 #include "core/error.h"
@@ -12,21 +13,28 @@ void add_threads_option(CLI::App* cmd, int& threads) {
   cmd->add_option("--threads", threads, "worker threads (0: all cores)")->check(CLI::NonNegativeNumber);
 }
 
+void add_threads_override(std::vector<std::string>& overrides, int threads) {
+  if (threads > 0) overrides.push_back(fmt::format("train.threads={}", threads));
+}
+
 void add_placement_options(CLI::App* cmd, Placement& p) {
+  // The names are the config's (train.device, train.precision), so flags and YAML agree.
+  std::map<std::string, Device::Kind> devices;
+  for (Device::Kind k : {Device::Kind::CPU, Device::Kind::CUDA}) devices[train::device_kind_name(k)] = k;
+  std::map<std::string, train::Precision> precisions;
+  for (train::Precision x : {train::Precision::FP32, train::Precision::BF16}) precisions[train::precision_name(x)] = x;
   cmd->add_option("--device", p.device, "cpu | cuda (one GPU per rank under mpirun)")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
+      ->transform(CLI::CheckedTransformer(devices));
   cmd->add_option("--precision", p.precision, "fp32 | bf16 (bf16 needs --device cuda)")
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+      ->transform(CLI::CheckedTransformer(precisions));
 }
 
 void place_model(layers::Transformer& model, const Placement& p, int local_rank, ops::AttentionKernel attention) {
-  const Device::Kind kind = train::parse_device_kind(p.device);
-  const train::Precision precision = train::parse_precision(p.precision);
-  KV_CHECK(kind == Device::Kind::CUDA || precision == train::Precision::FP32, "--precision {}: bf16 needs --device cuda",
-           p.precision);
-  if (kind == Device::Kind::CPU) return;
+  KV_CHECK(p.device == Device::Kind::CUDA || p.precision == train::Precision::FP32,
+           "--precision {}: bf16 needs --device cuda", train::precision_name(p.precision));
+  if (p.device == Device::Kind::CPU) return;
   ops::set_attention_kernel(attention);
-  model.to(device_runtime::select_cuda_device(local_rank, "--device cuda"), train::compute_dtype(precision));
+  model.to(device_runtime::select_cuda_device(local_rank, "--device cuda"), train::compute_dtype(p.precision));
 }
 
 int on_all_ranks(dist::Communicator& comm, const std::function<int()>& fn) {

@@ -15,10 +15,13 @@ namespace kvroute::cli {
 
 // --threads N (0: all cores), applied by the command itself.
 void add_threads_option(CLI::App* cmd, int& threads);
+// For commands that train: --threads N > 0 becomes the override train.threads=N.
+void add_threads_override(std::vector<std::string>& overrides, int threads);
 
 // Where an inference command runs the model: --device cpu|cuda, --precision fp32|bf16.
 struct Placement {
-  std::string device = "cpu", precision = "fp32";
+  Device::Kind device = Device::Kind::CPU;
+  train::Precision precision = train::Precision::FP32;
 };
 void add_placement_options(CLI::App* cmd, Placement& placement);
 // Moves the model to the GPU of this local rank and to the precision asked for (or leaves it on

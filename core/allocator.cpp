@@ -19,7 +19,6 @@ size_t allocation_size_class(size_t nbytes) {
 void* PooledAllocator::allocate(size_t nbytes) {
   size_t size = allocation_size_class(nbytes);
   std::lock_guard<std::mutex> lock(mutex_);
-  ++stats_.allocations;
   void* ptr = nullptr;
   auto it = free_lists_.find(size);
   if (it != free_lists_.end() && !it->second.empty()) {

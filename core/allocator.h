@@ -17,7 +17,6 @@ struct AllocatorStats {
   size_t current_bytes = 0;  // bytes handed out and not yet returned (rounded to the size class)
   size_t peak_bytes = 0;     // maximum of current_bytes since the last reset_peak()
   size_t cached_bytes = 0;   // bytes held in free lists, ready for reuse
-  uint64_t allocations = 0;  // allocate() calls
   uint64_t cache_hits = 0;   // allocate() calls served from a free list
 };
 

@@ -26,7 +26,6 @@ const char* dtype_name(DType dtype) {
   return "unknown";
 }
 
-bool is_floating(DType dtype) { return dtype == DType::F32 || dtype == DType::BF16; }
 
 DType parse_dtype(const std::string& name) {
   for (DType d : {DType::F32, DType::BF16, DType::I32, DType::U16, DType::U32}) {

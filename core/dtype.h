@@ -13,7 +13,6 @@ enum class DType : uint8_t { F32, BF16, I32, U16, U32 };
 
 size_t dtype_size(DType dtype);
 const char* dtype_name(DType dtype);
-bool is_floating(DType dtype);
 DType parse_dtype(const std::string& name);  // "f32", "bf16", "i32", "u16", "u32"
 
 struct Device {

@@ -60,8 +60,6 @@ class Philox {
   int64_t uniform_int(int64_t n);     // uniform in [0, n) without modulo bias
   float normal();                     // standard normal (Box-Muller in double)
   uint64_t position() const { return position_; }  // in 32-bit words
-  uint64_t seed() const { return seed_; }
-  uint64_t stream() const { return stream_; }
 
  private:
   uint64_t seed_, stream_, position_;

@@ -32,11 +32,6 @@ bool parse_dtype_tag(const std::string& tag, DType& out) {
 
 }  // namespace
 
-bool File::contains(const std::string& name) const {
-  for (const auto& [n, t] : tensors)
-    if (n == name) return true;
-  return false;
-}
 
 const Tensor& File::get(const std::string& name) const {
   for (const auto& [n, t] : tensors)

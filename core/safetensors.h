@@ -19,7 +19,6 @@ struct File {
   std::map<std::string, std::string> metadata;
   std::string path;
 
-  bool contains(const std::string& name) const;
   // The tensor called `name`; an error naming the file when it is missing.
   const Tensor& get(const std::string& name) const;
 };

@@ -65,7 +65,6 @@ class DataLoader {
   void set_cursor(const LoaderCursor& cursor);
   int64_t windows() const { return windows_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
-  int64_t tokens() const { return stream_.size(); }
   // Read one batch at a cursor without moving (used by the prefetch thread and by tests).
   Batch read_batch(const LoaderCursor& cursor) const;
   LoaderCursor advance(const LoaderCursor& cursor) const;

@@ -80,7 +80,6 @@ uint64_t pair_key(int32_t a, int32_t b) { return (static_cast<uint64_t>(static_c
 
 }  // namespace
 
-const std::string& byte_to_unicode(uint8_t byte) { return byte_map().byte_to_str[byte]; }
 
 bool unicode_to_bytes(std::string_view text, std::string& out) {
   out.clear();

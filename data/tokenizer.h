@@ -45,7 +45,6 @@ class Tokenizer {
   std::string decode(const std::vector<int32_t>& ids) const;  // ids must be < vocab_size()
   int64_t vocab_size() const { return static_cast<int64_t>(tokens_.size()); }
   int32_t eot_id() const { return eot_id_; }
-  const std::string& token_bytes(int32_t id) const { return tokens_.at(static_cast<size_t>(id)); }
   size_t num_merges() const { return merges_.size(); }
 
   // Learns a byte-level BPE with `vocab_size` tokens (256 bytes + merges + <|endoftext|>) from the
@@ -67,9 +66,8 @@ class Tokenizer {
   std::shared_ptr<PreTokenizer> pretokenizer_;
 };
 
-// GPT-2's reversible byte <-> printable-unicode map, as UTF-8 strings.
-const std::string& byte_to_unicode(uint8_t byte);
-// Inverse of byte_to_unicode over a whole string; false if a character is not in the map.
+// Inverse of GPT-2's reversible byte -> printable-unicode map over a whole string; false if a
+// character is not in the map.
 bool unicode_to_bytes(std::string_view text, std::string& out);
 
 }  // namespace kvroute::data

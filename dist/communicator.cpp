@@ -98,12 +98,6 @@ bool launched_by_mpi() {
 
 std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
 
-Backend parse_backend(const std::string& name) {
-  for (Backend b : {Backend::Auto, Backend::Mpi, Backend::None})
-    if (name == backend_name(b)) return b;
-  KV_FAIL("dist.backend: '{}' is not one of auto, mpi, none", name);
-}
-
 const char* backend_name(Backend backend) {
   switch (backend) {
     case Backend::Auto: return "auto";
@@ -114,9 +108,10 @@ const char* backend_name(Backend backend) {
 }
 
 std::unique_ptr<Communicator> make_communicator(Backend backend) {
-  if (backend == Backend::None) return std::make_unique<LocalCommunicator>();
-  if (backend == Backend::Mpi || launched_by_mpi()) return std::make_unique<MpiCommunicator>();
-  return std::make_unique<LocalCommunicator>();
+  if (backend == Backend::Mpi || (backend == Backend::Auto && launched_by_mpi())) {
+    return std::make_unique<MpiCommunicator>();
+  }
+  return make_local_communicator();
 }
 
 int64_t bucket_elements(double bucket_mb) {

@@ -38,10 +38,9 @@ class Communicator {
 
 // dist.backend: auto (MPI when launched by mpirun), mpi, none (one process).
 enum class Backend { Auto, Mpi, None };
-Backend parse_backend(const std::string& name);  // a one-line error naming the value and the choices
 const char* backend_name(Backend backend);
 
-// One process, no communication (world size 1).
+// One process, no communication (world size 1): make_communicator(Backend::None).
 std::unique_ptr<Communicator> make_local_communicator();
 std::unique_ptr<Communicator> make_communicator(Backend backend);
 // True when this process was started by mpirun/mpiexec (Open MPI's environment).

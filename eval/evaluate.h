@@ -11,6 +11,9 @@
 
 namespace kvroute::eval {
 
+// The retention levels evaluated when none are given (eval, sweep).
+inline const std::vector<double> kDefaultRetention = {1.0, 0.75, 0.5, 0.33, 0.25};
+
 struct PlanResult {
   std::string label;       // "retention 0.5", "groups 2", "keep 0,3,7", "greedy 3"
   std::string strategy;    // even | greedy | list

@@ -26,13 +26,6 @@ std::vector<std::string> string_list(const YAML::Node& n, const std::string& whe
   return out;
 }
 
-std::string yaml_scalar(const YAML::Node& n) {
-  if (n.IsScalar()) return n.Scalar();
-  YAML::Emitter e;
-  e << YAML::Flow << n;
-  return e.c_str();
-}
-
 }  // namespace
 
 Study load_study(const std::string& path) {
@@ -76,8 +69,8 @@ Study load_study(const std::string& path) {
         for (const auto& v : kv.second) {
           StudyRun r = base;
           const std::string short_key = key.substr(key.find('.') + 1);
-          r.name += (r.name.empty() ? "" : "_") + short_key + "-" + yaml_scalar(v);
-          r.overrides.push_back(key + "=" + yaml_scalar(v));
+          r.name += (r.name.empty() ? "" : "_") + short_key + "-" + train::yaml_text(v);
+          r.overrides.push_back(key + "=" + train::yaml_text(v));
           next.push_back(r);
         }
       }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dist/communicator.h"
+#include "eval/evaluate.h"
 
 namespace kvroute::eval {
 
@@ -20,7 +21,7 @@ struct Study {
   std::string name, base_config, out_dir, source;
   std::vector<std::string> overrides;  // for every run
   std::vector<StudyRun> runs;
-  std::vector<double> retention = {1.0, 0.75, 0.5, 0.33, 0.25};
+  std::vector<double> retention = kDefaultRetention;
   int64_t eval_batches = 0;
 };
 

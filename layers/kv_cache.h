@@ -19,7 +19,6 @@ class KVCache {
   const RoutingPlan& plan() const { return plan_; }
   int64_t batch() const { return batch_; }
   int64_t length() const { return length_; }  // tokens cached so far
-  int64_t capacity() const { return max_len_; }
   bool holds(int layer) const { return k_[static_cast<size_t>(layer)].defined(); }
   int kept_layers() const;
   int64_t bytes() const;                       // allocated K/V bytes
@@ -32,7 +31,6 @@ class KVCache {
   Tensor keys(int layer, int64_t upto) const;
   Tensor values(int layer, int64_t upto) const;
   void advance(int64_t tokens);
-  void reset() { length_ = 0; }
 
  private:
   RoutingPlan plan_;

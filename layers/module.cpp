@@ -21,13 +21,6 @@ int64_t Module::parameter_count() const {
   return n;
 }
 
-void Module::train(bool on) {
-  training_ = on;
-  for (auto& [name, entry] : entries_) {
-    if (auto* child = std::get_if<std::shared_ptr<Module>>(&entry)) (*child)->train(on);
-  }
-}
-
 Variable Module::register_parameter(const std::string& name, const Shape& shape) {
   Variable p(Tensor::empty(shape), true, name);
   entries_.emplace_back(name, p);

@@ -25,8 +25,6 @@ class Module {
   // Qualified names ("self_attn.q_proj.weight") in registration order, children depth first.
   NamedParameters named_parameters(const std::string& prefix = "") const;
   int64_t parameter_count() const;
-  void train(bool on = true);
-  bool is_training() const { return training_; }
 
  protected:
   // A new leaf requiring grad, uninitialised (the owner of the tree initialises).
@@ -39,7 +37,6 @@ class Module {
 
  private:
   std::vector<std::pair<std::string, std::variant<Variable, std::shared_ptr<Module>>>> entries_;
-  bool training_ = true;
 };
 
 // A module that only groups children under names ("model", "layers.0", ...).

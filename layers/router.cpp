@@ -104,19 +104,6 @@ RoutingPlan plan_from_keep_set(int num_layers, const std::vector<int>& keep) {
   return plan;
 }
 
-RouterConfig::Policy parse_policy(const std::string& name) {
-  using P = RouterConfig::Policy;
-  for (P p : {P::None, P::Stochastic, P::FixedGroups, P::RandomFixedGroups})
-    if (name == policy_name(p)) return p;
-  KV_FAIL("router policy '{}': expected none, stochastic, fixed_groups or random_fixed_groups", name);
-}
-
-RouterConfig::Source parse_source(const std::string& name) {
-  for (RouterConfig::Source s : {RouterConfig::Source::Uniform, RouterConfig::Source::Previous})
-    if (name == source_name(s)) return s;
-  KV_FAIL("router source '{}': expected uniform or previous", name);
-}
-
 const char* source_name(RouterConfig::Source source) {
   return source == RouterConfig::Source::Uniform ? "uniform" : "previous";
 }

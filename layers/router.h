@@ -40,8 +40,6 @@ struct RouterConfig {
   uint64_t seed = 0;
 };
 
-RouterConfig::Policy parse_policy(const std::string& name);  // none|stochastic|fixed_groups|random_fixed_groups
-RouterConfig::Source parse_source(const std::string& name);  // uniform|previous
 const char* policy_name(RouterConfig::Policy policy);
 const char* source_name(RouterConfig::Source source);
 

@@ -111,7 +111,6 @@ class SwiGLU final : public Module {
 class DecoderLayer final : public Module {
  public:
   DecoderLayer(const ModelConfig& config, bool has_kv_weights);
-  const Attention& attention() const { return *self_attn_; }
   // Pre-norm: h = norm(x); K/V of h when `kv_out` is given (some layer reads them); then
   // x + attn(h, kv_in) and x + mlp(norm(x)).
   Variable forward(const Variable& x, LayerKV* kv_out, const std::vector<LayerKV>& kv_by_layer, int source,

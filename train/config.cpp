@@ -11,23 +11,18 @@
 
 namespace kvroute::train {
 
-Precision parse_precision(const std::string& name) {
-  for (Precision p : {Precision::FP32, Precision::BF16})
-    if (name == precision_name(p)) return p;
-  KV_FAIL("precision '{}': expected fp32 or bf16", name);
-}
-
 const char* precision_name(Precision precision) { return precision == Precision::BF16 ? "bf16" : "fp32"; }
 
 DType compute_dtype(Precision precision) { return precision == Precision::BF16 ? DType::BF16 : DType::F32; }
 
-Device::Kind parse_device_kind(const std::string& name) {
-  for (Device::Kind k : {Device::Kind::CPU, Device::Kind::CUDA})
-    if (name == device_kind_name(k)) return k;
-  KV_FAIL("device '{}': expected cpu or cuda", name);
-}
-
 const char* device_kind_name(Device::Kind kind) { return kind == Device::Kind::CUDA ? "cuda" : "cpu"; }
+
+std::string yaml_text(const YAML::Node& node) {
+  if (node.IsScalar()) return node.Scalar();
+  YAML::Emitter out;
+  out << YAML::Flow << node;
+  return out.c_str();
+}
 
 layers::ModelConfig RunConfig::model_config() const {
   layers::ModelConfig m = model;
@@ -48,16 +43,9 @@ struct Section {
   std::vector<Field> fields;
 };
 
-std::string scalar_text(const YAML::Node& node) {
-  if (node.IsScalar()) return node.Scalar();
-  YAML::Emitter out;
-  out << YAML::Flow << node;
-  return out.c_str();
-}
-
 template <class T>
 T read_as(const YAML::Node& node, const std::string& where, const char* what) {
-  KV_CHECK(node.IsScalar(), "{}: expected {}, got '{}'", where, what, scalar_text(node));
+  KV_CHECK(node.IsScalar(), "{}: expected {}, got '{}'", where, what, yaml_text(node));
   try {
     return node.as<T>();
   } catch (const YAML::Exception&) {
@@ -177,7 +165,7 @@ const std::vector<Section>& schema() {
         {"retention",
          [](RunConfig& c, const YAML::Node& n, const std::string& where) {
            KV_CHECK(n.IsSequence() && n.size() > 0, "{}: expected a list of retention fractions, got '{}'", where,
-                    scalar_text(n));
+                    yaml_text(n));
            c.eval.retention.clear();
            for (size_t i = 0; i < n.size(); ++i) {
              const double r = read_as<double>(n[i], fmt::format("{}[{}]", where, i), "a number");

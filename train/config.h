@@ -15,15 +15,20 @@
 #include "layers/transformer.h"
 #include "train/schedule.h"
 
+namespace YAML {
+class Node;
+}
+
 namespace kvroute::train {
+
+// A YAML node as text for messages and overrides: a scalar as is, anything else in flow style.
+std::string yaml_text(const YAML::Node& node);
 
 // train.precision: fp32, or bf16 compute with fp32 master weights, gradients and optimizer state.
 enum class Precision { FP32, BF16 };
-Precision parse_precision(const std::string& name);  // a one-line error naming the value and the choices
 const char* precision_name(Precision precision);
 DType compute_dtype(Precision precision);
 // train.device: cpu | cuda.
-Device::Kind parse_device_kind(const std::string& name);
 const char* device_kind_name(Device::Kind kind);
 
 struct RouterSection {

@@ -3,15 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
-
 namespace kvroute::train {
-
-ScheduleKind parse_schedule(const std::string& name) {
-  for (ScheduleKind k : {ScheduleKind::Cosine, ScheduleKind::Constant, ScheduleKind::Wsd})
-    if (name == schedule_name(k)) return k;
-  KV_FAIL("optim.schedule: '{}' is not one of cosine, constant, wsd", name);
-}
 
 const char* schedule_name(ScheduleKind kind) {
   switch (kind) {

@@ -8,7 +8,6 @@
 namespace kvroute::train {
 
 enum class ScheduleKind { Cosine, Constant, Wsd };
-ScheduleKind parse_schedule(const std::string& name);  // a one-line error naming the value and the choices
 const char* schedule_name(ScheduleKind kind);
 
 struct Schedule {

@@ -160,7 +160,6 @@ TEST(Router, PreviousSourceFixedAndRandomGroups) {
   }
   EXPECT_NEAR(static_cast<double>(used_leader) / total, 0.5, 3 * std::sqrt(0.25 / total));
   EXPECT_EQ(rd_router.layers_with_kv_weights(), std::vector<bool>(6, true));
-  expect_error([] { (void)parse_policy("random"); }, {"'random'", "stochastic"});
   RouterConfig bad;
   bad.share_prob = 1.5;
   expect_error([&] { KVRouter(bad, 4); }, {"router.share_prob", "1.5"});
