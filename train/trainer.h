@@ -89,9 +89,6 @@ class Trainer {
   // A checkpoint of the current step (rank 0 writes; every rank waits for it).
   void checkpoint();
 
-  const TrainState& state() const { return state_; }
-  const layers::Transformer& model() const { return *model_; }
-
  private:
   double micro_batches(int64_t step);  // forward + backward of every micro-batch; the loss sum on this rank
   void reduce();                        // gradient sum over ranks
