@@ -2,7 +2,7 @@
 
 #include <cstdio>
 #include <fstream>
-#include <map>
+#include <vector>
 
 #include "core/device_runtime.h"
 #include "core/error.h"
@@ -19,14 +19,23 @@ void add_threads_override(std::vector<std::string>& overrides, int threads) {
 
 void add_placement_options(CLI::App* cmd, Placement& p) {
   // The names are the config's (train.device, train.precision), so flags and YAML agree.
-  std::map<std::string, Device::Kind> devices;
-  for (Device::Kind k : {Device::Kind::CPU, Device::Kind::CUDA}) devices[train::device_kind_name(k)] = k;
-  std::map<std::string, train::Precision> precisions;
-  for (train::Precision x : {train::Precision::FP32, train::Precision::BF16}) precisions[train::precision_name(x)] = x;
-  cmd->add_option("--device", p.device, "cpu | cuda (one GPU per rank under mpirun)")
-      ->transform(CLI::CheckedTransformer(devices));
-  cmd->add_option("--precision", p.precision, "fp32 | bf16 (bf16 needs --device cuda)")
-      ->transform(CLI::CheckedTransformer(precisions));
+  std::vector<std::string> devices, precisions;
+  for (Device::Kind k : {Device::Kind::CPU, Device::Kind::CUDA}) devices.push_back(train::device_kind_name(k));
+  for (train::Precision x : {train::Precision::FP32, train::Precision::BF16}) precisions.push_back(train::precision_name(x));
+  cmd->add_option_function<std::string>(
+         "--device",
+         [&p](const std::string& v) {
+           p.device = v == train::device_kind_name(Device::Kind::CUDA) ? Device::Kind::CUDA : Device::Kind::CPU;
+         },
+         "cpu | cuda (one GPU per rank under mpirun)")
+      ->check(CLI::IsMember(devices));
+  cmd->add_option_function<std::string>(
+         "--precision",
+         [&p](const std::string& v) {
+           p.precision = v == train::precision_name(train::Precision::BF16) ? train::Precision::BF16 : train::Precision::FP32;
+         },
+         "fp32 | bf16 (bf16 needs --device cuda)")
+      ->check(CLI::IsMember(precisions));
 }
 
 void place_model(layers::Transformer& model, const Placement& p, int local_rank, ops::AttentionKernel attention) {
