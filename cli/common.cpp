@@ -17,25 +17,31 @@ void add_threads_override(std::vector<std::string>& overrides, int threads) {
   if (threads > 0) overrides.push_back(fmt::format("train.threads={}", threads));
 }
 
+namespace {
+
+// A flag whose value is one of an enum's names: the config's names, so flags and YAML agree.
+template <class E>
+void add_enum_option(CLI::App* cmd, const std::string& flag, E& target, std::vector<E> values, const char* (*name)(E),
+                     const std::string& help) {
+  std::vector<std::string> names;
+  for (E e : values) names.push_back(name(e));
+  cmd->add_option_function<std::string>(
+         flag,
+         [&target, values, name](const std::string& v) {
+           for (E e : values)
+             if (v == name(e)) target = e;
+         },
+         help)
+      ->check(CLI::IsMember(names));
+}
+
+}  // namespace
+
 void add_placement_options(CLI::App* cmd, Placement& p) {
-  // The names are the config's (train.device, train.precision), so flags and YAML agree.
-  std::vector<std::string> devices, precisions;
-  for (Device::Kind k : {Device::Kind::CPU, Device::Kind::CUDA}) devices.push_back(train::device_kind_name(k));
-  for (train::Precision x : {train::Precision::FP32, train::Precision::BF16}) precisions.push_back(train::precision_name(x));
-  cmd->add_option_function<std::string>(
-         "--device",
-         [&p](const std::string& v) {
-           p.device = v == train::device_kind_name(Device::Kind::CUDA) ? Device::Kind::CUDA : Device::Kind::CPU;
-         },
-         "cpu | cuda (one GPU per rank under mpirun)")
-      ->check(CLI::IsMember(devices));
-  cmd->add_option_function<std::string>(
-         "--precision",
-         [&p](const std::string& v) {
-           p.precision = v == train::precision_name(train::Precision::BF16) ? train::Precision::BF16 : train::Precision::FP32;
-         },
-         "fp32 | bf16 (bf16 needs --device cuda)")
-      ->check(CLI::IsMember(precisions));
+  add_enum_option(cmd, "--device", p.device, {Device::Kind::CPU, Device::Kind::CUDA}, train::device_kind_name,
+                  "cpu | cuda (one GPU per rank under mpirun)");
+  add_enum_option(cmd, "--precision", p.precision, {train::Precision::FP32, train::Precision::BF16},
+                  train::precision_name, "fp32 | bf16 (bf16 needs --device cuda)");
 }
 
 void place_model(layers::Transformer& model, const Placement& p, int local_rank, ops::AttentionKernel attention) {
