@@ -1,0 +1,2293 @@
+#!/usr/bin/python3
+"""Seeded bad-input harness for the kvroute executable.
+
+The contract under test (README "Every bad input ..."): for every bad input the process exits
+non-zero on its own (no signal, no timeout), its stderr is exactly one line starting with
+"kvroute: error: " (a flag the command line parser rejects: the same line, exit code 2), and
+nothing already written is lost: a run directory, checkpoint or output directory that existed
+before a failed command is byte-for-byte unchanged after it.
+
+The harness builds everything it needs from nothing in a fresh temporary directory (a generated
+pseudo-English corpus, a 300-token tokenizer, shards, a tiny config and one trained "golden" run
+with two checkpoints), then runs a few hundred cases: a fixed list of targeted mutations per
+category plus seeded random ones (byte flips, truncations, duplicated lines, hostile values).
+Every case that changes a file works on a copy in its own directory, never on the fixtures.
+
+Each case carries an expectation:
+  fail   the input is certainly invalid: must fail cleanly (any non-zero exit)
+  fail2  a command-line parse error: must fail cleanly with exit code 2
+  any    may be accepted (exit 0) or fail cleanly, but must never crash, hang, or print more
+         than the one error line (random byte flips, which can land somewhere harmless)
+  pass   a valid control command that must succeed (guards against over-strict validation
+         and against a broken fixture)
+
+Standard library only; run with /usr/bin/python3:
+  harness.py --kvroute build/kvroute [--cases 300] [--seed 1] [--keep-going] [--only CATEGORY,...]
+             [--case ID] [--list] [--jobs N] [--timeout S] [--keep-workdir] [--json FILE] [-v]
+--cases is the total: below the number of targeted cases it runs a seeded sample of them (in
+proportion per category, baselines always); above it the rest are seeded random mutations.
+Without --keep-going the run stops starting cases after the first violation.
+Exit status: 0 no violation, 1 violations (each listed with its command), 3 the fixtures could not
+be built, 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import hashlib
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+PREFIX = "kvroute: error: "
+CKPT_STEP = "step_00000004"          # the golden run's newest checkpoint (steps 4, interval 2)
+CK = f"run/checkpoints/{CKPT_STEP}"  # as seen from a case directory holding a copy of the run
+CATEGORIES = ["baseline", "config", "override", "shard", "datajson", "tokenizer", "safetensors", "state",
+              "ckptconfig", "rundir", "study", "cli"]
+# Share of the seeded random cases per category (categories with a random generator).
+RANDOM_WEIGHTS = {"config": 22, "override": 14, "shard": 12, "datajson": 6, "tokenizer": 10, "safetensors": 14,
+                  "state": 8, "ckptconfig": 4, "cli": 10}
+DEEP = 100_000  # nesting depth of the deep-nesting cases
+ARG_DEEP = 60_000  # the same in a command-line argument (at most 128 KiB each)
+I64_MAX = "9223372036854775807"
+
+
+# ------------------------------------------------------------------------------------------------
+# Fixtures
+# ------------------------------------------------------------------------------------------------
+
+class FixtureError(Exception):
+    pass
+
+
+@dataclass
+class Ctx:
+    kvroute: str          # the snapshot that runs
+    kvroute_shown: str    # the path given on the command line (for reproduction lines)
+    work: Path
+    fixtures: Path
+    corpus: Path
+    tok: Path
+    data: Path
+    golden: Path          # holds config.yaml (run_dir: run) and run/
+    vocab: int = 0
+    prepare_help: str = ""  # `kvroute prepare --help`: which optional flags this build has
+    eot: int = 0
+    env: dict = field(default_factory=dict)
+    wrapper: list = field(default_factory=list)
+
+
+def make_corpus(out: Path, seed: int = 20240520, target_bytes: int = 320_000) -> None:
+    """Deterministic pseudo-English: a Zipf-distributed vocabulary of made-up words, sentences and
+    paragraphs, as .txt documents plus one .jsonl file ({"text": ...} per line)."""
+    r = random.Random(seed)
+    onsets = ["b", "c", "d", "f", "g", "h", "l", "m", "n", "p", "r", "s", "t", "v", "w", "th", "st", "pr",
+              "ch", "sh", "gr", "tr", "", ""]
+    vowels = ["a", "e", "i", "o", "u", "ea", "ou", "ai", "io", "ee"]
+    codas = ["", "", "n", "r", "s", "t", "l", "nd", "st", "ng", "rd", "m"]
+    function = ("the of and to in a is that for it as was with be by on not he this are or his from at which "
+                "but have an they you were her she there been one all we their has would when if so no").split()
+    words = set()
+    while len(words) < 1500:
+        words.add("".join(r.choice(onsets) + r.choice(vowels) + r.choice(codas)
+                          for _ in range(r.choice([1, 1, 2, 2, 3]))))
+    vocab = function + sorted(words)
+    weights = [1.0 / (i + 1) ** 1.05 for i in range(len(vocab))]
+    cum = []
+    total = 0.0
+    for w in weights:
+        total += w
+        cum.append(total)
+
+    def sentence() -> str:
+        n = r.randint(4, 18)
+        ws = r.choices(vocab, cum_weights=cum, k=n)
+        if r.random() < 0.15:
+            ws.insert(r.randrange(len(ws)), str(r.randint(1, 2024)))
+        if n > 8 and r.random() < 0.4:
+            ws[r.randrange(1, n - 1)] += ","
+        ws[0] = ws[0].capitalize()
+        return " ".join(ws) + r.choice([".", ".", ".", "!", "?", ";"])
+
+    def document(paragraphs: int) -> str:
+        return "\n\n".join(" ".join(sentence() for _ in range(r.randint(2, 7))) for _ in range(paragraphs)) + "\n"
+
+    out.mkdir(parents=True)
+    written = 0
+    i = 0
+    while written < target_bytes * 0.85:
+        text = document(r.randint(3, 10))
+        (out / f"doc_{i:03d}.txt").write_text(text)
+        written += len(text)
+        i += 1
+    with open(out / "extra.jsonl", "w") as f:
+        while written < target_bytes:
+            text = document(r.randint(1, 3))
+            f.write(json.dumps({"text": text, "id": i}) + "\n")
+            written += len(text)
+            i += 1
+
+
+def q(s: str) -> str:
+    """A YAML double-quoted scalar (JSON string syntax is valid YAML)."""
+    return json.dumps(s)
+
+
+def base_cfg(ctx: Ctx) -> dict:
+    return {
+        "model": {"vocab_size": str(ctx.vocab), "hidden_size": "32", "num_layers": "2", "num_heads": "2",
+                  "num_kv_heads": "1", "head_dim": "16", "intermediate_size": "64", "max_seq_len": "128",
+                  "rope_theta": "10000"},
+        "router": {"policy": "stochastic", "share_prob": "0.5"},
+        "data": {"dir": q(str(ctx.data)), "tokenizer": q(str(ctx.tok))},
+        "optim": {"lr": "3.0e-3", "min_lr": "3.0e-4"},
+        "train": {"name": "golden", "run_dir": "run", "steps": "4", "batch_size": "2", "seq_len": "16",
+                  "log_interval": "2", "checkpoint_interval": "2", "threads": "1"},
+        "eval": {"retention": "[1.0, 0.5]", "batches": "2"},
+        "dist": {"backend": "none"},
+    }
+
+
+def render_cfg(cfg: dict) -> str:
+    lines = []
+    for section, keys in cfg.items():
+        lines.append(f"{section}:")
+        for k, v in keys.items():
+            lines.append(f"  {k}: {v}")
+    return "\n".join(lines) + "\n"
+
+
+STUDY = """study: st
+base: cfg.yaml
+overrides: [train.steps=2, train.checkpoint_interval=0, eval.interval=0]
+runs:
+  - name: a
+    overrides: [router.policy=none]
+eval:
+  retention: [1.0, 0.5]
+  batches: 1
+"""
+
+
+def run_fixture_cmd(ctx: Ctx, args: list, cwd: Path) -> None:
+    p = subprocess.run(ctx.wrapper + [ctx.kvroute] + args, cwd=cwd, env=ctx.env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    if p.returncode != 0:
+        raise FixtureError(f"fixture command failed (exit {p.returncode}): cd {cwd} && "
+                           f"{shlex.join([ctx.kvroute_shown] + args)}\n{p.stderr.decode(errors='replace')[-2000:]}")
+
+
+def build_fixtures(ctx: Ctx) -> None:
+    make_corpus(ctx.corpus)
+    run_fixture_cmd(ctx, ["tokenizer", "train", "--vocab", "300", "--input", str(ctx.corpus), "--out", str(ctx.tok),
+                          "--threads", "1"], ctx.fixtures)
+    run_fixture_cmd(ctx, ["prepare", "--input", str(ctx.corpus), "--tokenizer", str(ctx.tok), "--out", str(ctx.data),
+                          "--val-fraction", "0.05", "--threads", "1"], ctx.fixtures)
+    p = subprocess.run(ctx.wrapper + [ctx.kvroute, "prepare", "--help"], env=ctx.env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    ctx.prepare_help = p.stdout.decode(errors="replace")
+    meta = json.loads((ctx.data / "data.json").read_text())
+    ctx.vocab, ctx.eot = int(meta["vocab_size"]), int(meta["eot_id"])
+    ctx.golden.mkdir()
+    (ctx.golden / "config.yaml").write_text(render_cfg(base_cfg(ctx)))
+    run_fixture_cmd(ctx, ["train", "config.yaml"], ctx.golden)
+    ck = ctx.golden / CK
+    for name in ["model.safetensors", "optimizer.safetensors", "state.json", "config.yaml"]:
+        if not (ck / name).is_file():
+            raise FixtureError(f"the golden run has no {ck / name}")
+    if not (ctx.golden / "run/checkpoints/step_00000002").is_dir():
+        raise FixtureError("the golden run has no step_00000002 checkpoint")
+
+
+# ------------------------------------------------------------------------------------------------
+# Hashing (never opens anything but regular files: FIFOs stay unread)
+# ------------------------------------------------------------------------------------------------
+
+def tree_hash(path: Path) -> dict:
+    out = {}
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return {".": "missing"}
+    base = str(path)
+
+    def one(p: str, rel: str) -> None:
+        s = os.lstat(p)
+        if os.path.islink(p):
+            out[rel] = "link:" + os.readlink(p)
+        elif os.path.isdir(p):
+            out[rel] = "dir"
+            for name in sorted(os.listdir(p)):
+                one(os.path.join(p, name), rel + "/" + name)
+        elif os.path.isfile(p):
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            out[rel] = f"file:{s.st_size}:{h.hexdigest()}"
+        else:
+            out[rel] = f"special:{s.st_mode:o}"
+
+    del st
+    one(base, ".")
+    return out
+
+
+def tree_diff(before: dict, after: dict) -> str:
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    parts = []
+    for k in changed[:4]:
+        b, a = before.get(k, "absent"), after.get(k, "absent")
+        parts.append(f"{k}: {b[:40]} -> {a[:40]}")
+    more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+    return "; ".join(parts) + more
+
+
+# ------------------------------------------------------------------------------------------------
+# Case machinery
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Spec:
+    argv: list                 # arguments after the executable
+    protect: list = field(default_factory=list)   # case-relative paths that must survive a failure
+    detail: str = ""           # what exactly was mutated
+    expect: Optional[str] = None  # overrides the case's expectation once the mutation is known
+    timeout: Optional[float] = None
+
+
+@dataclass
+class Case:
+    id: str
+    category: str
+    desc: str
+    expect: str
+    build: Callable  # (Env) -> Spec
+
+
+class Env:
+    """One case's directory, its seeded RNG and helpers that copy fixtures into it."""
+
+    def __init__(self, ctx: Ctx, d: Path, rng: random.Random):
+        self.ctx, self.d, self.rng = ctx, d, rng
+
+    def p(self, rel: str) -> Path:
+        return self.d / rel
+
+    def write(self, rel: str, data) -> str:
+        path = self.p(rel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or path.exists():
+            remove(path)
+        if isinstance(data, str):
+            data = data.encode()
+        path.write_bytes(data)
+        return rel
+
+    def cfg(self, text: Optional[str] = None, cfg: Optional[dict] = None, rel: str = "cfg.yaml") -> str:
+        if text is None:
+            text = render_cfg(cfg if cfg is not None else base_cfg(self.ctx))
+        return self.write(rel, text)
+
+    def run_copy(self) -> str:
+        if not self.p("run").exists():
+            shutil.copytree(self.ctx.golden / "run", self.p("run"), symlinks=True)
+            shutil.copy2(self.ctx.golden / "config.yaml", self.p("config.yaml"))
+        return CK
+
+    def data_copy(self, rel: str = "data") -> str:
+        if not self.p(rel).exists():
+            shutil.copytree(self.ctx.data, self.p(rel), symlinks=True)
+        return rel
+
+    def tok_copy(self, rel: str = "tok") -> str:
+        if not self.p(rel).exists():
+            shutil.copytree(self.ctx.tok, self.p(rel), symlinks=True)
+        return rel
+
+    def study(self, text: str = STUDY) -> str:
+        self.cfg()
+        return self.write("study.yaml", text)
+
+
+def remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def make_fifo(path: Path) -> None:
+    remove(path) if (path.exists() or path.is_symlink()) else None
+    os.mkfifo(path)
+
+
+def make_dir(path: Path) -> None:
+    remove(path) if (path.exists() or path.is_symlink()) else None
+    path.mkdir(parents=True)
+
+
+def make_link(path: Path, target: str) -> None:
+    remove(path) if (path.exists() or path.is_symlink()) else None
+    os.symlink(target, path)
+
+
+def flip_byte(path: Path, rng: random.Random, lo: int = 0, hi: Optional[int] = None) -> tuple:
+    b = bytearray(path.read_bytes())
+    hi = len(b) if hi is None else min(hi, len(b))
+    i = rng.randrange(lo, hi)
+    old = b[i]
+    new = rng.choice([x for x in range(256) if x != old])
+    b[i] = new
+    path.write_bytes(bytes(b))
+    return i, old, new
+
+
+def deep(n: int = DEEP, kind: str = "array") -> str:
+    if kind == "array":
+        return "[" * n + "]" * n
+    return '{"a":' * n + "1" + "}" * n
+
+
+def deep_yaml(n: int = DEEP, kind: str = "array") -> str:
+    if kind == "array":
+        return "[" * n + "]" * n
+    return "{a: " * n + "1" + "}" * n
+
+
+# ---- safetensors --------------------------------------------------------------------------------
+
+def st_parts(path: Path) -> tuple:
+    b = path.read_bytes()
+    n = struct.unpack("<Q", b[:8])[0]
+    return n, b[8:8 + n], b[8 + n:]
+
+
+def st_header(path: Path) -> dict:
+    _, h, _ = st_parts(path)
+    return json.loads(h)
+
+
+def st_write(path: Path, header, data: bytes, pad: bool = True, length: Optional[int] = None,
+             deep_marker: Optional[str] = None) -> None:
+    text = header if isinstance(header, (bytes, str)) else json.dumps(header, separators=(",", ":"))
+    if isinstance(text, str):
+        if deep_marker is not None:
+            text = text.replace(json.dumps(deep_marker), deep_marker_value(deep_marker))
+        text = text.encode()
+    if pad:
+        text += b" " * ((8 - len(text) % 8) % 8)
+    n = len(text) if length is None else length
+    path.write_bytes(struct.pack("<Q", n % (1 << 64)) + text + data)
+
+
+def deep_marker_value(marker: str) -> str:
+    return deep(DEEP, "object" if "OBJ" in marker else "array")
+
+
+def tensor_names(header: dict) -> list:
+    return [k for k in header if k != "__metadata__"]
+
+
+def nbytes(entry: dict) -> int:
+    return entry["data_offsets"][1] - entry["data_offsets"][0]
+
+
+JSON_WS = b" \t\r\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Commands that read a checkpoint (run from a case directory holding a copy of the golden run)
+# ------------------------------------------------------------------------------------------------
+
+CK_CMDS = {
+    "eval": ["eval", "--checkpoint", CK, "--batches", "1", "--threads", "1"],
+    "generate": ["generate", "--checkpoint", CK, "--prompt", "the sun", "--max-new-tokens", "4", "--threads", "1"],
+    "resume": ["train", "config.yaml", "--resume", "auto", "train.steps=6"],
+    "benchgen": ["bench", "generate", "--checkpoint", CK, "--prompt-lengths", "4", "--batch-sizes", "1",
+                 "--new-tokens", "2", "--repeats", "1", "--retention", "1", "--threads", "1"],
+}
+WEIGHT_READERS = ["eval", "generate", "resume", "benchgen"]
+
+
+def ck_spec(env: Env, cmd: str, detail: str = "", expect: Optional[str] = None) -> Spec:
+    env.run_copy()
+    return Spec(list(CK_CMDS[cmd]), protect=["run"], detail=detail, expect=expect)
+
+
+# ------------------------------------------------------------------------------------------------
+# The config schema (train/config.cpp) for the value oracle
+# ------------------------------------------------------------------------------------------------
+
+# kind, and for int: (min, huge_is_invalid); float: (min, max, min_open)
+SCHEMA = {
+    ("model", "vocab_size"): ("int", 1, True), ("model", "hidden_size"): ("int", 1, True),
+    ("model", "num_layers"): ("int", 1, True), ("model", "num_heads"): ("int", 1, True),
+    ("model", "num_kv_heads"): ("int", 1, True), ("model", "head_dim"): ("int", 2, True),
+    ("model", "intermediate_size"): ("int", 1, True), ("model", "rope_theta"): ("float", 0, 1e12, True),
+    ("model", "rms_norm_eps"): ("float", 0, 1, True), ("model", "max_seq_len"): ("int", 1, True),
+    ("model", "tie_embeddings"): ("bool",), ("model", "qk_norm"): ("bool",),
+    ("model", "init_std"): ("float", 0, 10, True),
+    ("router", "policy"): ("enum",), ("router", "share_prob"): ("float", 0, 1, False),
+    ("router", "source"): ("enum",), ("router", "group_size"): ("int", 1, True),
+    ("router", "group_share_prob"): ("float", 0, 1, False), ("router", "seed"): ("int", 0, False),
+    ("router", "same_plan_all_ranks"): ("bool",),
+    ("data", "dir"): ("str",), ("data", "tokenizer"): ("str",),
+    ("optim", "lr"): ("float", 0, 10, False), ("optim", "min_lr"): ("float", 0, 10, False),
+    ("optim", "beta1"): ("float", 0, 0.999999, False), ("optim", "beta2"): ("float", 0, 0.999999, False),
+    ("optim", "eps"): ("float", 0, 1, True), ("optim", "weight_decay"): ("float", 0, 10, False),
+    ("optim", "grad_clip"): ("float", 0, 1e9, False), ("optim", "schedule"): ("enum",),
+    ("optim", "warmup_fraction"): ("float", 0, 1, False), ("optim", "decay_fraction"): ("float", 0, 1, False),
+    ("train", "name"): ("str",), ("train", "run_dir"): ("str",), ("train", "steps"): ("int", 1, None),
+    ("train", "batch_size"): ("int", 1, True), ("train", "seq_len"): ("int", 1, True),
+    ("train", "global_batch_tokens"): ("int", 0, True), ("train", "seed"): ("int", 0, False),
+    ("train", "log_interval"): ("int", 1, False), ("train", "checkpoint_interval"): ("int", 0, False),
+    ("train", "keep_checkpoints"): ("int", 1, False), ("train", "threads"): ("int", 0, True),
+    ("train", "device"): ("enum",), ("train", "precision"): ("enum",), ("train", "attention"): ("enum",),
+    ("train", "peak_tflops"): ("float", 0, 1e6, False),
+    ("eval", "interval"): ("int", 0, False), ("eval", "retention"): ("list",), ("eval", "batches"): ("int", 0, False),
+    ("dist", "backend"): ("enum",), ("dist", "bucket_mb"): ("float", 0, 65536, True),
+}
+
+NASTY = ["abc", "-1", "0", I64_MAX, "9223372036854775808", "-9223372036854775809", "1e308", ".nan", ".inf",
+         "-.inf", "[1, 2]", "{a: 1}", "''", "3.5", "true", "0x10", "[" * 300 + "]" * 300]
+
+
+def oracle(key: tuple, value: str) -> Optional[str]:
+    """'fail' when `value` is certainly invalid for `key`, 'any' when it may be valid, None when the
+    combination is not worth running (it would train for ever)."""
+    kind = SCHEMA[key][0]
+    structural = value.startswith("[") or value.startswith("{")
+    if kind == "list":
+        return "fail"  # every NASTY value is a scalar, a map or a list holding 2 / nothing
+    if kind == "enum":
+        return "fail"
+    if kind == "str":
+        return "fail" if structural else "any"
+    if kind == "bool":
+        return "any" if value in ("true", "0") else "fail"
+    if structural or value in ("abc", "''", "true", ".nan", ".inf", "-.inf", "1e308", "-1",
+                               "-9223372036854775809"):
+        return "fail"
+    if kind == "int":
+        _, lo, huge_bad = SCHEMA[key]
+        if value in ("9223372036854775808", "3.5"):
+            return "fail"
+        if value == I64_MAX:
+            if huge_bad is None:
+                return None
+            return "fail" if huge_bad else "any"
+        if value == "0":
+            return "fail" if lo >= 1 else "any"
+        return "any"  # 0x10
+    # float
+    _, lo, hi, open_lo = SCHEMA[key]
+    if value in (I64_MAX, "9223372036854775808"):
+        return "fail" if float(value) > hi else "any"
+    if value == "0":
+        return "fail" if open_lo else "any"
+    if value == "3.5":
+        return "fail" if 3.5 > hi else "any"
+    return "any"
+
+
+# ------------------------------------------------------------------------------------------------
+# Case lists
+# ------------------------------------------------------------------------------------------------
+
+class Registry:
+    def __init__(self):
+        self.cases: list = []
+        self.count: dict = {}
+
+    def add(self, category: str, name: str, desc: str, expect: str, build: Callable) -> None:
+        n = self.count.get(category, 0)
+        self.count[category] = n + 1
+        self.cases.append(Case(f"{category}-{n:03d}-{name}", category, desc, expect, build))
+
+
+def cli_argv(env: Env, argv: list) -> list:
+    """Resolves placeholders and creates what the arguments refer to."""
+    out = []
+    for a in argv:
+        if "{CK}" in a:
+            env.run_copy()
+            a = a.replace("{CK}", CK)
+        if "{TOK}" in a:
+            a = a.replace("{TOK}", str(env.ctx.tok))
+        if "{CORPUS}" in a:
+            a = a.replace("{CORPUS}", str(env.ctx.corpus))
+        if "{DATA}" in a:
+            a = a.replace("{DATA}", str(env.ctx.data))
+        if a == "{FIFO}":
+            make_fifo(env.p("fifo"))
+            a = "fifo"
+        if a == "{EMPTYDIR}":
+            make_dir(env.p("emptydir"))
+            a = "emptydir"
+        if a == "cfg.yaml":
+            env.cfg()
+        if a == "study.yaml":
+            env.study()
+        out.append(a)
+    return out
+
+
+def simple(argv: list, protect: Optional[list] = None, prep: Optional[Callable] = None) -> Callable:
+    def build(env: Env) -> Spec:
+        if prep:
+            prep(env)
+        return Spec(cli_argv(env, argv), protect=list(protect or []))
+    return build
+
+
+# ---- baseline -----------------------------------------------------------------------------------
+
+def baseline_cases(R: Registry) -> None:
+    def add(name: str, argv: list, desc: str, prep: Optional[Callable] = None) -> None:
+        R.add("baseline", name, desc, "pass", simple(argv, prep=prep))
+
+    add("train", ["train", "cfg.yaml"], "train the tiny config from scratch")
+    add("resume", ["train", "config.yaml", "--resume", "auto", "train.steps=6"],
+        "resume a copy of the golden run and train 2 more steps", prep=lambda env: env.run_copy())
+    add("eval", ["eval", "--checkpoint", "{CK}", "--batches", "1", "--threads", "1"], "eval a checkpoint copy")
+    add("eval-greedy", ["eval", "--checkpoint", "{CK}", "--batches", "1", "--keep", "0,1", "--groups", "2",
+                        "--strategy", "greedy", "--out", "evalout"], "eval with keep-sets and greedy plans")
+    add("generate", ["generate", "--checkpoint", "{CK}", "--prompt", "the sun", "--max-new-tokens", "4",
+                     "--top-k", "5", "--top-p", "0.9", "--retention", "0.5"], "sample 4 tokens")
+    add("encode", ["tokenizer", "encode", "--tokenizer", "{TOK}", "--text", "hello world"], "encode a text")
+    add("tok-train", ["tokenizer", "train", "--input", "{CORPUS}", "--vocab", "280", "--out", "tokout",
+                      "--threads", "1"], "train a tokenizer")
+    add("prepare", ["prepare", "--input", "{CORPUS}", "--tokenizer", "{TOK}", "--out", "dataout", "--threads", "1"],
+        "prepare shards")
+    add("bench-gen", ["bench", "generate", "--checkpoint", "{CK}", "--prompt-lengths", "4", "--batch-sizes", "1",
+                      "--new-tokens", "2", "--repeats", "1", "--threads", "1"], "bench generate on a checkpoint copy")
+    add("bench-train", ["bench", "train", "cfg.yaml", "--steps", "1", "--no-peer"], "bench train, no peer")
+    add("sweep", ["sweep", "study.yaml"], "a one-run study")
+
+    def leftover_tmp(env: Env) -> None:
+        env.run_copy()
+        make_dir(env.p("run/checkpoints/step_00000006.tmp"))
+        env.write("run/checkpoints/step_00000006.tmp/state.json", "{garbage")
+    add("resume-tmp", ["train", "config.yaml", "--resume", "auto", "train.steps=6"],
+        "resume with a leftover step_00000006.tmp directory", prep=leftover_tmp)
+
+
+# ---- config files -------------------------------------------------------------------------------
+
+def config_cases(R: Registry) -> None:
+    def text_case(name: str, desc: str, expect: str, make: Callable) -> None:
+        def build(env: Env) -> Spec:
+            out = make(env)
+            if isinstance(out, Spec):
+                return out
+            env.cfg(text=out)
+            return Spec(["train", "cfg.yaml"])
+        R.add("config", name, desc, expect, build)
+
+    def cfg_with(env: Env, section: str, key: str, value: str) -> str:
+        c = base_cfg(env.ctx)
+        c.setdefault(section, {})[key] = value
+        return render_cfg(c)
+
+    def set_value(name: str, section: str, key: str, value: str, expect: str = "fail") -> None:
+        text_case(name, f"{section}.{key}: {value[:40]}", expect, lambda env: cfg_with(env, section, key, value))
+
+    def path_case(name: str, desc: str, make: Callable) -> None:
+        def build(env: Env) -> Spec:
+            return Spec(["train", make(env)])
+        R.add("config", name, desc, "fail", build)
+
+    text_case("empty", "empty config file (defaults: no data)", "fail", lambda env: "")
+    text_case("blank", "only blank lines and a comment", "fail", lambda env: "\n\n# nothing\n\n")
+    path_case("directory", "the config path is a directory", lambda env: (make_dir(env.p("cfgdir")), "cfgdir")[1])
+    path_case("fifo", "the config path is a FIFO with no writer", lambda env: (make_fifo(env.p("cfg.fifo")), "cfg.fifo")[1])
+    path_case("dev-zero", "the config path is /dev/zero", lambda env: "/dev/zero")
+    path_case("dev-zero-link", "cfg.yaml is a symlink to /dev/zero", lambda env: (make_link(env.p("z.yaml"), "/dev/zero"), "z.yaml")[1])
+    path_case("missing", "the config file does not exist", lambda env: "missing.yaml")
+    path_case("link-loop", "cfg.yaml is a symlink loop", lambda env: (make_link(env.p("loop.yaml"), "loop.yaml"), "loop.yaml")[1])
+    text_case("garbage", "4 KiB of seeded binary garbage", "fail", lambda env: bytes(env.rng.randrange(256) for _ in range(4096)))
+    text_case("garbage-nul", "NUL bytes then garbage", "fail", lambda env: "\0" * 16 + "model: {hidden_size: 32}\n")
+
+    def trunc_at(marker: str) -> Callable:
+        def make(env: Env) -> str:
+            t = render_cfg(base_cfg(env.ctx))
+            return t[:t.index(marker) + len(marker)]
+        return make
+    text_case("trunc-key", "truncated in the middle of a key ('hidden_si')", "fail", trunc_at("hidden_si"))
+    text_case("trunc-list", "truncated inside a flow list ('retention: [1.0, 0.')", "fail", trunc_at("[1.0, 0."))
+    text_case("trunc-quote", "truncated inside a quoted path", "fail",
+              lambda env: render_cfg(base_cfg(env.ctx)).split('dir: "')[0] + 'dir: "' + str(env.ctx.data)[:5])
+
+    def dup_key(env: Env) -> str:
+        return render_cfg(base_cfg(env.ctx)).replace("  hidden_size: 32\n", "  hidden_size: 32\n  hidden_size: 64\n")
+    text_case("dup-key", "model.hidden_size given twice (32, then 64)", "fail", dup_key)
+    text_case("dup-key-same", "train.steps given twice with the same value", "fail",
+              lambda env: render_cfg(base_cfg(env.ctx)).replace("  steps: 4\n", "  steps: 4\n  steps: 4\n"))
+    text_case("dup-section", "a second 'model:' section", "fail",
+              lambda env: render_cfg(base_cfg(env.ctx)) + "model:\n  hidden_size: 64\n")
+    text_case("dup-section-empty", "'train:' twice, the second empty", "fail",
+              lambda env: render_cfg(base_cfg(env.ctx)) + "train:\n")
+    set_value("unknown-key", "model", "hidden_sizes", "32")
+    set_value("unknown-section", "modle", "hidden_size", "32")
+    for key, val, tag in [(("model", "hidden_size"), "abc", "str"), (("model", "hidden_size"), "[32]", "list"),
+                          (("model", "hidden_size"), "{a: 1}", "map"), (("model", "hidden_size"), "32.5", "float"),
+                          (("model", "hidden_size"), "true", "bool"), (("model", "hidden_size"), "~", "null"),
+                          (("optim", "lr"), "abc", "str"), (("optim", "lr"), "[0.1]", "list"),
+                          (("model", "tie_embeddings"), "3", "int"), (("router", "policy"), "5", "int"),
+                          (("router", "policy"), "[stochastic]", "list"), (("eval", "retention"), "0.5", "scalar"),
+                          (("eval", "retention"), "[]", "empty"), (("eval", "retention"), "[2]", "range"),
+                          (("eval", "retention"), "[.nan]", "nan"), (("eval", "retention"), "[abc]", "str"),
+                          (("eval", "retention"), "{a: 1}", "map"), (("data", "dir"), "[a, b]", "list"),
+                          (("train", "name"), "{a: 1}", "map"), (("dist", "backend"), "mpi2", "enum"),
+                          (("train", "device"), "gpu", "enum")]:
+        set_value(f"type-{key[1]}-{tag}", key[0], key[1], val)
+    text_case("section-scalar", "model: 5", "fail", lambda env: render_cfg(base_cfg(env.ctx)).replace("model:\n", "model: 5\nx:\n", 1))
+    text_case("section-list", "model: [1, 2] (a sequence section)", "fail",
+              lambda env: "model: [1, 2]\n" + render_cfg({k: v for k, v in base_cfg(env.ctx).items() if k != "model"}))
+    text_case("root-list", "the document is a list", "fail", lambda env: "- model\n- train\n")
+    text_case("root-scalar", "the document is a scalar", "fail", lambda env: "hello\n")
+    for key, val in [(("model", "hidden_size"), I64_MAX), (("model", "hidden_size"), "9223372036854775808"),
+                     (("model", "hidden_size"), "-1"), (("model", "hidden_size"), "1e308"),
+                     (("model", "hidden_size"), ".nan"), (("model", "hidden_size"), ".inf"),
+                     (("model", "vocab_size"), I64_MAX), (("model", "num_layers"), I64_MAX),
+                     (("model", "intermediate_size"), I64_MAX),
+                     (("model", "num_heads"), I64_MAX), (("model", "head_dim"), "4294967296"),
+                     (("train", "batch_size"), I64_MAX), (("train", "seq_len"), I64_MAX),
+                     (("train", "threads"), "1025"), (("train", "threads"), I64_MAX),
+                     (("router", "group_size"), I64_MAX), (("router", "seed"), "-1"),
+                     (("train", "seed"), "18446744073709551616"), (("optim", "lr"), "1e308"),
+                     (("optim", "lr"), ".nan"), (("optim", "lr"), ".inf"), (("router", "share_prob"), ".nan"),
+                     (("router", "share_prob"), "1.0000001"), (("model", "rope_theta"), ".inf"),
+                     (("model", "rms_norm_eps"), "0"), (("dist", "bucket_mb"), ".nan"),
+                     (("train", "steps"), "0"), (("train", "steps"), "-1"), (("train", "log_interval"), "0"),
+                     (("train", "global_batch_tokens"), "33"), (("train", "global_batch_tokens"), I64_MAX),
+                     (("model", "num_kv_heads"), "3"), (("model", "vocab_size"), str(299)),
+                     (("train", "seq_len"), "200"), (("train", "precision"), "bf16"), (("optim", "min_lr"), "0.1")]:
+        set_value(f"value-{key[1]}-{val[:8].replace('.', '').replace('-', 'm')}", key[0], key[1], val)
+    text_case("deep-list", f"model: {DEEP} nested flow sequences", "fail",
+              lambda env: "model: " + deep_yaml() + "\n")
+    text_case("deep-map", f"model: {DEEP} nested flow maps", "fail", lambda env: "model: " + deep_yaml(kind="map") + "\n")
+    text_case("deep-root", f"the document is {DEEP} nested sequences", "fail", lambda env: deep_yaml() + "\n")
+    text_case("deep-block", "2000 nested block mappings under train", "fail",
+              lambda env: "train:\n" + "".join(" " * (i + 1) + f"k{i}:\n" for i in range(2000)))
+    text_case("tabs", "indentation with a tab", "fail",
+              lambda env: render_cfg(base_cfg(env.ctx)).replace("  hidden_size", "\thidden_size"))
+    text_case("aliases", "billion-laughs aliases in eval.retention", "fail",
+              lambda env: render_cfg(base_cfg(env.ctx)).replace(
+                  "  retention: [1.0, 0.5]\n",
+                  "  retention: &a9 [&a0 [x, x, x, x, x, x, x, x, x]]\n") + "".join(
+                  f"x{i}: &b{i} [*a0, *a0, *a0]\n" for i in range(3)))
+    text_case("key-not-scalar", "a sequence used as a key inside model", "fail",
+              lambda env: render_cfg(base_cfg(env.ctx)).replace("model:\n", "model:\n  ? [a, b]\n  : 1\n", 1))
+    text_case("long-key", "a 1 MiB key", "fail",
+              lambda env: render_cfg(base_cfg(env.ctx)).replace("model:\n", "model:\n  " + "k" * (1 << 20) + ": 1\n", 1))
+    text_case("bad-utf8-key", "invalid UTF-8 in a key", "fail",
+              lambda env: render_cfg(base_cfg(env.ctx)).encode().replace(b"model:\n", b"model:\n  hidden\xff: 1\n", 1))
+    text_case("binary-tag", "model: !!binary", "fail",
+              lambda env: render_cfg(base_cfg(env.ctx)).replace("model:\n", "model: !!binary AAAA\nx:\n", 1))
+    text_case("bom", "UTF-8 byte-order mark before a valid config", "any", lambda env: "\ufeff" + render_cfg(base_cfg(env.ctx)))
+    text_case("crlf", "CRLF line endings", "any", lambda env: render_cfg(base_cfg(env.ctx)).replace("\n", "\r\n"))
+    text_case("two-docs", "a second YAML document with a bad value", "any",
+              lambda env: render_cfg(base_cfg(env.ctx)) + "---\nmodel: {hidden_size: abc}\n")
+    text_case("hex-int", "hidden_size: 0x20", "any", lambda env: cfg_with(env, "model", "hidden_size", "0x20"))
+    # absurd but workable: positions are computed per token, nothing is sized by max_seq_len
+    set_value("value-max_seq_len-huge", "model", "max_seq_len", I64_MAX, expect="any")
+
+
+def config_random(env: Env) -> Spec:
+    rng = env.rng
+    text = render_cfg(base_cfg(env.ctx))
+    kind = rng.choice(["flip", "flip", "flip", "trunc", "dupline", "delline", "swaplines", "nasty", "nasty", "unknown"])
+    expect = "any"
+    if kind == "flip":
+        b = bytearray(text.encode())
+        i = rng.randrange(len(b))
+        old, new = b[i], rng.choice([x for x in range(256) if x != b[i]])
+        b[i] = new
+        env.write("cfg.yaml", bytes(b))
+        detail = f"byte {i} 0x{old:02x} -> 0x{new:02x}"
+    elif kind == "trunc":
+        n = rng.randrange(len(text))
+        env.write("cfg.yaml", text[:n])
+        detail = f"truncated to {n} of {len(text)} bytes"
+    elif kind in ("dupline", "delline", "swaplines"):
+        lines = text.splitlines(keepends=True)
+        i = rng.randrange(len(lines))
+        if kind == "dupline":
+            lines.insert(i + 1, lines[i])
+            expect = "fail"  # a duplicated key or section
+            detail = f"line {i + 1} duplicated: {lines[i].strip()!r}"
+        elif kind == "delline":
+            detail = f"line {i + 1} deleted: {lines[i].strip()!r}"
+            del lines[i]
+        else:
+            j = rng.choice([k for k in range(len(lines)) if k != i])
+            lines[i], lines[j] = lines[j], lines[i]
+            detail = f"lines {i + 1} and {j + 1} swapped"
+        env.write("cfg.yaml", "".join(lines))
+    elif kind == "nasty":
+        while True:
+            key = rng.choice(sorted(SCHEMA))
+            value = rng.choice(NASTY)
+            expect = oracle(key, value)
+            if expect is not None:
+                break
+        c = base_cfg(env.ctx)
+        c.setdefault(key[0], {})[key[1]] = value
+        env.cfg(cfg=c)
+        detail = f"{key[0]}.{key[1]}: {value[:40]}"
+    else:
+        c = base_cfg(env.ctx)
+        section = rng.choice(sorted(c))
+        c[section][f"bogus_{rng.randrange(1000)}"] = "1"
+        env.cfg(cfg=c)
+        expect = "fail"
+        detail = f"unknown key in section {section}"
+    return Spec(["train", "cfg.yaml"], detail=f"{kind}: {detail}", expect=expect)
+
+
+# ---- section.key=value overrides ----------------------------------------------------------------
+
+def override_cases(R: Registry) -> None:
+    def add(name: str, ov: str, expect: str = "fail", desc: Optional[str] = None) -> None:
+        def build(env: Env) -> Spec:
+            env.cfg()
+            return Spec(["train", "cfg.yaml", ov])
+        R.add("override", name, desc or f"override {ov[:60]!r}", expect, build)
+
+    add("no-equals", "noequals")
+    add("no-value", "model.hidden_size")
+    add("no-key", "=5")
+    add("no-section", ".hidden_size=5")
+    add("empty-key", "model.=5")
+    add("three-parts", "model.hidden.size=5")
+    add("section-only", "model=5")
+    add("unknown-section", "bogus.key=1")
+    add("unknown-key", "model.bogus=1")
+    add("yaml-error", "model.hidden_size=[")
+    add("empty-value", "model.hidden_size=")
+    add("string", "model.hidden_size=abc")
+    add("i64max", "model.hidden_size=" + I64_MAX)
+    add("i64max-vocab", "model.vocab_size=" + I64_MAX)
+    add("overflow", "train.batch_size=99999999999999999999")
+    add("float-for-int", "model.hidden_size=1e308")
+    add("nan", "model.hidden_size=.nan")
+    add("lr-inf", "optim.lr=.inf")
+    add("lr-nan-word", "optim.lr=nan")
+    add("threads", "train.threads=1000000")
+    add("steps-neg", "train.steps=-1")
+    # one argument can hold at most 128 KiB (MAX_ARG_STRLEN)
+    add("deep", "model.hidden_size=" + deep_yaml(ARG_DEEP), desc=f"override value of {ARG_DEEP} nested sequences")
+    add("deep-map", "model.hidden_size=" + deep_yaml(ARG_DEEP // 3, kind="map"),
+        desc=f"override value of {ARG_DEEP // 3} nested maps")
+    add("map", "model.hidden_size={a: 1}")
+    add("retention-range", "eval.retention=[2]")
+    add("retention-scalar", "eval.retention=0.5")
+    add("policy", "router.policy=bogus")
+    add("backend", "dist.backend=bogus")
+    add("seq-len", "train.seq_len=100000")
+    add("newline", "model.hidden_size=32\nextra")
+    add("comment", "model.hidden_size=32 # a comment", expect="any")
+    add("quoted-int", "train.threads='1'", expect="any")
+
+
+def override_random(env: Env) -> Spec:
+    rng = env.rng
+    while True:
+        key = rng.choice(sorted(SCHEMA))
+        value = rng.choice(NASTY)
+        expect = oracle(key, value)
+        if expect is not None:
+            break
+    env.cfg()
+    ov = f"{key[0]}.{key[1]}={value}"
+    return Spec(["train", "cfg.yaml", ov], detail=f"override {ov[:60]!r}", expect=expect)
+
+
+# ---- shards -------------------------------------------------------------------------------------
+
+def shard_bytes(path: Path) -> tuple:
+    b = path.read_bytes()
+    return list(struct.unpack("<256i", b[:1024])), b[1024:]
+
+
+def write_shard(path: Path, header: list, body: bytes) -> None:
+    path.write_bytes(struct.pack("<256i", *header) + body)
+
+
+def shard_cases(R: Registry) -> None:
+    def add(name: str, desc: str, mutate: Callable, target: str = "train", expect: str = "fail") -> None:
+        def build(env: Env) -> Spec:
+            d = env.data_copy()
+            path = env.p(f"{d}/{target}_000000.bin")
+            mutate(env, path)
+            if target == "val" and env.rng.random() < 0.5:
+                env.run_copy()
+                return Spec(["eval", "--checkpoint", CK, "--data", d, "--batches", "2", "--threads", "1"],
+                            protect=["run"], detail="read by eval --data")
+            env.cfg()
+            return Spec(["train", "cfg.yaml", f"data.dir={d}"], detail="read by train")
+        R.add("shard", name, desc, expect, build)
+
+    def set_header(idx: int, value: int) -> Callable:
+        def m(env: Env, path: Path) -> None:
+            h, body = shard_bytes(path)
+            h[idx] = value
+            write_shard(path, h, body)
+        return m
+
+    def count_delta(delta: int) -> Callable:
+        def m(env: Env, path: Path) -> None:
+            h, body = shard_bytes(path)
+            h[2] += delta
+            write_shard(path, h, body)
+        return m
+
+    def truncate(n: Optional[int] = None, minus: int = 0) -> Callable:
+        def m(env: Env, path: Path) -> None:
+            b = path.read_bytes()
+            path.write_bytes(b[:n] if n is not None else b[:len(b) - minus])
+        return m
+
+    def tokens(value: int, every: int = 5) -> Callable:
+        def m(env: Env, path: Path) -> None:
+            h, body = shard_bytes(path)
+            toks = list(struct.unpack(f"<{len(body) // 2}H", body))
+            for i in range(0, len(toks), every):
+                toks[i] = value
+            write_shard(path, h, struct.pack(f"<{len(toks)}H", *toks))
+        return m
+
+    def to_u32(value: Optional[int]) -> Callable:
+        def m(env: Env, path: Path) -> None:
+            h, body = shard_bytes(path)
+            toks = list(struct.unpack(f"<{len(body) // 2}H", body))
+            if value is not None:
+                for i in range(0, len(toks), 5):
+                    toks[i] = value
+            h[0], h[1] = 20240801, 7
+            write_shard(path, h, struct.pack(f"<{len(toks)}I", *toks))
+        return m
+
+    def n_tokens(n: int) -> Callable:
+        def m(env: Env, path: Path) -> None:
+            h, body = shard_bytes(path)
+            h[2] = n
+            write_shard(path, h, body[:2 * n])
+        return m
+
+    add("magic", "magic 20240520 -> 20240521", set_header(0, 20240521))
+    add("magic-zero", "magic 0", set_header(0, 0))
+    add("version", "version 1 -> 2", set_header(1, 2))
+    add("magic-u32-v1", "uint32 magic with version 1", set_header(1, 7))
+    add("count-plus", "token count + 1", count_delta(1))
+    add("count-minus", "token count - 1", count_delta(-1))
+    add("count-neg", "token count -1", set_header(2, -1))
+    add("count-max", "token count INT32_MAX", set_header(2, 2**31 - 1))
+    add("count-zero", "token count 0 with tokens present", set_header(2, 0))
+    add("trunc-100", "truncated to 100 bytes", truncate(100))
+    add("trunc-header", "only the 1024-byte header", truncate(1024))
+    add("trunc-1", "one byte short", truncate(minus=1))
+    add("trunc-odd", "one byte short of a token (odd size)", truncate(minus=3))
+    add("empty", "0 bytes", truncate(0))
+    add("only-header-zero", "a consistent header with 0 tokens", n_tokens(0))
+    add("one-token", "a consistent shard of 1 token", n_tokens(1))
+    add("token-vocab", "every 5th token = vocab size (300)", lambda env, p: tokens(env.ctx.vocab)(env, p))
+    add("token-65535", "every 5th token = 65535", tokens(65535))
+    add("u32-2g", "uint32 shard with tokens 0x80000000", to_u32(0x80000000))
+    add("u32-ffffffff", "uint32 shard with tokens 0xffffffff", to_u32(0xFFFFFFFF))
+    add("u32-valid", "the same tokens as a uint32 shard", to_u32(None), expect="any")
+    add("dir", "train_000000.bin is a directory (no other train shard)", lambda env, p: make_dir(p))
+    add("fifo", "train_000000.bin is a FIFO (no other train shard)", lambda env, p: make_fifo(p))
+    add("dev-zero", "train_000000.bin -> /dev/zero", lambda env, p: make_link(p, "/dev/zero"))
+    add("missing", "no train shard at all", lambda env, p: p.unlink())
+    add("stray", "an extra garbage train_000001.bin",
+        lambda env, p: (p.parent / "train_000001.bin").write_bytes(bytes(env.rng.randrange(256) for _ in range(3000))))
+    add("val-magic", "val shard magic flipped", set_header(0, 12345), target="val")
+    add("val-short", "val shard of 3 tokens (less than one window)", n_tokens(3), target="val")
+    add("val-token-vocab", "val tokens = vocab size", lambda env, p: tokens(env.ctx.vocab, 3)(env, p), target="val")
+    add("val-trunc", "val shard one byte short", truncate(minus=1), target="val")
+
+
+def shard_random(env: Env) -> Spec:
+    rng = env.rng
+    d = env.data_copy()
+    target = rng.choice(["train", "train", "val"])
+    path = env.p(f"{d}/{target}_000000.bin")
+    size = path.stat().st_size
+    kind = rng.choice(["header", "reserved", "tokens", "tokens", "trunc", "append"])
+    expect = "any"
+    if kind == "header":
+        i, o, n = flip_byte(path, rng, 0, 12)
+        expect = "fail"  # magic, version or count: none of them can stay consistent
+        detail = f"{target} header byte {i} 0x{o:02x} -> 0x{n:02x}"
+    elif kind == "reserved":
+        i, o, n = flip_byte(path, rng, 12, 1024)
+        detail = f"{target} reserved header byte {i} 0x{o:02x} -> 0x{n:02x}"
+    elif kind == "tokens":
+        i, o, n = flip_byte(path, rng, 1024)
+        detail = f"{target} token byte {i} 0x{o:02x} -> 0x{n:02x}"
+    elif kind == "trunc":
+        n = rng.randrange(size)
+        path.write_bytes(path.read_bytes()[:n])
+        expect = "fail"
+        detail = f"{target} truncated to {n} of {size} bytes"
+    else:
+        k = rng.randrange(1, 64)
+        with open(path, "ab") as f:
+            f.write(bytes(rng.randrange(256) for _ in range(k)))
+        expect = "fail"
+        detail = f"{target}: {k} garbage bytes appended"
+    if target == "val" and rng.random() < 0.5:
+        env.run_copy()
+        return Spec(["eval", "--checkpoint", CK, "--data", d, "--batches", "2", "--threads", "1"], protect=["run"],
+                    detail=detail + " (eval --data)", expect=expect)
+    env.cfg()
+    return Spec(["train", "cfg.yaml", f"data.dir={d}"], detail=detail + " (train)", expect=expect)
+
+
+# ---- data.json ----------------------------------------------------------------------------------
+
+REQUIRED_META = ("vocab_size", "eot_id", "token_bytes")
+
+
+def datajson_cases(R: Registry) -> None:
+    def add(name: str, desc: str, make: Callable, expect: str = "fail") -> None:
+        def build(env: Env) -> Spec:
+            d = env.data_copy()
+            path = env.p(f"{d}/data.json")
+            meta = json.loads(path.read_text())
+            out = make(env, meta, path)
+            if out is not None:
+                env.write(f"{d}/data.json", out)
+            env.cfg()
+            return Spec(["train", "cfg.yaml", f"data.dir={d}"])
+        R.add("datajson", name, desc, expect, build)
+
+    def with_value(key: str, raw: str) -> Callable:
+        marker = "__VALUE__"
+
+        def make(env: Env, meta: dict, path: Path) -> str:
+            meta[key] = marker
+            return json.dumps(meta, indent=2).replace(json.dumps(marker), raw)
+        return make
+
+    def without(key: str) -> Callable:
+        def make(env: Env, meta: dict, path: Path) -> str:
+            del meta[key]
+            return json.dumps(meta, indent=2)
+        return make
+
+    add("truncated", "truncated in the middle", lambda env, m, p: p.read_text()[:40])
+    add("empty", "empty file", lambda env, m, p: "")
+    add("array", "a JSON array", lambda env, m, p: "[]")
+    add("string", "a JSON string", lambda env, m, p: '"data"')
+    add("null", "JSON null", lambda env, m, p: "null")
+    add("empty-object", "{}", lambda env, m, p: "{}")
+    for raw, tag in [('"300"', "string"), ("300.5", "fraction"), ("null", "null"), ("[300]", "list"), ("{}", "map"),
+                     ("-1", "neg"), ("0", "zero"), (I64_MAX, "i64max"), ("1e308", "1e308"),
+                     ("18446744073709551616", "2e64"), ("true", "bool"), ("1000000", "huge")]:
+        add(f"vocab-{tag}", f"vocab_size {raw}", with_value("vocab_size", raw))
+    for raw, tag in [("-1", "neg"), ("300", "eq-vocab"), ('"x"', "string"), ("1e308", "1e308"), ("299.5", "fraction")]:
+        add(f"eot-{tag}", f"eot_id {raw}", with_value("eot_id", raw))
+    for raw, tag in [("3", "three"), ('"2"', "string"), ("4", "mismatch"), ("0", "zero")]:
+        add(f"width-{tag}", f"token_bytes {raw} (shards are uint16)", with_value("token_bytes", raw))
+    for key in REQUIRED_META:
+        add(f"missing-{key}", f"no {key}", without(key))
+    add("missing-documents", "no documents count", without("documents"), expect="any")
+    add("extra-key", "an extra key", with_value("comment", '"hello"'), expect="any")
+    add("deep", f"{DEEP} nested arrays as the whole file", lambda env, m, p: deep())
+    add("deep-vocab", f"vocab_size = {DEEP} nested arrays", with_value("vocab_size", deep()))
+    add("deep-extra", f"an extra key holding {DEEP} nested objects", with_value("extra", deep(kind="object")), expect="any")
+    add("dir", "data.json is a directory", lambda env, m, p: make_dir(p))
+    add("fifo", "data.json is a FIFO", lambda env, m, p: make_fifo(p))
+    add("dev-zero", "data.json -> /dev/zero", lambda env, m, p: make_link(p, "/dev/zero"))
+    add("bad-utf8", "invalid UTF-8 in a string", lambda env, m, p: p.read_bytes().replace(b'"tokenizer": "', b'"tokenizer": "\xff\xfe', 1))
+    add("nan", "vocab_size NaN (not JSON)", with_value("vocab_size", "NaN"))
+
+
+def datajson_random(env: Env) -> Spec:
+    rng = env.rng
+    d = env.data_copy()
+    path = env.p(f"{d}/data.json")
+    meta = json.loads(path.read_text())
+    kind = rng.choice(["flip", "value", "value", "trunc"])
+    expect = "any"
+    if kind == "flip":
+        i, o, n = flip_byte(path, rng)
+        detail = f"byte {i} 0x{o:02x} -> 0x{n:02x}"
+    elif kind == "trunc":
+        text = path.read_bytes()
+        n = rng.randrange(len(text))
+        path.write_bytes(text[:n])
+        expect = "any" if text[n:].strip() == b"" else "fail"
+        detail = f"truncated to {n} of {len(text)} bytes"
+    else:
+        key = rng.choice(sorted(meta))
+        raw = rng.choice(["-1", '"x"', "null", "[]", "{}", "1e308", I64_MAX, "true", "0.5", "0"])
+        meta[key] = "__V__"
+        path.write_text(json.dumps(meta, indent=2).replace('"__V__"', raw))
+        if key in REQUIRED_META:
+            expect = "fail"  # none of the raw values is the right vocab size, EOT id or width
+        detail = f"{key}: {raw}"
+    env.cfg()
+    return Spec(["train", "cfg.yaml", f"data.dir={d}"], detail=detail, expect=expect)
+
+
+# ---- tokenizer files ----------------------------------------------------------------------------
+
+def tok_command(env: Env, which: str) -> Spec:
+    tok = env.tok_copy()
+    if which == "encode":
+        return Spec(["tokenizer", "encode", "--tokenizer", tok, "--text", "hello world, the sun"])
+    if which == "prepare":  # into a new directory, so that the tokenizer is what gets checked
+        return Spec(["prepare", "--input", str(env.ctx.corpus), "--tokenizer", tok, "--out", "prepared",
+                     "--threads", "1"])
+    env.run_copy()
+    return Spec(["generate", "--checkpoint", CK, "--tokenizer", tok, "--prompt", "the sun", "--max-new-tokens", "4"],
+                protect=["run"])
+
+
+TOK_CMDS = ["encode", "prepare", "generate"]
+
+
+def tokenizer_cases(R: Registry) -> None:
+    def add(name: str, desc: str, mutate: Callable, file: str = "encoder.json", expect: str = "fail") -> None:
+        idx = R.count.get("tokenizer", 0)
+
+        def build(env: Env) -> Spec:
+            spec = tok_command(env, TOK_CMDS[idx % len(TOK_CMDS)])
+            path = env.p(f"tok/{file}")
+            out = mutate(env, path)
+            if out is not None:
+                env.write(f"tok/{file}", out)
+            return spec
+        R.add("tokenizer", name, desc, expect, build)
+
+    def enc_edit(fn: Callable) -> Callable:
+        def m(env: Env, path: Path) -> str:
+            enc = json.loads(path.read_text())
+            fn(env, enc)
+            return json.dumps(enc, ensure_ascii=False)
+        return m
+
+    def raw_value(key_pick: Callable, raw: str) -> Callable:
+        def m(env: Env, path: Path) -> str:
+            enc = json.loads(path.read_text())
+            key = key_pick(enc)
+            enc[key] = "__V__"
+            return json.dumps(enc, ensure_ascii=False).replace('"__V__"', raw)
+        return m
+
+    first = lambda enc: next(iter(enc))
+    eot = lambda enc: "<|endoftext|>"
+    add("enc-trunc", "encoder.json truncated", lambda env, p: p.read_text()[: len(p.read_text()) // 2])
+    add("enc-empty", "encoder.json empty", lambda env, p: "")
+    add("enc-array", "encoder.json is []", lambda env, p: "[]")
+    add("enc-empty-object", "encoder.json is {}", lambda env, p: "{}")
+    add("enc-deep", f"encoder.json is {DEEP} nested arrays", lambda env, p: deep())
+    add("enc-deep-object", f"encoder.json is {DEEP} nested objects", lambda env, p: deep(kind="object"))
+    add("enc-deep-value", f"a token id is {DEEP} nested arrays", raw_value(first, deep()))
+    add("enc-id-string", "a token id is a string", raw_value(first, '"0"'))
+    add("enc-id-neg", "a token id is -1", raw_value(first, "-1"))
+    add("enc-id-big", "a token id equals the vocab size", raw_value(first, "300"))
+    add("enc-id-i64", "a token id is INT64_MAX", raw_value(first, I64_MAX))
+    add("enc-id-float", "a token id is 1.5", raw_value(first, "1.5"))
+    add("enc-id-1e308", "a token id is 1e308", raw_value(first, "1e308"))
+    add("enc-id-dup", "two tokens share id 0", raw_value(lambda enc: list(enc)[1], "0"))
+    add("enc-eot-nan", "<|endoftext|> id is NaN (not JSON)", raw_value(eot, "NaN"))
+    add("enc-alphabet", "a token outside GPT-2's byte alphabet",
+        enc_edit(lambda env, enc: enc.__setitem__("\u4e00", enc.pop(list(enc)[5]))))
+    add("enc-no-eot", "<|endoftext|> renamed to an unused token",
+        enc_edit(lambda env, enc: enc.__setitem__("\u0120\u0120\u0120\u0120zz", enc.pop("<|endoftext|>"))))
+    add("enc-drop-byte", "the token for 'a' removed (ids no longer dense)", enc_edit(lambda env, enc: enc.pop("a")))
+    add("enc-bad-utf8", "invalid UTF-8 in a key", lambda env, p: p.read_bytes().replace(b'"a"', b'"\xff"', 1))
+    add("enc-fifo", "encoder.json is a FIFO", lambda env, p: make_fifo(p))
+    add("enc-dir", "encoder.json is a directory", lambda env, p: make_dir(p))
+    add("enc-missing", "no encoder.json", lambda env, p: p.unlink())
+    add("enc-dev-zero", "encoder.json -> /dev/zero", lambda env, p: make_link(p, "/dev/zero"))
+
+    def merges(fn: Callable) -> Callable:
+        def m(env: Env, path: Path) -> str:
+            lines = path.read_text().splitlines()
+            return "\n".join(fn(lines)) + "\n"
+        return m
+    add("bpe-trunc-line", "vocab.bpe cut in the middle of a merge (no space left)",
+        merges(lambda ls: ls[:3] + [ls[3].split(" ")[0]]), file="vocab.bpe")
+    add("bpe-three", "a merge line with three fields", merges(lambda ls: ls + ["a b c"]), file="vocab.bpe")
+    add("bpe-unknown", "a merge of tokens missing from encoder.json", merges(lambda ls: ls + ["\u0120zq xq"]),
+        file="vocab.bpe")
+    add("bpe-result-missing", "a merge whose result is not a token", merges(lambda ls: ls + ["q x"]), file="vocab.bpe")
+    add("bpe-garbage", "vocab.bpe is binary garbage",
+        lambda env, p: bytes(env.rng.randrange(256) for _ in range(2048)), file="vocab.bpe")
+    add("bpe-long", "a 1 MiB line", merges(lambda ls: ls + ["a" * (1 << 20) + " b"]), file="vocab.bpe")
+    add("bpe-fifo", "vocab.bpe is a FIFO", lambda env, p: make_fifo(p), file="vocab.bpe")
+    add("bpe-dir", "vocab.bpe is a directory", lambda env, p: make_dir(p), file="vocab.bpe")
+    add("bpe-missing", "no vocab.bpe", lambda env, p: p.unlink(), file="vocab.bpe")
+    add("bpe-dev-zero", "vocab.bpe -> /dev/zero", lambda env, p: make_link(p, "/dev/zero"), file="vocab.bpe")
+    add("bpe-empty", "vocab.bpe empty", lambda env, p: "", file="vocab.bpe", expect="any")
+    add("bpe-version-only", "only the #version line", lambda env, p: "#version: 0.2\n", file="vocab.bpe", expect="any")
+    add("bpe-dup", "a merge line repeated", merges(lambda ls: ls + [ls[-1]]), file="vocab.bpe", expect="any")
+    add("bpe-crlf", "CRLF line endings", lambda env, p: p.read_text().replace("\n", "\r\n"), file="vocab.bpe",
+        expect="any")
+
+    def dir_case(name: str, desc: str, mk: Callable) -> None:
+        idx = R.count.get("tokenizer", 0)
+
+        def build(env: Env) -> Spec:
+            spec = tok_command(env, TOK_CMDS[idx % len(TOK_CMDS)])
+            remove(env.p("tok"))
+            mk(env, env.p("tok"))
+            return spec
+        R.add("tokenizer", name, desc, "fail", build)
+    dir_case("dir-missing", "the tokenizer directory does not exist", lambda env, p: None)
+    dir_case("dir-is-file", "the tokenizer path is a regular file", lambda env, p: p.write_text("x"))
+    dir_case("dir-empty", "the tokenizer directory is empty", lambda env, p: p.mkdir())
+
+
+def tokenizer_random(env: Env) -> Spec:
+    rng = env.rng
+    spec = tok_command(env, rng.choice(TOK_CMDS))
+    file = rng.choice(["encoder.json", "encoder.json", "vocab.bpe"])
+    path = env.p(f"tok/{file}")
+    kind = rng.choice(["flip", "flip", "trunc"])
+    expect = "any"
+    if kind == "flip":
+        i, o, n = flip_byte(path, rng)
+        detail = f"{file} byte {i} 0x{o:02x} -> 0x{n:02x}"
+    else:
+        b = path.read_bytes()
+        n = rng.randrange(len(b))
+        path.write_bytes(b[:n])
+        if file == "encoder.json" and b[n:].strip() != b"":
+            expect = "fail"
+        detail = f"{file} truncated to {n} of {len(b)} bytes"
+    spec.detail = detail
+    spec.expect = expect
+    return spec
+
+
+# ---- model.safetensors / optimizer.safetensors --------------------------------------------------
+
+def safetensors_cases(R: Registry) -> None:
+    def add(name: str, desc: str, mutate: Callable, file: str = "model.safetensors", expect: str = "fail",
+            cmds: Optional[list] = None) -> None:
+        idx = R.count.get("safetensors", 0)
+        cmds = cmds or (["resume"] if file == "optimizer.safetensors" else WEIGHT_READERS)
+
+        def build(env: Env) -> Spec:
+            spec = ck_spec(env, cmds[idx % len(cmds)])
+            path = env.p(f"{CK}/{file}")
+            out = mutate(env, path)
+            if isinstance(out, tuple):  # (detail, expect)
+                spec.detail, spec.expect = out
+            return spec
+        R.add("safetensors", name, desc, expect, build)
+
+    def length(fn: Callable) -> Callable:
+        def m(env: Env, path: Path):
+            n, h, d = st_parts(path)
+            new = fn(n, path.stat().st_size)
+            path.write_bytes(struct.pack("<Q", new % (1 << 64)) + h + d)
+            if new == n + 1:
+                return f"header length {n} -> {new}", "any" if d[:1] in (b" ", b"\t", b"\r", b"\n") else "fail"
+            if new == n - 1:
+                return f"header length {n} -> {new}", "any" if h.endswith(b" ") else "fail"
+            return f"header length {n} -> {new}", "fail"
+        return m
+
+    def header_edit(fn: Callable, marker: Optional[str] = None) -> Callable:
+        def m(env: Env, path: Path) -> None:
+            _, h, d = st_parts(path)
+            header = json.loads(h)
+            fn(env, header)
+            st_write(path, header, d, deep_marker=marker)
+        return m
+
+    def first_weight(header: dict) -> str:
+        return sorted(k for k in tensor_names(header) if len(header[k]["shape"]) == 2)[0]
+
+    def set_field(fieldname: str, value) -> Callable:
+        return header_edit(lambda env, h: h[first_weight(h)].__setitem__(fieldname, value),
+                           marker=value if isinstance(value, str) and value.startswith("__DEEP") else None)
+
+    def same_size_pair(h: dict) -> tuple:
+        names = sorted(tensor_names(h), key=lambda k: h[k]["data_offsets"][0])
+        by_size = {}
+        for k in names:
+            by_size.setdefault(nbytes(h[k]), []).append(k)
+        for size, ks in sorted(by_size.items(), reverse=True):
+            if len(ks) >= 2 and size > 0:
+                return ks[0], ks[1]
+        raise FixtureError("no two tensors of equal size in model.safetensors")
+
+    def overlap(env: Env, h: dict) -> None:
+        a, b = same_size_pair(h)
+        h[b]["data_offsets"] = list(h[a]["data_offsets"])
+
+    def shift_into_neighbour(env: Env, h: dict) -> None:
+        names = sorted(tensor_names(h), key=lambda k: h[k]["data_offsets"][0])
+        k = names[1]
+        h[k]["data_offsets"] = [h[k]["data_offsets"][0] - 4, h[k]["data_offsets"][1] - 4]
+
+    def transpose(env: Env, h: dict) -> None:
+        for k in sorted(tensor_names(h)):
+            s = h[k]["shape"]
+            if len(s) == 2 and s[0] != s[1]:
+                h[k]["shape"] = [s[1], s[0]]
+                return
+
+    def reversed_offsets(env: Env, h: dict) -> None:
+        k = first_weight(h)
+        h[k]["data_offsets"] = list(reversed(h[k]["data_offsets"]))
+
+    def out_of_range(env: Env, h: dict) -> None:
+        k = first_weight(h)
+        total = max(h[n]["data_offsets"][1] for n in tensor_names(h))
+        size = nbytes(h[k])
+        h[k]["data_offsets"] = [total - size + 4, total + 4]
+
+    def overflow_shape(shape: list, zero_offsets: bool) -> Callable:
+        def fn(env: Env, h: dict) -> None:
+            k = first_weight(h)
+            h[k]["shape"] = shape
+            if zero_offsets:
+                h[k]["data_offsets"] = [0, 0]
+        return fn
+
+    add("len-zero", "header length 0", length(lambda n, size: 0))
+    add("len-file", "header length = file size", length(lambda n, size: size))
+    add("len-max", "header length 2^64-1", length(lambda n, size: (1 << 64) - 1))
+    add("len-2e63", "header length 2^63", length(lambda n, size: 1 << 63))
+    add("len-plus1", "header length + 1", length(lambda n, size: n + 1))
+    add("len-minus1", "header length - 1", length(lambda n, size: n - 1))
+    add("len-plus8", "header length + 8 (eats the first float)", length(lambda n, size: n + 8))
+    add("len-half", "header length halved", length(lambda n, size: n // 2))
+
+    def insert_byte(env: Env, p: Path) -> None:
+        b = p.read_bytes()
+        p.write_bytes(b[:8] + b"X" + b[8:])
+    add("shift-insert", "one byte inserted after the length field (header shifted by one)", insert_byte)
+    add("shift-drop-first", "the first byte removed (everything shifted by one)",
+        lambda env, p: p.write_bytes(p.read_bytes()[1:]))
+    add("shift-prepend", "a byte prepended to the file", lambda env, p: p.write_bytes(b"\0" + p.read_bytes()))
+    add("dtype-i32", "dtype F32 -> I32 on a weight (same size)", set_field("dtype", "I32"))
+    add("dtype-bf16", "dtype F32 -> BF16 on a weight (half the size)", set_field("dtype", "BF16"))
+    add("dtype-f64", "dtype F64 (unsupported)", set_field("dtype", "F64"))
+    add("dtype-number", "dtype 123", set_field("dtype", 123))
+    add("dtype-deep", f"dtype = {DEEP} nested arrays", set_field("dtype", "__DEEP_ARR__"))
+    add("shape-2x2e32", "shape [2^32, 2^32] (element count wraps to 0)", set_field("shape", [2**32, 2**32]))
+    add("shape-2x2e32-empty", "shape [2^32, 2^32] with data_offsets [0, 0]",
+        header_edit(overflow_shape([2**32, 2**32], True)))
+    add("shape-bytes-wrap", "shape [2^62, 4] with data_offsets [0, 0] (byte count wraps)",
+        header_edit(overflow_shape([2**62, 4], True)))
+    add("shape-2e63", "shape [2^63]", set_field("shape", [2**63]))
+    add("shape-neg", "shape [-1, 32]", set_field("shape", [-1, 32]))
+    add("shape-float", "shape [1.5, 32]", set_field("shape", [1.5, 32]))
+    add("shape-deep", f"shape = {DEEP} nested arrays", set_field("shape", "__DEEP_ARR__"))
+    add("shape-transposed", "a weight's shape transposed (same size)", header_edit(transpose))
+    add("offsets-out", "data_offsets 4 bytes past the end", header_edit(out_of_range))
+    add("offsets-reversed", "data_offsets [end, begin]", header_edit(reversed_offsets))
+    add("offsets-overlap", "two tensors with the same data_offsets", header_edit(overlap))
+    add("offsets-shifted", "a tensor's range shifted 4 bytes into its neighbour", header_edit(shift_into_neighbour))
+    add("offsets-one", "data_offsets [0]", set_field("data_offsets", [0]))
+    add("offsets-strings", "data_offsets ['0', '4']", set_field("data_offsets", ["0", "4"]))
+    add("offsets-neg", "data_offsets [-4, 0]", set_field("data_offsets", [-4, 0]))
+    add("offsets-huge", "data_offsets [2^64-4, 2^64-1]", set_field("data_offsets", [2**64 - 4, 2**64 - 1]))
+    add("offsets-deep", f"data_offsets = {DEEP} nested objects", set_field("data_offsets", "__DEEP_OBJ__"))
+    add("missing-tensor", "a weight's entry removed", header_edit(lambda env, h: h.pop(first_weight(h))))
+    add("extra-tensor", "an extra empty tensor 'bogus'",
+        header_edit(lambda env, h: h.__setitem__("bogus", {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]})))
+    add("header-array", "the header is []", lambda env, p: st_write(p, "[]", st_parts(p)[2]))
+    add("header-empty-object", "the header is {}", lambda env, p: st_write(p, "{}", st_parts(p)[2]))
+    add("header-deep", f"the header is {DEEP} nested arrays", lambda env, p: st_write(p, deep(), st_parts(p)[2]))
+    add("metadata-number", "__metadata__ {format: 5}", header_edit(lambda env, h: h.__setitem__("__metadata__", {"format": 5})))
+    add("metadata-array", "__metadata__ []", header_edit(lambda env, h: h.__setitem__("__metadata__", [])))
+    add("header-bad-utf8", "invalid UTF-8 in a tensor name",
+        lambda env, p: st_write(p, st_parts(p)[1].rstrip(b" ").replace(b'"__metadata__"', b'"__meta\xff"', 1), st_parts(p)[2]))
+    add("trunc-1", "the last byte cut", lambda env, p: p.write_bytes(p.read_bytes()[:-1]))
+    add("trunc-8", "only the 8-byte length", lambda env, p: p.write_bytes(p.read_bytes()[:8]))
+    add("trunc-4", "only 4 bytes", lambda env, p: p.write_bytes(p.read_bytes()[:4]))
+    add("trunc-header", "cut in the middle of the header", lambda env, p: p.write_bytes(p.read_bytes()[:60]))
+    add("empty", "0 bytes", lambda env, p: p.write_bytes(b""))
+    add("dir", "model.safetensors is a directory", lambda env, p: make_dir(p))
+    add("fifo", "model.safetensors is a FIFO", lambda env, p: make_fifo(p))
+    add("missing", "no model.safetensors", lambda env, p: p.unlink())
+    add("dev-zero", "model.safetensors -> /dev/zero", lambda env, p: make_link(p, "/dev/zero"))
+    add("link-loop", "model.safetensors is a symlink loop", lambda env, p: make_link(p, "model.safetensors"))
+
+    def nan_weights(env: Env, p: Path) -> None:
+        n, h, d = st_parts(p)
+        header = json.loads(h)
+        k = first_weight(header)
+        b, e = header[k]["data_offsets"]
+        d = d[:b] + struct.pack("<f", float("nan")) * ((e - b) // 4) + d[e:]
+        p.write_bytes(struct.pack("<Q", n) + h + d)
+    add("nan-weights", "a weight full of NaN", nan_weights)
+    add("unpadded", "header not padded to 8 bytes (still valid)",
+        lambda env, p: st_write(p, st_parts(p)[1].rstrip(b" "), st_parts(p)[2], pad=False), expect="any")
+    add("opt-trunc", "optimizer.safetensors one byte short", lambda env, p: p.write_bytes(p.read_bytes()[:-1]) and None,
+        file="optimizer.safetensors")
+    def opt_shape(env: Env, h: dict) -> None:
+        b = h["exp_avg"]["data_offsets"][0]
+        h["exp_avg"] = {"dtype": "F32", "shape": [1], "data_offsets": [b, b + 4]}
+    add("opt-shape", "exp_avg shape [1]", header_edit(opt_shape), file="optimizer.safetensors")
+    add("opt-missing", "exp_avg missing", header_edit(lambda env, h: h.pop("exp_avg")), file="optimizer.safetensors")
+    add("opt-i32", "exp_avg_sq stored as I32", header_edit(lambda env, h: h["exp_avg_sq"].__setitem__("dtype", "I32")),
+        file="optimizer.safetensors")
+    add("opt-fifo", "optimizer.safetensors is a FIFO", lambda env, p: make_fifo(p), file="optimizer.safetensors")
+    add("opt-missing-file", "no optimizer.safetensors", lambda env, p: p.unlink(), file="optimizer.safetensors")
+
+
+def safetensors_random(env: Env) -> Spec:
+    rng = env.rng
+    file = rng.choice(["model.safetensors"] * 4 + ["optimizer.safetensors"])
+    spec = ck_spec(env, "resume" if file == "optimizer.safetensors" else rng.choice(WEIGHT_READERS))
+    path = env.p(f"{CK}/{file}")
+    n, h, d = st_parts(path)
+    kind = rng.choice(["length", "header", "header", "data", "trunc"])
+    expect = "any"
+    if kind == "length":
+        i, o, v = flip_byte(path, rng, 0, 8)
+        expect = "fail" if i >= 1 else "any"
+        detail = f"length byte {i} 0x{o:02x} -> 0x{v:02x}"
+    elif kind == "header":
+        i, o, v = flip_byte(path, rng, 8, 8 + n)
+        detail = f"header byte {i} 0x{o:02x} -> 0x{v:02x}"
+    elif kind == "data":
+        i, o, v = flip_byte(path, rng, 8 + n)
+        detail = f"data byte {i} 0x{o:02x} -> 0x{v:02x}"
+    else:
+        size = path.stat().st_size
+        k = rng.randrange(size)
+        path.write_bytes(path.read_bytes()[:k])
+        expect = "fail"
+        detail = f"truncated to {k} of {size} bytes"
+    spec.detail, spec.expect = f"{file}: {detail}", expect
+    return spec
+
+
+# ---- state.json ---------------------------------------------------------------------------------
+
+STATE_KEYS = ["step", "tokens_seen", "data_cursor.epoch", "data_cursor.position", "world_size", "global_batch_tokens",
+              "fingerprint"]
+
+
+def state_set(state: dict, key: str, value) -> None:
+    if "." in key:
+        a, b = key.split(".")
+        state[a][b] = value
+    else:
+        state[key] = value
+
+
+def state_del(state: dict, key: str) -> None:
+    if "." in key:
+        a, b = key.split(".")
+        del state[a][b]
+    else:
+        del state[key]
+
+
+def state_cases(R: Registry) -> None:
+    def add(name: str, desc: str, make: Callable, expect: str = "fail") -> None:
+        def build(env: Env) -> Spec:
+            spec = ck_spec(env, "resume")
+            path = env.p(f"{CK}/state.json")
+            out = make(env, json.loads(path.read_text()), path)
+            if out is not None:
+                env.write(f"{CK}/state.json", out)
+            return spec
+        R.add("state", name, desc, expect, build)
+
+    def raw(key: str, value: str) -> Callable:
+        def make(env: Env, s: dict, p: Path) -> str:
+            state_set(s, key, "__V__")
+            return json.dumps(s, indent=2).replace('"__V__"', value)
+        return make
+
+    def drop(key: str) -> Callable:
+        def make(env: Env, s: dict, p: Path) -> str:
+            state_del(s, key)
+            return json.dumps(s, indent=2)
+        return make
+
+    for value, tag in [("99999999", "99999999"), ("-1", "neg"), ('"4"', "string"), ("4.5", "fraction"), ("null", "null"),
+                       ("1e308", "1e308"), (I64_MAX, "i64max"), ("18446744073709551616", "2e64"), ("true", "bool"),
+                       ("[]", "list"), ("NaN", "nan"), (deep(), "deep")]:
+        add(f"step-{tag}", f"step {value[:20]}", raw("step", value))
+    for key in STATE_KEYS + ["data_cursor"]:
+        add(f"missing-{key.replace('.', '-')}", f"no {key}", drop(key))
+    add("tokens-neg", "tokens_seen -1", raw("tokens_seen", "-1"))
+    add("position-odd", "data_cursor.position 3 (not a batch boundary)", raw("data_cursor.position", "3"))
+    add("position-neg", "data_cursor.position -32", raw("data_cursor.position", "-32"))
+    add("epoch-neg", "data_cursor.epoch -1", raw("data_cursor.epoch", "-1"))
+    add("cursor-string", "data_cursor is a string", raw("data_cursor", '"0:0"'))
+    add("world-zero", "world_size 0", raw("world_size", "0"))
+    add("world-neg", "world_size -1", raw("world_size", "-1"))
+    add("gbt-other", "global_batch_tokens 64 (the run uses 32)", raw("global_batch_tokens", "64"))
+    add("gbt-zero", "global_batch_tokens 0", raw("global_batch_tokens", "0"))
+    add("fingerprint-other", "fingerprint of another model", raw("fingerprint", '"{vocab_size: 1}"'))
+    add("fingerprint-number", "fingerprint 5", raw("fingerprint", "5"))
+    add("fingerprint-deep", f"fingerprint = {DEEP} nested objects", raw("fingerprint", deep(kind="object")))
+    add("empty", "empty state.json", lambda env, s, p: "")
+    add("truncated", "truncated state.json", lambda env, s, p: p.read_text()[:30])
+    add("array", "state.json is []", lambda env, s, p: "[]")
+    add("deep", f"state.json is {DEEP} nested arrays", lambda env, s, p: deep())
+    add("garbage", "binary garbage", lambda env, s, p: bytes(env.rng.randrange(256) for _ in range(512)))
+    add("bad-utf8", "invalid UTF-8 in the fingerprint", lambda env, s, p: p.read_bytes().replace(b'"{vocab', b'"\xff{vocab', 1))
+    add("dir", "state.json is a directory", lambda env, s, p: make_dir(p))
+    add("fifo", "state.json is a FIFO", lambda env, s, p: make_fifo(p))
+    add("missing-file", "no state.json", lambda env, s, p: p.unlink())
+    add("dev-zero", "state.json -> /dev/zero", lambda env, s, p: make_link(p, "/dev/zero"))
+    add("extra-key", "an extra key", raw("comment", '"x"'), expect="any")
+
+
+def state_random(env: Env) -> Spec:
+    rng = env.rng
+    spec = ck_spec(env, "resume")
+    path = env.p(f"{CK}/state.json")
+    s = json.loads(path.read_text())
+    kind = rng.choice(["flip", "value", "value", "trunc"])
+    expect = "any"
+    if kind == "flip":
+        i, o, n = flip_byte(path, rng)
+        detail = f"byte {i} 0x{o:02x} -> 0x{n:02x}"
+    elif kind == "trunc":
+        b = path.read_bytes()
+        n = rng.randrange(len(b))
+        path.write_bytes(b[:n])
+        expect = "any" if b[n:].strip() == b"" else "fail"
+        detail = f"truncated to {n} of {len(b)} bytes"
+    else:
+        key = rng.choice(STATE_KEYS)
+        value = rng.choice(["-1", '"x"', "null", "[]", "{}", "1e308", "99999999", "0.5", "true", "18446744073709551616"])
+        state_set(s, key, "__V__")
+        path.write_text(json.dumps(s, indent=2).replace('"__V__"', value))
+        detail = f"{key}: {value}"
+        certain = {"-1", '"x"', "null", "[]", "{}", "1e308", "0.5", "true", "18446744073709551616"}
+        if key == "fingerprint":
+            expect = "fail"
+        elif key in ("step", "global_batch_tokens", "data_cursor.position"):
+            expect = "fail"  # 99999999 contradicts the directory name, the run's batch or the batch boundaries
+        elif value in certain:
+            expect = "fail"
+    spec.detail, spec.expect = detail, expect
+    return spec
+
+
+# ---- config.yaml inside a checkpoint ------------------------------------------------------------
+
+def ckptconfig_cases(R: Registry) -> None:
+    def add(name: str, desc: str, make: Callable, expect: str = "fail", cmds: tuple = ("eval", "generate", "benchgen")) -> None:
+        idx = R.count.get("ckptconfig", 0)
+
+        def build(env: Env) -> Spec:
+            spec = ck_spec(env, cmds[idx % len(cmds)])
+            path = env.p(f"{CK}/config.yaml")
+            out = make(env, path.read_text(), path)
+            if out is not None:
+                env.write(f"{CK}/config.yaml", out)
+            return spec
+        R.add("ckptconfig", name, desc, expect, build)
+
+    def sub(old: str, new: str) -> Callable:
+        def make(env: Env, text: str, p: Path) -> str:
+            assert old in text, old
+            return text.replace(old, new, 1)
+        return make
+
+    add("trunc-key", "cut in the middle of a key", lambda env, t, p: t[: t.index("hidden_size") + 6])
+    add("unknown-key", "an unknown model key", sub("model:\n", "model:\n  bogus: 1\n"))
+    add("hidden", "model.hidden_size 64 (weights are 32)", sub("hidden_size: 32", "hidden_size: 64"))
+    add("layers", "model.num_layers 3 (weights have 2)", sub("num_layers: 2", "num_layers: 3"))
+    add("vocab", "model.vocab_size + 1", lambda env, t, p: t.replace(f"vocab_size: {env.ctx.vocab}", f"vocab_size: {env.ctx.vocab + 1}", 1))
+    add("untied", "model.tie_embeddings false (no lm_head weight)", sub("tie_embeddings: true", "tie_embeddings: false"))
+    add("max-seq", "model.max_seq_len 8 below train.seq_len 16", sub("max_seq_len: 128", "max_seq_len: 8"))
+    add("data-missing", "data.dir does not exist (eval reads it)",
+        lambda env, t, p: t.replace(str(env.ctx.data), "/nonexistent/kvroute-data", 1), cmds=("eval",))
+    add("empty", "empty config.yaml (default model shape)", lambda env, t, p: "")
+    add("deep", f"{DEEP} nested sequences", lambda env, t, p: deep_yaml())
+    add("fifo", "config.yaml is a FIFO", lambda env, t, p: make_fifo(p))
+    add("dir", "config.yaml is a directory", lambda env, t, p: make_dir(p))
+    add("missing", "no config.yaml", lambda env, t, p: p.unlink())
+
+
+def ckptconfig_random(env: Env) -> Spec:
+    rng = env.rng
+    spec = ck_spec(env, rng.choice(["eval", "generate", "benchgen"]))
+    path = env.p(f"{CK}/config.yaml")
+    i, o, n = flip_byte(path, rng)
+    spec.detail, spec.expect = f"config.yaml byte {i} 0x{o:02x} -> 0x{n:02x}", "any"
+    return spec
+
+
+# ---- an existing run directory must survive a failed command ------------------------------------
+
+def rundir_cases(R: Registry) -> None:
+    def add(name: str, desc: str, argv: list, prep: Optional[Callable] = None, expect: str = "fail",
+            protect: tuple = ("run",)) -> None:
+        def build(env: Env) -> Spec:
+            env.run_copy()
+            if prep:
+                prep(env)
+            return Spec(cli_argv(env, argv), protect=list(protect))
+        R.add("rundir", name, desc, expect, build)
+
+    add("no-resume", "train again into an existing run without --resume", ["train", "config.yaml"])
+    add("no-resume-more", "train again (8 steps) into an existing run without --resume",
+        ["train", "config.yaml", "train.steps=8"])
+    add("resume-missing", "--resume a checkpoint that does not exist",
+        ["train", "config.yaml", "--resume", "run/checkpoints/step_00000099"])
+    add("resume-run-dir", "--resume the run directory itself", ["train", "config.yaml", "--resume", "run"])
+    add("resume-file", "--resume a file", ["train", "config.yaml", "--resume", f"{CK}/state.json"])
+    add("fingerprint", "--resume auto with another model shape",
+        ["train", "config.yaml", "--resume", "auto", "model.intermediate_size=128"])
+    add("batch", "--resume auto with another global batch", ["train", "config.yaml", "--resume", "auto",
+                                                              "train.batch_size=4", "train.steps=6"])
+    add("data-missing", "--resume auto with a missing data dir",
+        ["train", "config.yaml", "--resume", "auto", "data.dir=/nonexistent/kvroute", "train.steps=6"])
+    add("weights-missing", "--resume auto, newest checkpoint lacks model.safetensors",
+        ["train", "config.yaml", "--resume", "auto", "train.steps=6"],
+        prep=lambda env: env.p(f"{CK}/model.safetensors").unlink())
+    add("metrics-dir", "--resume auto with metrics.jsonl a directory",
+        ["train", "config.yaml", "--resume", "auto", "train.steps=6"],
+        prep=lambda env: make_dir(env.p("run/metrics.jsonl")))
+    add("checkpoints-file", "--resume auto with checkpoints/ replaced by a file (cannot save)",
+        ["train", "config.yaml", "--resume", "auto", "train.steps=6"],
+        prep=lambda env: (remove(env.p("run/checkpoints")), env.write("run/checkpoints", "x")))
+    add("run-dir-file", "train.run_dir is a regular file", ["train", "config.yaml", "train.run_dir=afile"],
+        prep=lambda env: env.p("afile").write_text("keep me\n"), protect=("run", "afile"))
+    add("threads", "--resume auto --threads 1000000", ["train", "config.yaml", "--resume", "auto", "--threads", "1000000"])
+    add("bad-override", "--resume auto train.steps=abc", ["train", "config.yaml", "--resume", "auto", "train.steps=abc"])
+    add("bad-override-late", "--resume auto with an unknown key after valid overrides",
+        ["train", "config.yaml", "--resume", "auto", "train.steps=6", "train.bogus=1"])
+    add("eval-out", "eval --out under /dev/null", ["eval", "--checkpoint", "{CK}", "--out", "/dev/null/x", "--batches", "1"])
+    add("eval-keep", "eval --keep 0,1x", ["eval", "--checkpoint", "{CK}", "--keep", "0,1x", "--batches", "1"])
+    add("steps-below", "--resume auto with train.steps 2 below the checkpoint's step 4",
+        ["train", "config.yaml", "--resume", "auto", "train.steps=2"], expect="any")
+    add("empty-newest", "--resume auto, the newest step_ directory is empty",
+        ["train", "config.yaml", "--resume", "auto", "train.steps=6"],
+        prep=lambda env: env.p("run/checkpoints/step_00000009").mkdir(), expect="any")
+
+    def sweep_prep(env: Env) -> None:
+        env.study()
+        dest = env.p("st/runs/a")
+        dest.parent.mkdir(parents=True)
+        shutil.copytree(env.ctx.golden / "run", dest, symlinks=True)
+        # the study trains 2 steps: make step_00000002 the final one, with corrupt weights
+        p = dest / "checkpoints/step_00000002/model.safetensors"
+        p.write_bytes(p.read_bytes()[:100])
+    add("sweep-corrupt-final", "sweep over an out dir whose final checkpoint is corrupt", ["sweep", "study.yaml"],
+        prep=sweep_prep, protect=("st",))
+
+
+# ---- study files (sweep) ------------------------------------------------------------------------
+
+def study_cases(R: Registry) -> None:
+    def add(name: str, desc: str, text, expect: str = "fail") -> None:
+        def build(env: Env) -> Spec:
+            env.study()
+            if callable(text):
+                out = text(env)
+                if out is not None:
+                    env.write("study.yaml", out)
+            else:
+                env.write("study.yaml", text)
+            return Spec(["sweep", "study.yaml", "--threads", "1"])
+        R.add("study", name, desc, expect, build)
+
+    sub = lambda old, new: (lambda env: STUDY.replace(old, new, 1))
+    add("empty", "empty study file", "")
+    add("list", "the study is a list", "- a\n- b\n")
+    add("unknown-key", "an unknown top-level key", STUDY + "bogus: 1\n")
+    add("no-base", "no base", sub("base: cfg.yaml\n", ""))
+    add("base-missing", "base config does not exist", sub("base: cfg.yaml", "base: missing.yaml"))
+    add("base-list", "base is a list", sub("base: cfg.yaml", "base: [cfg.yaml]"))
+    add("runs-scalar", "runs: 5", STUDY.split("runs:")[0] + "runs: 5\n")
+    add("run-no-name", "a run without a name", sub("  - name: a\n", "  - nam: a\n"))
+    add("run-name-list", "a run name that is a list", sub("name: a", "name: [a, b]"))
+    add("overrides-scalar", "overrides is a string",
+        sub("overrides: [train.steps=2, train.checkpoint_interval=0, eval.interval=0]", "overrides: train.steps=2"))
+    add("overrides-bad", "an invalid override", sub("[router.policy=none]", "[router.bogus=1]"))
+    add("grid-scalar", "a grid value that is not a list", STUDY + "grid:\n  optim.lr: 5\n")
+    add("grid-unknown", "a grid over an unknown key", STUDY + "grid:\n  bogus.key: [1]\n")
+    add("retention-string", "eval.retention: abc", sub("retention: [1.0, 0.5]", "retention: abc"))
+    add("retention-range", "eval.retention: [2]", sub("retention: [1.0, 0.5]", "retention: [2]"))
+    add("retention-nan", "eval.retention: [.nan]", sub("retention: [1.0, 0.5]", "retention: [.nan]"))
+    add("batches-neg", "eval.batches: -1", sub("batches: 1", "batches: -1"))
+    add("batches-string", "eval.batches: abc", sub("batches: 1", "batches: abc"))
+    add("deep", f"{DEEP} nested sequences", deep_yaml())
+    add("fifo", "the study file is a FIFO", lambda env: make_fifo(env.p("study.yaml")))
+    add("dir", "the study file is a directory", lambda env: make_dir(env.p("study.yaml")))
+    add("missing", "the study file does not exist", lambda env: env.p("study.yaml").unlink())
+    add("dev-zero", "study.yaml -> /dev/zero", lambda env: make_link(env.p("study.yaml"), "/dev/zero"))
+
+
+# ---- command-line flags -------------------------------------------------------------------------
+
+TEMPLATES = {
+    "train": ["train", "cfg.yaml"],
+    "eval": ["eval", "--checkpoint", "{CK}", "--batches", "1", "--threads", "1"],
+    "generate": ["generate", "--checkpoint", "{CK}", "--prompt", "the sun", "--max-new-tokens", "4"],
+    "tok-train": ["tokenizer", "train", "--input", "{CORPUS}", "--vocab", "280", "--out", "tokout", "--threads", "1"],
+    "encode": ["tokenizer", "encode", "--tokenizer", "{TOK}", "--text", "hello"],
+    "prepare": ["prepare", "--input", "{CORPUS}", "--tokenizer", "{TOK}", "--out", "dataout", "--threads", "1"],
+    "sweep": ["sweep", "study.yaml", "--threads", "1"],
+    "bench-train": ["bench", "train", "cfg.yaml", "--steps", "1", "--no-peer"],
+    "bench-gen": ["bench", "generate", "--checkpoint", "{CK}", "--prompt-lengths", "4", "--batch-sizes", "1",
+                  "--new-tokens", "2", "--repeats", "1", "--threads", "1"],
+}
+# Numeric options per template, for the random cases.
+NUMERIC = {
+    "train": ["--threads"], "eval": ["--batches", "--batch", "--seq-len", "--threads", "--retention", "--groups"],
+    "generate": ["--max-new-tokens", "--temperature", "--top-k", "--top-p", "--retention", "--groups", "--seed",
+                 "--threads"],
+    "tok-train": ["--vocab", "--threads"], "encode": [], "prepare": ["--val-fraction", "--shard-tokens", "--seed", "--threads"],
+    "sweep": ["--threads"], "bench-train": ["--steps", "--threads"],
+    "bench-gen": ["--prompt-lengths", "--batch-sizes", "--new-tokens", "--repeats", "--retention", "--threads"],
+}
+
+
+def with_opt(argv: list, flag: str, value: Optional[str]) -> list:
+    """argv with `flag` set to `value` (replacing an existing value; None drops the flag)."""
+    out = list(argv)
+    if flag in out:
+        i = out.index(flag)
+        if value is None:
+            del out[i:i + 2]
+        else:
+            out[i + 1] = value
+    elif value is not None:
+        out += [flag, value]
+    return out
+
+
+def cli_cases(R: Registry) -> None:
+    def add(name: str, argv: list, expect: str, desc: Optional[str] = None, protect: tuple = (),
+            prep: Optional[Callable] = None) -> None:
+        R.add("cli", name, desc or shlex.join(argv)[:80], expect, simple(argv, list(protect), prep))
+
+    def opt(t: str, flag: str, value: str, expect: str, name: Optional[str] = None) -> None:
+        argv = (with_opt(TEMPLATES[t], flag, value) if not flag.endswith("=")
+                else with_opt(TEMPLATES[t], flag[:-1], None) + [f"{flag}{value}"])
+        protect = ("run",) if "{CK}" in " ".join(argv) else ()
+        tag = name or f"{t}-{flag.strip('-=')}-{value[:10]}".replace("/", "_").replace(" ", "_")
+        add(tag, argv, expect, protect=protect)
+
+    # subcommands and structure
+    add("none", [], "fail2", "no subcommand")
+    add("unknown-sub", ["bogus"], "fail2")
+    add("unknown-global-flag", ["--bogus"], "fail2")
+    add("train-no-config", ["train"], "fail2")
+    add("bench-no-sub", ["bench"], "fail2")
+    add("bench-unknown-sub", ["bench", "bogus"], "fail2")
+    add("tokenizer-no-sub", ["tokenizer"], "fail2")
+    add("eval-no-checkpoint", ["eval"], "fail2")
+    add("generate-no-prompt", ["generate", "--checkpoint", "{CK}"], "fail2")
+    add("encode-no-text", ["tokenizer", "encode", "--tokenizer", "{TOK}"], "fail2")
+    add("tok-train-no-out", ["tokenizer", "train", "--input", "{CORPUS}", "--vocab", "280"], "fail2")
+    add("sweep-no-study", ["sweep"], "fail2")
+    for t in TEMPLATES:
+        add(f"{t}-unknown-flag", TEMPLATES[t] + ["--bogus-flag"], "fail2",
+            protect=("run",) if "{CK}" in TEMPLATES[t] else ())
+    add("train-resume-no-value", ["train", "cfg.yaml", "--resume"], "fail2")
+    add("eval-keep-no-value", TEMPLATES["eval"] + ["--keep"], "fail2", protect=("run",))
+    add("generate-max-no-value", ["generate", "--checkpoint", "{CK}", "--prompt", "x", "--max-new-tokens"], "fail2")
+    # train
+    opt("train", "--threads", "abc", "fail2")
+    opt("train", "--threads=", "-1", "fail")
+    opt("train", "--threads", "1000000", "fail")
+    opt("train", "--threads", "99999999999999999999", "fail")
+    add("train-missing-config", ["train", "missing.yaml"], "fail")
+    add("train-garbage-positional", ["train", "cfg.yaml", "garbage"], "fail")
+    # eval
+    for v, e in [("0,1x", "fail"), ("0,1.9", "fail"), ("5", "fail"), ("0,,1", "fail"), ("99999999999", "fail"),
+                 ("", "any")]:
+        opt("eval", "--keep", v, e)
+    opt("eval", "--keep=", "-1", "fail")
+    opt("eval", "--batches=", "-1", "fail")
+    opt("eval", "--batches", "abc", "fail2")
+    for v in ["2", "0", "nan", "inf"]:
+        opt("eval", "--retention", v, "fail")
+    opt("eval", "--retention=", "-0.5", "fail")
+    opt("eval", "--retention", "0.5,abc", "fail2")
+    opt("eval", "--groups", "0", "fail")
+    opt("eval", "--groups=", "-1", "fail")
+    opt("eval", "--batch", "0", "fail")
+    opt("eval", "--batch", I64_MAX, "any")  # may be clamped to the validation windows
+    opt("eval", "--seq-len", "100000", "fail")
+    opt("eval", "--seq-len=", "-5", "fail")
+    opt("eval", "--seq-len", I64_MAX, "fail")
+    opt("eval", "--strategy", "bogus", "fail2")
+    opt("eval", "--data", "/nonexistent/kvroute", "fail")
+    opt("eval", "--data", "{EMPTYDIR}", "fail")
+    opt("eval", "--checkpoint", "/nonexistent/kvroute", "fail")
+    opt("eval", "--checkpoint", "{CK}/model.safetensors", "fail", name="eval-checkpoint-file")
+    opt("eval", "--out", "/dev/null/sub", "fail")
+    opt("eval", "--device", "tpu", "fail2")
+    opt("eval", "--precision", "fp8", "fail2")
+    opt("eval", "--precision", "bf16", "fail")
+    opt("eval", "--threads", "1000000", "fail")
+    # generate
+    for v in [I64_MAX, "0", "1000"]:
+        opt("generate", "--max-new-tokens", v, "fail")
+    opt("generate", "--max-new-tokens=", "-1", "fail")
+    for v in ["nan", "inf", "1e308"]:
+        opt("generate", "--temperature", v, "fail")
+    opt("generate", "--temperature=", "-1", "fail")
+    opt("generate", "--top-p", "nan", "fail")
+    opt("generate", "--top-p", "1.5", "fail")
+    opt("generate", "--top-p=", "-0.1", "fail")
+    opt("generate", "--top-k=", "-1", "fail")
+    opt("generate", "--top-k", "abc", "fail2")
+    opt("generate", "--retention", "nan", "fail")
+    opt("generate", "--retention", "2", "fail")
+    opt("generate", "--groups", "0", "fail")
+    add("generate-retention-and-groups", TEMPLATES["generate"] + ["--retention", "0.5", "--groups", "2"], "fail2",
+        protect=("run",))
+    opt("generate", "--tokenizer", "/nonexistent/kvroute", "fail")
+    opt("generate", "--tokenizer", "{EMPTYDIR}", "fail")
+    opt("generate", "--seed", "abc", "fail2")
+    opt("generate", "--prompt", "", "any")
+    opt("generate", "--prompt", " ".join(["the sun"] * 200), "fail", name="generate-prompt-too-long")
+    opt("generate", "--checkpoint", "/nonexistent/kvroute", "fail")
+    opt("generate", "--threads", "1000000", "fail")
+    # tokenizer train / encode
+    for v in ["256", "0", I64_MAX]:
+        opt("tok-train", "--vocab", v, "fail")
+    opt("tok-train", "--vocab=", "-1", "fail")
+    opt("tok-train", "--vocab", "abc", "fail2")
+    for v in ["/nonexistent/kvroute", "{EMPTYDIR}", "{FIFO}", "/dev/zero"]:
+        opt("tok-train", "--input", v, "fail")
+
+    def jsonl(name: str, text: str, expect: str = "fail", t: str = "tok-train") -> None:
+        argv = with_opt(TEMPLATES[t], "--input", "in.jsonl")
+        prep = lambda env: env.write("in.jsonl", text)
+        add(f"{t}-jsonl-{name}", argv, expect, f"{t} --input a .jsonl with {name}", prep=prep)
+    jsonl("bad-line", '{"text": "hello"}\n{"text": \n')
+    jsonl("number-text", '{"text": 5}\n')
+    jsonl("no-text", '{"body": "hello"}\n')
+    jsonl("deep", deep() + "\n")
+    jsonl("deep-meta", json.dumps({"text": "hello there"})[:-1] + ', "meta": ' + deep(kind="object") + "}\n", "any")
+    jsonl("bad-utf8", b'{"text": "\xff"}\n', "any")
+    opt("tok-train", "--out", "/dev/null/x", "fail")
+    add("tok-train-out-file", with_opt(TEMPLATES["tok-train"], "--out", "afile"), "fail",
+        prep=lambda env: env.write("afile", "keep\n"), protect=("afile",))
+    add("tok-train-out-existing", with_opt(with_opt(TEMPLATES["tok-train"], "--out", "tok"), "--vocab", "10"), "fail",
+        "tokenizer train --vocab 10 into an existing tokenizer dir", prep=lambda env: env.tok_copy(), protect=("tok",))
+    opt("tok-train", "--threads", "1000000", "fail")
+    opt("encode", "--tokenizer", "/nonexistent/kvroute", "fail")
+    opt("encode", "--tokenizer", "{CORPUS}", "fail")
+    # prepare
+    for v in ["1", "nan"]:
+        opt("prepare", "--val-fraction", v, "fail")
+    opt("prepare", "--val-fraction=", "-0.1", "fail")
+    opt("prepare", "--val-fraction", "abc", "fail2")
+    opt("prepare", "--shard-tokens", "0", "fail")
+    opt("prepare", "--shard-tokens=", "-5", "fail")
+    opt("prepare", "--seed", "abc", "fail2")
+    for v in ["/nonexistent/kvroute", "{FIFO}"]:
+        opt("prepare", "--input", v, "fail")
+    def over_existing(name: str, desc: str, argv: list, prep: Callable) -> None:
+        """A failing prepare aimed at an existing shard dir, with --overwrite where the binary has it
+        (so that the replacement, not the refusal, is what has to keep the old shards)."""
+        def build(env: Env) -> Spec:
+            prep(env)
+            env.data_copy()
+            extra = ["--overwrite"] if "--overwrite" in env.ctx.prepare_help else []
+            return Spec(cli_argv(env, argv + extra), protect=["data"], detail=" ".join(extra))
+        R.add("cli", name, desc, "fail", build)
+    over_existing("prepare-bad-jsonl-existing-out", "prepare a bad .jsonl into an existing shard dir",
+                  with_opt(with_opt(TEMPLATES["prepare"], "--input", "in.jsonl"), "--out", "data"),
+                  lambda env: env.write("in.jsonl", '{"text": "fine"}\n{"text": 5}\n'))
+    over_existing("prepare-bad-tokenizer-existing-out", "prepare with a missing tokenizer into an existing shard dir",
+                  with_opt(with_opt(TEMPLATES["prepare"], "--tokenizer", "/nonexistent/kvroute"), "--out", "data"),
+                  lambda env: None)
+    over_existing("prepare-bad-vocab-existing-out", "prepare with a broken vocab.bpe into an existing shard dir",
+                  with_opt(with_opt(TEMPLATES["prepare"], "--tokenizer", "tok"), "--out", "data"),
+                  lambda env: (env.tok_copy(), env.write("tok/vocab.bpe", "#version: 0.2\na b c\n")))
+    opt("prepare", "--out", "/dev/null/x", "fail")
+    add("prepare-out-file", with_opt(TEMPLATES["prepare"], "--out", "afile"), "fail",
+        prep=lambda env: env.write("afile", "keep\n"), protect=("afile",))
+    opt("prepare", "--threads", "1000000", "fail")
+    # sweep
+    add("sweep-missing", ["sweep", "missing.yaml"], "fail")
+    opt("sweep", "--threads", "1000000", "fail")
+    # bench train / generate
+    opt("bench-train", "--steps", "0", "fail")
+    opt("bench-train", "--steps=", "-1", "fail")
+    opt("bench-train", "--steps", I64_MAX, "fail")
+    opt("bench-train", "--steps", "abc", "fail2")
+    opt("bench-train", "--threads", "1000000", "fail")
+    add("bench-train-missing-config", ["bench", "train", "missing.yaml", "--no-peer"], "fail")
+    add("bench-train-bad-override", TEMPLATES["bench-train"] + ["model.hidden_size=abc"], "fail")
+    add("bench-gen-neither", ["bench", "generate", "--repeats", "1"], "fail")
+    add("bench-gen-both", TEMPLATES["bench-gen"] + ["--config", "cfg.yaml"], "fail2", protect=("run",))
+    for v in ["2", "nan"]:
+        opt("bench-gen", "--retention", v, "fail")
+    for flag in ["--prompt-lengths", "--batch-sizes"]:
+        opt("bench-gen", flag, "0", "fail")
+        opt("bench-gen", flag + "=", "-1", "fail")
+    opt("bench-gen", "--prompt-lengths", "1000000", "fail")
+    opt("bench-gen", "--prompt-lengths", I64_MAX, "fail")
+    opt("bench-gen", "--new-tokens", "0", "fail")
+    opt("bench-gen", "--new-tokens", I64_MAX, "fail")
+    opt("bench-gen", "--repeats", "0", "fail")
+    add("bench-gen-config-missing", ["bench", "generate", "--config", "missing.yaml"], "fail")
+
+
+CLI_VALUES = ["-1", "0", "1e308", "nan", "inf", I64_MAX, "99999999999999999999", "0x10", "1.5", "", "abc", "1,2"]
+
+
+def cli_random(env: Env) -> Spec:
+    rng = env.rng
+    t = rng.choice(sorted(TEMPLATES))
+    argv = list(TEMPLATES[t])
+    kind = rng.choice(["unknown", "missing", "value", "value", "value", "positional"])
+    if kind in ("missing", "value") and not NUMERIC[t]:
+        kind = "unknown"
+    expect = "any"
+    if kind == "unknown":
+        flag = "--" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz-") for _ in range(rng.randint(3, 12))).strip("-")
+        first = 2 if argv[0] in ("bench", "tokenizer") else 1
+        argv.insert(rng.randint(first, len(argv)), flag + "x")
+        expect = "fail2"
+        detail = f"unknown flag {flag}x"
+    elif kind == "missing":
+        flag = rng.choice(NUMERIC[t])
+        argv = with_opt(argv, flag, None) + [flag]
+        expect = "fail2"
+        detail = f"{flag} without a value"
+    elif kind == "value":
+        flag = rng.choice(NUMERIC[t])
+        value = rng.choice(CLI_VALUES)
+        argv = with_opt(argv, flag, None) + [f"{flag}={value}"]
+        expect = "fail2" if value in ("abc",) else "any"
+        detail = f"{flag}={value}"
+        if flag == "--threads" and value in (I64_MAX, "1e308", "inf"):
+            expect = "fail"
+        if flag in ("--steps", "--new-tokens", "--max-new-tokens") and value == I64_MAX:
+            expect = "fail"
+    else:
+        argv.append("garbage")
+        expect = "fail" if t in ("train", "bench-train") else "fail2"
+        detail = "an extra positional argument"
+    protect = ["run"] if any("{CK}" in a for a in argv) else []
+    return Spec(cli_argv(env, argv), protect=protect, detail=detail, expect=expect)
+
+
+RANDOM_BUILDERS = {"config": config_random, "override": override_random, "shard": shard_random,
+                   "datajson": datajson_random, "tokenizer": tokenizer_random, "safetensors": safetensors_random,
+                   "state": state_random, "ckptconfig": ckptconfig_random, "cli": cli_random}
+
+
+def stratified_sample(cases: list, n: int, seed: int) -> list:
+    base = [c for c in cases if c.category == "baseline"]
+    rest = [c for c in cases if c.category != "baseline"]
+    budget = max(0, n - len(base))
+    by_cat = {}
+    for c in rest:
+        by_cat.setdefault(c.category, []).append(c)
+    quota = {cat: max(1, round(len(cs) * budget / len(rest))) for cat, cs in by_cat.items()}
+    while sum(quota.values()) > budget and any(q > 1 for q in quota.values()):
+        quota[max(quota, key=lambda k: quota[k])] -= 1
+    keep = {c.id for c in base}
+    for cat, cs in by_cat.items():
+        keep.update(c.id for c in random.Random(f"{seed}:sample:{cat}").sample(cs, min(len(cs), quota[cat])))
+    return [c for c in cases if c.id in keep]
+
+
+def all_cases(n_cases: int, seed: int) -> tuple:
+    R = Registry()
+    baseline_cases(R)
+    config_cases(R)
+    override_cases(R)
+    shard_cases(R)
+    datajson_cases(R)
+    tokenizer_cases(R)
+    safetensors_cases(R)
+    state_cases(R)
+    ckptconfig_cases(R)
+    rundir_cases(R)
+    study_cases(R)
+    cli_cases(R)
+    fixed = R.cases
+    note = ""
+    if n_cases < len(fixed):
+        fixed = stratified_sample(fixed, n_cases, seed)
+        note = (f"--cases {n_cases} is below the {len(R.cases)} targeted cases: running a seeded sample of "
+                f"{len(fixed)} of them, in proportion per category (all baseline cases included)")
+    cats = sorted(RANDOM_WEIGHTS)
+    pick = random.Random(f"{seed}:categories")
+    randoms = []
+    for i in range(max(0, n_cases - len(fixed))):
+        cat = pick.choices(cats, weights=[RANDOM_WEIGHTS[c] for c in cats])[0]
+        randoms.append(Case(f"{cat}-r{i:03d}-random", cat, "seeded random mutation", "any", RANDOM_BUILDERS[cat]))
+    return fixed + randoms, note
+
+
+# ------------------------------------------------------------------------------------------------
+# Running one case
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Result:
+    case: Case
+    expect: str
+    outcome: str            # ok-failed-cleanly | accepted-valid | passed | VIOLATION | setup-error
+    reasons: list
+    argv: list
+    cwd: str
+    rc: Optional[int]
+    stderr: str
+    detail: str
+    seconds: float
+
+
+def classify(expect: str, rc: Optional[int], timed_out: bool, stderr: bytes, changed: dict) -> tuple:
+    reasons = []
+    if timed_out:
+        return "VIOLATION", ["timeout (killed by the harness)"]
+    if rc is not None and rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return "VIOLATION", [f"killed by {name}"]
+    if rc == 0:
+        if expect in ("fail", "fail2"):
+            extra = "; it changed " + "; ".join(f"{k} ({v})" for k, v in changed.items()) if changed else ""
+            return "VIOLATION", ["exit 0 on invalid input" + extra]
+        return ("passed" if expect == "pass" else "accepted-valid"), []
+    # a failure: must be clean
+    if expect == "pass":
+        reasons.append(f"a valid command failed (exit {rc})")
+    text = stderr.decode("utf-8", errors="replace")
+    body = text[:-1] if text.endswith("\n") else text
+    if body == "":
+        reasons.append("empty stderr")
+    else:
+        lines = body.split("\n")
+        if len(lines) > 1:
+            reasons.append(f"stderr has {len(lines)} lines")
+        controls = sorted({c for c in body if (ord(c) < 32 and c not in "\n\t") or ord(c) == 127})
+        if controls:
+            reasons.append("stderr holds raw control characters " + "".join(repr(c)[1:-1] for c in controls[:6])
+                           + " (file bytes echoed unescaped)")
+        if not body.startswith(PREFIX):
+            reasons.append(f"stderr does not start with {PREFIX!r}")
+        elif body.strip() == PREFIX.strip():
+            reasons.append("empty error message")
+    if "bad_alloc" in text or "std::length_error" in text or "vector::_M" in text:
+        reasons.append("ran out of memory / size overflow instead of a validation error")
+    if expect == "fail2" and rc != 2:
+        reasons.append(f"a command-line parse error must exit 2, got {rc}")
+    if changed:
+        reasons.append("existing files changed: " + "; ".join(f"{k} ({v})" for k, v in changed.items()))
+    return ("VIOLATION" if reasons else "ok-failed-cleanly"), reasons
+
+
+def run_case(ctx: Ctx, case: Case, seed: int, timeout: float, case_root: Path) -> Result:
+    d = case_root / case.id
+    d.mkdir(parents=True)
+    env = Env(ctx, d, random.Random(f"{seed}:{case.id}"))
+    t0 = time.monotonic()
+    try:
+        spec = case.build(env)
+    except Exception as e:  # a bug in the harness or a fixture that changed shape
+        return Result(case, case.expect, "setup-error", [f"{type(e).__name__}: {e}"], [], str(d), None, "", "", 0.0)
+    expect = spec.expect or case.expect
+    before = {p: tree_hash(d / p) for p in spec.protect}
+    cmd = ctx.wrapper + [ctx.kvroute] + spec.argv
+    timed_out = False
+    try:
+        p = subprocess.Popen(cmd, cwd=d, env=ctx.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, start_new_session=True)
+    except OSError as e:
+        return Result(case, expect, "setup-error", [f"cannot start the command: {e}"], spec.argv, str(d), None, "",
+                      spec.detail, 0.0)
+    try:
+        out, err = p.communicate(timeout=spec.timeout or timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # the case's own process group (start_new_session)
+        except ProcessLookupError:
+            pass
+        out, err = p.communicate()
+    rc = None if timed_out else p.returncode
+    changed = {}
+    for path, h in before.items():
+        after = tree_hash(d / path)
+        if after != h:
+            changed[path] = tree_diff(h, after)
+    outcome, reasons = classify(expect, rc, timed_out, err, changed)
+    return Result(case, expect, outcome, reasons, spec.argv, str(d), rc, err.decode("utf-8", errors="replace"),
+                  spec.detail, time.monotonic() - t0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Main
+# ------------------------------------------------------------------------------------------------
+
+def is_asan(path: str) -> bool:
+    needle = b"__asan_init"
+    with open(path, "rb") as f:
+        tail = b""
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-len(needle):]
+    return False
+
+
+def snapshot_binary(src: str, dest: Path, wait: float = 180.0) -> None:
+    """Copies the executable once it exists and has stopped changing (it may be relinked while we start)."""
+    deadline = time.monotonic() + wait
+    last = None
+    while True:
+        try:
+            st = os.stat(src)
+            sig = (st.st_size, st.st_mtime_ns)
+            if sig == last and st.st_size > 0:
+                break
+            last = sig
+        except FileNotFoundError:
+            last = None
+        if time.monotonic() > deadline:
+            raise FixtureError(f"{src}: no stable executable after {wait:.0f} s")
+        time.sleep(1.0)
+    shutil.copy2(src, dest)
+    os.chmod(dest, 0o755)
+
+
+def clip(s: str, n: int = 300) -> str:
+    return s if len(s) <= n else s[:n] + f"... [{len(s)} chars]"
+
+
+def reason_kinds(results: list) -> dict:
+    """A coarse tally of why cases failed the contract (one case can count under several kinds)."""
+    kinds = {}
+    for r in results:
+        seen = set()
+        for reason in r.reasons:
+            if reason.startswith("stderr does not start"):
+                first = r.stderr.splitlines()[0] if r.stderr else ""
+                k = ("stderr prefix 'kvroute: error (rank N): ' instead of 'kvroute: error: '"
+                     if first.startswith("kvroute: error (rank") else "stderr without the 'kvroute: error: ' prefix")
+            elif reason.startswith("stderr has"):
+                k = "stderr of more than one line"
+            elif reason.startswith("exit 0"):
+                k = "exit 0 on invalid input"
+            elif reason.startswith("a command-line parse error"):
+                k = "command-line parse error with an exit code other than 2"
+            elif reason.startswith("killed by"):
+                k = reason
+            elif reason.startswith("existing files changed") or "; it changed" in reason:
+                k = "existing files changed by a failed command"
+            else:
+                k = reason.split(" (")[0].split(":")[0]
+            if k not in seen:
+                seen.add(k)
+                kinds[k] = kinds.get(k, 0) + 1
+            if "; it changed" in reason and "existing files changed" not in seen:
+                seen.add("existing files changed")
+                kinds["exit 0 on invalid input that also changed existing files"] = kinds.get(
+                    "exit 0 on invalid input that also changed existing files", 0) + 1
+    return kinds
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Seeded bad-input harness for kvroute (see the module docstring).")
+    ap.add_argument("--kvroute", required=False, help="the kvroute executable")
+    ap.add_argument("--cases", type=int, default=300, help="total cases (fixed + seeded random); default 300")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep-going", action="store_true", help="run every case (default: stop at the first violation)")
+    ap.add_argument("--only", default="", help="comma-separated categories: " + ",".join(CATEGORIES))
+    ap.add_argument("--case", action="append", default=[], help="run only this case id (repeatable)")
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument("--jobs", type=int, default=4, help="cases run at once (default 4; FIFO cases mostly wait)")
+    ap.add_argument("--timeout", type=float, default=0, help="seconds per case (default 15; 30 for an ASan build)")
+    ap.add_argument("--budget", type=float, default=540.0, help="stop starting cases after this many seconds")
+    ap.add_argument("--mem-limit-mb", type=int, default=2048,
+                    help="address-space limit per case (ulimit -v; ASan builds get hard_rss_limit_mb instead); 0: none")
+    ap.add_argument("--workdir", help="use this (new or empty) directory instead of a fresh temporary one")
+    ap.add_argument("--keep-workdir", action="store_true", help="keep the fixtures and case directories")
+    ap.add_argument("-v", "--verbose", action="store_true", help="one line per case")
+    ap.add_argument("--json", help="also write every result (case, expectation, outcome, reasons, command, exit, "
+                                   "stderr) to this JSON file")
+    args = ap.parse_args()
+
+    only = [c for c in args.only.split(",") if c]
+    bad = [c for c in only if c not in CATEGORIES]
+    if bad:
+        ap.error(f"--only: unknown categories {bad}; known: {', '.join(CATEGORIES)}")
+    cases, note = all_cases(args.cases, args.seed)
+    if only:
+        cases = [c for c in cases if c.category in only]
+    if args.case:
+        known = {c.id for c in cases}
+        missing = [c for c in args.case if c not in known]
+        if missing:
+            ap.error(f"--case: no such case {missing} (see --list with the same --cases/--seed)")
+        cases = [c for c in cases if c.id in args.case]
+    if args.list:
+        for c in cases:
+            print(f"{c.id:48s} {c.category:12s} {c.expect:5s} {c.desc}")
+        print(f"{len(cases)} cases" + (f" ({note})" if note else ""))
+        return 0
+    if not args.kvroute:
+        ap.error("--kvroute is required")
+
+    start = time.monotonic()
+    if args.workdir:
+        work = Path(args.workdir).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        if any(work.iterdir()):
+            ap.error(f"--workdir {work} is not empty")
+    else:
+        work = Path(tempfile.mkdtemp(prefix="kvroute-badinput-"))
+    (work / "bin").mkdir()
+    fixtures = work / "fixtures"
+    fixtures.mkdir()
+    ctx = Ctx(kvroute=str(work / "bin/kvroute"), kvroute_shown=args.kvroute, work=work, fixtures=fixtures,
+              corpus=fixtures / "corpus", tok=fixtures / "tok", data=fixtures / "data", golden=fixtures / "golden")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMI_", "PMIX_", "MPI_"))}
+    env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "LC_ALL": "C"})
+    keep_workdir = args.keep_workdir
+    try:
+        snapshot_binary(args.kvroute, Path(ctx.kvroute))
+        asan = is_asan(ctx.kvroute)
+        if asan:
+            opts = env.get("ASAN_OPTIONS", "")
+            extra = "allocator_may_return_null=1:max_allocation_size_mb=2048:hard_rss_limit_mb=3072"
+            env["ASAN_OPTIONS"] = f"{opts}:{extra}" if opts else extra
+            ctx.wrapper = ["/bin/sh", "-c", 'ulimit -c 0; exec "$0" "$@"']
+        elif args.mem_limit_mb > 0:
+            ctx.wrapper = ["/bin/sh", "-c", f'ulimit -c 0; ulimit -v {args.mem_limit_mb * 1024}; exec "$0" "$@"']
+        else:
+            ctx.wrapper = ["/bin/sh", "-c", 'ulimit -c 0; exec "$0" "$@"']
+        ctx.env = env
+        if args.timeout <= 0:
+            args.timeout = 30.0 if asan else 15.0
+        try:
+            build_fixtures(ctx)
+        except (FixtureError, subprocess.TimeoutExpired, OSError) as e:
+            print(f"badinput: cannot build the fixtures: {e}", file=sys.stderr)
+            keep_workdir = True
+            print(f"badinput: fixtures left in {work}", file=sys.stderr)
+            return 3
+        fixture_hash = tree_hash(fixtures)
+        t_fix = time.monotonic() - start
+        print(f"badinput: {args.kvroute}{' (ASan)' if asan else ''}; fixtures in {t_fix:.1f} s "
+              f"(vocab {ctx.vocab}); {len(cases)} cases, seed {args.seed}, jobs {args.jobs}, timeout {args.timeout:g} s")
+        if note:
+            print(f"badinput: note: {note}")
+
+        stop = threading.Event()
+        results = []
+        lock = threading.Lock()
+        case_root = work / "cases"
+        skipped = []
+
+        def task(case: Case) -> Optional[Result]:
+            if stop.is_set() or time.monotonic() - start > args.budget:
+                skipped.append(case.id)
+                return None
+            res = run_case(ctx, case, args.seed, args.timeout, case_root)
+            with lock:
+                results.append(res)
+                if args.verbose:
+                    print(f"  {res.outcome:18s} {res.case.id} ({res.seconds:.1f} s) rc={res.rc} {res.detail}", flush=True)
+                if res.outcome in ("VIOLATION", "setup-error"):
+                    if not args.verbose:
+                        print(f"  {res.outcome}: {res.case.id}: {'; '.join(res.reasons)}", flush=True)
+                    if not args.keep_going:
+                        stop.set()
+            if not keep_workdir:
+                shutil.rmtree(res.cwd, ignore_errors=True)
+            return res
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(task, cases))
+
+        after = tree_hash(fixtures)
+        fixture_changed = after != fixture_hash
+        elapsed = time.monotonic() - start
+
+        # ---- report ----
+        order = {c.id: i for i, c in enumerate(cases)}
+        results.sort(key=lambda r: order[r.case.id])
+        outcomes = ["ok-failed-cleanly", "accepted-valid", "passed", "VIOLATION", "setup-error"]
+        print()
+        print(f"{'category':12s} " + " ".join(f"{o:>17s}" for o in outcomes) + f" {'total':>6s}")
+        totals = {o: 0 for o in outcomes}
+        for cat in CATEGORIES:
+            rs = [r for r in results if r.case.category == cat]
+            if not rs:
+                continue
+            counts = {o: sum(1 for r in rs if r.outcome == o) for o in outcomes}
+            for o in outcomes:
+                totals[o] += counts[o]
+            print(f"{cat:12s} " + " ".join(f"{counts[o]:>17d}" for o in outcomes) + f" {len(rs):>6d}")
+        print(f"{'all':12s} " + " ".join(f"{totals[o]:>17d}" for o in outcomes) + f" {len(results):>6d}")
+        bad_results = [r for r in results if r.outcome in ("VIOLATION", "setup-error")]
+        if bad_results:
+            print(f"\n{len(bad_results)} violation(s) of the bad-input contract:")
+            for r in bad_results:
+                print(f"\n[{r.case.id}] {r.case.desc}" + (f" -- {r.detail}" if r.detail else ""))
+                print(f"  expect:  {r.expect}")
+                print(f"  reason:  {'; '.join(r.reasons)}")
+                if r.argv:
+                    print(f"  command: {clip(shlex.join([ctx.kvroute_shown] + r.argv), 400)}")
+                    print(f"  in:      {r.cwd}" + ("" if keep_workdir else " (removed; --case ID --keep-workdir keeps it)"))
+                    print(f"  exit:    {r.rc if r.rc is not None else ('not run' if r.outcome == 'setup-error' else 'timeout')}")
+                    lines = r.stderr.splitlines()
+                    for line in lines[:3]:
+                        print(f"  stderr:  {clip(line)}")
+                    if len(lines) > 3:
+                        print(f"  stderr:  ... ({len(lines)} lines)")
+            print("\nviolations by kind:")
+            for kind, n in sorted(reason_kinds(bad_results).items(), key=lambda kv: -kv[1]):
+                print(f"  {n:4d}  {kind}")
+            print(f"\nreproduce one: {shlex.join([sys.argv[0], '--kvroute', args.kvroute, '--cases', str(args.cases), '--seed', str(args.seed)])}"
+                  " --case ID --keep-workdir")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump([{"id": r.case.id, "category": r.case.category, "desc": r.case.desc, "detail": r.detail,
+                            "expect": r.expect, "outcome": r.outcome, "reasons": r.reasons,
+                            "argv": [args.kvroute] + r.argv, "cwd": r.cwd, "rc": r.rc, "stderr": r.stderr[:2000],
+                            "seconds": round(r.seconds, 3)} for r in results], f, indent=1)
+        if fixture_changed:
+            print("\nVIOLATION: the shared fixtures (golden run, shards, tokenizer) changed during the run: "
+                  + tree_diff(fixture_hash, after))
+        if skipped:
+            why = "after the first violation (use --keep-going)" if stop.is_set() else f"past the {args.budget:g} s budget"
+            print(f"\n{len(skipped)} case(s) not run {why}")
+        print(f"\nbadinput: {len(results)} cases in {elapsed:.1f} s: {totals['VIOLATION'] + totals['setup-error']} violation(s)")
+        if bad_results and keep_workdir:
+            print(f"badinput: case directories kept in {work}")
+        ok = not bad_results and not fixture_changed and not (skipped and not stop.is_set())
+        return 0 if ok else 1
+    finally:
+        if not keep_workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
