@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "core/dtype.h"
 
@@ -18,6 +19,13 @@ class Error : public std::runtime_error {
 };
 
 [[noreturn]] void throw_error(const char* file, int line, std::string message);
+
+// The one error format of every kvroute program: "kvroute: error: MESSAGE" on stderr, or
+// "kvroute: error: rank R: MESSAGE" when world_size > 1, always one line (control characters in
+// the message, e.g. from a hostile file name or value, are escaped), cut to a few KB.
+void print_error(std::string_view message, int rank = 0, int world_size = 1);
+// The text print_error writes for an exception (std::bad_alloc becomes "out of memory").
+std::string error_text(const std::exception& e);
 
 }  // namespace kvroute
 

@@ -1,13 +1,21 @@
 #include "core/safetensors.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <set>
+
+#include "core/io.h"
+#include "core/json.h"
 
 namespace kvroute::safetensors {
 
 namespace {
+
+constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;  // the reference implementation's limit
+constexpr size_t kMaxRank = 8;
 
 const char* dtype_tag(DType dtype) {
   switch (dtype) {
@@ -57,79 +65,112 @@ void save(const std::string& path, const NamedTensors& tensors, const std::map<s
   }
   std::string json = header.dump();
   json.append((8 - json.size() % 8) % 8, ' ');  // align the data section to 8 bytes, as the reference writer does
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  KV_CHECK(out.good(), "{}: cannot open for writing: {}", path, std::strerror(errno));
-  uint64_t header_len = json.size();
-  out.write(reinterpret_cast<const char*>(&header_len), 8);
-  out.write(json.data(), static_cast<std::streamsize>(json.size()));
-  for (const Tensor& t : packed) out.write(static_cast<const char*>(t.raw_data()), static_cast<std::streamsize>(t.nbytes()));
-  out.close();
-  KV_CHECK(!out.fail(), "{}: write failed (disk full?): {}", path, std::strerror(errno));
+  io::OutputFile out(path, io::OutputFile::Mode::Truncate);
+  const uint64_t header_len = json.size();
+  out.write(&header_len, 8);
+  out.write(json);
+  for (const Tensor& t : packed) out.write(t.raw_data(), t.nbytes());
+  out.close();  // fsynced: the caller renames the directory holding it only once it is durable
 }
 
 File load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  KV_CHECK(in.good(), "{}: cannot open: {}", path, std::strerror(errno));
-  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
-  in.seekg(0);
-  KV_CHECK(file_size >= 8, "{}: not a safetensors file ({} bytes, shorter than the 8-byte header length)", path,
-           file_size);
-  uint64_t header_len = 0;
-  in.read(reinterpret_cast<char*>(&header_len), 8);
-  KV_CHECK(header_len <= file_size - 8 && header_len <= (100u << 20),
-           "{}: corrupt safetensors header length {} (file is {} bytes)", path, header_len, file_size);
-  std::string json(header_len, '\0');
-  in.read(json.data(), static_cast<std::streamsize>(header_len));
-  KV_CHECK(in.good(), "{}: truncated safetensors header", path);
-  nlohmann::ordered_json header;
+  uint64_t file_size = 0;
+  const int fd = io::open_regular(path, file_size);
+  std::string bytes;
   try {
-    header = nlohmann::ordered_json::parse(json);
-  } catch (const nlohmann::json::exception& e) {
-    KV_FAIL("{}: corrupt safetensors header (invalid JSON: {})", path, e.what());
+    KV_CHECK(file_size >= 8, "{}: not a safetensors file ({} bytes, shorter than the 8-byte header length)", path,
+             file_size);
+    bytes.resize(static_cast<size_t>(file_size));
+    size_t got = 0;
+    while (got < bytes.size()) {
+      const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      KV_CHECK(n > 0, "{}: read failed after {} of {} bytes: {}", path, got, file_size,
+               n < 0 ? std::strerror(errno) : "file shrank");
+      got += static_cast<size_t>(n);
+    }
+  } catch (...) {
+    ::close(fd);
+    throw;
   }
+  ::close(fd);
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, bytes.data(), 8);
+  KV_CHECK(header_len <= file_size - 8 && header_len <= kMaxHeaderBytes,
+           "{}: corrupt safetensors header length {} (file is {} bytes, limit {} bytes)", path, header_len, file_size,
+           kMaxHeaderBytes);
+  // Three levels: {name: {"shape": [...]}}; anything deeper is not a safetensors header.
+  const json::Json header = json::parse(std::string_view(bytes).substr(8, header_len),
+                                        fmt::format("{}: safetensors header", path), 4);
   KV_CHECK(header.is_object(), "{}: corrupt safetensors header (not a JSON object)", path);
 
   File file;
   file.path = path;
   const uint64_t data_start = 8 + header_len, data_size = file_size - data_start;
-  std::vector<char> data(static_cast<size_t>(data_size));
-  in.read(data.data(), static_cast<std::streamsize>(data_size));
-  KV_CHECK(in.good() || data_size == 0, "{}: truncated data section", path);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [begin, end) of every tensor, to check coverage
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
-      KV_CHECK(entry.is_object(), "{}: __metadata__ must be an object", path);
+      KV_CHECK(entry.is_object(), "{}: __metadata__ must be an object of strings", path);
       for (const auto& [k, v] : entry.items()) {
-        KV_CHECK(v.is_string(), "{}: __metadata__.{} must be a string", path, k);
+        KV_CHECK(v.is_string(), "{}: __metadata__.{} must be a string, got {}", path, k, json::excerpt(v));
         file.metadata[k] = v.get<std::string>();
       }
       continue;
     }
-    KV_CHECK(entry.is_object() && entry.contains("dtype") && entry.contains("shape") && entry.contains("data_offsets"),
-             "{}: tensor '{}' lacks dtype, shape or data_offsets", path, name);
+    const std::string what = fmt::format("{}: tensor '{}'", path, name.substr(0, 200));
+    KV_CHECK(entry.is_object() && entry.size() == 3 && entry.contains("dtype") && entry.contains("shape") &&
+                 entry.contains("data_offsets"),
+             "{} must be an object of exactly dtype, shape and data_offsets, got {}", what, json::excerpt(entry));
+    const json::Json& tag = entry["dtype"];
     DType dtype;
-    KV_CHECK(entry["dtype"].is_string() && parse_dtype_tag(entry["dtype"].get<std::string>(), dtype),
-             "{}: tensor '{}' has unsupported dtype {} (kvroute reads F32, BF16, I32, U16, U32)", path, name,
-             entry["dtype"].dump());
+    KV_CHECK(tag.is_string() && parse_dtype_tag(tag.get<std::string>(), dtype),
+             "{} has unsupported dtype {} (kvroute reads F32, BF16, I32, U16, U32)", what, json::excerpt(tag));
+    const json::Json& dims = entry["shape"];
+    KV_CHECK(dims.is_array() && dims.size() <= kMaxRank, "{}: shape must be an array of at most {} sizes, got {}", what,
+             kMaxRank, json::excerpt(dims));
     Shape shape;
-    KV_CHECK(entry["shape"].is_array(), "{}: tensor '{}' shape is not an array", path, name);
-    for (const auto& d : entry["shape"]) {
-      KV_CHECK(d.is_number_unsigned(), "{}: tensor '{}' has a bad dimension {}", path, name, d.dump());
-      shape.push_back(d.get<int64_t>());
+    uint64_t numel = 1;
+    for (const auto& d : dims) {
+      KV_CHECK(d.is_number_unsigned() && d.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX),
+               "{} has a bad dimension {} in shape {}", what, json::excerpt(d), json::excerpt(dims));
+      const uint64_t n = d.get<uint64_t>();
+      KV_CHECK(!__builtin_mul_overflow(numel, n, &numel) && numel <= data_size,
+               "{}: shape {} has more elements than the {}-byte data section holds", what, json::excerpt(dims), data_size);
+      shape.push_back(static_cast<int64_t>(n));
     }
-    const auto& offsets = entry["data_offsets"];
+    const uint64_t nbytes = numel * dtype_size(dtype);
+    const json::Json& offsets = entry["data_offsets"];
     KV_CHECK(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
                  offsets[1].is_number_unsigned(),
-             "{}: tensor '{}' has bad data_offsets {}", path, name, offsets.dump());
+             "{} has bad data_offsets {} (expected [begin, end])", what, json::excerpt(offsets));
     const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
-    KV_CHECK(begin <= end && end <= data_size, "{}: tensor '{}' data [{}, {}) lies outside the {}-byte data section",
-             path, name, begin, end, data_size);
+    KV_CHECK(begin <= end && end <= data_size, "{} data [{}, {}) lies outside the {}-byte data section", what, begin,
+             end, data_size);
+    KV_CHECK(end - begin == nbytes, "{} {}{} needs {} bytes but its data_offsets span {}", what, dtype_name(dtype),
+             json::excerpt(dims), nbytes, end - begin);
     Tensor t = Tensor::empty(shape, dtype);
-    KV_CHECK(end - begin == t.nbytes(), "{}: tensor '{}' {}{} needs {} bytes but its data_offsets span {}", path, name,
-             dtype_name(dtype), shape, t.nbytes(), end - begin);
-    if (t.nbytes() > 0) std::memcpy(t.raw_data(), data.data() + begin, t.nbytes());
+    if (nbytes > 0) std::memcpy(t.raw_data(), bytes.data() + data_start + begin, nbytes);
+    ranges.emplace_back(begin, end);
     file.tensors.emplace_back(name, std::move(t));
   }
+  // As the reference implementation demands: the tensors tile the data section exactly, with no
+  // overlap, gap or trailing bytes (a shifted header or offset shows up here).
+  std::sort(ranges.begin(), ranges.end());
+  uint64_t covered = 0;
+  for (const auto& [begin, end] : ranges) {
+    KV_CHECK(begin == covered, "{}: corrupt safetensors data offsets: {} at byte {} of the data section", path,
+             begin < covered ? "tensors overlap" : "a gap", begin < covered ? begin : covered);
+    covered = end;
+  }
+  KV_CHECK(covered == data_size, "{}: corrupt safetensors file: the tensors cover {} bytes but the data section has {}",
+           path, covered, data_size);
   return file;
+}
+
+const Tensor& File::get(const std::string& name, DType dtype) const {
+  const Tensor& t = get(name);
+  KV_CHECK(t.dtype() == dtype, "{}: tensor '{}' is {}, expected {}", path, name, t.dtype(), dtype);
+  return t;
 }
 
 }  // namespace kvroute::safetensors

@@ -1,6 +1,7 @@
 #include "core/tensor.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 
@@ -10,7 +11,10 @@ namespace kvroute {
 
 int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t s : shape) n *= s;
+  for (int64_t s : shape) {
+    KV_CHECK(s >= 0 && !__builtin_mul_overflow(n, s, &n), "shape {}: {}", shape,
+             s < 0 ? "negative size" : "the element count overflows 64 bits");
+  }
   return n;
 }
 
@@ -36,7 +40,10 @@ Storage::~Storage() { allocator_for(device_).deallocate(data_, std::max<size_t>(
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t s : shape) KV_CHECK(s >= 0, "Tensor::empty: negative dimension in shape {}", shape);
   Tensor t;
-  t.storage_ = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype), device);
+  size_t nbytes = 0;
+  KV_CHECK(!__builtin_mul_overflow(static_cast<size_t>(shape_numel(shape)), dtype_size(dtype), &nbytes),
+           "Tensor::empty: {}{} is too large to address", dtype, shape);
+  t.storage_ = std::make_shared<Storage>(nbytes, device);
   t.shape_ = shape;
   t.strides_ = contiguous_strides(shape);
   t.dtype_ = dtype;
@@ -359,6 +366,22 @@ double Tensor::item() const {
   KV_CHECK(numel() == 1, "Tensor::item: tensor {} has {} elements, expected 1", str(), numel());
   Tensor host = to(Device::cpu());
   return load_as_double(host.raw_data(), dtype_);
+}
+
+int64_t first_nonfinite(const Tensor& t) {
+  if (!t.defined() || (t.dtype() != DType::F32 && t.dtype() != DType::BF16)) return -1;
+  const Tensor host = t.to(Device::cpu()).contiguous();
+  const int64_t n = host.numel();
+  if (host.dtype() == DType::F32) {
+    const float* p = host.data<float>();
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(p[i])) return i;
+  } else {
+    const bf16* p = host.data<bf16>();
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(bf16_to_float(p[i]))) return i;
+  }
+  return -1;
 }
 
 }  // namespace kvroute

@@ -124,4 +124,8 @@ class Tensor {
   Tensor with_layout(Shape shape, Shape strides, int64_t offset) const;
 };
 
+// Index (in contiguous order) of the first NaN/inf element of a floating-point tensor, or -1 when
+// all are finite (integer tensors: -1). Works on any device (GPU tensors are copied to the host).
+int64_t first_nonfinite(const Tensor& t);
+
 }  // namespace kvroute

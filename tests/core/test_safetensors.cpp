@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -77,7 +78,44 @@ TEST(Safetensors, CorruptFilesGiveErrorsNamingTheFile) {
   write_raw(path, R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", std::string(4, '\0'));
   expect_error([&] { (void)safetensors::load(path); }, {path, "'w'", "bad dimension"});
   write_raw(path, R"({"w": {"dtype": "F32"}})", "");
-  expect_error([&] { (void)safetensors::load(path); }, {path, "'w'", "lacks"});
+  expect_error([&] { (void)safetensors::load(path); }, {path, "'w'", "exactly dtype, shape and data_offsets"});
+  std::remove(path.c_str());
+}
+
+TEST(Safetensors, HostileHeadersAreRefusedNotTrusted) {
+  const std::string path = temp_path("hostile.safetensors");
+  auto expect_load_error = [&](const std::string& header, const std::string& data,
+                               const std::vector<std::string>& fragments) {
+    write_raw(path, header, data);
+    std::vector<std::string> all = fragments;
+    all.push_back(path);
+    expect_error([&] { (void)safetensors::load(path); }, all);
+  };
+  const std::string eight(8, '\0');
+  // Two tensors over the same bytes, a gap, trailing bytes: the data section must be tiled exactly.
+  expect_load_error(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                        "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", eight, {"overlap"});
+  expect_load_error(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", eight, {"gap"});
+  expect_load_error(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", eight, {"cover 4 bytes", "has 8"});
+  // A shape whose element count overflows 64 bits, or exceeds the file.
+  expect_load_error(R"({"a": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 8]}})", eight,
+                    {"'a'", "more elements"});
+  // A 100,000-deep dtype: refused while parsing (no recursion anywhere).
+  expect_load_error(R"({"a": {"dtype": )" + std::string(100000, '[') + std::string(100000, ']') + "}}", eight,
+                    {"nested deeper"});
+  // Duplicate names, extra fields.
+  expect_load_error(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                        "a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})", eight, {"duplicate key", "a"});
+  expect_load_error(R"({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8], "x": 1}})", eight, {"exactly"});
+  // The dtype a caller expects is checked: F32 bytes labelled I32 are not converted.
+  write_raw(path, R"({"a": {"dtype": "I32", "shape": [2], "data_offsets": [0, 8]}})", eight);
+  safetensors::File f = safetensors::load(path);
+  expect_error([&] { (void)f.get("a", DType::F32); }, {path, "'a'", "i32", "expected f32"});
+  std::remove(path.c_str());
+  // Not a regular file: a directory, a FIFO (which would block a plain open forever).
+  expect_error([&] { (void)safetensors::load(std::filesystem::temp_directory_path().string()); }, {"a directory"});
+  ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0);
+  expect_error([&] { (void)safetensors::load(path); }, {path, "a FIFO"});
   std::remove(path.c_str());
 }
 

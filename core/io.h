@@ -1,0 +1,62 @@
+// Files from users and files we must not lose. Inputs are read only from regular files (a FIFO
+// would block forever, /dev/zero never ends, a directory is not data) with a size bound; outputs
+// that matter (checkpoints, shards, run metadata) are written durably: data fsynced before the
+// rename that publishes it, the directory fsynced after, so a crash or power loss leaves either
+// the old file or the new one, never a torn one.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace kvroute::io {
+
+inline constexpr uint64_t kMaxTextFile = uint64_t{1} << 30;  // 1 GiB: configs, JSON, tokenizer files
+
+// Opens `path` for reading and checks it is a regular file (not a FIFO, device or directory);
+// returns the descriptor and sets `size`. Errors name the path.
+int open_regular(const std::string& path, uint64_t& size);
+
+// The whole content of a regular file of at most `max_bytes`; errors name the path.
+std::string read_file(const std::string& path, uint64_t max_bytes = kMaxTextFile);
+
+// Whether `path` names an existing regular file (following symlinks).
+bool is_regular_file(const std::string& path);
+
+// Writes `data` to `path` (created or truncated) and fsyncs it; errors name the path and errno
+// (a full disk or a file-size limit is an error, not a short file).
+void write_file_durable(const std::string& path, std::string_view data);
+
+// write_file_durable to `path`.tmp, then rename over `path` and fsync the directory.
+void write_file_atomic(const std::string& path, std::string_view data);
+
+// A file written with write(2): no user-space buffer to lose, every failure (a full disk, a
+// file-size limit) an error naming the path. `sync()` makes what was written durable.
+class OutputFile {
+ public:
+  enum class Mode { Truncate, Append };
+  OutputFile() = default;
+  OutputFile(const std::string& path, Mode mode);
+  ~OutputFile();
+  OutputFile(OutputFile&& other) noexcept;
+  OutputFile& operator=(OutputFile&& other) noexcept;
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+  bool is_open() const { return fd_ >= 0; }
+  void write(const void* data, size_t n);
+  void write(std::string_view text) { write(text.data(), text.size()); }
+  void sync();   // fsync
+  void close();  // sync + close; errors name the path
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// fsyncs a file or a directory (its entries: creations, renames, removals).
+void fsync_path(const std::string& path);
+
+// The directory part of a path ("." for a bare name).
+std::string parent_dir(const std::string& path);
+
+}  // namespace kvroute::io
