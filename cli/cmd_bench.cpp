@@ -146,7 +146,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   auto* train = bench->add_subcommand("train", "training tokens/s of a config, next to the PyTorch peer");
   train->add_option("config", train_args->config, "run config (YAML)")->required();
   train->add_option("overrides", train_args->overrides, "section.key=value overrides");
-  train->add_option("--steps", train_args->steps, "timed steps (median reported)")->check(CLI::PositiveNumber);
+  train->add_option("--steps", train_args->steps, "timed steps (median reported)")->check(bounded(1, 100000));
   train->add_flag("--no-peer", train_args->no_peer, "skip the PyTorch peer");
   add_threads_option(train, train_args->threads);
   train->callback([train_args, &exit_code] { exit_code = run_train(*train_args); });
@@ -156,11 +156,11 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   auto* gen = bench->add_subcommand("generate", "TTFT, decode tok/s, KV bytes and peak bytes per retention");
   auto* checkpoint = gen->add_option("--checkpoint", g.checkpoint, "checkpoint directory");
   gen->add_option("--config", g.config, "run config (random weights) instead of a checkpoint")->excludes(checkpoint);
-  gen->add_option("--retention", g.retention)->delimiter(',');
-  gen->add_option("--prompt-lengths", g.prompt_lengths)->delimiter(',');
-  gen->add_option("--batch-sizes", g.batch_sizes)->delimiter(',');
-  gen->add_option("--new-tokens", g.new_tokens)->check(CLI::PositiveNumber);
-  gen->add_option("--repeats", g.repeats)->check(CLI::PositiveNumber);
+  gen->add_option("--retention", g.retention)->delimiter(',')->check(bounded(1e-9, 1.0));
+  gen->add_option("--prompt-lengths", g.prompt_lengths)->delimiter(',')->check(bounded(1, 1 << 24));
+  gen->add_option("--batch-sizes", g.batch_sizes)->delimiter(',')->check(bounded(1, 1 << 16));
+  gen->add_option("--new-tokens", g.new_tokens)->check(bounded(1, 1 << 24));
+  gen->add_option("--repeats", g.repeats)->check(bounded(1, 10000));
   add_threads_option(gen, g.threads);
   add_placement_options(gen, g.placement);
   gen->callback([gen_args, &exit_code] { exit_code = run_generate(*gen_args); });

@@ -25,18 +25,6 @@ struct Args {
   int threads = 0;
 };
 
-std::vector<int> parse_layer_list(const std::string& text) {
-  std::vector<int> layers_list;
-  for (const std::string& part : CLI::detail::split(text, ',')) {
-    try {
-      layers_list.push_back(std::stoi(part));
-    } catch (const std::exception&) {
-      KV_FAIL("--keep {}: '{}' is not a layer index", text, part);
-    }
-  }
-  return layers_list;
-}
-
 int run(Args a) {
   set_num_threads(a.threads);
   eval::Checkpoint ck = eval::load_for_inference(a.checkpoint);
@@ -55,7 +43,7 @@ int run(Args a) {
     };
     for (double r : a.retention) add(layers::keep_retention(L, r), fmt::format("retention {:g}", r), "even");
     for (int g : a.groups) add(layers::keep_every(L, g), fmt::format("groups {}", g), "even");
-    for (const std::string& k : a.keep) add(parse_layer_list(k), "keep " + k, "list");
+    for (const std::string& k : a.keep) add(parse_layer_list("--keep", k), "keep " + k, "list");
     if (a.strategy == "greedy") {
       std::vector<eval::PlanResult> greedy = eval::greedy_keep_sets(*ck.model, data, T, a.batch, a.batches, sizes, *comm);
       results.insert(results.end(), greedy.begin(), greedy.end());
@@ -79,15 +67,17 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   Args& a = *args;
   auto* cmd = app.add_subcommand("eval", "validation loss and perplexity over cache-retention plans");
   cmd->add_option("--checkpoint", a.checkpoint, "checkpoint directory")->required();
-  cmd->add_option("--retention", a.retention, "retention fractions, e.g. 1,0.75,0.5")->delimiter(',');
-  cmd->add_option("--groups", a.groups, "keep every g-th layer, e.g. 1,2,3,4")->delimiter(',');
+  cmd->add_option("--retention", a.retention, "retention fractions, e.g. 1,0.75,0.5")
+      ->delimiter(',')
+      ->check(bounded(1e-9, 1.0));
+  cmd->add_option("--groups", a.groups, "keep every g-th layer, e.g. 1,2,3,4")->delimiter(',')->check(bounded(1, 4096));
   cmd->add_option("--keep", a.keep, "explicit keep-set, e.g. 0,3,7 (repeatable)");
   cmd->add_option("--strategy", a.strategy, "even | greedy (adds greedy sets of the same sizes)")
       ->check(CLI::IsMember({"even", "greedy"}));
   cmd->add_option("--data", a.data, "shard directory (default: the run's data.dir)");
-  cmd->add_option("--batch", a.batch, "sequences per batch")->check(CLI::PositiveNumber);
-  cmd->add_option("--seq-len", a.seq_len, "window length (default: the run's train.seq_len)");
-  cmd->add_option("--batches", a.batches, "validation batches per plan (0: all)");
+  cmd->add_option("--batch", a.batch, "sequences per batch")->check(bounded(1, 1 << 20));
+  cmd->add_option("--seq-len", a.seq_len, "window length (default: the run's train.seq_len)")->check(bounded(0, 1 << 24));
+  cmd->add_option("--batches", a.batches, "validation batches per plan (0: all)")->check(bounded(0, 1e12));
   cmd->add_option("--out", a.out, "directory for eval.csv / eval.json (default: the checkpoint)");
   add_threads_option(cmd, a.threads);
   add_placement_options(cmd, a.placement);

@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "core/error.h"
 #include "core/threading.h"
 #include "data/tokenizer.h"
 #include "eval/evaluate.h"
@@ -28,7 +29,11 @@ int run(const Args& a) {
   set_num_threads(a.threads);
   eval::Checkpoint ck = eval::load_for_inference(a.checkpoint);
   place_model(*ck.model, a.placement, 0, ck.config.train.attention);
-  data::Tokenizer tok = data::Tokenizer::load(a.tokenizer.empty() ? ck.config.data.tokenizer : a.tokenizer);
+  const std::string tokenizer_dir = a.tokenizer.empty() ? ck.config.data.tokenizer : a.tokenizer;
+  data::Tokenizer tok = data::Tokenizer::load(tokenizer_dir);
+  KV_CHECK(tok.vocab_size() <= ck.model->config().vocab_size,
+           "{}: the tokenizer has {} tokens but the model's vocabulary is {} (a tokenizer of another model?)",
+           tokenizer_dir, tok.vocab_size(), ck.model->config().vocab_size);
   std::vector<int32_t> ids = tok.encode(a.prompt);
   ids.insert(ids.begin(), tok.eot_id());  // documents start with <|endoftext|> in training
   const int L = ck.model->num_layers();
@@ -36,6 +41,7 @@ int run(const Args& a) {
       ck.model->config(), a.groups > 0 ? layers::keep_every(L, a.groups) : layers::keep_retention(L, a.retention));
   eval::SamplingOptions o = a.sampling;
   o.stop_token = tok.eot_id();
+  o.vocab_limit = tok.vocab_size();  // a model padded beyond the tokenizer never samples an id it cannot decode
   eval::GenerationStats stats;
   std::vector<std::vector<int32_t>> out = eval::generate(*ck.model, {ids}, plan.plan, o, &stats);
   if (!out[0].empty() && out[0].back() == tok.eot_id()) out[0].pop_back();
@@ -56,12 +62,12 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--prompt", a.prompt, "prompt text")->required();
   cmd->add_option("--tokenizer", a.tokenizer, "tokenizer directory (default: the run's data.tokenizer)");
   auto* retention = cmd->add_option("--retention", a.retention, "fraction of layers keeping a KV cache")
-                        ->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--groups", a.groups, "keep every g-th layer's cache")->check(CLI::PositiveNumber)->excludes(retention);
-  cmd->add_option("--temperature", a.sampling.temperature, "0: greedy")->check(CLI::Range(0.0, 100.0));
-  cmd->add_option("--top-k", a.sampling.top_k)->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-p", a.sampling.top_p)->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--max-new-tokens", a.sampling.max_new_tokens)->check(CLI::PositiveNumber);
+                        ->check(bounded(0.0, 1.0));
+  cmd->add_option("--groups", a.groups, "keep every g-th layer's cache")->check(bounded(1, 4096))->excludes(retention);
+  cmd->add_option("--temperature", a.sampling.temperature, "0: greedy")->check(bounded(0.0, 100.0));
+  cmd->add_option("--top-k", a.sampling.top_k, "0: off")->check(bounded(0, 1 << 24));
+  cmd->add_option("--top-p", a.sampling.top_p, "1: off")->check(bounded(0.0, 1.0));
+  cmd->add_option("--max-new-tokens", a.sampling.max_new_tokens)->check(bounded(1, 1 << 24));
   cmd->add_option("--seed", a.sampling.seed);
   add_threads_option(cmd, a.threads);
   add_placement_options(cmd, a.placement);

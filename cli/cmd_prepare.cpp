@@ -40,9 +40,10 @@ void add_prepare_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--input", o.inputs, "text files, directories, JSONL files")->required();
   cmd->add_option("--tokenizer", o.tokenizer_dir, "tokenizer directory")->required();
   cmd->add_option("--out", o.out_dir, "output directory for the shards")->required();
-  cmd->add_option("--val-fraction", o.val_fraction, "fraction of documents held out")->check(CLI::Range(0.0, 0.999));
-  cmd->add_option("--shard-tokens", o.shard_tokens, "tokens per shard")->check(CLI::PositiveNumber);
+  cmd->add_option("--val-fraction", o.val_fraction, "fraction of documents held out")->check(bounded(0.0, 0.999));
+  cmd->add_option("--shard-tokens", o.shard_tokens, "tokens per shard")->check(bounded(1, 2147483647));
   cmd->add_option("--seed", o.seed, "seed of the train/val split");
+  cmd->add_flag("--overwrite", o.overwrite, "replace the prepared data already in --out");
   add_threads_option(cmd, args->threads);
   cmd->callback([args, &exit_code] { exit_code = run(*args); });
 }

@@ -4,10 +4,12 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "core/error.h"
 #include "core/threading.h"
 #include "data/corpus.h"
 #include "data/tokenizer.h"
@@ -20,10 +22,16 @@ struct TrainArgs {
   std::vector<std::string> inputs;
   int64_t vocab = 8192;
   std::string out;
+  bool overwrite = false;
   int threads = 0;
 };
 
 int run_train(const TrainArgs& a) {
+  // Shards prepared with the tokenizer already in --out would silently stop matching it.
+  std::error_code ec;
+  KV_CHECK(a.overwrite || !std::filesystem::exists(a.out + "/encoder.json", ec),
+           "tokenizer train: {} already holds a tokenizer (encoder.json); pass --overwrite to replace it, or choose "
+           "another --out", a.out);
   set_num_threads(a.threads);
   const auto start = std::chrono::steady_clock::now();
   const bool tty = isatty(STDERR_FILENO);
@@ -73,8 +81,9 @@ void add_tokenizer_command(CLI::App& app, int& exit_code) {
   auto train_args = std::make_shared<TrainArgs>();
   auto* train = tokenizer->add_subcommand("train", "learn a byte-level BPE in GPT-2's file format");
   train->add_option("--input", train_args->inputs, "text files, directories, JSONL files")->required();
-  train->add_option("--vocab", train_args->vocab, "vocabulary size including <|endoftext|>")->required();
+  train->add_option("--vocab", train_args->vocab, "vocabulary size including <|endoftext|>")->required()->check(bounded(257, 1 << 24));
   train->add_option("--out", train_args->out, "output directory (encoder.json, vocab.bpe)")->required();
+  train->add_flag("--overwrite", train_args->overwrite, "replace the tokenizer already in --out");
   add_threads_option(train, train_args->threads);
   train->callback([train_args, &exit_code] { exit_code = run_train(*train_args); });
 

@@ -1,16 +1,47 @@
 #include "cli/common.h"
 
+#include <cerrno>
+#include <charconv>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <vector>
 
 #include "core/device_runtime.h"
 #include "core/error.h"
+#include "core/io.h"
 
 namespace kvroute::cli {
 
+CLI::Validator bounded(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        const char* begin = text.c_str();
+        char* end = nullptr;
+        errno = 0;
+        const double v = std::strtod(begin, &end);
+        if (text.empty() || end != begin + text.size() || !std::isfinite(v)) return fmt::format("'{}' is not a finite number", text);
+        if (v < lo || v > hi) return fmt::format("{} is out of range [{}, {}]", text, lo, hi);
+        return "";
+      },
+      fmt::format("NUMBER in [{}, {}]", lo, hi));
+}
+
+std::vector<int> parse_layer_list(const std::string& flag, const std::string& text) {
+  std::vector<int> out;
+  for (const std::string& part : CLI::detail::split(text, ',')) {
+    int v = -1;
+    const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+    KV_CHECK(!part.empty() && ec == std::errc() && end == part.data() + part.size() && v >= 0 && v < 4096,
+             "{} {}: '{}' is not a layer index", flag, text, part);
+    out.push_back(v);
+  }
+  return out;
+}
+
 void add_threads_option(CLI::App* cmd, int& threads) {
-  cmd->add_option("--threads", threads, "worker threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", threads, "worker threads (0: all cores)")->check(bounded(0, 1024));
 }
 
 void add_threads_override(std::vector<std::string>& overrides, int threads) {
@@ -56,17 +87,12 @@ int on_all_ranks(dist::Communicator& comm, const std::function<int()>& fn) {
   try {
     return fn();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvroute: error (rank %d): %s\n", comm.rank(), e.what());
-    std::fflush(stderr);
+    print_error(error_text(e), comm.rank(), comm.world_size());
     if (comm.world_size() > 1) comm.abort(1);
     return 1;
   }
 }
 
-void write_file(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-  KV_CHECK(out.good(), "{}: write failed", path);
-}
+void write_file(const std::string& path, const std::string& text) { io::write_file_atomic(path, text); }
 
 }  // namespace kvroute::cli

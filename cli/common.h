@@ -13,7 +13,14 @@
 
 namespace kvroute::cli {
 
-// --threads N (0: all cores), applied by the command itself.
+// A number in [lo, hi], checked on the text before conversion: NaN, inf and trailing characters are
+// refused (CLI::Range lets NaN through, std::stoi accepts "1x"). Works for integer options too.
+CLI::Validator bounded(double lo, double hi);
+
+// A comma-separated list of layer indices ("0,3,7"), every item a whole number in [0, 4096).
+std::vector<int> parse_layer_list(const std::string& flag, const std::string& text);
+
+// --threads N (0: all cores; at most 1024), applied by the command itself.
 void add_threads_option(CLI::App* cmd, int& threads);
 // For commands that train: --threads N > 0 becomes the override train.threads=N.
 void add_threads_override(std::vector<std::string>& overrides, int threads);
@@ -30,11 +37,13 @@ void add_placement_options(CLI::App* cmd, Placement& placement);
 void place_model(layers::Transformer& model, const Placement& placement, int local_rank,
                  ops::AttentionKernel attention);
 
-// Runs fn on this rank. A failure prints "kvroute: error (rank R): ..." and, under mpirun, ends
-// every rank at once (MPI_Abort), so none waits forever in a collective.
+// Runs fn on this rank. A failure prints "kvroute: error: ..." ("kvroute: error: rank R: ..." under
+// mpirun) and, under mpirun, ends every rank at once (MPI_Abort), so none waits forever in a
+// collective.
 int on_all_ranks(dist::Communicator& comm, const std::function<int()>& fn);
 
-// Writes `text` to `path`; a one-line error names the path when it fails.
+// Writes `text` to `path` atomically (a temporary file renamed into place); a one-line error names
+// the path when it fails.
 void write_file(const std::string& path, const std::string& text);
 
 }  // namespace kvroute::cli

@@ -2,9 +2,24 @@
 // commands.h). Every failure ends in a one-line "kvroute: error: ..." on stderr and a non-zero exit.
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <string>
 
 #include "cli/commands.h"
 #include "core/error.h"
+
+namespace {
+
+// The subcommand the user named (for the --help hint), or nothing.
+std::string subcommand_name(const CLI::App& app) {
+  for (const CLI::App* sub : app.get_subcommands()) {
+    std::string name = sub->get_name();
+    for (const CLI::App* nested : sub->get_subcommands()) name += " " + nested->get_name();
+    return name;
+  }
+  return "";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace kvroute::cli;
@@ -20,10 +35,16 @@ int main(int argc, char** argv) {
   add_bench_command(app, exit_code);
   try {
     app.parse(argc, argv);  // runs the chosen command's callback
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);  // --help: the usage text, exit 0
+  } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // A bad flag or value: one line in the common format, exit 2 (the usual code for bad usage).
+    kvroute::print_error(fmt::format("{} (see kvroute {} --help)", e.what(), subcommand_name(app)));
+    return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kvroute: error: %s\n", e.what());
+    kvroute::print_error(kvroute::error_text(e));
     return 1;
   }
   return exit_code;

@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/io.h"
+#include "core/json.h"
 
 namespace kvroute::data {
 
@@ -33,29 +33,23 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
 }
 
 void for_each_document(const std::vector<std::string>& inputs, const std::function<void(std::string_view)>& fn) {
+  constexpr uint64_t kMaxInputFile = uint64_t{64} << 30;
   for (const std::string& path : expand_inputs(inputs)) {
-    std::ifstream in(path, std::ios::binary);
-    KV_CHECK(in.good(), "{}: cannot open", path);
+    const std::string text = io::read_file(path, kMaxInputFile);  // regular files only: a FIFO is an error
     if (path.size() > 6 && path.substr(path.size() - 6) == ".jsonl") {
+      std::istringstream in(text);
       std::string line;
       int64_t line_no = 0;
       while (std::getline(in, line)) {
         ++line_no;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        nlohmann::json j;
-        try {
-          j = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception& e) {
-          KV_FAIL("{}:{}: invalid JSON: {}", path, line_no, e.what());
-        }
+        const json::Json j = json::parse(line, fmt::format("{}:{}", path, line_no));
         KV_CHECK(j.is_object() && j.contains("text") && j["text"].is_string(),
                  "{}:{}: expected an object with a string field \"text\"", path, line_no);
         fn(j["text"].get_ref<const std::string&>());
       }
     } else {
-      std::stringstream buffer;
-      buffer << in.rdbuf();
-      fn(buffer.str());
+      fn(text);
     }
   }
 }

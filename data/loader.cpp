@@ -7,7 +7,7 @@
 
 namespace kvroute::data {
 
-TokenStream::TokenStream(const std::string& dir, const std::string& split) {
+TokenStream::TokenStream(const std::string& dir, const std::string& split, int64_t vocab_size) : vocab_size_(vocab_size) {
   for (const std::string& path : list_shards(dir, split)) {
     starts_.push_back(total_);
     shards_.emplace_back(path);
@@ -22,6 +22,13 @@ void TokenStream::read(int64_t begin, int64_t n, int32_t* out) const {
     const int64_t local = begin - starts_[s];
     const int64_t take = std::min(n, shards_[s].size() - local);
     shards_[s].read(local, take, out);
+    if (vocab_size_ > 0) {
+      for (int64_t i = 0; i < take; ++i) {
+        KV_CHECK(out[i] >= 0 && out[i] < vocab_size_,
+                 "{}: token {} at position {} is outside the model's vocabulary [0, {}) (shards prepared with another "
+                 "tokenizer?)", shards_[s].path(), out[i], local + i, vocab_size_);
+      }
+    }
     out += take;
     begin += take;
     n -= take;
@@ -45,7 +52,7 @@ Batch read_windows(const TokenStream& stream, const std::vector<int64_t>& window
 }
 }  // namespace
 
-DataLoader::DataLoader(const Options& options) : options_(options), stream_(options.dir, "train") {
+DataLoader::DataLoader(const Options& options) : options_(options), stream_(options.dir, "train", options.vocab_size) {
   KV_CHECK(options.batch_size > 0 && options.seq_len > 0, "data loader: batch_size {} and seq_len {} must be > 0",
            options.batch_size, options.seq_len);
   KV_CHECK(options.world_size > 0 && options.rank >= 0 && options.rank < options.world_size,
@@ -168,8 +175,8 @@ void DataLoader::set_cursor(const LoaderCursor& cursor) {
 }
 
 ValidationLoader::ValidationLoader(const std::string& dir, int64_t batch_size, int64_t seq_len, int rank,
-                                   int world_size)
-    : stream_(dir, "val"), batch_size_(batch_size), seq_len_(seq_len), rank_(rank), world_size_(world_size) {
+                                   int world_size, int64_t vocab_size)
+    : stream_(dir, "val", vocab_size), batch_size_(batch_size), seq_len_(seq_len), rank_(rank), world_size_(world_size) {
   windows_ = (stream_.size() - 1) / seq_len;
   KV_CHECK(windows_ > 0, "{}: the val split has {} tokens, fewer than one window of {}+1", dir, stream_.size(), seq_len);
 }

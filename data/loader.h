@@ -23,7 +23,9 @@ namespace kvroute::data {
 // The train or val shards of a directory read as one token stream.
 class TokenStream {
  public:
-  TokenStream(const std::string& dir, const std::string& split);
+  // vocab_size > 0: every token read is checked to be below it (an error names the shard and the
+  // token's position); 0: unchecked.
+  TokenStream(const std::string& dir, const std::string& split, int64_t vocab_size = 0);
   int64_t size() const { return total_; }
   void read(int64_t begin, int64_t n, int32_t* out) const;  // may cross shard boundaries
 
@@ -31,6 +33,7 @@ class TokenStream {
   std::vector<Shard> shards_;
   std::vector<int64_t> starts_;  // first token index of each shard
   int64_t total_ = 0;
+  int64_t vocab_size_ = 0;
 };
 
 struct LoaderCursor {
@@ -54,6 +57,7 @@ class DataLoader {
     int world_size = 1;
     uint64_t seed = 0;
     bool prefetch = true;
+    int64_t vocab_size = 0;  // > 0: tokens at or above it are an error naming the shard
   };
   explicit DataLoader(const Options& options);
   ~DataLoader();
@@ -95,7 +99,8 @@ class DataLoader {
 // fewer (or none) at the end.
 class ValidationLoader {
  public:
-  ValidationLoader(const std::string& dir, int64_t batch_size, int64_t seq_len, int rank = 0, int world_size = 1);
+  ValidationLoader(const std::string& dir, int64_t batch_size, int64_t seq_len, int rank = 0, int world_size = 1,
+                   int64_t vocab_size = 0);
   bool next(Batch& batch);  // false when the split is exhausted
   void reset() { step_ = 0; }
   int64_t windows() const { return windows_; }

@@ -6,12 +6,12 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
 #include <omp.h>
 
 #include "core/error.h"
+#include "core/io.h"
+#include "core/json.h"
 #include "core/rng.h"
 #include "data/corpus.h"
 #include "data/shard.h"
@@ -54,10 +54,32 @@ class ShardWriter {
 
 }  // namespace
 
+DataInfo read_data_info(const std::string& dir) {
+  const std::string path = dir + "/data.json";
+  const json::Json j = json::parse_file(path);
+  KV_CHECK(j.is_object(), "{}: expected a JSON object", path);
+  DataInfo info;
+  info.vocab_size = json::get_int(j, "vocab_size", path, 1, int64_t{1} << 31);
+  info.eot_id = json::get_int(j, "eot_id", path, 0, info.vocab_size - 1);
+  info.token_bytes = static_cast<int>(json::get_int(j, "token_bytes", path, 2, 4));
+  KV_CHECK(info.token_bytes == token_width_for_vocab(info.vocab_size),
+           "{}: token_bytes {} does not match vocab_size {} (expected {})", path, info.token_bytes, info.vocab_size,
+           token_width_for_vocab(info.vocab_size));
+  if (j.contains("tokenizer")) info.tokenizer = json::get_string(j, "tokenizer", path);
+  return info;
+}
+
 PrepareSummary prepare(const PrepareOptions& options) {
   KV_CHECK(options.val_fraction >= 0.0 && options.val_fraction < 1.0, "prepare: --val-fraction must be in [0, 1), got {}",
            options.val_fraction);
-  KV_CHECK(options.shard_tokens > 0, "prepare: --shard-tokens must be > 0, got {}", options.shard_tokens);
+  KV_CHECK(options.shard_tokens > 0 && options.shard_tokens <= INT32_MAX,
+           "prepare: --shard-tokens must be in [1, {}] (the shard header's count), got {}", INT32_MAX,
+           options.shard_tokens);
+  // Shards of an earlier run are replaced only when asked: a mistyped --out must not destroy data.
+  std::error_code exists_ec;
+  KV_CHECK(options.overwrite || !fs::exists(options.out_dir + "/data.json", exists_ec),
+           "prepare: {} already holds prepared data (data.json); pass --overwrite to replace it, or choose another --out",
+           options.out_dir);
   const auto start = std::chrono::steady_clock::now();
   Tokenizer tokenizer = Tokenizer::load(options.tokenizer_dir);
 
@@ -102,58 +124,67 @@ PrepareSummary prepare(const PrepareOptions& options) {
   }
   if (show) std::fprintf(stderr, "\n");
 
-  // Write into a fresh temporary directory, then swap the shards into place.
+  // Write into a fresh temporary directory, then swap the shards into place. The temporary
+  // directory is removed on any failure (a full disk included): a failed run leaves nothing behind.
   const std::string tmp = options.out_dir + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
   KV_CHECK(!ec, "{}: cannot create directory: {}", tmp, ec.message());
-  const int width = token_width_for_vocab(tokenizer.vocab_size());
-  ShardWriter train(tmp, "train", options.shard_tokens, width), val(tmp, "val", options.shard_tokens, width);
-  const std::vector<int32_t> eot = {tokenizer.eot_id()};
-  for (int64_t i = 0; i < n; ++i) {
-    const auto& tokens = encoded[static_cast<size_t>(i)];
-    ShardWriter& writer = is_val[static_cast<size_t>(i)] ? val : train;
-    writer.append(eot);  // llm.c convention: every document starts with <|endoftext|>
-    writer.append(tokens);
-    if (is_val[static_cast<size_t>(i)]) {
-      ++summary.val_documents;
-      summary.val_tokens += static_cast<int64_t>(tokens.size()) + 1;
-    } else {
-      ++summary.train_documents;
-      summary.train_tokens += static_cast<int64_t>(tokens.size()) + 1;
+  try {
+    const int width = token_width_for_vocab(tokenizer.vocab_size());
+    ShardWriter train(tmp, "train", options.shard_tokens, width), val(tmp, "val", options.shard_tokens, width);
+    const std::vector<int32_t> eot = {tokenizer.eot_id()};
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& tokens = encoded[static_cast<size_t>(i)];
+      ShardWriter& writer = is_val[static_cast<size_t>(i)] ? val : train;
+      writer.append(eot);  // llm.c convention: every document starts with <|endoftext|>
+      writer.append(tokens);
+      if (is_val[static_cast<size_t>(i)]) {
+        ++summary.val_documents;
+        summary.val_tokens += static_cast<int64_t>(tokens.size()) + 1;
+      } else {
+        ++summary.train_documents;
+        summary.train_tokens += static_cast<int64_t>(tokens.size()) + 1;
+      }
     }
-  }
-  summary.documents = n;
-  summary.train_shards = train.finish();
-  summary.val_shards = val.finish();
-  nlohmann::ordered_json meta = {{"tokenizer", fs::absolute(options.tokenizer_dir).string()},
-                                 {"vocab_size", tokenizer.vocab_size()},
-                                 {"eot_id", tokenizer.eot_id()},
-                                 {"token_bytes", width},
-                                 {"documents", n},
-                                 {"train_documents", summary.train_documents},
-                                 {"val_documents", summary.val_documents},
-                                 {"train_tokens", summary.train_tokens},
-                                 {"val_tokens", summary.val_tokens},
-                                 {"seed", options.seed},
-                                 {"val_fraction", options.val_fraction}};
-  {
-    std::ofstream out(tmp + "/data.json");
-    out << meta.dump(2) << "\n";
-    KV_CHECK(out.good(), "{}/data.json: write failed", tmp);
-  }
-  fs::create_directories(options.out_dir, ec);
-  KV_CHECK(!ec, "{}: cannot create directory: {}", options.out_dir, ec.message());
-  for (const auto& entry : fs::directory_iterator(options.out_dir)) {  // stale shards of an earlier run
-    const std::string name = entry.path().filename().string();
-    if ((name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0) && entry.path().extension() == ".bin") {
-      fs::remove(entry.path());
+    summary.documents = n;
+    summary.train_shards = train.finish();
+    summary.val_shards = val.finish();
+    DataInfo info;
+    info.tokenizer = fs::absolute(options.tokenizer_dir).string();
+    info.vocab_size = tokenizer.vocab_size();
+    info.eot_id = tokenizer.eot_id();
+    info.token_bytes = width;
+    nlohmann::ordered_json meta = {{"tokenizer", info.tokenizer},
+                                   {"vocab_size", info.vocab_size},
+                                   {"eot_id", info.eot_id},
+                                   {"token_bytes", info.token_bytes},
+                                   {"documents", n},
+                                   {"train_documents", summary.train_documents},
+                                   {"val_documents", summary.val_documents},
+                                   {"train_tokens", summary.train_tokens},
+                                   {"val_tokens", summary.val_tokens},
+                                   {"seed", options.seed},
+                                   {"val_fraction", options.val_fraction}};
+    io::write_file_durable(tmp + "/data.json", meta.dump(2) + "\n");
+    io::fsync_path(tmp);
+    fs::create_directories(options.out_dir, ec);
+    KV_CHECK(!ec, "{}: cannot create directory: {}", options.out_dir, ec.message());
+    for (const auto& entry : fs::directory_iterator(options.out_dir)) {  // stale shards of an earlier run
+      const std::string name = entry.path().filename().string();
+      if ((name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0) && entry.path().extension() == ".bin") {
+        fs::remove(entry.path());
+      }
     }
-  }
-  for (const auto& entry : fs::directory_iterator(tmp)) {
-    fs::rename(entry.path(), fs::path(options.out_dir) / entry.path().filename(), ec);
-    KV_CHECK(!ec, "{}: cannot move {} into place: {}", options.out_dir, entry.path().string(), ec.message());
+    for (const auto& entry : fs::directory_iterator(tmp)) {
+      fs::rename(entry.path(), fs::path(options.out_dir) / entry.path().filename(), ec);
+      KV_CHECK(!ec, "{}: cannot move {} into place: {}", options.out_dir, entry.path().string(), ec.message());
+    }
+    io::fsync_path(options.out_dir);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
   }
   fs::remove_all(tmp, ec);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

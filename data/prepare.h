@@ -17,7 +17,18 @@ struct PrepareOptions {
   int64_t shard_tokens = 100'000'000;
   uint64_t seed = 1337;
   bool progress = true;
+  bool overwrite = false;  // replace the shards of an earlier run in out_dir (else: an error)
 };
+
+// A prepared directory's data.json: what the shards were made with. Validated (types, ranges,
+// eot_id < vocab_size, token width = the vocabulary's); errors name the file.
+struct DataInfo {
+  std::string tokenizer;
+  int64_t vocab_size = 0;
+  int64_t eot_id = 0;
+  int token_bytes = 2;
+};
+DataInfo read_data_info(const std::string& dir);
 
 struct PrepareSummary {
   int64_t documents = 0, train_documents = 0, val_documents = 0;

@@ -9,9 +9,9 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "core/error.h"
+#include "core/io.h"
 
 namespace kvroute::data {
 
@@ -27,22 +27,23 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens, in
            tokens.size());
   header[2] = static_cast<int32_t>(tokens.size());
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    KV_CHECK(out.good(), "{}: cannot open for writing: {}", tmp, std::strerror(errno));
-    out.write(reinterpret_cast<const char*>(header), sizeof header);
+  try {
+    io::OutputFile out(tmp, io::OutputFile::Mode::Truncate);
+    out.write(header, sizeof header);
     if (token_width == 2) {
       std::vector<uint16_t> narrow(tokens.size());
       for (size_t i = 0; i < tokens.size(); ++i) {
         KV_CHECK(tokens[i] >= 0 && tokens[i] < 65536, "write_shard {}: token {} does not fit uint16", path, tokens[i]);
         narrow[i] = static_cast<uint16_t>(tokens[i]);
       }
-      out.write(reinterpret_cast<const char*>(narrow.data()), static_cast<std::streamsize>(narrow.size() * 2));
+      out.write(narrow.data(), narrow.size() * 2);
     } else {
-      out.write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(tokens.size() * 4));
+      out.write(tokens.data(), tokens.size() * 4);
     }
-    out.close();
-    KV_CHECK(!out.fail(), "{}: write failed (disk full?): {}", tmp, std::strerror(errno));
+    out.close();  // fsynced before the rename publishes it
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
@@ -50,11 +51,9 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens, in
 }
 
 Shard::Shard(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  KV_CHECK(fd >= 0, "{}: cannot open shard: {}", path, std::strerror(errno));
-  struct stat st {};
-  ::fstat(fd, &st);
-  const size_t file_size = static_cast<size_t>(st.st_size);
+  uint64_t size = 0;
+  const int fd = io::open_regular(path, size);  // a FIFO or device is an error, not a hang
+  const size_t file_size = static_cast<size_t>(size);
   if (file_size < kShardHeaderInts * 4) {
     ::close(fd);
     KV_FAIL("{}: corrupt shard: {} bytes, shorter than the {}-byte header", path, file_size, kShardHeaderInts * 4);

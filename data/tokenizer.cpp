@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
 #include <queue>
 #include <sstream>
 #include <unordered_set>
@@ -15,6 +14,8 @@
 #include <omp.h>
 
 #include "core/error.h"
+#include "core/io.h"
+#include "core/json.h"
 
 namespace kvroute::data {
 
@@ -164,32 +165,32 @@ void Tokenizer::build_tables() {
 
 Tokenizer Tokenizer::load(const std::string& dir) {
   const std::string encoder_path = dir + "/encoder.json", merges_path = dir + "/vocab.bpe";
-  std::ifstream enc(encoder_path);
-  KV_CHECK(enc.good(), "{}: cannot open (a tokenizer directory holds encoder.json and vocab.bpe)", encoder_path);
-  nlohmann::json encoder;
-  try {
-    encoder = nlohmann::json::parse(enc);
-  } catch (const nlohmann::json::exception& e) {
-    KV_FAIL("{}: invalid JSON: {}", encoder_path, e.what());
-  }
-  KV_CHECK(encoder.is_object() && !encoder.empty(), "{}: expected a JSON object of token -> id", encoder_path);
+  std::error_code ec;
+  KV_CHECK(std::filesystem::exists(encoder_path, ec),
+           "{}: no such file (a tokenizer directory holds encoder.json and vocab.bpe)", encoder_path);
+  // One level: {"token": id, ...}; a deeper file is refused while parsing, not walked.
+  const json::Json encoder = json::parse_file(encoder_path, 1);
+  KV_CHECK(encoder.is_object() && !encoder.empty() && encoder.size() <= (size_t{1} << 24),
+           "{}: expected a JSON object of 1 to 2^24 token -> id entries", encoder_path);
   Tokenizer tok;
   tok.tokens_.assign(encoder.size(), std::string());
   std::vector<bool> seen(encoder.size(), false);
   std::unordered_map<std::string, int32_t> id_of;
   for (const auto& [key, value] : encoder.items()) {
-    KV_CHECK(value.is_number_integer(), "{}: token {} has a non-integer id {}", encoder_path, key, value.dump());
+    KV_CHECK(value.is_number_integer(), "{}: token {} has a non-integer id {}", encoder_path, json::excerpt(key),
+             json::excerpt(value));
     const int64_t id = value.get<int64_t>();
     KV_CHECK(id >= 0 && id < static_cast<int64_t>(encoder.size()) && !seen[static_cast<size_t>(id)],
-             "{}: token {} has id {}, but ids must be unique and in [0, {})", encoder_path, key, id, encoder.size());
+             "{}: token {} has id {}, but ids must be unique and in [0, {})", encoder_path, json::excerpt(key), id,
+             encoder.size());
     std::string raw;
-    KV_CHECK(unicode_to_bytes(key, raw), "{}: token {} is not in GPT-2's byte-level alphabet", encoder_path, key);
+    KV_CHECK(unicode_to_bytes(key, raw), "{}: token {} is not in GPT-2's byte-level alphabet", encoder_path,
+             json::excerpt(key));
     seen[static_cast<size_t>(id)] = true;
     tok.tokens_[static_cast<size_t>(id)] = raw;
     id_of[raw] = static_cast<int32_t>(id);
   }
-  std::ifstream merges(merges_path);
-  KV_CHECK(merges.good(), "{}: cannot open", merges_path);
+  std::istringstream merges(io::read_file(merges_path));
   std::string line;
   int64_t line_no = 0;
   while (std::getline(merges, line)) {
@@ -199,13 +200,14 @@ Tokenizer Tokenizer::load(const std::string& dir) {
     const size_t space = line.find(' ');
     KV_CHECK(space != std::string::npos && space > 0 && space + 1 < line.size() &&
                  line.find(' ', space + 1) == std::string::npos,
-             "{}:{}: expected 'LEFT RIGHT', got '{}'", merges_path, line_no, line);
+             "{}:{}: expected 'LEFT RIGHT', got '{}'", merges_path, line_no, line.substr(0, 60));
     std::string left, right;
     KV_CHECK(unicode_to_bytes(line.substr(0, space), left) && unicode_to_bytes(line.substr(space + 1), right),
-             "{}:{}: '{}' is not in GPT-2's byte-level alphabet", merges_path, line_no, line);
+             "{}:{}: '{}' is not in GPT-2's byte-level alphabet", merges_path, line_no, line.substr(0, 60));
     auto l = id_of.find(left), r = id_of.find(right), m = id_of.find(left + right);
     KV_CHECK(l != id_of.end() && r != id_of.end() && m != id_of.end(),
-             "{}:{}: merge '{}' uses or makes a token missing from {}", merges_path, line_no, line, encoder_path);
+             "{}:{}: merge '{}' uses or makes a token missing from {}", merges_path, line_no, line.substr(0, 60),
+             encoder_path);
     tok.merges_.emplace_back(l->second, r->second);
   }
   tok.build_tables();
@@ -219,15 +221,10 @@ void Tokenizer::save(const std::string& dir) const {
   KV_CHECK(!ec, "{}: cannot create directory: {}", dir, ec.message());
   nlohmann::ordered_json encoder = nlohmann::ordered_json::object();
   for (size_t i = 0; i < tokens_.size(); ++i) encoder[to_unicode(tokens_[i])] = i;
-  {
-    std::ofstream out(dir + "/encoder.json");
-    out << encoder.dump();
-    KV_CHECK(out.good(), "{}/encoder.json: write failed", dir);
-  }
-  std::ofstream out(dir + "/vocab.bpe");
-  out << "#version: 0.2\n";
-  for (const auto& [a, b] : merges_) out << to_unicode(tokens_[a]) << ' ' << to_unicode(tokens_[b]) << '\n';
-  KV_CHECK(out.good(), "{}/vocab.bpe: write failed", dir);
+  io::write_file_atomic(dir + "/encoder.json", encoder.dump());
+  std::string merges = "#version: 0.2\n";
+  for (const auto& [a, b] : merges_) merges += to_unicode(tokens_[a]) + ' ' + to_unicode(tokens_[b]) + '\n';
+  io::write_file_atomic(dir + "/vocab.bpe", merges);
 }
 
 // ---- Encode / decode ---------------------------------------------------------------------------------

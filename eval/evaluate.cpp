@@ -33,7 +33,7 @@ PlanResult evaluate_keep_set(const layers::Transformer& model, const std::string
   layers::InferencePlan p = layers::inference_plan(model.config(), keep);
   r.kept = std::move(p.kept);
   r.plan = std::move(p.plan);
-  data::ValidationLoader loader(data_dir, batch, seq_len, comm.rank(), comm.world_size());
+  data::ValidationLoader loader(data_dir, batch, seq_len, comm.rank(), comm.world_size(), model.config().vocab_size);
   auto [loss, tokens] = train::validation_loss(model, loader, r.plan, max_batches, comm);
   r.loss = loss;
   r.perplexity = std::exp(loss);

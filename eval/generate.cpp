@@ -53,6 +53,7 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
   const int64_t B = static_cast<int64_t>(prompts.size()), Tp = static_cast<int64_t>(prompts[0].size());
   for (const auto& p : prompts) KV_CHECK(static_cast<int64_t>(p.size()) == Tp, "generate: prompts must have one length");
   const int64_t V = model.config().vocab_size;
+  const int64_t sampled_vocab = options.vocab_limit > 0 ? std::min(options.vocab_limit, V) : V;
   const int64_t total = Tp + options.max_new_tokens;
   KV_CHECK(total <= model.config().max_seq_len, "generate: prompt {} + {} new tokens exceed model.max_seq_len {}", Tp,
            options.max_new_tokens, model.config().max_seq_len);
@@ -73,7 +74,7 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
     const Tensor lg = device_logits.to(Device::cpu()).to(DType::F32).contiguous();  // sampling runs on the host
     for (int64_t b = 0; b < B; ++b) {
       const float* row = lg.data<float>() + (b * row_len + row_pos) * V;
-      int32_t t = sample_token(row, V, options, rngs[static_cast<size_t>(b)]);
+      int32_t t = sample_token(row, sampled_vocab, options, rngs[static_cast<size_t>(b)]);
       next.data<int32_t>()[b] = t;
       if (!done[static_cast<size_t>(b)]) {
         out[static_cast<size_t>(b)].push_back(t);

@@ -19,6 +19,8 @@ struct SamplingOptions {
   uint64_t seed = 0;
   int64_t max_new_tokens = 64;
   int32_t stop_token = -1;   // stop a row at this token (e.g. <|endoftext|>); -1: never
+  int64_t vocab_limit = 0;   // > 0: sample only ids below it (the tokenizer's vocabulary, when the
+                             // model's is padded larger); 0: the model's whole vocabulary
 };
 
 struct GenerationStats {

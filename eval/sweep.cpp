@@ -4,10 +4,12 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
+#include "core/io.h"
+#include "core/json.h"
 #include "eval/evaluate.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
@@ -28,21 +30,23 @@ std::vector<std::string> string_list(const YAML::Node& n, const std::string& whe
 
 }  // namespace
 
-Study load_study(const std::string& path) {
+namespace {
+
+Study read_study(const std::string& path) {
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    KV_FAIL("{}: cannot open study file", path);
+    root = YAML::Load(io::read_file(path, 16 << 20));
   } catch (const YAML::Exception& e) {
     KV_FAIL("{}: invalid YAML at line {}: {}", path, e.mark.line + 1, e.msg);
   }
   KV_CHECK(root.IsMap(), "{}: expected a mapping (study, base, overrides, runs | grid, eval)", path);
   const std::vector<std::string> known = {"study", "base", "overrides", "runs", "grid", "eval", "out"};
+  std::set<std::string> seen;
   for (const auto& kv : root) {
     const std::string key = kv.first.as<std::string>();
     KV_CHECK(std::find(known.begin(), known.end(), key) != known.end(),
-             "{}: unknown key '{}' (expected study, base, overrides, runs, grid, eval, out)", path, key);
+             "{}: unknown key '{}' (expected study, base, overrides, runs, grid, eval, out)", path, key.substr(0, 60));
+    KV_CHECK(seen.insert(key).second, "{}: key '{}' appears twice", path, key);
   }
   Study s;
   s.source = path;
@@ -82,6 +86,8 @@ Study load_study(const std::string& path) {
   if (root["eval"]) {
     if (root["eval"]["retention"]) s.retention = root["eval"]["retention"].as<std::vector<double>>();
     if (root["eval"]["batches"]) s.eval_batches = root["eval"]["batches"].as<int64_t>();
+    for (double r : s.retention) KV_CHECK(r > 0 && r <= 1, "{}: eval.retention {} is out of range (0, 1]", path, r);
+    KV_CHECK(s.eval_batches >= 0, "{}: eval.batches {} must be >= 0", path, s.eval_batches);
   }
   // Validate every run's config now, so a typo fails before hours of training.
   for (const StudyRun& r : s.runs) {
@@ -94,6 +100,16 @@ Study load_study(const std::string& path) {
     }
   }
   return s;
+}
+
+}  // namespace
+
+Study load_study(const std::string& path) {
+  try {
+    return read_study(path);
+  } catch (const YAML::Exception& e) {  // a value of the wrong shape (a list where a name belongs, ...)
+    KV_FAIL("{}: {}", path, e.msg);
+  }
 }
 
 std::string run_study(const Study& study, dist::Communicator& comm) {
@@ -121,15 +137,19 @@ std::string run_study(const Study& study, dist::Communicator& comm) {
     Row row{r.name, {}, static_cast<int>(config.model.num_layers)};
     const std::string eval_path = run_dir + "/eval.json";
     if (fs::exists(eval_path)) {
-      for (const auto& j : nlohmann::json::parse(std::ifstream(eval_path))) {
-        PlanResult p;
-        p.label = j["plan"];
-        p.strategy = j["strategy"];
-        p.kept = j["kept"].get<std::vector<int>>();
-        p.loss = j["val_loss"];
-        p.perplexity = j["perplexity"];
-        p.tokens = j["tokens"];
-        row.results.push_back(p);
+      try {
+        for (const auto& j : json::parse_file(eval_path)) {
+          PlanResult p;
+          p.label = j.at("plan");
+          p.strategy = j.at("strategy");
+          p.kept = j.at("kept").get<std::vector<int>>();
+          p.loss = j.at("val_loss");
+          p.perplexity = j.at("perplexity");
+          p.tokens = j.at("tokens");
+          row.results.push_back(p);
+        }
+      } catch (const nlohmann::json::exception& e) {
+        KV_FAIL("{}: not an eval.json of kvroute eval ({}); delete it to evaluate again", eval_path, e.what());
       }
     } else {
       Checkpoint ck = load_for_inference(final_ckpt);
@@ -140,8 +160,8 @@ std::string run_study(const Study& study, dist::Communicator& comm) {
                                                 fmt::format("retention {:g}", ret), "even", comm));
       }
       if (leader) {
-        std::ofstream(eval_path) << format_json(row.results, row.layers);
-        std::ofstream(run_dir + "/eval.csv") << format_csv(row.results, row.layers);
+        io::write_file_atomic(eval_path, format_json(row.results, row.layers));
+        io::write_file_atomic(run_dir + "/eval.csv", format_csv(row.results, row.layers));
       }
     }
     rows.push_back(row);
@@ -151,14 +171,14 @@ std::string run_study(const Study& study, dist::Communicator& comm) {
   // results.csv
   fs::create_directories(study.out_dir);
   {
-    std::ofstream csv(study.out_dir + "/results.csv");
-    csv << "run,plan,kept,num_layers,kv_fraction,val_loss,perplexity,tokens\n";
+    std::string csv = "run,plan,kept,num_layers,kv_fraction,val_loss,perplexity,tokens\n";
     for (const Row& row : rows) {
       for (const PlanResult& p : row.results) {
-        csv << fmt::format("{},{},{},{},{:.4f},{:.6f},{:.4f},{}\n", row.run, p.label, p.kept.size(), row.layers,
+        csv += fmt::format("{},{},{},{},{:.4f},{:.6f},{:.4f},{}\n", row.run, p.label, p.kept.size(), row.layers,
                            static_cast<double>(p.kept.size()) / row.layers, p.loss, p.perplexity, p.tokens);
       }
     }
+    io::write_file_atomic(study.out_dir + "/results.csv", csv);
   }
   // report.md: validation loss by run and retention.
   std::string md = fmt::format("# Study: {}\n\nBase config `{}`; study file `{}`. Validation loss (perplexity) of each "
@@ -175,26 +195,27 @@ std::string run_study(const Study& study, dist::Communicator& comm) {
     md += "\n";
   }
   md += "\n![validation loss vs retention](plot.png)\n";
-  std::ofstream(study.out_dir + "/report.md") << md;
+  io::write_file_atomic(study.out_dir + "/report.md", md);
 
   // plot.png with gnuplot: one line per run.
   const std::string dat = study.out_dir + "/plot.dat";
   {
-    std::ofstream out(dat);
+    std::string out;
     for (const Row& row : rows) {
-      out << "\"" << row.run << "\"\n";
+      out += "\"" + row.run + "\"\n";
       for (const PlanResult& p : row.results)
-        out << fmt::format("{:.4f} {:.6f}\n", 100.0 * static_cast<double>(p.kept.size()) / row.layers, p.loss);
-      out << "\n\n";
+        out += fmt::format("{:.4f} {:.6f}\n", 100.0 * static_cast<double>(p.kept.size()) / row.layers, p.loss);
+      out += "\n\n";
     }
+    io::write_file_atomic(dat, out);
   }
   const std::string script = study.out_dir + "/plot.gp";
-  std::ofstream(script) << fmt::format(
+  io::write_file_atomic(script, fmt::format(
       "set terminal pngcairo size 900,600 font 'sans,11' noenhanced\nset output '{}/plot.png'\n"
       "set title 'Validation loss vs KV-cache retention ({})'\nset xlabel 'layers keeping a KV cache (%)'\n"
       "set ylabel 'validation loss'\nset key outside right\nset grid\nset xrange [*:*] reverse\n"
       "plot for [i=0:{}] '{}' index i using 1:2 with linespoints lw 2 pt 7 title columnheader(1)\n",
-      study.out_dir, study.name, rows.size() - 1, dat);
+      study.out_dir, study.name, rows.size() - 1, dat));
   if (std::system(fmt::format("gnuplot '{}' 2> '{}/plot.log'", script, study.out_dir).c_str()) != 0) {
     std::printf("sweep: gnuplot failed (see %s/plot.log); results.csv and report.md are complete\n", study.out_dir.c_str());
   }

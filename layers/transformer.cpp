@@ -242,6 +242,11 @@ void Transformer::load_parameters(const std::vector<std::pair<std::string, Tenso
     KV_CHECK(it != given.end(), "{}: missing parameter '{}' {}", source, name, master.shape());
     KV_CHECK(it->second.shape() == master.shape(), "{}: parameter '{}' has shape {} but the model expects {}", source,
              name, it->second.shape(), master.shape());
+    KV_CHECK(it->second.dtype() == DType::F32 || it->second.dtype() == DType::BF16,
+             "{}: parameter '{}' is {}, expected floating-point weights (F32 or BF16)", source, name,
+             it->second.dtype());
+    const int64_t bad = first_nonfinite(it->second);
+    KV_CHECK(bad < 0, "{}: parameter '{}' holds a non-finite value (NaN or inf) at element {}", source, name, bad);
     master.copy_(it->second);
     given.erase(it);
   }

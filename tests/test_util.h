@@ -8,6 +8,8 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -27,16 +29,30 @@ inline std::vector<double> to_double(const Tensor& t) {
   return std::vector<double>(f.begin(), f.end());
 }
 
-// max_i |actual_i - expected_i| / max(1, max_j |expected_j|): an error relative to the scale of
-// the expected values, robust to individual near-zero entries.
-inline double scaled_max_error(const std::vector<float>& actual, const std::vector<double>& expected) {
+// max_i |actual_i - expected_i| / max(terms, max_j |expected_j|, 1e-6), for results that are sums
+// or differences of larger terms (dot products, y + a x, dP - P.dP): `terms` is the largest sum of
+// |term| behind one element. Float rounding, in any summation order and with or without FMA, is
+// relative to the terms, so where they cancel, an error scaled by the small result measures noise.
+inline double cancel_scaled_error(const std::vector<float>& actual, const std::vector<double>& expected,
+                                  double terms) {
   EXPECT_EQ(actual.size(), expected.size());
-  double scale = 1e-30, err = 0.0;
+  double scale = std::max(terms, 1e-6), err = 0.0;
   for (double e : expected) scale = std::max(scale, std::abs(e));
   for (size_t i = 0; i < std::min(actual.size(), expected.size()); ++i) {
     err = std::max(err, std::abs(static_cast<double>(actual[i]) - expected[i]));
   }
-  return err / std::max(scale, 1e-6);
+  return err / scale;
+}
+
+inline double cancel_scaled_error(const Tensor& actual, const std::vector<double>& expected, double terms) {
+  return cancel_scaled_error(actual.to_vector<float>(), expected, terms);
+}
+
+// max_i |actual_i - expected_i| / max(max_j |expected_j|, 1e-6): an error relative to the scale of
+// the expected values, robust to individual near-zero entries. For element-wise results computed
+// without cancellation; see cancel_scaled_error for sums whose terms can cancel.
+inline double scaled_max_error(const std::vector<float>& actual, const std::vector<double>& expected) {
+  return cancel_scaled_error(actual, expected, 0.0);
 }
 
 inline double scaled_max_error(const Tensor& actual, const std::vector<double>& expected) {
@@ -51,6 +67,12 @@ inline std::string temp_dir(const std::string& name) {
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();
+}
+
+// The whole content of a file ("" when it cannot be read).
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 // Expects `fn` to throw kvroute::Error whose message contains every fragment.

@@ -2,11 +2,10 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/io.h"
+#include "core/json.h"
 #include "core/safetensors.h"
 
 namespace kvroute::train {
@@ -15,32 +14,44 @@ namespace fs = std::filesystem;
 
 namespace {
 
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream out(path);
-  out << text;
-  out.close();
-  KV_CHECK(!out.fail(), "{}: write failed (disk full?)", path);
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  KV_CHECK(in.good(), "{}: cannot open", path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+// step_NNNNNNNN (at least 8 digits): a finished checkpoint; anything else (*.tmp, *.old.tmp, stray
+// files) is not one.
+bool parse_step_name(const std::string& name, int64_t& step) {
+  if (name.size() < 13 || name.size() > 23 || name.rfind("step_", 0) != 0) return false;
+  step = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return false;
+    step = step * 10 + (name[i] - '0');
+  }
+  return true;
 }
 
 std::vector<std::string> complete_checkpoints(const std::string& dir) {
-  std::vector<std::string> out;
+  std::vector<std::pair<int64_t, std::string>> found;
   std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return out;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    const std::string name = entry.path().filename().string();
-    if (entry.is_directory() && name.rfind("step_", 0) == 0 && name.find(".tmp") == std::string::npos) {
-      out.push_back(entry.path().string());
+  if (!fs::is_directory(dir, ec)) return {};
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    int64_t step = 0;
+    if (entry.is_directory(ec) && parse_step_name(entry.path().filename().string(), step)) {
+      found.emplace_back(step, entry.path().string());
     }
   }
-  std::sort(out.begin(), out.end());  // zero-padded step numbers sort in order
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  for (auto& [step, path] : found) out.push_back(std::move(path));
+  return out;
+}
+
+// Host copies of the tensors a checkpoint holds, each checked finite: a NaN/inf in the weights or
+// the optimizer state is never written (keep-last-K would then delete the good checkpoints).
+safetensors::NamedTensors finite_host_copies(const safetensors::NamedTensors& tensors, const std::string& final_dir) {
+  safetensors::NamedTensors out;
+  for (const auto& [name, t] : tensors) {
+    Tensor host = t.to(Device::cpu()).contiguous();
+    const int64_t bad = first_nonfinite(host);
+    KV_CHECK(bad < 0, "{}: not written: '{}' holds a non-finite value (NaN or inf) at element {}", final_dir, name, bad);
+    out.emplace_back(name, std::move(host));
+  }
   return out;
 }
 
@@ -87,70 +98,109 @@ std::string hf_config_json(const RunConfig& c) {
 std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState& state, const layers::Transformer& model,
                             const Tensor& adam_m, const Tensor& adam_v, const RunConfig& config, int64_t keep) {
   const std::string final_dir = checkpoint_path(checkpoints_dir, state.step);
+  safetensors::NamedTensors weights;
+  for (const auto& [name, master] : model.master_parameters()) weights.emplace_back(name, master);  // f32, any device
+  weights = finite_host_copies(weights, final_dir);
+  const safetensors::NamedTensors optimizer = finite_host_copies({{"exp_avg", adam_m}, {"exp_avg_sq", adam_v}}, final_dir);
+
+  // Written into step_N.tmp/, every file fsynced, then renamed into place and the directory
+  // fsynced: a crash, a kill -9, a full disk or a power loss leaves the previous checkpoints intact
+  // and at most a *.tmp directory that nothing reads.
   const std::string tmp = final_dir + ".tmp";
   std::error_code ec;
   fs::remove_all(tmp, ec);
   fs::create_directories(tmp, ec);
   KV_CHECK(!ec, "{}: cannot create checkpoint directory: {}", tmp, ec.message());
-  safetensors::NamedTensors weights;
-  for (const auto& [name, master] : model.master_parameters()) weights.emplace_back(name, master);  // f32, any device
-  safetensors::save(tmp + "/model.safetensors", weights, {{"format", "pt"}});
-  safetensors::save(tmp + "/optimizer.safetensors", {{"exp_avg", adam_m}, {"exp_avg_sq", adam_v}},
-                    {{"optimizer", "adamw"}});
-  nlohmann::ordered_json s = {{"step", state.step},
-                              {"tokens_seen", state.tokens_seen},
-                              {"data_cursor", {{"epoch", state.cursor.epoch}, {"position", state.cursor.position}}},
-                              {"world_size", state.world_size},
-                              {"global_batch_tokens", state.global_batch_tokens},
-                              {"fingerprint", state.fingerprint}};
-  write_text(tmp + "/state.json", s.dump(2) + "\n");
-  write_text(tmp + "/config.yaml", config.to_yaml());
-  write_text(tmp + "/config.json", hf_config_json(config));
-  fs::remove_all(final_dir, ec);
+  try {
+    safetensors::save(tmp + "/model.safetensors", weights, {{"format", "pt"}});
+    safetensors::save(tmp + "/optimizer.safetensors", optimizer, {{"optimizer", "adamw"}});
+    nlohmann::ordered_json s = {{"step", state.step},
+                                {"tokens_seen", state.tokens_seen},
+                                {"data_cursor", {{"epoch", state.cursor.epoch}, {"position", state.cursor.position}}},
+                                {"world_size", state.world_size},
+                                {"global_batch_tokens", state.global_batch_tokens},
+                                {"fingerprint", state.fingerprint}};
+    io::write_file_durable(tmp + "/state.json", s.dump(2) + "\n");
+    io::write_file_durable(tmp + "/config.yaml", config.to_yaml());
+    io::write_file_durable(tmp + "/config.json", hf_config_json(config));
+    io::fsync_path(tmp);
+  } catch (...) {
+    fs::remove_all(tmp, ec);  // a full disk: free what the failed attempt took
+    throw;
+  }
+  // A checkpoint of the same step (a signal right after an interval checkpoint) is swapped out,
+  // not deleted first, so some complete copy exists at every moment.
+  const std::string old = final_dir + ".old.tmp";
+  fs::remove_all(old, ec);
+  if (fs::exists(final_dir, ec)) {
+    fs::rename(final_dir, old, ec);
+    KV_CHECK(!ec, "{}: cannot move the previous copy aside: {}", final_dir, ec.message());
+  }
   fs::rename(tmp, final_dir, ec);
   KV_CHECK(!ec, "{}: cannot rename the finished checkpoint into place: {}", final_dir, ec.message());
+  io::fsync_path(checkpoints_dir);
+  io::fsync_path(io::parent_dir(checkpoints_dir));
+  fs::remove_all(old, ec);
+  // Pruning renames a checkpoint out of the step_N namespace before deleting it, so a kill in the
+  // middle of a deletion never leaves a half-deleted directory under a checkpoint's name.
   std::vector<std::string> all = complete_checkpoints(checkpoints_dir);
-  for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i], ec);
+  for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) {
+    const std::string doomed = all[i] + ".deleting.tmp";
+    fs::rename(all[i], doomed, ec);
+    if (!ec) fs::remove_all(doomed, ec);
+  }
+  io::fsync_path(checkpoints_dir);
   return final_dir;
 }
 
 std::string latest_checkpoint(const std::string& checkpoints_dir) {
+  std::error_code ec;
+  KV_CHECK(!fs::exists(checkpoints_dir, ec) || fs::is_directory(checkpoints_dir, ec),
+           "{}: exists but is not a directory of checkpoints", checkpoints_dir);
   std::vector<std::string> all = complete_checkpoints(checkpoints_dir);
   return all.empty() ? std::string() : all.back();
+}
+
+TrainState read_train_state(const std::string& dir) {
+  const std::string path = dir + "/state.json";
+  const json::Json s = json::parse_file(path);
+  KV_CHECK(s.is_object(), "{}: corrupt checkpoint state: expected a JSON object", path);
+  TrainState state;
+  state.step = json::get_int(s, "step", path, 0, kMaxSteps);
+  state.tokens_seen = json::get_int(s, "tokens_seen", path, 0, INT64_MAX);
+  const json::Json& cursor = json::get_object(s, "data_cursor", path);
+  state.cursor.epoch = json::get_int(cursor, "epoch", path + ": data_cursor", 0, INT32_MAX);
+  state.cursor.position = json::get_int(cursor, "position", path + ": data_cursor", 0, INT64_MAX / 2);
+  state.world_size = static_cast<int>(json::get_int(s, "world_size", path, 1, 1 << 20));
+  state.global_batch_tokens = json::get_int(s, "global_batch_tokens", path, 1, INT64_MAX / 2);
+  state.fingerprint = json::get_string(s, "fingerprint", path);
+  // A directory named step_N holds step N: anything else is a tampered or misplaced state.
+  int64_t named = 0;
+  if (parse_step_name(fs::path(dir).lexically_normal().filename().string(), named) ||
+      parse_step_name(fs::path(dir).lexically_normal().parent_path().filename().string(), named)) {
+    KV_CHECK(named == state.step, "{}: step {} does not match the checkpoint directory's step {}", path, state.step,
+             named);
+  }
+  return state;
 }
 
 TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, Tensor& adam_m, Tensor& adam_v,
                            const RunConfig& config) {
   std::error_code ec;
   KV_CHECK(fs::is_directory(dir, ec), "{}: no such checkpoint directory", dir);
-  nlohmann::json s;
-  try {
-    s = nlohmann::json::parse(read_text(dir + "/state.json"));
-  } catch (const nlohmann::json::exception& e) {
-    KV_FAIL("{}/state.json: corrupt checkpoint state: {}", dir, e.what());
-  }
-  TrainState state;
-  try {
-    state.step = s.at("step");
-    state.tokens_seen = s.at("tokens_seen");
-    state.cursor.epoch = s.at("data_cursor").at("epoch");
-    state.cursor.position = s.at("data_cursor").at("position");
-    state.world_size = s.at("world_size");
-    state.global_batch_tokens = s.at("global_batch_tokens");
-    state.fingerprint = s.at("fingerprint");
-  } catch (const nlohmann::json::exception& e) {
-    KV_FAIL("{}/state.json: corrupt checkpoint state: {}", dir, e.what());
-  }
+  TrainState state = read_train_state(dir);
   KV_CHECK(state.fingerprint == config.model_fingerprint(),
-           "{}: checkpoint does not match the config's model ({} vs {})", dir, state.fingerprint,
+           "{}: checkpoint does not match the config's model ({} vs {})", dir, state.fingerprint.substr(0, 300),
            config.model_fingerprint());
   safetensors::File weights = safetensors::load(dir + "/model.safetensors");
   model.load_parameters(weights.tensors, dir + "/model.safetensors");
   safetensors::File optim = safetensors::load(dir + "/optimizer.safetensors");
   for (auto [name, target] : {std::pair<const char*, Tensor*>{"exp_avg", &adam_m}, {"exp_avg_sq", &adam_v}}) {
-    const Tensor& t = optim.get(name);
+    const Tensor& t = optim.get(name, DType::F32);
     KV_CHECK(t.shape() == target->shape(), "{}/optimizer.safetensors: {} has shape {} but the model needs {}", dir, name,
              t.shape(), target->shape());
+    const int64_t bad = first_nonfinite(t);
+    KV_CHECK(bad < 0, "{}/optimizer.safetensors: {} holds a non-finite value at element {}", dir, name, bad);
     target->copy_(t);
   }
   return state;

@@ -1,5 +1,5 @@
-// Checkpoints: one directory per step, written as step_NNNNNNNN.tmp/ and renamed (atomic), so a
-// directory without .tmp is complete. Contents: model.safetensors (fp32, Hugging Face Qwen3
+// Checkpoints: one directory per step, written as step_NNNNNNNN.tmp/, fsynced and renamed (atomic
+// and durable), so a directory named step_NNNNNNNN is complete. Contents: model.safetensors (fp32, Hugging Face Qwen3
 // names), config.json (a Hugging Face Qwen3 config plus a "kvroute" block), optimizer.safetensors
 // (AdamW m and v), state.json (step, tokens, data cursor, world size, fingerprint), config.yaml.
 #pragma once
@@ -24,9 +24,13 @@ struct TrainState {
 
 // The directory of step `step`'s checkpoint: checkpoints_dir/step_NNNNNNNN.
 std::string checkpoint_path(const std::string& checkpoints_dir, int64_t step);
-// Writes checkpoint_path(checkpoints_dir, state.step) and keeps the newest `keep`. Returns the directory.
+// Writes checkpoint_path(checkpoints_dir, state.step) durably (fsynced files and directories) and
+// keeps the newest `keep`. Refuses (an error, nothing written) when a weight or optimizer value is
+// NaN/inf. Returns the directory.
 std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState& state, const layers::Transformer& model,
                             const Tensor& adam_m, const Tensor& adam_v, const RunConfig& config, int64_t keep);
+// A checkpoint's state.json, every field validated (types, ranges, step = the directory's step).
+TrainState read_train_state(const std::string& dir);
 // Loads a checkpoint into model/m/v after checking it matches `config`; errors name the path.
 TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, Tensor& adam_m, Tensor& adam_v,
                            const RunConfig& config);

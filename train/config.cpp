@@ -3,11 +3,12 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <fstream>
+#include <cmath>
 #include <functional>
-#include <sstream>
+#include <set>
 
 #include "core/error.h"
+#include "core/io.h"
 
 namespace kvroute::train {
 
@@ -32,6 +33,8 @@ layers::ModelConfig RunConfig::model_config() const {
 
 namespace {
 
+constexpr uint64_t kMaxConfigBytes = 16 << 20;
+
 // One key of the schema: how to read it from YAML (with its checks) and how to print it.
 struct Field {
   std::string key;
@@ -43,18 +46,25 @@ struct Section {
   std::vector<Field> fields;
 };
 
+// A node's text cut to a short excerpt for error messages.
+std::string excerpt(const YAML::Node& node) {
+  std::string text = yaml_text(node);
+  if (text.size() > 60) text = text.substr(0, 60) + "...";
+  return text;
+}
+
 template <class T>
 T read_as(const YAML::Node& node, const std::string& where, const char* what) {
-  KV_CHECK(node.IsScalar(), "{}: expected {}, got '{}'", where, what, yaml_text(node));
+  KV_CHECK(node.IsScalar(), "{}: expected {}, got '{}'", where, what, excerpt(node));
   try {
     return node.as<T>();
   } catch (const YAML::Exception&) {
-    KV_FAIL("{}: expected {}, got '{}'", where, what, node.Scalar());
+    KV_FAIL("{}: expected {}, got '{}'", where, what, excerpt(node));
   }
 }
 
 template <class T>
-Field int_field(std::string key, T& (*ref)(RunConfig&), int64_t min, int64_t max = INT64_MAX) {
+Field int_field(std::string key, T& (*ref)(RunConfig&), int64_t min, int64_t max) {
   return {key,
           [ref, min, max](RunConfig& c, const YAML::Node& n, const std::string& where) {
             const int64_t v = read_as<int64_t>(n, where, "an integer");
@@ -80,9 +90,15 @@ Field bool_field(std::string key, bool& (*ref)(RunConfig&)) {
           [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
 }
 
-Field string_field(std::string key, std::string& (*ref)(RunConfig&)) {
+// A string; `check` (optional) validates it.
+Field string_field(std::string key, std::string& (*ref)(RunConfig&), void (*check)(const std::string&, const std::string&) = nullptr) {
   return {key,
-          [ref](RunConfig& c, const YAML::Node& n, const std::string& where) { ref(c) = read_as<std::string>(n, where, "a string"); },
+          [ref, check](RunConfig& c, const YAML::Node& n, const std::string& where) {
+            std::string v = read_as<std::string>(n, where, "a string");
+            KV_CHECK(v.size() <= 4096 && v.find('\0') == std::string::npos, "{}: not a usable path or name", where);
+            if (check) check(v, where);
+            ref(c) = std::move(v);
+          },
           [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
 }
 
@@ -105,21 +121,36 @@ Field enum_field(std::string key, E& (*ref)(RunConfig&), std::vector<E> values, 
           [ref, name](const RunConfig& c) { return YAML::Node(std::string(name(ref(const_cast<RunConfig&>(c))))); }};
 }
 
+// train.name becomes a directory under runs/: one plain path component.
+void check_run_name(const std::string& v, const std::string& where) {
+  const bool plain = !v.empty() && v.size() <= 128 && v != "." && v != ".." &&
+                     v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=@,") ==
+                         std::string::npos;
+  KV_CHECK(plain, "{}: '{}' is not a plain name (letters, digits, . _ - + = @ , ; not '.' or '..'; set train.run_dir "
+           "for another location)", where, v.substr(0, 60));
+}
+
+void check_nonempty(const std::string& v, const std::string& where) {
+  KV_CHECK(!v.empty(), "{}: must not be empty", where);
+}
+
+constexpr int64_t kMaxSize = int64_t{1} << 20;  // widths, heads, layers: far beyond any real model
+
 #define REF(type, expr) +[](RunConfig& c) -> type& { return expr; }
 
 const std::vector<Section>& schema() {
   static const std::vector<Section> sections = {
       {"model",
-       {int_field("vocab_size", REF(int64_t, c.model.vocab_size), 1),
-        int_field("hidden_size", REF(int64_t, c.model.hidden_size), 1),
-        int_field("num_layers", REF(int64_t, c.model.num_layers), 1),
-        int_field("num_heads", REF(int64_t, c.model.num_heads), 1),
-        int_field("num_kv_heads", REF(int64_t, c.model.num_kv_heads), 1),
-        int_field("head_dim", REF(int64_t, c.model.head_dim), 2),
-        int_field("intermediate_size", REF(int64_t, c.model.intermediate_size), 1),
+       {int_field("vocab_size", REF(int64_t, c.model.vocab_size), 1, int64_t{1} << 24),
+        int_field("hidden_size", REF(int64_t, c.model.hidden_size), 1, kMaxSize),
+        int_field("num_layers", REF(int64_t, c.model.num_layers), 1, 4096),
+        int_field("num_heads", REF(int64_t, c.model.num_heads), 1, 4096),
+        int_field("num_kv_heads", REF(int64_t, c.model.num_kv_heads), 1, 4096),
+        int_field("head_dim", REF(int64_t, c.model.head_dim), 2, 4096),
+        int_field("intermediate_size", REF(int64_t, c.model.intermediate_size), 1, kMaxSize * 4),
         float_field("rope_theta", REF(double, c.model.rope_theta), 0, 1e12, true),
         float_field("rms_norm_eps", REF(double, c.model.rms_norm_eps), 0, 1, true),
-        int_field("max_seq_len", REF(int64_t, c.model.max_seq_len), 1),
+        int_field("max_seq_len", REF(int64_t, c.model.max_seq_len), 1, int64_t{1} << 24),
         bool_field("tie_embeddings", REF(bool, c.model.tie_embeddings)),
         bool_field("qk_norm", REF(bool, c.model.qk_norm)),
         float_field("init_std", REF(double, c.model.init_std), 0, 10, true)}},
@@ -133,9 +164,9 @@ const std::vector<Section>& schema() {
                    {layers::RouterConfig::Source::Uniform, layers::RouterConfig::Source::Previous}, layers::source_name),
         int_field("group_size", REF(int, c.router.config.group_size), 1, 1 << 20),
         float_field("group_share_prob", REF(double, c.router.config.group_share_prob), 0, 1),
-        int_field("seed", REF(uint64_t, c.router.config.seed), 0),
+        int_field("seed", REF(uint64_t, c.router.config.seed), 0, INT64_MAX),
         bool_field("same_plan_all_ranks", REF(bool, c.router.same_plan_all_ranks))}},
-      {"data", {string_field("dir", REF(std::string, c.data.dir)), string_field("tokenizer", REF(std::string, c.data.tokenizer))}},
+      {"data", {string_field("dir", REF(std::string, c.data.dir), check_nonempty), string_field("tokenizer", REF(std::string, c.data.tokenizer), check_nonempty)}},
       {"optim",
        {float_field("lr", REF(double, c.optim.lr), 0, 10), float_field("min_lr", REF(double, c.optim.min_lr), 0, 10),
         float_field("beta1", REF(double, c.optim.beta1), 0, 0.999999), float_field("beta2", REF(double, c.optim.beta2), 0, 0.999999),
@@ -146,13 +177,13 @@ const std::vector<Section>& schema() {
         float_field("warmup_fraction", REF(double, c.optim.warmup_fraction), 0, 1),
         float_field("decay_fraction", REF(double, c.optim.decay_fraction), 0, 1)}},
       {"train",
-       {string_field("name", REF(std::string, c.train.name)), string_field("run_dir", REF(std::string, c.train.run_dir)),
-        int_field("steps", REF(int64_t, c.train.steps), 1), int_field("batch_size", REF(int64_t, c.train.batch_size), 1),
-        int_field("seq_len", REF(int64_t, c.train.seq_len), 1),
-        int_field("global_batch_tokens", REF(int64_t, c.train.global_batch_tokens), 0),
-        int_field("seed", REF(uint64_t, c.train.seed), 0), int_field("log_interval", REF(int64_t, c.train.log_interval), 1),
-        int_field("checkpoint_interval", REF(int64_t, c.train.checkpoint_interval), 0),
-        int_field("keep_checkpoints", REF(int64_t, c.train.keep_checkpoints), 1),
+       {string_field("name", REF(std::string, c.train.name), check_run_name), string_field("run_dir", REF(std::string, c.train.run_dir)),
+        int_field("steps", REF(int64_t, c.train.steps), 1, kMaxSteps), int_field("batch_size", REF(int64_t, c.train.batch_size), 1, kMaxSize),
+        int_field("seq_len", REF(int64_t, c.train.seq_len), 1, int64_t{1} << 24),
+        int_field("global_batch_tokens", REF(int64_t, c.train.global_batch_tokens), 0, int64_t{1} << 40),
+        int_field("seed", REF(uint64_t, c.train.seed), 0, INT64_MAX), int_field("log_interval", REF(int64_t, c.train.log_interval), 1, kMaxSteps),
+        int_field("checkpoint_interval", REF(int64_t, c.train.checkpoint_interval), 0, kMaxSteps),
+        int_field("keep_checkpoints", REF(int64_t, c.train.keep_checkpoints), 1, kMaxSteps),
         int_field("threads", REF(int64_t, c.train.threads), 0, 1024),
         enum_field("device", REF(Device::Kind, c.train.device), {Device::Kind::CPU, Device::Kind::CUDA},
                    device_kind_name),
@@ -161,11 +192,11 @@ const std::vector<Section>& schema() {
                    {ops::AttentionKernel::CudaCores, ops::AttentionKernel::TensorCores}, ops::attention_kernel_name),
         float_field("peak_tflops", REF(double, c.train.peak_tflops), 0, 1e6)}},
       {"eval",
-       {int_field("interval", REF(int64_t, c.eval.interval), 0),
+       {int_field("interval", REF(int64_t, c.eval.interval), 0, kMaxSteps),
         {"retention",
          [](RunConfig& c, const YAML::Node& n, const std::string& where) {
-           KV_CHECK(n.IsSequence() && n.size() > 0, "{}: expected a list of retention fractions, got '{}'", where,
-                    yaml_text(n));
+           KV_CHECK(n.IsSequence() && n.size() > 0 && n.size() <= 4096,
+                    "{}: expected a list of 1 to 4096 retention fractions, got '{}'", where, excerpt(n));
            c.eval.retention.clear();
            for (size_t i = 0; i < n.size(); ++i) {
              const double r = read_as<double>(n[i], fmt::format("{}[{}]", where, i), "a number");
@@ -179,7 +210,7 @@ const std::vector<Section>& schema() {
            n.SetStyle(YAML::EmitterStyle::Flow);
            return n;
          }},
-        int_field("batches", REF(int64_t, c.eval.batches), 0)}},
+        int_field("batches", REF(int64_t, c.eval.batches), 0, int64_t{1} << 40)}},
       {"dist",
        {enum_field("backend", REF(dist::Backend, c.dist.backend), {dist::Backend::Auto, dist::Backend::Mpi, dist::Backend::None},
                    dist::backend_name),
@@ -214,6 +245,7 @@ std::string nearest(const std::string& key, const std::vector<std::string>& cand
 }
 
 void apply_override(YAML::Node& root, const std::string& override_text) {
+  KV_CHECK(override_text.size() <= 4096, "override '{}...': longer than 4096 characters", override_text.substr(0, 40));
   const size_t eq = override_text.find('=');
   const std::string path = override_text.substr(0, eq);
   const size_t dot = path.find('.');
@@ -239,6 +271,18 @@ void validate_cross_fields(const RunConfig& c, const std::string& src) {
   } catch (const Error& e) {
     KV_FAIL("{}: {}", src, e.what());
   }
+  // Sizes that pass each key's range can still multiply into an absurd model or batch: estimate the
+  // parameter count and the largest activation (the logits) in doubles, before anything allocates.
+  const layers::ModelConfig& m = c.model;
+  const double params = static_cast<double>(m.vocab_size) * static_cast<double>(m.hidden_size) * (m.tie_embeddings ? 1 : 2) +
+                        static_cast<double>(m.num_layers) * static_cast<double>(m.hidden_size) *
+                            (static_cast<double>((m.num_heads + 2 * m.num_kv_heads) * m.head_dim) * 2 +
+                             3.0 * static_cast<double>(m.intermediate_size));
+  KV_CHECK(params <= 1e12, "{}: the model would have {:.3g} parameters (limit 1e12): check model.*", src, params);
+  const double logits = static_cast<double>(c.train.batch_size) * static_cast<double>(c.train.seq_len) *
+                        static_cast<double>(m.vocab_size);
+  KV_CHECK(logits <= 1e12, "{}: train.batch_size x train.seq_len x model.vocab_size = {:.3g} logits per micro-batch "
+           "(limit 1e12)", src, logits);
   KV_CHECK(c.train.seq_len <= c.model.max_seq_len, "{}: train.seq_len {} exceeds model.max_seq_len {}", src,
            c.train.seq_len, c.model.max_seq_len);
   KV_CHECK(c.optim.min_lr <= c.optim.lr, "{}: optim.min_lr {} exceeds optim.lr {}", src, c.optim.min_lr, c.optim.lr);
@@ -269,19 +313,26 @@ RunConfig parse_config(const std::string& yaml_text, const std::string& source, 
   config.source = source;
   std::vector<std::string> section_names;
   for (const Section& s : schema()) section_names.push_back(s.name);
+  std::set<std::string> seen_sections;
   for (const auto& entry : root) {
+    KV_CHECK(entry.first.IsScalar(), "{}: a section name must be a plain word, got '{}'", source, excerpt(entry.first));
     const std::string name = entry.first.as<std::string>();
+    KV_CHECK(seen_sections.insert(name).second, "{}: section '{}' appears twice", source, name);
     auto section = std::find_if(schema().begin(), schema().end(), [&](const Section& s) { return s.name == name; });
-    KV_CHECK(section != schema().end(), "{}: unknown section '{}' (did you mean '{}'?)", source, name,
+    KV_CHECK(section != schema().end(), "{}: unknown section '{}' (did you mean '{}'?)", source, name.substr(0, 60),
              nearest(name, section_names));
     KV_CHECK(entry.second.IsMap() || entry.second.IsNull(), "{}: section '{}' must be a mapping of keys", source, name);
     std::vector<std::string> keys;
     for (const Field& f : section->fields) keys.push_back(f.key);
+    std::set<std::string> seen_keys;
     for (const auto& kv : entry.second) {
+      KV_CHECK(kv.first.IsScalar(), "{}: a key of section '{}' must be a plain word, got '{}'", source, name,
+               excerpt(kv.first));
       const std::string key = kv.first.as<std::string>();
+      KV_CHECK(seen_keys.insert(key).second, "{}: key '{}.{}' appears twice", source, name, key);
       auto field = std::find_if(section->fields.begin(), section->fields.end(), [&](const Field& f) { return f.key == key; });
-      KV_CHECK(field != section->fields.end(), "{}: unknown key '{}.{}' (did you mean '{}.{}'?)", source, name, key, name,
-               nearest(key, keys));
+      KV_CHECK(field != section->fields.end(), "{}: unknown key '{}.{}' (did you mean '{}.{}'?)", source, name,
+               key.substr(0, 60), name, nearest(key, keys));
       field->read(config, kv.second, fmt::format("{}: {}.{}", source, name, key));
     }
   }
@@ -290,11 +341,7 @@ RunConfig parse_config(const std::string& yaml_text, const std::string& source, 
 }
 
 RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path);
-  KV_CHECK(in.good(), "{}: cannot open config file", path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return parse_config(text.str(), path, overrides);
+  return parse_config(io::read_file(path, kMaxConfigBytes), path, overrides);
 }
 
 std::string RunConfig::to_yaml() const {

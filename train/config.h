@@ -21,6 +21,9 @@ class Node;
 
 namespace kvroute::train {
 
+// The most steps a run may have: checkpoint directories carry 8-digit step numbers.
+inline constexpr int64_t kMaxSteps = 99'999'999;
+
 // A YAML node as text for messages and overrides: a scalar as is, anything else in flow style.
 std::string yaml_text(const YAML::Node& node);
 

@@ -8,13 +8,16 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "autograd/variable.h"
 #include "core/allocator.h"
 #include "core/device_runtime.h"
 #include "core/error.h"
+#include "core/io.h"
 #include "core/threading.h"
+#include "data/prepare.h"
 #include "kernels/ops.h"
 #include "layers/inference_plan.h"
 
@@ -27,22 +30,21 @@ namespace {
 std::atomic<int> g_signal{0};
 void on_signal(int sig) { g_signal.store(sig); }
 
-// Keeps metrics.jsonl consistent with a resumed step: drops lines of steps after it.
+// Keeps metrics.jsonl consistent with a resumed step: drops lines of steps after it (rewritten
+// atomically, so a failure leaves the old file).
 void truncate_metrics(const std::string& path, int64_t step) {
-  std::ifstream in(path);
-  if (!in.good()) return;
-  std::vector<std::string> keep;
-  std::string line;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  std::istringstream in(io::read_file(path, uint64_t{4} << 30));
+  std::string kept, line;
   while (std::getline(in, line)) {
-    try {
-      if (nlohmann::json::parse(line).value("step", int64_t{0}) <= step) keep.push_back(line);
-    } catch (const nlohmann::json::exception&) {
-      // a torn last line from a crash: dropped
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    // A torn last line from a crash (invalid JSON) is dropped.
+    if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step) {
+      kept += line + "\n";
     }
   }
-  in.close();
-  std::ofstream out(path, std::ios::trunc);
-  for (const std::string& l : keep) out << l << "\n";
+  io::write_file_atomic(path, kept);
 }
 
 std::string format_duration(double seconds) {
@@ -86,12 +88,13 @@ int threads_per_rank(int64_t configured, int local_ranks) {
 
 std::pair<double, int64_t> validation_loss(const layers::Transformer& model, data::ValidationLoader& loader,
                                            const layers::RoutingPlan& plan, int64_t max_batches,
-                                           dist::Communicator& comm) {
+                                           dist::Communicator& comm, const std::function<bool()>& stop) {
   autograd::NoGradGuard no_grad;
   loader.reset();
   std::vector<double> sums = {0.0, 0.0};  // loss x tokens, tokens
   data::Batch batch;
   for (int64_t b = 0; (max_batches == 0 || b < max_batches) && loader.next(batch); ++b) {
+    if (stop && stop()) break;
     if (batch.inputs.size(0) == 0) continue;
     const double tokens = static_cast<double>(batch.targets.numel());
     sums[0] += model.loss(batch.inputs, batch.targets, plan).data().item() * tokens;
@@ -117,6 +120,7 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
       model_config_(config.model_config()),
       router_(config.router.config, static_cast<int>(config.model.num_layers)) {
   const int world = comm_.world_size();
+  check_fresh_run_directory();  // before anything is built or written
   device_ = config_.train.device == Device::Kind::CUDA
                 ? device_runtime::select_cuda_device(comm_.local_rank(), config_.source + ": train.device cuda")
                 : Device::cpu();
@@ -142,18 +146,20 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
            config_.source, global_tokens_, world, B, T, micro_tokens);
   accum_ = global_tokens_ / micro_tokens;
 
-  // Data: the tokenizer's vocabulary must fit the model's.
+  // Data: the tokenizer's vocabulary must fit the model's (data.json, when the shards came from
+  // kvroute prepare); every token read is checked against the model's vocabulary as well.
   {
-    std::ifstream meta(config_.data.dir + "/data.json");
-    if (meta.good()) {
-      const int64_t vocab = nlohmann::json::parse(meta).value("vocab_size", int64_t{0});
-      KV_CHECK(vocab <= config_.model.vocab_size, "{}: data {} has vocab_size {} but model.vocab_size is {}",
-               config_.source, config_.data.dir, vocab, config_.model.vocab_size);
+    std::error_code ec;
+    if (fs::exists(config_.data.dir + "/data.json", ec)) {
+      const data::DataInfo info = data::read_data_info(config_.data.dir);
+      KV_CHECK(info.vocab_size <= config_.model.vocab_size, "{}: data {} has vocab_size {} but model.vocab_size is {}",
+               config_.source, config_.data.dir, info.vocab_size, config_.model.vocab_size);
     }
   }
+  const int64_t vocab = config_.model.vocab_size;
   loader_ = std::make_unique<data::DataLoader>(
-      data::DataLoader::Options{config_.data.dir, B, T, comm_.rank(), world, config_.train.seed, true});
-  val_loader_ = std::make_unique<data::ValidationLoader>(config_.data.dir, B, T, comm_.rank(), world);
+      data::DataLoader::Options{config_.data.dir, B, T, comm_.rank(), world, config_.train.seed, true, vocab});
+  val_loader_ = std::make_unique<data::ValidationLoader>(config_.data.dir, B, T, comm_.rank(), world, vocab);
 
   adam_m_ = Tensor::zeros(model_->flat_parameters().shape(), DType::F32, device_);
   adam_v_ = Tensor::zeros(model_->flat_parameters().shape(), DType::F32, device_);
@@ -177,6 +183,9 @@ Trainer::~Trainer() = default;
 
 void Trainer::resume(const std::string& from) {
   TrainState loaded = load_checkpoint(from, *model_, adam_m_, adam_v_, config_);
+  KV_CHECK(loaded.step <= config_.train.steps,
+           "{}: the checkpoint is at step {}, past train.steps {} (raise train.steps to train further)", from,
+           loaded.step, config_.train.steps);
   KV_CHECK(loaded.global_batch_tokens == global_tokens_,
            "{}: checkpoint global batch is {} tokens, this run's is {} (resuming needs the same global batch)", from,
            loaded.global_batch_tokens, global_tokens_);
@@ -191,13 +200,35 @@ void Trainer::resume(const std::string& from) {
   }
 }
 
+void Trainer::check_fresh_run_directory() const {
+  if (!leader_ || options_.benchmark || !options_.resume.empty()) return;
+  // A fresh run into a directory that already holds a run would overwrite its checkpoints and
+  // metrics: refused, nothing touched.
+  const std::string run_dir = config_.run_dir();
+  std::error_code ec;
+  const bool has_metrics = fs::exists(run_dir + "/metrics.jsonl", ec);
+  const bool has_checkpoints = fs::is_directory(config_.checkpoints_dir(), ec) &&
+                               fs::directory_iterator(config_.checkpoints_dir(), ec) != fs::directory_iterator();
+  KV_CHECK(!has_metrics && !has_checkpoints,
+           "{}: already holds a run ({}); continue it with --resume auto, or start a new one with another "
+           "train.name", run_dir, has_checkpoints ? "checkpoints/" : "metrics.jsonl");
+}
+
 void Trainer::open_run_directory() {
   if (!leader_ || options_.benchmark) return;
   const std::string run_dir = config_.run_dir(), metrics_path = run_dir + "/metrics.jsonl";
-  fs::create_directories(run_dir);
-  std::ofstream(run_dir + "/config.yaml") << config_.to_yaml();
-  truncate_metrics(metrics_path, state_.step);
-  metrics_.open(metrics_path, std::ios::app);
+  std::error_code ec;
+  fs::create_directories(run_dir, ec);
+  KV_CHECK(!ec, "{}: cannot create the run directory: {}", run_dir, ec.message());
+  truncate_metrics(metrics_path, state_.step);  // first: it fails on a metrics.jsonl that is not a file
+  metrics_ = io::OutputFile(metrics_path, io::OutputFile::Mode::Append);
+  io::write_file_atomic(run_dir + "/config.yaml", config_.to_yaml());
+}
+
+bool Trainer::stop_agreed() {
+  std::vector<double> flag = {static_cast<double>(signals_ && signals_->raised())};
+  comm_.allreduce_sum(flag);
+  return flag[0] > 0;
 }
 
 // ---- Trainer: one step ---------------------------------------------------------------------------
@@ -305,13 +336,12 @@ void Trainer::log(const StepStats& s) {
     std::fflush(stdout);
   }
   if (metrics_.is_open()) {
-    metrics_ << nlohmann::ordered_json{{"step", s.step},         {"loss", s.loss},   {"lr", s.lr},
-                                       {"grad_norm", s.grad_norm}, {"tok_s", tok_s},   {"tflops", tflops},
-                                       {"tokens", state_.tokens_seen}, {"elapsed_s", elapsed},
-                                       {"peak_bytes", peak_bytes}}
-                    .dump()
-             << "\n"
-             << std::flush;
+    metrics_.write(nlohmann::ordered_json{{"step", s.step},         {"loss", s.loss},   {"lr", s.lr},
+                                          {"grad_norm", s.grad_norm}, {"tok_s", tok_s},   {"tflops", tflops},
+                                          {"tokens", state_.tokens_seen}, {"elapsed_s", elapsed},
+                                          {"peak_bytes", peak_bytes}}
+                       .dump() +
+                   "\n");
   }
   window_start_ = now;
   window_steps_ = 0;
@@ -324,16 +354,17 @@ void Trainer::evaluate() {
   std::string line = fmt::format("eval step {}:", state_.step);
   for (double r : config_.eval.retention) {
     const layers::InferencePlan p = layers::inference_plan(model_config_, layers::keep_retention(L, r));
-    auto [loss, tokens] = validation_loss(*model_, *val_loader_, p.plan, config_.eval.batches, comm_);
+    auto [loss, tokens] = validation_loss(*model_, *val_loader_, p.plan, config_.eval.batches, comm_,
+                                          [this] { return signals_ && signals_->raised(); });
+    if (signals_ && signals_->raised()) return;  // interrupted: no partial record; run() stops
     const std::string key = fmt::format("{:g}", r);
     losses[key] = loss;
     plans[key] = layers::format_plan(p.plan);
     line += fmt::format("  retention {:g}: {:.4f}", r, loss);
   }
   if (metrics_.is_open()) {
-    metrics_ << nlohmann::ordered_json{{"step", state_.step}, {"val_loss", losses}, {"routing_plan", plans}}.dump()
-             << "\n"
-             << std::flush;
+    metrics_.write(nlohmann::ordered_json{{"step", state_.step}, {"val_loss", losses}, {"routing_plan", plans}}.dump() +
+                   "\n");
   }
   if (verbose_) std::printf("%s\n", line.c_str());
 }
@@ -342,6 +373,7 @@ void Trainer::checkpoint() {
   if (options_.benchmark) return;
   if (leader_) {
     state_.cursor = loader_->cursor();
+    if (metrics_.is_open()) metrics_.sync();  // the metrics up to a checkpoint are as durable as it is
     result_.last_checkpoint = save_checkpoint(config_.checkpoints_dir(), state_, *model_, adam_m_, adam_v_, config_,
                                               config_.train.keep_checkpoints);
   }
@@ -355,9 +387,12 @@ TrainResult Trainer::run() {
   window_steps_ = 0;
   const int64_t steps = config_.train.steps;
   while (state_.step < steps) {
-    const StepStats s = step();
+    StepStats s = step();
     log(s);
-    if (config_.eval.interval > 0 && s.step % config_.eval.interval == 0 && s.step != steps) evaluate();
+    if (config_.eval.interval > 0 && s.step % config_.eval.interval == 0 && s.step != steps) {
+      evaluate();
+      s.stop_requested = s.stop_requested || stop_agreed();  // a signal during the evaluation
+    }
     if (config_.train.checkpoint_interval > 0 && s.step % config_.train.checkpoint_interval == 0 && s.step != steps) {
       checkpoint();
     }
@@ -376,7 +411,7 @@ TrainResult Trainer::run() {
     }
   }
   if (state_.step >= steps && !result_.interrupted) {
-    evaluate();
+    evaluate();  // a signal here cuts the evaluation short; the final checkpoint is written either way
     checkpoint();
     if (verbose_) std::printf("done: %ld steps, checkpoint %s\n", static_cast<long>(state_.step), result_.last_checkpoint.c_str());
   }

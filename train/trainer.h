@@ -8,11 +8,12 @@
 #pragma once
 
 #include <chrono>
-#include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/io.h"
 #include "data/loader.h"
 #include "dist/communicator.h"
 #include "dist/grad_reducer.h"
@@ -95,7 +96,9 @@ class Trainer {
   double clip();                        // mean gradient, its global norm (returned), clipping
   void update(int64_t step, double lr);  // AdamW; master weights and the compute copy
   void resume(const std::string& from);
+  void check_fresh_run_directory() const;
   void open_run_directory();
+  bool stop_agreed();  // whether any rank was signalled (a collective: every rank calls it)
 
   RunConfig config_;
   dist::Communicator& comm_;
@@ -115,7 +118,7 @@ class Trainer {
   Schedule schedule_;
   TrainState state_;
   TrainResult result_;
-  std::ofstream metrics_;  // open on rank 0 unless benchmarking
+  io::OutputFile metrics_;  // open on rank 0 unless benchmarking
   std::unique_ptr<SignalGuard> signals_;
   // Progress-line window.
   std::chrono::steady_clock::time_point run_start_, window_start_;
@@ -130,9 +133,11 @@ TrainResult run_training(const RunConfig& config, dist::Communicator& comm, cons
 int threads_per_rank(int64_t configured, int local_ranks);
 
 // Mean next-token loss over the validation split (at most max_batches batches; 0 = all) under
-// `plan`, summed over ranks. Returns {loss, tokens}.
+// `plan`, summed over ranks. Returns {loss, tokens}. `stop` (optional) is polled between batches:
+// when it returns true the walk ends early (a signal during an evaluation inside training).
 std::pair<double, int64_t> validation_loss(const layers::Transformer& model, data::ValidationLoader& loader,
-                                           const layers::RoutingPlan& plan, int64_t max_batches, dist::Communicator& comm);
+                                           const layers::RoutingPlan& plan, int64_t max_batches, dist::Communicator& comm,
+                                           const std::function<bool()>& stop = {});
 
 // FLOPs of one training token (forward + backward): 6 N + 12 L H D T (PaLM, appendix B), N the
 // parameter count, L layers, H query heads, D head_dim, T the sequence length.

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "data/loader.h"
+#include "data/prepare.h"
 #include "data/shard.h"
 #include "tests/test_util.h"
 
@@ -166,6 +167,36 @@ TEST(Loader, ValidationWalksTheSplitOnceInOrder) {
   val.reset();
   ASSERT_TRUE(val.next(b));
   EXPECT_EQ(window_ids(b, T)[0], 0);
+}
+
+TEST(Loader, ATokenOutsideTheModelsVocabularyNamesTheShard) {
+  const std::string dir = make_dataset("loader_vocab", 10000);  // ids up to 9999
+  ValidationLoader ok(dir, 8, 16, 0, 1, 10000);
+  Batch b;
+  EXPECT_TRUE(ok.next(b));
+  ValidationLoader small(dir, 8, 16, 0, 1, 100);
+  expect_error([&] { (void)small.next(b); }, {"val_000000.bin", "token 100 at position 100", "[0, 100)"});
+  DataLoader train({dir, 2, 16, 0, 1, 1, false, 100});
+  expect_error([&] { (void)train.next(); }, {"train_00000", "outside the model's vocabulary [0, 100)"});
+}
+
+TEST(Loader, DataJsonIsValidated) {
+  const std::string dir = testing::temp_dir("data_json");
+  auto expect_info_error = [&](const std::string& text, const std::vector<std::string>& fragments) {
+    std::ofstream(dir + "/data.json") << text;
+    std::vector<std::string> all = fragments;
+    all.push_back("data.json");
+    expect_error([&] { (void)read_data_info(dir); }, all);
+  };
+  std::ofstream(dir + "/data.json") << R"({"vocab_size": 300, "eot_id": 299, "token_bytes": 2, "tokenizer": "t"})";
+  EXPECT_EQ(read_data_info(dir).vocab_size, 300);
+  expect_info_error("{}", {"missing key", "vocab_size"});
+  expect_info_error(R"({"vocab_size": 300.5, "eot_id": 1, "token_bytes": 2})", {"vocab_size", "integer"});
+  expect_info_error(R"({"vocab_size": 1e308, "eot_id": 1, "token_bytes": 2})", {"vocab_size", "integer"});
+  expect_info_error(R"({"vocab_size": 300, "eot_id": 300, "token_bytes": 2})", {"eot_id", "out of range"});
+  expect_info_error(R"({"vocab_size": 300, "eot_id": 1, "token_bytes": 4})", {"token_bytes 4", "expected 2"});
+  expect_info_error(R"({"vocab_size": 300, "vocab_size": 301, "eot_id": 1, "token_bytes": 2})", {"duplicate key"});
+  expect_info_error(std::string(100000, '[') + std::string(100000, ']'), {"nested deeper"});
 }
 
 }  // namespace

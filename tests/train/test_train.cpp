@@ -1,6 +1,7 @@
 // Trainer tests: config errors, schedules, exact resume, MPI data parallelism (2 ranks under
 // mpirun, also as root), signal-triggered checkpoints, failure handling.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -81,6 +82,31 @@ TEST(Config, ErrorsNameFileKeyAndValue) {
                {"train.attention", "'fastest'", "cuda_cores, tensor_cores"});
   expect_error([&] { (void)parse_config("dist: {backend: nccl}", f); }, {"dist.backend", "'nccl'", "auto, mpi, none"});
   expect_error([&] { (void)parse_config("router: {source: random}", f); }, {"router.source", "'random'", "uniform, previous"});
+}
+
+TEST(Config, DuplicatesAbsurdSizesAndUnsafeNamesAreErrors) {
+  const std::string f = "run.yaml";
+  // yaml-cpp keeps both entries of a duplicated key; the second must not silently win.
+  expect_error([&] { (void)parse_config("train: {steps: 5}\ntrain: {steps: 6}", f); },
+               {"run.yaml", "section 'train' appears twice"});
+  expect_error([&] { (void)parse_config("train: {steps: 5, steps: 6}", f); }, {"run.yaml", "'train.steps' appears twice"});
+  expect_error([&] { (void)parse_config("model: {hidden_size: 9223372036854775807}", f); },
+               {"model.hidden_size", "out of range"});
+  expect_error([&] { (void)parse_config("train: {steps: 100000000}", f); }, {"train.steps", "out of range"});
+  expect_error([&] { (void)parse_config("optim: {lr: .nan}", f); }, {"optim.lr", "out of range"});
+  // Each size in range, the product absurd: refused before anything allocates.
+  expect_error([&] {
+    (void)parse_config("model: {vocab_size: 16000000, hidden_size: 1000000, num_layers: 2, num_heads: 1, "
+                       "num_kv_heads: 1, head_dim: 64, intermediate_size: 64}", f);
+  }, {"run.yaml", "parameters"});
+  for (const char* name : {"..", ".", "a/b", "/", ""}) {
+    expect_error([&] { (void)parse_config(fmt::format("train: {{name: '{}'}}", name), f); }, {"train.name"});
+  }
+  // A FIFO or a directory as the config file: an error, not a hang.
+  const std::string dir = testing::temp_dir("config_special");
+  ASSERT_EQ(::mkfifo((dir + "/fifo.yaml").c_str(), 0600), 0);
+  expect_error([&] { (void)load_config(dir + "/fifo.yaml"); }, {"fifo.yaml", "a FIFO"});
+  expect_error([&] { (void)load_config(dir); }, {dir, "a directory"});
 }
 
 TEST(Config, OverridesApplyAndTheResolvedConfigRoundTrips) {
@@ -231,20 +257,38 @@ TEST(Trainer, MismatchedOrCorruptCheckpointsAreClearErrors) {
   expect_error([&] { run_training(other, comm, {r.last_checkpoint, 0, true}); },
                {r.last_checkpoint, "does not match"});
   expect_error([&] { run_training(c, comm, {run + "/checkpoints/step_99", 0, true}); }, {"step_99", "no such checkpoint"});
-  { std::ofstream(r.last_checkpoint + "/state.json") << "{\"step\": "; }
-  expect_error([&] { run_training(c, comm, {r.last_checkpoint, 0, true}); }, {"state.json", "corrupt"});
-  RunConfig wrong_data = parse_config(tiny_yaml("/nonexistent/data", run), "c.yaml");
+  // A fresh run (no --resume) into a directory that holds a run is refused, and nothing changes.
+  const std::string before = testing::read_file(run + "/metrics.jsonl");
+  expect_error([&] { run_training(c, comm, {"", 0, true}); }, {run, "already holds a run", "--resume auto"});
+  EXPECT_EQ(testing::read_file(run + "/metrics.jsonl"), before);
+  EXPECT_TRUE(fs::exists(r.last_checkpoint + "/model.safetensors"));
+  // state.json: invalid JSON, a step that contradicts the directory name, a negative count.
+  const std::string state = testing::read_file(r.last_checkpoint + "/state.json");
+  auto with_state = [&](const std::string& text) { std::ofstream(r.last_checkpoint + "/state.json") << text; };
+  with_state("{\"step\": ");
+  expect_error([&] { run_training(c, comm, {r.last_checkpoint, 0, true}); }, {"state.json", "invalid JSON"});
+  nlohmann::json j = nlohmann::json::parse(state);
+  j["step"] = 99999999;
+  with_state(j.dump());
+  expect_error([&] { run_training(c, comm, {"auto", 0, true}); }, {"state.json", "does not match", "step 2"});
+  j = nlohmann::json::parse(state);
+  j["tokens_seen"] = -5;
+  with_state(j.dump());
+  expect_error([&] { run_training(c, comm, {"auto", 0, true}); }, {"state.json", "tokens_seen", "-5"});
+  EXPECT_EQ(testing::read_file(run + "/metrics.jsonl"), before);  // failed resumes truncate nothing
+  with_state(state);
+  RunConfig wrong_data = parse_config(tiny_yaml("/nonexistent/data", run + "_other"), "c.yaml");
   expect_error([&] { run_training(wrong_data, comm, {"", 0, true}); }, {"/nonexistent/data", "no such data directory"});
 }
 
-TEST(Trainer, NonFiniteLossStopsTheRun) {
+TEST(Trainer, NonFiniteWeightsAreNeverLoadedOrSaved) {
   const std::string data = make_data("nan_data");
   const std::string run = testing::temp_dir("nan_run");
   auto comm_owner = dist::make_local_communicator();
   dist::Communicator& comm = *comm_owner;
   RunConfig c = parse_config(tiny_yaml(data, run), "n.yaml", {"train.steps=2"});
   TrainResult good = run_training(c, comm, {"", 0, true});
-  // Poison one weight of the checkpoint: the resumed run must stop at its first step.
+  // Poison one weight of the checkpoint: resuming from it is refused before any step.
   safetensors::File weights = safetensors::load(good.last_checkpoint + "/model.safetensors");
   Tensor poisoned = weights.get("model.norm.weight").clone();
   poisoned.data<float>()[0] = std::nanf("");
@@ -254,7 +298,7 @@ TEST(Trainer, NonFiniteLossStopsTheRun) {
   safetensors::save(good.last_checkpoint + "/model.safetensors", tensors);
   RunConfig longer = parse_config(tiny_yaml(data, run), "n.yaml", {"train.steps=4"});
   expect_error([&] { run_training(longer, comm, {"auto", 0, true}); },
-               {"step 3", "the loss is nan", "stopping without saving", good.last_checkpoint});
+               {good.last_checkpoint, "model.norm.weight", "non-finite"});
   EXPECT_FALSE(fs::exists(run + "/checkpoints/step_00000003"));
 }
 
@@ -351,6 +395,22 @@ TEST(Signals, SigtermCheckpointsAndTheRunResumes) {
   EXPECT_LT(stopped_at, 100000);
   EXPECT_EQ(run(bin + " train " + cfg + " train.steps=" + std::to_string(stopped_at + 3) + " --resume auto"), 0);
   EXPECT_EQ(logged_losses(dir + "/run").size(), static_cast<size_t>(stopped_at + 3));
+}
+
+TEST(Signals, SigtermDuringAnEvaluationIsHonoured) {
+  const std::string data = make_data("signal_eval_data");
+  const std::string dir = testing::temp_dir("signal_eval");
+  const std::string cfg = write_config(dir, tiny_yaml(data, dir + "/run"));
+  const std::string bin = KVROUTE_BINARY;
+  // Evaluations over many retention levels after every step: most of the time is spent in them.
+  const std::string script = fmt::format(
+      "timeout 60 {} train {} train.steps=100000 eval.interval=1 train.log_interval=1 "
+      "\"eval.retention=[1,0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1,1,0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.2,0.1]\" & pid=$!; "
+      "for i in $(seq 600); do grep -q val_loss {}/run/metrics.jsonl 2>/dev/null && break; sleep 0.05; done; "
+      "kill -TERM $pid; wait $pid; exit $?",
+      bin, cfg, dir);
+  EXPECT_EQ(run("bash -c '" + script + "'"), 130);  // 124 would mean the timeout ended it
+  EXPECT_FALSE(latest_checkpoint(dir + "/run/checkpoints").empty());
 }
 
 }  // namespace
