@@ -10,7 +10,8 @@ scripts/setup.sh
 scripts/build.sh
 scripts/fetch_data.sh
 if [[ ! -f data/prepared/tokenizer-8k/vocab.bpe ]]; then
-  build/kvroute tokenizer train --vocab 8192 --input data/raw/corpus --out data/prepared/tokenizer-8k --threads "$threads"
+  build/kvroute tokenizer train --vocab 8192 --input data/raw/corpus --out data/prepared/tokenizer-8k --threads "$threads" \
+    --overwrite  # only reached when an earlier attempt left it incomplete
 fi
 if [[ ! -f data/prepared/quickstart/data.json ]]; then
   build/kvroute prepare --input data/raw/corpus --tokenizer data/prepared/tokenizer-8k --out data/prepared/quickstart \
