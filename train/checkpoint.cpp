@@ -149,6 +149,12 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState
     fs::rename(all[i], doomed, ec);
     if (!ec) fs::remove_all(doomed, ec);
   }
+  // Leftovers of killed writes or deletions (*.tmp) take a checkpoint's space each: this process is
+  // the run's only writer, so any that remain now are stale.
+  for (const auto& entry : fs::directory_iterator(checkpoints_dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) fs::remove_all(entry.path(), ec);
+  }
   io::fsync_path(checkpoints_dir);
   return final_dir;
 }
