@@ -9,9 +9,9 @@
 namespace kvroute {
 namespace {
 
+using testing::cancel_scaled_error;
 using testing::expect_error;
 using testing::random_tensor;
-using testing::scaled_max_error;
 using testing::to_double;
 
 struct Reference {
@@ -20,6 +20,9 @@ struct Reference {
   // dS = P (dP - P.dP) is a difference; with one visible key it is exactly 0, and any float
   // rounding of dP - P.dP is relative to these terms, not to the (zero) result.
   double dq_terms = 0, dk_terms = 0;
+  // Likewise for the sums the kernel rounds (BLAS tiles, in a CPU-dependent order): lse from the
+  // scores scale q.k (terms scale |q|.|k|), out = P V (terms P |V|), dv = P^T dO (terms P^T |dO|).
+  double lse_terms = 0, out_terms = 0, dv_terms = 0;
 };
 
 // Naive attention in double: full score rows, explicit softmax, explicit gradients.
@@ -33,6 +36,7 @@ Reference reference_attention(const Tensor& q_t, const Tensor& k_t, const Tensor
   r.dq.assign(q.size(), 0.0);
   r.dk.assign(k.size(), 0.0);
   r.dv.assign(v.size(), 0.0);
+  std::vector<double> dv_abs(v.size(), 0.0);
   r.lse.assign(static_cast<size_t>(B * Hq * Tq), 0.0);
   auto qi = [&](int64_t b, int64_t t, int64_t h) { return static_cast<size_t>(((b * Tq + t) * Hq + h) * D); };
   auto ki = [&](int64_t b, int64_t t, int64_t h) { return static_cast<size_t>(((b * Tk + t) * Hkv + h) * D); };
@@ -44,17 +48,27 @@ Reference reference_attention(const Tensor& q_t, const Tensor& k_t, const Tensor
         std::vector<double> p(static_cast<size_t>(n));
         double m = -1e300;
         for (int64_t j = 0; j < n; ++j) {
-          double s = 0;
-          for (int64_t d = 0; d < D; ++d) s += q[qi(b, t, h) + d] * k[ki(b, j, hk) + d];
+          double s = 0, s_abs = 0;
+          for (int64_t d = 0; d < D; ++d) {
+            s += q[qi(b, t, h) + d] * k[ki(b, j, hk) + d];
+            s_abs += std::abs(q[qi(b, t, h) + d] * k[ki(b, j, hk) + d]);
+          }
           p[j] = s * scale;
           m = std::max(m, p[j]);
+          r.lse_terms = std::max(r.lse_terms, s_abs * scale);
         }
         double z = 0;
         for (double& x : p) z += std::exp(x - m);
         for (double& x : p) x = std::exp(x - m) / z;
         r.lse[static_cast<size_t>((b * Hq + h) * Tq + t)] = m + std::log(z);
-        for (int64_t j = 0; j < n; ++j)
-          for (int64_t d = 0; d < D; ++d) r.out[qi(b, t, h) + d] += p[j] * v[ki(b, j, hk) + d];
+        for (int64_t d = 0; d < D; ++d) {
+          double out_abs = 0;
+          for (int64_t j = 0; j < n; ++j) {
+            r.out[qi(b, t, h) + d] += p[j] * v[ki(b, j, hk) + d];
+            out_abs += p[j] * std::abs(v[ki(b, j, hk) + d]);
+          }
+          r.out_terms = std::max(r.out_terms, out_abs);
+        }
         // Backward: dP = dO V^T; dS = P (dP - sum P dP); dQ = scale dS K; dK = scale dS^T Q; dV = P^T dO.
         std::vector<double> dp(static_cast<size_t>(n));
         double dot = 0;
@@ -73,10 +87,12 @@ Reference reference_attention(const Tensor& q_t, const Tensor& k_t, const Tensor
             r.dq[qi(b, t, h) + d] += scale * ds * k[ki(b, j, hk) + d];
             r.dk[ki(b, j, hk) + d] += scale * ds * q[qi(b, t, h) + d];
             r.dv[ki(b, j, hk) + d] += p[j] * dout[qi(b, t, h) + d];
+            dv_abs[ki(b, j, hk) + d] += p[j] * std::abs(dout[qi(b, t, h) + d]);
           }
         }
       }
     }
+  for (double x : dv_abs) r.dv_terms = std::max(r.dv_terms, x);
   return r;
 }
 
@@ -96,21 +112,12 @@ void check_case(const AttentionCase& c, uint64_t seed) {
   ops::attention_backward(dout, q, k, v, out, lse, scale, dq, dk, dv);
   Reference r = reference_attention(q, k, v, dout, scale);
   std::string what = fmt::format("B={} Tq={} Tk={} Hq={} Hkv={} D={}", c.B, c.Tq, c.Tk, c.Hq, c.Hkv, c.D);
-  EXPECT_LT(scaled_max_error(out, r.out), 2e-6) << what;
-  EXPECT_LT(scaled_max_error(lse, r.lse), 2e-6) << what;
-  // dq, dk: error relative to the larger of the result and the terms that cancel in it.
-  auto cancel_scaled_error = [](const Tensor& got, const std::vector<double>& want, double terms) {
-    const std::vector<float> g = got.to_vector<float>();
-    double err = 0, scale = std::max(terms, 1e-6);
-    for (size_t i = 0; i < want.size(); ++i) {
-      err = std::max(err, std::abs(static_cast<double>(g[i]) - want[i]));
-      scale = std::max(scale, std::abs(want[i]));
-    }
-    return err / scale;
-  };
+  // Errors relative to the larger of the result and the terms that cancel in it.
+  EXPECT_LT(cancel_scaled_error(out, r.out, r.out_terms), 2e-6) << what;
+  EXPECT_LT(cancel_scaled_error(lse, r.lse, r.lse_terms), 2e-6) << what;
   EXPECT_LT(cancel_scaled_error(dq, r.dq, r.dq_terms), 5e-6) << what;
   EXPECT_LT(cancel_scaled_error(dk, r.dk, r.dk_terms), 5e-6) << what;
-  EXPECT_LT(scaled_max_error(dv, r.dv), 5e-6) << what;
+  EXPECT_LT(cancel_scaled_error(dv, r.dv, r.dv_terms), 5e-6) << what;
 }
 
 TEST(Attention, MatchesNaiveReferenceAcrossShapes) {
@@ -139,7 +146,7 @@ TEST(Attention, KeysAndValuesFromAnotherSourceAreJustInputs) {
   ops::attention_forward(q, k_src, v_src, 0.25f, out2, lse);
   EXPECT_NE(out1.to_vector<float>(), out2.to_vector<float>());
   Reference r = reference_attention(q, k_src, v_src, Tensor::zeros(q.shape()), 0.25);
-  EXPECT_LT(scaled_max_error(out2, r.out), 2e-6);
+  EXPECT_LT(cancel_scaled_error(out2, r.out, r.out_terms), 2e-6);
 }
 
 TEST(Attention, DeterministicForAnyThreadCount) {
