@@ -345,6 +345,26 @@ def make_link(path: Path, target: str) -> None:
     os.symlink(target, path)
 
 
+def mutate_json_file(path: Path, rng: random.Random, obj: dict, keys: list, values: list, setter) -> tuple:
+    """One random mutation of a JSON file: a flipped byte, a truncation, or one key set to a raw
+    JSON value. Returns (detail, expect); expect is "value" for the last kind (the caller decides
+    whether that value is certainly invalid)."""
+    kind = rng.choice(["flip", "value", "value", "trunc"])
+    if kind == "flip":
+        i, o, n = flip_byte(path, rng)
+        return f"byte {i} 0x{o:02x} -> 0x{n:02x}", "any"
+    if kind == "trunc":
+        text = path.read_bytes()
+        n = rng.randrange(len(text))
+        path.write_bytes(text[:n])
+        return f"truncated to {n} of {len(text)} bytes", "any" if text[n:].strip() == b"" else "fail"
+    key = rng.choice(keys)
+    raw = rng.choice(values)
+    setter(obj, key, "__V__")
+    path.write_text(json.dumps(obj, indent=2).replace('"__V__"', raw))
+    return f"{key}: {raw}", "value"
+
+
 def flip_byte(path: Path, rng: random.Random, lo: int = 0, hi: Optional[int] = None) -> tuple:
     b = bytearray(path.read_bytes())
     hi = len(b) if hi is None else min(hi, len(b))
@@ -1025,25 +1045,14 @@ def datajson_random(env: Env) -> Spec:
     d = env.data_copy()
     path = env.p(f"{d}/data.json")
     meta = json.loads(path.read_text())
-    kind = rng.choice(["flip", "value", "value", "trunc"])
-    expect = "any"
-    if kind == "flip":
-        i, o, n = flip_byte(path, rng)
-        detail = f"byte {i} 0x{o:02x} -> 0x{n:02x}"
-    elif kind == "trunc":
-        text = path.read_bytes()
-        n = rng.randrange(len(text))
-        path.write_bytes(text[:n])
-        expect = "any" if text[n:].strip() == b"" else "fail"
-        detail = f"truncated to {n} of {len(text)} bytes"
-    else:
-        key = rng.choice(sorted(meta))
-        raw = rng.choice(["-1", '"x"', "null", "[]", "{}", "1e308", I64_MAX, "true", "0.5", "0"])
-        meta[key] = "__V__"
-        path.write_text(json.dumps(meta, indent=2).replace('"__V__"', raw))
-        if key in REQUIRED_META:
-            expect = "fail"  # none of the raw values is the right vocab size, EOT id or width
-        detail = f"{key}: {raw}"
+    mutated = mutate_json_file(path, rng, meta, sorted(meta),
+                               ["-1", '"x"', "null", "[]", "{}", "1e308", I64_MAX, "true", "0.5", "0"],
+                               lambda obj, key, v: obj.__setitem__(key, v))
+    detail, expect = mutated
+    if expect == "value":
+        key = detail.split(":")[0]
+        # none of the raw values is the right vocab size, EOT id or width
+        expect = "fail" if key in REQUIRED_META else "any"
     env.cfg()
     return Spec(["train", "cfg.yaml", f"data.dir={d}"], detail=detail, expect=expect)
 
@@ -1462,23 +1471,12 @@ def state_random(env: Env) -> Spec:
     spec = ck_spec(env, "resume")
     path = env.p(f"{CK}/state.json")
     s = json.loads(path.read_text())
-    kind = rng.choice(["flip", "value", "value", "trunc"])
-    expect = "any"
-    if kind == "flip":
-        i, o, n = flip_byte(path, rng)
-        detail = f"byte {i} 0x{o:02x} -> 0x{n:02x}"
-    elif kind == "trunc":
-        b = path.read_bytes()
-        n = rng.randrange(len(b))
-        path.write_bytes(b[:n])
-        expect = "any" if b[n:].strip() == b"" else "fail"
-        detail = f"truncated to {n} of {len(b)} bytes"
-    else:
-        key = rng.choice(STATE_KEYS)
-        value = rng.choice(["-1", '"x"', "null", "[]", "{}", "1e308", "99999999", "0.5", "true", "18446744073709551616"])
-        state_set(s, key, "__V__")
-        path.write_text(json.dumps(s, indent=2).replace('"__V__"', value))
-        detail = f"{key}: {value}"
+    detail, expect = mutate_json_file(path, rng, s, STATE_KEYS,
+                                      ["-1", '"x"', "null", "[]", "{}", "1e308", "99999999", "0.5", "true",
+                                       "18446744073709551616"], state_set)
+    if expect == "value":
+        key, value = detail.split(": ", 1)
+        expect = "any"
         certain = {"-1", '"x"', "null", "[]", "{}", "1e308", "0.5", "true", "18446744073709551616"}
         if key == "fingerprint":
             expect = "fail"
