@@ -14,4 +14,5 @@ ctest --test-dir build -j "$jobs" --output-on-failure
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKVROUTE_CUDA=OFF -DKVROUTE_SANITIZE=ON
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build-asan -j "$jobs" --output-on-failure
+scripts/fuzz.sh 10  # libFuzzer on the file parsers (fuzz/), 10 s per target; skips without Clang
 echo "kvroute: all tests passed (release and sanitizer builds)"
