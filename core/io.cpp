@@ -29,11 +29,7 @@ void write_all(int fd, const std::string& path, std::string_view data) {
   while (left > 0) {
     const ssize_t n = ::write(fd, p, left);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : ENOSPC;
-      ::close(fd);
-      KV_FAIL("{}: write failed: {}", path, std::strerror(err));
-    }
+    KV_CHECK(n > 0, "{}: write failed: {}", path, std::strerror(n < 0 ? errno : ENOSPC));
     p += n;
     left -= static_cast<size_t>(n);
   }
@@ -86,11 +82,6 @@ std::string read_file(const std::string& path, uint64_t max_bytes) {
   return text;
 }
 
-bool is_regular_file(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
-}
-
 void write_file_durable(const std::string& path, std::string_view data) {
   OutputFile out(path, OutputFile::Mode::Truncate);
   out.write(data);
@@ -137,10 +128,7 @@ OutputFile& OutputFile::operator=(OutputFile&& other) noexcept {
 
 void OutputFile::write(const void* data, size_t n) {
   KV_CHECK(fd_ >= 0, "{}: write to a closed file", path_);
-  const int fd = fd_;
-  fd_ = -1;  // write_all closes it on failure
-  write_all(fd, path_, std::string_view(static_cast<const char*>(data), n));
-  fd_ = fd;
+  write_all(fd_, path_, std::string_view(static_cast<const char*>(data), n));
 }
 
 void OutputFile::sync() {

@@ -20,9 +20,6 @@ int open_regular(const std::string& path, uint64_t& size);
 // The whole content of a regular file of at most `max_bytes`; errors name the path.
 std::string read_file(const std::string& path, uint64_t max_bytes = kMaxTextFile);
 
-// Whether `path` names an existing regular file (following symlinks).
-bool is_regular_file(const std::string& path);
-
 // Writes `data` to `path` (created or truncated) and fsyncs it; errors name the path and errno
 // (a full disk or a file-size limit is an error, not a short file).
 void write_file_durable(const std::string& path, std::string_view data);

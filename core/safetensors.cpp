@@ -1,9 +1,6 @@
 #include "core/safetensors.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <set>
 
@@ -74,26 +71,11 @@ void save(const std::string& path, const NamedTensors& tensors, const std::map<s
 }
 
 File load(const std::string& path) {
-  uint64_t file_size = 0;
-  const int fd = io::open_regular(path, file_size);
-  std::string bytes;
-  try {
-    KV_CHECK(file_size >= 8, "{}: not a safetensors file ({} bytes, shorter than the 8-byte header length)", path,
-             file_size);
-    bytes.resize(static_cast<size_t>(file_size));
-    size_t got = 0;
-    while (got < bytes.size()) {
-      const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
-      if (n < 0 && errno == EINTR) continue;
-      KV_CHECK(n > 0, "{}: read failed after {} of {} bytes: {}", path, got, file_size,
-               n < 0 ? std::strerror(errno) : "file shrank");
-      got += static_cast<size_t>(n);
-    }
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
-  ::close(fd);
+  // A regular file only (a FIFO would block), read whole: checkpoints are read in full anyway.
+  const std::string bytes = io::read_file(path, UINT64_MAX);
+  const uint64_t file_size = bytes.size();
+  KV_CHECK(file_size >= 8, "{}: not a safetensors file ({} bytes, shorter than the 8-byte header length)", path,
+           file_size);
   uint64_t header_len = 0;
   std::memcpy(&header_len, bytes.data(), 8);
   KV_CHECK(header_len <= file_size - 8 && header_len <= kMaxHeaderBytes,
