@@ -1,9 +1,11 @@
-// Parity with the independent PyTorch reference (tests/reference/make_fixtures.py): for 3 configs
-// (MHA, GQA 2:1, untied head) x 4 plans (all-self, CLA@2, a stochastic draw, retention 25%), the
+// Parity with the independent PyTorch reference (tests/reference/make_fixtures.py): for 5 configs
+// (MHA, GQA 2:1, untied head, and two Llama-3.1-style ones without QK-norm and with llama3 RoPE
+// scaling, tied and untied) x 4 plans (all-self, CLA@2, a stochastic draw, retention 25%), the
 // logits and loss within 1e-4 relative and every parameter gradient within 1e-3.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "autograd/variable.h"
 #include "core/safetensors.h"
@@ -31,7 +33,20 @@ ModelConfig config_from_json(const std::string& text) {
   c.rope_theta = j.at("rope_theta");
   c.rms_norm_eps = j.at("rms_norm_eps");
   c.qk_norm = j.at("qk_norm");
-  c.max_seq_len = 64;
+  // RoPE scaling keys: absent in fixtures written before the Llama configs, so defaulted.
+  const std::string scaling = j.value("rope_scaling", std::string("none"));
+  if (scaling == "none") {
+    c.rope_scaling = RopeScaling::None;
+  } else if (scaling == "llama3") {
+    c.rope_scaling = RopeScaling::Llama3;
+  } else {
+    throw std::runtime_error("fixture config: unknown rope_scaling \"" + scaling + "\"");
+  }
+  c.rope_factor = j.value("rope_factor", c.rope_factor);
+  c.rope_low_freq_factor = j.value("rope_low_freq_factor", c.rope_low_freq_factor);
+  c.rope_high_freq_factor = j.value("rope_high_freq_factor", c.rope_high_freq_factor);
+  c.rope_original_max_position = j.value("rope_original_max_position", c.rope_original_max_position);
+  c.max_seq_len = 64;  // above every fixture's sequence length (8, and 24 for the Llama configs)
   return c;
 }
 
@@ -92,7 +107,28 @@ TEST_P(ReferenceParity, LogitsLossAndGradientsMatchPyTorch) {
               worst_logits, worst_loss, worst_grad);
 }
 
-INSTANTIATE_TEST_SUITE_P(Configs, ReferenceParity, ::testing::Values("mha", "gqa2", "untied"));
+INSTANTIATE_TEST_SUITE_P(Configs, ReferenceParity, ::testing::Values("mha", "gqa2", "untied", "llama", "llama_untied"));
+
+TEST(ReferenceParity, FixtureConfigsCarryTheRopeScaling) {
+  const std::string dir = std::string(KVROUTE_FIXTURE_DIR) + "/";
+  ModelConfig llama = config_from_json(safetensors::load(dir + "llama.safetensors").metadata.at("config"));
+  EXPECT_FALSE(llama.qk_norm);
+  EXPECT_EQ(llama.rope_scaling, RopeScaling::Llama3);
+  EXPECT_EQ(llama.rope_factor, 8.0);
+  EXPECT_EQ(llama.rope_low_freq_factor, 1.0);
+  EXPECT_EQ(llama.rope_high_freq_factor, 4.0);
+  EXPECT_EQ(llama.rope_original_max_position, 32);
+  ModelConfig untied = config_from_json(safetensors::load(dir + "llama_untied.safetensors").metadata.at("config"));
+  EXPECT_EQ(untied.rope_scaling, RopeScaling::Llama3);
+  EXPECT_EQ(untied.rope_factor, 4.0);
+  EXPECT_EQ(untied.rope_low_freq_factor, 0.5);
+  EXPECT_EQ(untied.rope_high_freq_factor, 2.0);
+  EXPECT_EQ(untied.rope_original_max_position, 16);
+  EXPECT_FALSE(untied.tie_embeddings);
+  ModelConfig mha = config_from_json(safetensors::load(dir + "mha.safetensors").metadata.at("config"));
+  EXPECT_TRUE(mha.qk_norm);
+  EXPECT_EQ(mha.rope_scaling, RopeScaling::None);
+}
 
 TEST(ReferenceParity, LoadRejectsMismatchedWeights) {
   const std::string path = std::string(KVROUTE_FIXTURE_DIR) + "/gqa2.safetensors";
