@@ -104,12 +104,12 @@ struct RmsNormNode final : Node {
 };
 
 struct RopeNode final : Node {
-  float theta = 0.0f;
+  ops::RopeConfig rope;
   int64_t position_offset = 0;
   const char* name() const override { return "rope"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor dx = empty_like(g);
-    ops::rope_backward(g, theta, position_offset, dx);
+    ops::rope_backward(g, rope, position_offset, dx);
     return {dx};
   }
 };
@@ -248,11 +248,11 @@ Variable rms_norm(const Variable& x, const Variable& weight, float eps) {
   return make_result(out, node, {x.gradient_edge(), weight.gradient_edge()});
 }
 
-Variable rope(const Variable& x, float theta, int64_t position_offset) {
+Variable rope(const Variable& x, const ops::RopeConfig& config, int64_t position_offset) {
   Tensor out = empty_like(x.data());
-  ops::rope_forward(x.data(), theta, position_offset, out);
+  ops::rope_forward(x.data(), config, position_offset, out);
   auto node = std::make_shared<RopeNode>();
-  node->theta = theta;
+  node->rope = config;
   node->position_offset = position_offset;
   return make_result(out, node, {x.gradient_edge()});
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "autograd/variable.h"
+#include "kernels/kernel_args.h"
 
 namespace kvroute::autograd {
 
@@ -24,7 +25,7 @@ Variable embedding(const Variable& weight, const Tensor& tokens);
 // RMSNorm over the last dim with a learned scale.
 Variable rms_norm(const Variable& x, const Variable& weight, float eps);
 // Rotary embedding on x [B, T, H, D] (HF rotate-half), positions position_offset + t.
-Variable rope(const Variable& x, float theta, int64_t position_offset = 0);
+Variable rope(const Variable& x, const ops::RopeConfig& config, int64_t position_offset = 0);
 // silu(gate) * up.
 Variable swiglu(const Variable& gate, const Variable& up);
 // Causal GQA attention: q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] (possibly another layer's).

@@ -14,5 +14,6 @@ void add_eval_command(CLI::App& app, int& exit_code);
 void add_generate_command(CLI::App& app, int& exit_code);
 void add_sweep_command(CLI::App& app, int& exit_code);
 void add_bench_command(CLI::App& app, int& exit_code);  // bench train | generate
+void add_export_command(CLI::App& app, int& exit_code);
 
 }  // namespace kvroute::cli

@@ -1,6 +1,7 @@
 // CUDA half of core: the caching device allocator, host/device copies, strided copy with dtype
 // conversion, and fill. Kernels that do math live in kernels/cuda/.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <array>
@@ -193,6 +194,7 @@ __device__ double load_element(const void* p, int64_t i, DType dtype) {
     case DType::I32: return static_cast<const int32_t*>(p)[i];
     case DType::U16: return static_cast<const uint16_t*>(p)[i];
     case DType::U32: return static_cast<const uint32_t*>(p)[i];
+    case DType::F16: return __half2float(static_cast<const __half*>(p)[i]);
   }
   return 0.0;
 }
@@ -204,6 +206,7 @@ __device__ void store_element(void* p, int64_t i, DType dtype, double v) {
     case DType::I32: static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v); break;
     case DType::U16: static_cast<uint16_t*>(p)[i] = static_cast<uint16_t>(v); break;
     case DType::U32: static_cast<uint32_t*>(p)[i] = static_cast<uint32_t>(v); break;
+    case DType::F16: static_cast<__half*>(p)[i] = __float2half_rn(static_cast<float>(v)); break;
   }
 }
 

@@ -11,6 +11,7 @@ size_t dtype_size(DType dtype) {
     case DType::I32: return 4;
     case DType::U16: return 2;
     case DType::U32: return 4;
+    case DType::F16: return 2;
   }
   KV_FAIL("dtype_size: unknown dtype {}", static_cast<int>(dtype));
 }
@@ -22,16 +23,17 @@ const char* dtype_name(DType dtype) {
     case DType::I32: return "i32";
     case DType::U16: return "u16";
     case DType::U32: return "u32";
+    case DType::F16: return "f16";
   }
   return "unknown";
 }
 
 
 DType parse_dtype(const std::string& name) {
-  for (DType d : {DType::F32, DType::BF16, DType::I32, DType::U16, DType::U32}) {
+  for (DType d : {DType::F32, DType::BF16, DType::I32, DType::U16, DType::U32, DType::F16}) {
     if (name == dtype_name(d)) return d;
   }
-  KV_FAIL("parse_dtype: unknown dtype '{}' (expected one of f32, bf16, i32, u16, u32)", name);
+  KV_FAIL("parse_dtype: unknown dtype '{}' (expected one of f32, bf16, i32, u16, u32, f16)", name);
 }
 
 std::string Device::str() const {

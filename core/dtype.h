@@ -9,11 +9,13 @@
 
 namespace kvroute {
 
-enum class DType : uint8_t { F32, BF16, I32, U16, U32 };
+// F16 is a storage type only (Hugging Face checkpoints in half precision): tensors convert to F32 or
+// BF16 on the CPU; no op computes in it.
+enum class DType : uint8_t { F32, BF16, I32, U16, U32, F16 };
 
 size_t dtype_size(DType dtype);
 const char* dtype_name(DType dtype);
-DType parse_dtype(const std::string& name);  // "f32", "bf16", "i32", "u16", "u32"
+DType parse_dtype(const std::string& name);  // "f32", "bf16", "i32", "u16", "u32", "f16"
 
 struct Device {
   enum class Kind : uint8_t { CPU, CUDA };
@@ -49,6 +51,48 @@ inline bf16 float_to_bf16(float value) {
   }
   uint32_t rounding_bias = 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
   return bf16{static_cast<uint16_t>((u + rounding_bias) >> 16)};
+}
+
+// IEEE binary16: exact to f32; f32 -> f16 rounds to nearest even, overflow gives inf.
+struct f16 {
+  uint16_t bits = 0;
+};
+
+inline float f16_to_float(f16 value) {
+  const uint32_t sign = static_cast<uint32_t>(value.bits & 0x8000u) << 16;
+  const uint32_t exponent = (value.bits >> 10) & 0x1fu, mantissa = value.bits & 0x3ffu;
+  uint32_t u;
+  if (exponent == 0x1f) {
+    u = sign | 0x7f800000u | (mantissa << 13);  // inf / NaN
+  } else if (exponent != 0) {
+    u = sign | ((exponent + 112u) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    u = sign;
+  } else {  // subnormal: mantissa x 2^-24
+    float f = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
+    std::memcpy(&u, &f, sizeof u);
+    u |= sign;
+  }
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline f16 float_to_f16(float value) {
+  uint32_t u;
+  std::memcpy(&u, &value, sizeof u);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t abs = u & 0x7fffffffu;
+  if (abs >= 0x7f800000u) return f16{static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u))};
+  if (abs >= 0x477ff000u) return f16{static_cast<uint16_t>(sign | 0x7c00u)};  // rounds above 65504: inf
+  if (abs < 0x38800000u) {  // below the smallest normal 2^-14: a subnormal multiple of 2^-24
+    float a;
+    std::memcpy(&a, &abs, sizeof a);
+    const float scaled = a * 16777216.0f;  // exact; nearbyint rounds half to even
+    return f16{static_cast<uint16_t>(sign | static_cast<uint16_t>(__builtin_nearbyintf(scaled)))};
+  }
+  const uint32_t rounded = abs + 0xfffu + ((abs >> 13) & 1u);  // round to nearest even at bit 13
+  return f16{static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13))};
 }
 
 }  // namespace kvroute

@@ -21,12 +21,13 @@ const char* dtype_tag(DType dtype) {
     case DType::I32: return "I32";
     case DType::U16: return "U16";
     case DType::U32: return "U32";
+    case DType::F16: return "F16";
   }
   return "?";
 }
 
 bool parse_dtype_tag(const std::string& tag, DType& out) {
-  for (DType d : {DType::F32, DType::BF16, DType::I32, DType::U16, DType::U32}) {
+  for (DType d : {DType::F32, DType::BF16, DType::I32, DType::U16, DType::U32, DType::F16}) {
     if (tag == dtype_tag(d)) {
       out = d;
       return true;
@@ -106,7 +107,7 @@ File load(const std::string& path) {
     const json::Json& tag = entry["dtype"];
     DType dtype;
     KV_CHECK(tag.is_string() && parse_dtype_tag(tag.get<std::string>(), dtype),
-             "{} has unsupported dtype {} (kvroute reads F32, BF16, I32, U16, U32)", what, json::excerpt(tag));
+             "{} has unsupported dtype {} (kvroute reads F32, BF16, F16, I32, U16, U32)", what, json::excerpt(tag));
     const json::Json& dims = entry["shape"];
     KV_CHECK(dims.is_array() && dims.size() <= kMaxRank, "{}: shape must be an array of at most {} sizes, got {}", what,
              kMaxRank, json::excerpt(dims));

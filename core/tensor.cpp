@@ -207,6 +207,7 @@ double load_as_double(const void* p, DType dtype) {
     case DType::I32: return *static_cast<const int32_t*>(p);
     case DType::U16: return *static_cast<const uint16_t*>(p);
     case DType::U32: return *static_cast<const uint32_t*>(p);
+    case DType::F16: return f16_to_float(*static_cast<const f16*>(p));
   }
   return 0.0;
 }
@@ -218,6 +219,7 @@ void store_from_double(void* p, DType dtype, double value) {
     case DType::I32: *static_cast<int32_t*>(p) = static_cast<int32_t>(value); break;
     case DType::U16: *static_cast<uint16_t*>(p) = static_cast<uint16_t>(value); break;
     case DType::U32: *static_cast<uint32_t*>(p) = static_cast<uint32_t>(value); break;
+    case DType::F16: *static_cast<f16*>(p) = float_to_f16(static_cast<float>(value)); break;
   }
 }
 
@@ -235,6 +237,10 @@ void convert_row(char* dst, DType dst_dtype, int64_t dst_stride, const char* src
     auto* d = reinterpret_cast<float*>(dst);
     auto* s = reinterpret_cast<const bf16*>(src);
     for (int64_t i = 0; i < n; ++i) d[i] = bf16_to_float(s[i]);
+  } else if (dst_dtype == DType::F32 && src_dtype == DType::F16 && dst_stride == 1 && src_stride == 1) {
+    auto* d = reinterpret_cast<float*>(dst);
+    auto* s = reinterpret_cast<const f16*>(src);
+    for (int64_t i = 0; i < n; ++i) d[i] = f16_to_float(s[i]);
   } else if (dst_dtype == src_dtype) {
     for (int64_t i = 0; i < n; ++i) {
       std::memcpy(dst + i * dst_stride * static_cast<int64_t>(dsize),
@@ -369,13 +375,17 @@ double Tensor::item() const {
 }
 
 int64_t first_nonfinite(const Tensor& t) {
-  if (!t.defined() || (t.dtype() != DType::F32 && t.dtype() != DType::BF16)) return -1;
+  if (!t.defined() || (t.dtype() != DType::F32 && t.dtype() != DType::BF16 && t.dtype() != DType::F16)) return -1;
   const Tensor host = t.to(Device::cpu()).contiguous();
   const int64_t n = host.numel();
   if (host.dtype() == DType::F32) {
     const float* p = host.data<float>();
     for (int64_t i = 0; i < n; ++i)
       if (!std::isfinite(p[i])) return i;
+  } else if (host.dtype() == DType::F16) {
+    const f16* p = host.data<f16>();
+    for (int64_t i = 0; i < n; ++i)
+      if (!std::isfinite(f16_to_float(p[i]))) return i;
   } else {
     const bf16* p = host.data<bf16>();
     for (int64_t i = 0; i < n; ++i)

@@ -41,6 +41,7 @@ template <class T>
 constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::F32; }
 template <> constexpr DType dtype_of<bf16>() { return DType::BF16; }
+template <> constexpr DType dtype_of<f16>() { return DType::F16; }
 template <> constexpr DType dtype_of<int32_t>() { return DType::I32; }
 template <> constexpr DType dtype_of<uint16_t>() { return DType::U16; }
 template <> constexpr DType dtype_of<uint32_t>() { return DType::U32; }

@@ -8,6 +8,7 @@
 #include "core/safetensors.h"
 #include "data/loader.h"
 #include "layers/inference_plan.h"
+#include "train/hf.h"
 #include "train/trainer.h"
 
 namespace kvroute::eval {
@@ -17,6 +18,16 @@ Checkpoint load_for_inference(const std::string& dir) {
   KV_CHECK(std::filesystem::is_directory(dir, ec), "{}: no such checkpoint directory", dir);
   Checkpoint ck;
   ck.dir = dir;
+  if (!std::filesystem::exists(dir + "/config.yaml", ec) && train::hf::is_model_dir(dir)) {
+    // A Hugging Face model directory: its config.json is the model section, no routing.
+    ck.config.source = dir + "/config.json";
+    ck.config.model = train::hf::read_config(dir).model;
+    if (std::filesystem::exists(dir + "/tokenizer.json", ec)) ck.config.data.tokenizer = dir;
+    ck.config.train.seq_len = std::min<int64_t>(ck.config.train.seq_len, ck.config.model.max_seq_len);
+    ck.model = std::make_unique<layers::Transformer>(ck.config.model_config(), 0);
+    ck.model->load_parameters(train::hf::read_weights(dir, ck.config.model.tie_embeddings), dir);
+    return ck;
+  }
   ck.config = train::load_config(dir + "/config.yaml");
   ck.model = std::make_unique<layers::Transformer>(ck.config.model_config(), 0);
   safetensors::File weights = safetensors::load(dir + "/model.safetensors");

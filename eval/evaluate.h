@@ -28,7 +28,8 @@ struct Checkpoint {
   std::unique_ptr<layers::Transformer> model;
   std::string dir;
 };
-// Loads a checkpoint directory (config.yaml + model.safetensors) for inference.
+// Loads a checkpoint directory (config.yaml + model.safetensors), or a Hugging Face model
+// directory (config.json + safetensors, train/hf.h), for inference.
 Checkpoint load_for_inference(const std::string& dir);
 
 // Validation loss of the model with a KV cache kept in `keep` (planned by layers::inference_plan,

@@ -3,9 +3,42 @@
 // of fmt and of CUDA types.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
+#if defined(__CUDACC__)
+#define KV_HOST_DEVICE __host__ __device__
+#else
+#define KV_HOST_DEVICE
+#endif
+
 namespace kvroute::ops {
+
+// Rotary embedding frequencies: inv_freq(i) = theta^(-2i/head_dim), optionally rescaled as Llama 3.1
+// does (Hugging Face rope_type "llama3"): wavelengths longer than original_max_position /
+// low_freq_factor are divided by `factor`, shorter than original_max_position / high_freq_factor
+// kept, and those in between interpolated. llama3_factor 0 means no scaling.
+struct RopeConfig {
+  double theta = 1e6;
+  double llama3_factor = 0;
+  double low_freq_factor = 1;
+  double high_freq_factor = 4;
+  double original_max_position = 8192;
+};
+
+// The inverse frequency of rotated pair i (0 <= i < head_dim / 2), in double; both backends call it.
+KV_HOST_DEVICE inline double rope_inv_freq(const RopeConfig& c, int64_t i, int64_t head_dim) {
+  const double inv_freq = pow(c.theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+  if (c.llama3_factor <= 0) return inv_freq;
+  const double wavelen = 2.0 * 3.14159265358979323846 / inv_freq;
+  const double low_freq_wavelen = c.original_max_position / c.low_freq_factor;
+  const double high_freq_wavelen = c.original_max_position / c.high_freq_factor;
+  if (wavelen > low_freq_wavelen) return inv_freq / c.llama3_factor;
+  if (wavelen < high_freq_wavelen) return inv_freq;
+  const double smooth =
+      (c.original_max_position / wavelen - c.low_freq_factor) / (c.high_freq_factor - c.low_freq_factor);
+  return (1.0 - smooth) * inv_freq / c.llama3_factor + smooth * inv_freq;
+}
 
 // One causal attention call: q [batch, q_len, q_heads, head_dim], k and v
 // [batch, kv_len, kv_heads, head_dim]. k/v rows are contiguous within a batch; a prefix view of a

@@ -391,30 +391,35 @@ void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight
 // ---- RoPE --------------------------------------------------------------------------------------
 
 namespace {
-void rope_dispatch(const char* op, const Tensor& x, float theta, int64_t position_offset, Tensor& out, int sign) {
+void rope_dispatch(const char* op, const Tensor& x, const RopeConfig& rope, int64_t position_offset, Tensor& out,
+                   int sign) {
   const auto [device, dtype] = check_floats(op, {&x});
   KV_CHECK(x.dim() == 4, "{}: expected [B, T, H, D], got {}", op, x.shape());
   KV_CHECK(x.size(3) % 2 == 0, "{}: head_dim must be even, got {} in {}", op, x.size(3), x.shape());
-  KV_CHECK(theta > 0.0f, "{}: theta must be positive, got {}", op, theta);
+  KV_CHECK(rope.theta > 0.0, "{}: theta must be positive, got {}", op, rope.theta);
+  KV_CHECK(rope.llama3_factor == 0.0 || (rope.llama3_factor > 0.0 && rope.high_freq_factor > rope.low_freq_factor &&
+                                         rope.low_freq_factor > 0.0 && rope.original_max_position > 0.0),
+           "{}: invalid llama3 rope scaling (factor {}, low_freq_factor {}, high_freq_factor {}, original {})", op,
+           rope.llama3_factor, rope.low_freq_factor, rope.high_freq_factor, rope.original_max_position);
   KV_CHECK(position_offset >= 0, "{}: position_offset must be >= 0, got {}", op, position_offset);
   check_output(op, out, x.shape(), device, dtype);
   Tensor xc = x.contiguous();
   if (device.is_cuda()) {
-    cuda::rope(device.index, dtype, xc.raw_data(), out.raw_data(), x.size(0), x.size(1), x.size(2), x.size(3), theta,
+    cuda::rope(device.index, dtype, xc.raw_data(), out.raw_data(), x.size(0), x.size(1), x.size(2), x.size(3), rope,
                position_offset, sign);
   } else {
-    cpu::rope(xc.data<float>(), out.data<float>(), x.size(0), x.size(1), x.size(2), x.size(3), theta,
+    cpu::rope(xc.data<float>(), out.data<float>(), x.size(0), x.size(1), x.size(2), x.size(3), rope,
               position_offset, sign);
   }
 }
 }  // namespace
 
-void rope_forward(const Tensor& x, float theta, int64_t position_offset, Tensor& out) {
-  rope_dispatch("rope_forward", x, theta, position_offset, out, +1);
+void rope_forward(const Tensor& x, const RopeConfig& rope, int64_t position_offset, Tensor& out) {
+  rope_dispatch("rope_forward", x, rope, position_offset, out, +1);
 }
 
-void rope_backward(const Tensor& dout, float theta, int64_t position_offset, Tensor& dx) {
-  rope_dispatch("rope_backward", dout, theta, position_offset, dx, -1);
+void rope_backward(const Tensor& dout, const RopeConfig& rope, int64_t position_offset, Tensor& dx) {
+  rope_dispatch("rope_backward", dout, rope, position_offset, dx, -1);
 }
 
 // ---- SwiGLU ------------------------------------------------------------------------------------

@@ -62,9 +62,10 @@ void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight
 
 // ---- Rotary position embedding (Hugging Face rotate-half convention) ----------------------------
 // x [B, T, H, D], D even: for i < D/2 and position p = position_offset + t,
-// angle = p * theta^(-2i/D); out[i] = x[i] cos - x[i+D/2] sin; out[i+D/2] = x[i+D/2] cos + x[i] sin.
-void rope_forward(const Tensor& x, float theta, int64_t position_offset, Tensor& out);
-void rope_backward(const Tensor& dout, float theta, int64_t position_offset, Tensor& dx);
+// angle = p * inv_freq(i) (kernel_args.h: theta^(-2i/D), optionally Llama-3 scaled);
+// out[i] = x[i] cos - x[i+D/2] sin; out[i+D/2] = x[i+D/2] cos + x[i] sin.
+void rope_forward(const Tensor& x, const RopeConfig& rope, int64_t position_offset, Tensor& out);
+void rope_backward(const Tensor& dout, const RopeConfig& rope, int64_t position_offset, Tensor& dx);
 
 // ---- SwiGLU: out = silu(gate) * up ------------------------------------------------------------
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);

@@ -13,6 +13,29 @@ namespace ag = autograd;
 
 // ---- Config ------------------------------------------------------------------------------------
 
+const char* architecture_name(Architecture a) {
+  switch (a) {
+    case Architecture::Qwen3: return "qwen3";
+    case Architecture::Llama: return "llama";
+    case Architecture::Mistral: return "mistral";
+  }
+  return "?";
+}
+
+const char* rope_scaling_name(RopeScaling s) { return s == RopeScaling::Llama3 ? "llama3" : "none"; }
+
+ops::RopeConfig ModelConfig::rope() const {
+  ops::RopeConfig r;
+  r.theta = rope_theta;
+  if (rope_scaling == RopeScaling::Llama3) {
+    r.llama3_factor = rope_factor;
+    r.low_freq_factor = rope_low_freq_factor;
+    r.high_freq_factor = rope_high_freq_factor;
+    r.original_max_position = static_cast<double>(rope_original_max_position);
+  }
+  return r;
+}
+
 void ModelConfig::validate() const {
   auto positive = [](const char* key, int64_t v) { KV_CHECK(v > 0, "model.{}: must be > 0, got {}", key, v); };
   positive("vocab_size", vocab_size);
@@ -28,6 +51,25 @@ void ModelConfig::validate() const {
   KV_CHECK(head_dim % 2 == 0, "model.head_dim: must be even for rotary embeddings, got {}", head_dim);
   KV_CHECK(rope_theta > 0, "model.rope_theta: must be > 0, got {}", rope_theta);
   KV_CHECK(rms_norm_eps > 0, "model.rms_norm_eps: must be > 0, got {}", rms_norm_eps);
+  if (rope_scaling == RopeScaling::Llama3) {
+    KV_CHECK(rope_factor >= 1, "model.rope_factor: must be >= 1 for llama3 rope scaling, got {}", rope_factor);
+    KV_CHECK(rope_low_freq_factor > 0 && rope_high_freq_factor > rope_low_freq_factor,
+             "model.rope_high_freq_factor {} must exceed model.rope_low_freq_factor {} > 0", rope_high_freq_factor,
+             rope_low_freq_factor);
+    KV_CHECK(rope_original_max_position > 0, "model.rope_original_max_position: must be > 0, got {}",
+             rope_original_max_position);
+  }
+  KV_CHECK(architecture != Architecture::Qwen3 || qk_norm,
+           "model.qk_norm: false is not a Qwen3 model (Qwen3 has QK-norm); set model.architecture: llama");
+  KV_CHECK(architecture == Architecture::Qwen3 || !qk_norm,
+           "model.qk_norm: {} has no QK-norm; set model.qk_norm: false or model.architecture: qwen3",
+           architecture_name(architecture));
+  KV_CHECK(sliding_window == 0 || architecture == Architecture::Mistral,
+           "model.sliding_window: only Mistral models have one (model.architecture is {})", architecture_name(architecture));
+  KV_CHECK(sliding_window == 0 || sliding_window >= max_seq_len,
+           "model.sliding_window {} is shorter than model.max_seq_len {}: kvroute attends over the whole context, "
+           "so positions beyond the window would not match the model; set model.max_seq_len <= {}",
+           sliding_window, max_seq_len, sliding_window);
   KV_CHECK(init_std > 0, "model.init_std: must be > 0, got {}", init_std);
   KV_CHECK(kv_weight_layers.empty() || static_cast<int64_t>(kv_weight_layers.size()) == num_layers,
            "model: kv_weight_layers has {} entries for {} layers", kv_weight_layers.size(), num_layers);
@@ -54,7 +96,7 @@ RMSNorm::RMSNorm(int64_t dim, double eps) : weight_(register_parameter("weight",
 Variable RMSNorm::forward(const Variable& x) const { return ag::rms_norm(x, weight_, eps_); }
 
 Variable Rotary::apply(const Variable& x, int64_t position_offset) const {
-  return ag::rope(x, theta_, position_offset);
+  return ag::rope(x, config_, position_offset);
 }
 
 Attention::Attention(const ModelConfig& c, bool has_kv_weights)
@@ -62,7 +104,7 @@ Attention::Attention(const ModelConfig& c, bool has_kv_weights)
       num_kv_heads_(c.num_kv_heads),
       head_dim_(c.head_dim),
       softmax_scale_(1.0f / std::sqrt(static_cast<float>(c.head_dim))),
-      rotary_(c.rope_theta) {
+      rotary_(c.rope()) {
   // Hugging Face Qwen3Attention order: q, k, v, o, q_norm, k_norm.
   q_proj_ = register_module("q_proj", std::make_shared<Linear>(c.hidden_size, c.num_heads * c.head_dim));
   if (has_kv_weights) {

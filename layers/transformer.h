@@ -18,7 +18,16 @@ namespace kvroute::layers {
 
 class KVCache;
 
+// The Hugging Face architecture a model is (imported from, exported as): Qwen3 has QK-norm; Llama
+// and Mistral do not; Mistral may declare a sliding window (kvroute always attends to the whole
+// context, so a window shorter than the context is refused).
+enum class Architecture { Qwen3, Llama, Mistral };
+const char* architecture_name(Architecture a);  // qwen3 | llama | mistral
+enum class RopeScaling { None, Llama3 };
+const char* rope_scaling_name(RopeScaling s);  // none | llama3
+
 struct ModelConfig {
+  Architecture architecture = Architecture::Qwen3;
   int64_t vocab_size = 8192;
   int64_t hidden_size = 256;
   int64_t num_layers = 6;
@@ -27,6 +36,13 @@ struct ModelConfig {
   int64_t head_dim = 32;
   int64_t intermediate_size = 768;
   double rope_theta = 1e6;
+  // Llama 3.1 rope scaling (rope_type "llama3"); the factors are ignored with RopeScaling::None.
+  RopeScaling rope_scaling = RopeScaling::None;
+  double rope_factor = 8.0;
+  double rope_low_freq_factor = 1.0;
+  double rope_high_freq_factor = 4.0;
+  int64_t rope_original_max_position = 8192;
+  int64_t sliding_window = 0;  // Mistral's; 0: none. Must be >= max_seq_len.
   double rms_norm_eps = 1e-6;
   int64_t max_seq_len = 2048;
   bool tie_embeddings = true;
@@ -37,6 +53,7 @@ struct ModelConfig {
 
   void validate() const;  // one-line errors naming the key and value
   bool layer_has_kv_weights(int64_t layer) const;
+  ops::RopeConfig rope() const;
 };
 
 class Linear final : public Module {
@@ -71,11 +88,11 @@ class RMSNorm final : public Module {
 
 class Rotary {
  public:
-  explicit Rotary(double theta) : theta_(static_cast<float>(theta)) {}
+  explicit Rotary(const ops::RopeConfig& config) : config_(config) {}
   Variable apply(const Variable& x, int64_t position_offset) const;
 
  private:
-  float theta_;
+  ops::RopeConfig config_;
 };
 
 // Keys and values of one layer, [B, T, num_kv_heads, head_dim], RoPE already applied to keys.

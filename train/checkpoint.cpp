@@ -7,6 +7,7 @@
 #include "core/io.h"
 #include "core/json.h"
 #include "core/safetensors.h"
+#include "train/hf.h"
 
 namespace kvroute::train {
 
@@ -61,40 +62,6 @@ std::string checkpoint_path(const std::string& checkpoints_dir, int64_t step) {
   return fmt::format("{}/step_{:08d}", checkpoints_dir, step);
 }
 
-std::string hf_config_json(const RunConfig& c) {
-  const layers::ModelConfig& m = c.model;
-  nlohmann::ordered_json j = {
-      {"architectures", {"Qwen3ForCausalLM"}},
-      {"model_type", "qwen3"},
-      {"vocab_size", m.vocab_size},
-      {"hidden_size", m.hidden_size},
-      {"intermediate_size", m.intermediate_size},
-      {"num_hidden_layers", m.num_layers},
-      {"num_attention_heads", m.num_heads},
-      {"num_key_value_heads", m.num_kv_heads},
-      {"head_dim", m.head_dim},
-      {"hidden_act", "silu"},
-      {"max_position_embeddings", m.max_seq_len},
-      {"rms_norm_eps", m.rms_norm_eps},
-      {"rope_theta", m.rope_theta},
-      {"rope_scaling", nullptr},
-      {"tie_word_embeddings", m.tie_embeddings},
-      {"attention_bias", false},
-      {"attention_dropout", 0.0},
-      {"use_sliding_window", false},
-      {"initializer_range", m.init_std},
-      {"use_cache", true},
-      {"torch_dtype", "float32"},
-      {"kvroute",
-       {{"router_policy", layers::policy_name(c.router.config.policy)},
-        {"share_prob", c.router.config.share_prob},
-        {"source", layers::source_name(c.router.config.source)},
-        {"group_size", c.router.config.group_size},
-        {"group_share_prob", c.router.config.group_share_prob},
-        {"qk_norm", m.qk_norm}}}};
-  return j.dump(2) + "\n";
-}
-
 std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState& state, const layers::Transformer& model,
                             const Tensor& adam_m, const Tensor& adam_v, const RunConfig& config, int64_t keep) {
   const std::string final_dir = checkpoint_path(checkpoints_dir, state.step);
@@ -122,7 +89,7 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState
                                 {"fingerprint", state.fingerprint}};
     io::write_file_durable(tmp + "/state.json", s.dump(2) + "\n");
     io::write_file_durable(tmp + "/config.yaml", config.to_yaml());
-    io::write_file_durable(tmp + "/config.json", hf_config_json(config));
+    io::write_file_durable(tmp + "/config.json", hf::config_json(config, DType::F32));
     io::fsync_path(tmp);
   } catch (...) {
     fs::remove_all(tmp, ec);  // a full disk: free what the failed attempt took

@@ -1,6 +1,6 @@
 // Checkpoints: one directory per step, written as step_NNNNNNNN.tmp/, fsynced and renamed (atomic
-// and durable), so a directory named step_NNNNNNNN is complete. Contents: model.safetensors (fp32, Hugging Face Qwen3
-// names), config.json (a Hugging Face Qwen3 config plus a "kvroute" block), optimizer.safetensors
+// and durable), so a directory named step_NNNNNNNN is complete. Contents: model.safetensors (fp32, Hugging Face
+// names), config.json (the Hugging Face config of the model's architecture plus a "kvroute" block, train/hf.h), optimizer.safetensors
 // (AdamW m and v), state.json (step, tokens, data cursor, world size, fingerprint), config.yaml.
 #pragma once
 
@@ -36,7 +36,5 @@ TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, T
                            const RunConfig& config);
 // The newest complete checkpoint under checkpoints_dir, or "" when there is none.
 std::string latest_checkpoint(const std::string& checkpoints_dir);
-// The Hugging Face Qwen3 config.json of a model.
-std::string hf_config_json(const RunConfig& config);
 
 }  // namespace kvroute::train

@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <set>
 
 #include "core/error.h"
 #include "core/io.h"
+#include "train/hf.h"
 
 namespace kvroute::train {
 
@@ -17,6 +19,8 @@ const char* precision_name(Precision precision) { return precision == Precision:
 DType compute_dtype(Precision precision) { return precision == Precision::BF16 ? DType::BF16 : DType::F32; }
 
 const char* device_kind_name(Device::Kind kind) { return kind == Device::Kind::CUDA ? "cuda" : "cpu"; }
+
+const char* kv_init_name(KvInit kv_init) { return kv_init == KvInit::Average ? "average" : "drop"; }
 
 std::string yaml_text(const YAML::Node& node) {
   if (node.IsScalar()) return node.Scalar();
@@ -141,7 +145,11 @@ constexpr int64_t kMaxSize = int64_t{1} << 20;  // widths, heads, layers: far be
 const std::vector<Section>& schema() {
   static const std::vector<Section> sections = {
       {"model",
-       {int_field("vocab_size", REF(int64_t, c.model.vocab_size), 1, int64_t{1} << 24),
+       {string_field("init_from", REF(std::string, c.init_from)),
+        enum_field("architecture", REF(layers::Architecture, c.model.architecture),
+                   {layers::Architecture::Qwen3, layers::Architecture::Llama, layers::Architecture::Mistral},
+                   layers::architecture_name),
+        int_field("vocab_size", REF(int64_t, c.model.vocab_size), 1, int64_t{1} << 24),
         int_field("hidden_size", REF(int64_t, c.model.hidden_size), 1, kMaxSize),
         int_field("num_layers", REF(int64_t, c.model.num_layers), 1, 4096),
         int_field("num_heads", REF(int64_t, c.model.num_heads), 1, 4096),
@@ -149,6 +157,13 @@ const std::vector<Section>& schema() {
         int_field("head_dim", REF(int64_t, c.model.head_dim), 2, 4096),
         int_field("intermediate_size", REF(int64_t, c.model.intermediate_size), 1, kMaxSize * 4),
         float_field("rope_theta", REF(double, c.model.rope_theta), 0, 1e12, true),
+        enum_field("rope_scaling", REF(layers::RopeScaling, c.model.rope_scaling),
+                   {layers::RopeScaling::None, layers::RopeScaling::Llama3}, layers::rope_scaling_name),
+        float_field("rope_factor", REF(double, c.model.rope_factor), 1, 1e6),
+        float_field("rope_low_freq_factor", REF(double, c.model.rope_low_freq_factor), 0, 1e6, true),
+        float_field("rope_high_freq_factor", REF(double, c.model.rope_high_freq_factor), 0, 1e6, true),
+        int_field("rope_original_max_position", REF(int64_t, c.model.rope_original_max_position), 1, int64_t{1} << 24),
+        int_field("sliding_window", REF(int64_t, c.model.sliding_window), 0, int64_t{1} << 24),
         float_field("rms_norm_eps", REF(double, c.model.rms_norm_eps), 0, 1, true),
         int_field("max_seq_len", REF(int64_t, c.model.max_seq_len), 1, int64_t{1} << 24),
         bool_field("tie_embeddings", REF(bool, c.model.tie_embeddings)),
@@ -165,7 +180,8 @@ const std::vector<Section>& schema() {
         int_field("group_size", REF(int, c.router.config.group_size), 1, 1 << 20),
         float_field("group_share_prob", REF(double, c.router.config.group_share_prob), 0, 1),
         int_field("seed", REF(uint64_t, c.router.config.seed), 0, INT64_MAX),
-        bool_field("same_plan_all_ranks", REF(bool, c.router.same_plan_all_ranks))}},
+        bool_field("same_plan_all_ranks", REF(bool, c.router.same_plan_all_ranks)),
+        enum_field("kv_init", REF(KvInit, c.router.kv_init), {KvInit::Drop, KvInit::Average}, kv_init_name)}},
       {"data", {string_field("dir", REF(std::string, c.data.dir), check_nonempty), string_field("tokenizer", REF(std::string, c.data.tokenizer), check_nonempty)}},
       {"optim",
        {float_field("lr", REF(double, c.optim.lr), 0, 10), float_field("min_lr", REF(double, c.optim.min_lr), 0, 10),
@@ -264,6 +280,37 @@ void apply_override(YAML::Node& root, const std::string& override_text) {
   root[section][key] = value.IsNull() ? YAML::Node(std::string()) : value;
 }
 
+// Model keys a fresh run takes from model.init_from (all but these) and compares when given.
+bool follows_init_source(const std::string& key) {
+  return key != "init_from" && key != "init_std" && key != "max_seq_len";
+}
+
+// Completes the model section: qk_norm follows the architecture unless given; with
+// model.init_from, keys left out come from the source's config and keys given must agree with it.
+void resolve_model_section(RunConfig& c, const std::set<std::string>& given, const std::string& src) {
+  if (!given.count("qk_norm")) c.model.qk_norm = c.model.architecture == layers::Architecture::Qwen3;
+  if (c.init_from.empty()) return;
+  const Section& model = schema().front();
+  bool all_given = true;
+  for (const Field& f : model.fields) all_given = all_given && (given.count(f.key) || !follows_init_source(f.key));
+  std::error_code ec;
+  // A run's own config.yaml gives every key: its source need not exist any more (eval, export).
+  if (all_given && !std::filesystem::exists(c.init_from, ec)) return;
+  std::string origin;
+  RunConfig theirs;
+  theirs.model = hf::source_model_config(c.init_from, &origin);
+  for (const Field& f : model.fields) {
+    if (f.key == "init_from" || f.key == "init_std") continue;
+    const YAML::Node value = f.write(theirs);
+    if (!given.count(f.key)) {
+      f.read(c, value, fmt::format("{}: model.{}", origin, f.key));
+    } else if (follows_init_source(f.key) && yaml_text(f.write(c)) != yaml_text(value)) {
+      KV_FAIL("{}: model.{} is {} but model.init_from {} has {} (leave model.{} out to take the model's)", src, f.key,
+              yaml_text(f.write(c)), origin, yaml_text(value), f.key);
+    }
+  }
+}
+
 void validate_cross_fields(const RunConfig& c, const std::string& src) {
   try {
     c.model.validate();
@@ -283,6 +330,10 @@ void validate_cross_fields(const RunConfig& c, const std::string& src) {
                         static_cast<double>(m.vocab_size);
   KV_CHECK(logits <= 1e12, "{}: train.batch_size x train.seq_len x model.vocab_size = {:.3g} logits per micro-batch "
            "(limit 1e12)", src, logits);
+  KV_CHECK(c.model.sliding_window == 0 || c.train.seq_len <= c.model.sliding_window,
+           "{}: train.seq_len {} exceeds the model's sliding window {} (model.sliding_window): kvroute attends over "
+           "the whole context, which equals Mistral's windowed attention only within the window", src, c.train.seq_len,
+           c.model.sliding_window);
   KV_CHECK(c.train.seq_len <= c.model.max_seq_len, "{}: train.seq_len {} exceeds model.max_seq_len {}", src,
            c.train.seq_len, c.model.max_seq_len);
   KV_CHECK(c.optim.min_lr <= c.optim.lr, "{}: optim.min_lr {} exceeds optim.lr {}", src, c.optim.min_lr, c.optim.lr);
@@ -311,6 +362,7 @@ RunConfig parse_config(const std::string& yaml_text, const std::string& source, 
 
   RunConfig config;
   config.source = source;
+  std::set<std::string> model_keys;  // the model keys the YAML gives
   std::vector<std::string> section_names;
   for (const Section& s : schema()) section_names.push_back(s.name);
   std::set<std::string> seen_sections;
@@ -334,8 +386,10 @@ RunConfig parse_config(const std::string& yaml_text, const std::string& source, 
       KV_CHECK(field != section->fields.end(), "{}: unknown key '{}.{}' (did you mean '{}.{}'?)", source, name,
                key.substr(0, 60), name, nearest(key, keys));
       field->read(config, kv.second, fmt::format("{}: {}.{}", source, name, key));
+      if (name == "model") model_keys.insert(key);
     }
   }
+  resolve_model_section(config, model_keys, source);
   validate_cross_fields(config, source);
   return config;
 }
@@ -359,9 +413,19 @@ std::string RunConfig::to_yaml() const {
 std::string RunConfig::model_fingerprint() const {
   YAML::Emitter out;
   out << YAML::Flow << YAML::BeginMap;
+  // Keys added after the first checkpoints appear only when they differ from their defaults, so
+  // those checkpoints keep their fingerprint; where the weights came from is not the model's shape.
+  static const std::set<std::string> later_keys = {"architecture", "rope_scaling", "rope_factor",
+                                                   "rope_low_freq_factor", "rope_high_freq_factor",
+                                                   "rope_original_max_position", "sliding_window"};
+  const RunConfig defaults;
   for (const Section& s : schema()) {
     if (s.name != "model") continue;
-    for (const Field& f : s.fields) out << YAML::Key << f.key << YAML::Value << f.write(*this);
+    for (const Field& f : s.fields) {
+      if (f.key == "init_from") continue;
+      if (later_keys.count(f.key) && yaml_text(f.write(*this)) == yaml_text(f.write(defaults))) continue;
+      out << YAML::Key << f.key << YAML::Value << f.write(*this);
+    }
   }
   // Which layers own K/V weights (CLA@k removes them) is part of the parameter set.
   std::string kv_layers;

@@ -34,9 +34,16 @@ DType compute_dtype(Precision precision);
 // train.device: cpu | cuda.
 const char* device_kind_name(Device::Kind kind);
 
+// router.kv_init: how a run whose router leaves layers without K/V weights (CLA@k) starts from a
+// model that has them (model.init_from): drop the non-leaders' K/V, or average each group's K/V
+// weights into its leader (as MLKV/LCKV initialise).
+enum class KvInit { Drop, Average };
+const char* kv_init_name(KvInit kv_init);
+
 struct RouterSection {
   layers::RouterConfig config;
   bool same_plan_all_ranks = false;  // default: every rank (micro-batch slice) draws its own plan
+  KvInit kv_init = KvInit::Drop;
 };
 
 struct DataSection {
@@ -91,6 +98,10 @@ struct DistSection {
 
 struct RunConfig {
   layers::ModelConfig model;
+  // model.init_from: a Hugging Face model directory or a kvroute checkpoint whose weights a fresh
+  // run starts from (fresh optimizer, step 0). Model keys the YAML leaves out are taken from it;
+  // keys it gives must agree with it (max_seq_len and init_std may differ).
+  std::string init_from;
   RouterSection router;
   DataSection data;
   OptimSection optim;

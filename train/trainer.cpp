@@ -20,6 +20,7 @@
 #include "data/prepare.h"
 #include "kernels/ops.h"
 #include "layers/inference_plan.h"
+#include "train/hf.h"
 
 namespace kvroute::train {
 
@@ -175,7 +176,16 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
   result_.global_batch_tokens = global_tokens_;
   result_.parameters = model_->parameter_count();
   const std::string from = options_.resume == "auto" ? latest_checkpoint(config_.checkpoints_dir()) : options_.resume;
-  if (!from.empty()) resume(from);
+  if (!from.empty()) {
+    resume(from);
+  } else if (!config_.init_from.empty()) {
+    // A fresh run from existing weights: step 0, a fresh optimizer, the run's schedule.
+    hf::load_initial_weights(config_, *model_);
+    if (verbose_) {
+      std::printf("initialised from %s (%s, router.kv_init %s)\n", config_.init_from.c_str(),
+                  layers::architecture_name(config_.model.architecture), kv_init_name(config_.router.kv_init));
+    }
+  }
   open_run_directory();
 }
 

@@ -40,7 +40,7 @@ void rms_norm_backward(const float* dout, const float* x, const float* weight, c
 
 // sign = +1 forward rotation, -1 its transpose (the backward).
 void rope(const float* x, float* out, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
-          float theta, int64_t position_offset, int sign);
+          const ops::RopeConfig& rope, int64_t position_offset, int sign);
 
 void swiglu_forward(const float* gate, const float* up, float* out, int64_t n);
 void swiglu_backward(const float* dout, const float* gate, const float* up, float* dgate, float* dup,

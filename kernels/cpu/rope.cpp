@@ -8,12 +8,12 @@
 namespace kvroute::cpu {
 
 void rope(const float* x, float* out, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
-          float theta, int64_t position_offset, int sign) {
+          const ops::RopeConfig& rope, int64_t position_offset, int sign) {
   const int64_t half = head_dim / 2;
   std::vector<float> cos_table(static_cast<size_t>(seq * half)), sin_table(static_cast<size_t>(seq * half));
   for (int64_t t = 0; t < seq; ++t) {
     for (int64_t i = 0; i < half; ++i) {
-      double inv_freq = std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+      const double inv_freq = ops::rope_inv_freq(rope, i, head_dim);
       double angle = static_cast<double>(position_offset + t) * inv_freq;
       cos_table[t * half + i] = static_cast<float>(std::cos(angle));
       sin_table[t * half + i] = static_cast<float>(sign) * static_cast<float>(std::sin(angle));

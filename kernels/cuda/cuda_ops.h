@@ -53,7 +53,7 @@ void rms_norm_backward(int device, DType dtype, const void* dout, const void* x,
 
 // ---- RoPE (angles in double, as on the CPU); sign -1 is the backward ----------------------------
 void rope(int device, DType dtype, const void* x, void* out, int64_t batch, int64_t seq, int64_t heads,
-          int64_t head_dim, float theta, int64_t position_offset, int sign);
+          int64_t head_dim, const ops::RopeConfig& rope, int64_t position_offset, int sign);
 
 // ---- Causal GQA attention, tiled with an online softmax (no [T, T] matrix) ----------------------
 // `kernel` picks the CUDA-core kernel (attention.cu) or the tensor-core one (attention_tc.cu), which

@@ -11,7 +11,7 @@ constexpr int kThreads = 256;
 
 template <class T>
 __global__ void rope_kernel(const T* x, T* out, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
-                            double theta, int64_t position_offset, float sign) {
+                            ops::RopeConfig rope, int64_t position_offset, float sign) {
   const int64_t half = head_dim / 2;
   const int64_t n = batch * seq * heads * half;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
@@ -20,7 +20,7 @@ __global__ void rope_kernel(const T* x, T* out, int64_t batch, int64_t seq, int6
     const int64_t row = idx / half;  // (b, t, h)
     const int64_t t = (row / heads) % seq;
     // Double-precision angle, rounded once, exactly as the CPU kernel does.
-    const double inv_freq = pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+    const double inv_freq = ops::rope_inv_freq(rope, i, head_dim);
     const double angle = static_cast<double>(position_offset + t) * inv_freq;
     double sd, cd;
     sincos(angle, &sd, &cd);
@@ -35,14 +35,14 @@ __global__ void rope_kernel(const T* x, T* out, int64_t batch, int64_t seq, int6
 }  // namespace
 
 void rope(int device, DType dtype, const void* x, void* out, int64_t batch, int64_t seq, int64_t heads,
-          int64_t head_dim, float theta, int64_t position_offset, int sign) {
+          int64_t head_dim, const ops::RopeConfig& rope, int64_t position_offset, int sign) {
   const int64_t n = batch * seq * heads * (head_dim / 2);
   if (n == 0) return;
   cudaStream_t stream = stream_of(device);
   KV_DISPATCH_FLOAT(dtype, T,
                     rope_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
                         static_cast<const T*>(x), static_cast<T*>(out), batch, seq, heads, head_dim,
-                        static_cast<double>(theta), position_offset, static_cast<float>(sign)));
+                        rope, position_offset, static_cast<float>(sign)));
   KV_LAUNCH_CHECK();
 }
 

@@ -80,7 +80,7 @@ TEST(Gradcheck, RmsNorm) {
 
 TEST(Gradcheck, Rope) {
   for (int64_t D : {8, 16}) {
-    expect_gradcheck([](const std::vector<Variable>& in) { return mul(rope(in[0], 10000.0f, 3), in[1]); },
+    expect_gradcheck([](const std::vector<Variable>& in) { return mul(rope(in[0], {10000.0}, 3), in[1]); },
                      {param({2, 5, 2, D}, 19), param({2, 5, 2, D}, 20)});
   }
 }
@@ -127,8 +127,8 @@ TEST(Gradcheck, TwoLayerBlockWithBorrowedKv) {
     for (int layer = 0; layer < 2; ++layer) {
       const size_t base = 1 + static_cast<size_t>(layer) * 8;
       Variable h = rms_norm(x, p[base + 0], 1e-6f);
-      Variable q = rope(rms_norm(reshape(linear(h, p[base + 1]), {B, T, H, D}), p[base + 7], 1e-6f), 1e4f);
-      Variable k = rope(reshape(linear(h, p[base + 2]), {B, T, Hkv, D}), 1e4f);
+      Variable q = rope(rms_norm(reshape(linear(h, p[base + 1]), {B, T, H, D}), p[base + 7], 1e-6f), {1e4});
+      Variable k = rope(reshape(linear(h, p[base + 2]), {B, T, Hkv, D}), {1e4});
       Variable v = reshape(linear(h, p[base + 3]), {B, T, Hkv, D});
       if (layer == 0) {
         k0 = k;

@@ -208,11 +208,11 @@ TEST_P(CudaOps, RopeForwardBackward) {
   Tensor x = rounded(random_tensor({2, 19, 3, 32}, 50), dt);
   for (int64_t offset : {0, 1000}) {
     Tensor out = Tensor::empty(x.shape()), gout = Tensor::empty(x.shape(), dt, kGpu);
-    ops::rope_forward(x, 1e6f, offset, out);
-    ops::rope_forward(on_gpu(x, dt), 1e6f, offset, gout);
+    ops::rope_forward(x, {1e6}, offset, out);
+    ops::rope_forward(on_gpu(x, dt), {1e6}, offset, gout);
     EXPECT_LT(error(gout, out), tolerance(dt, 1e-6));
-    ops::rope_backward(x, 1e4f, offset, out);
-    ops::rope_backward(on_gpu(x, dt), 1e4f, offset, gout);
+    ops::rope_backward(x, {1e4}, offset, out);
+    ops::rope_backward(on_gpu(x, dt), {1e4}, offset, gout);
     EXPECT_LT(error(gout, out), tolerance(dt, 1e-6));
   }
 }

@@ -157,7 +157,7 @@ TEST(CudaStub, EachFunctionFailsNamingTheOp) {
   float x = 0.0f;
   expect_error([&] { cuda::add(1, DType::F32, &x, &x, &x, 1); }, {"add: cuda:1", "CUDA backend"});
   expect_error([&] { (void)cuda::sum(0, DType::F32, &x, 1, true); }, {"squared_norm: cuda:0", "CUDA backend"});
-  expect_error([&] { cuda::rope(0, DType::BF16, &x, &x, 1, 1, 1, 2, 1e4f, 0, -1); }, {"rope_backward: cuda:0"});
+  expect_error([&] { cuda::rope(0, DType::BF16, &x, &x, 1, 1, 1, 2, ops::RopeConfig{1e4}, 0, -1); }, {"rope_backward: cuda:0"});
   const ops::AdamWConfig config;
   const ops::DecaySegment segment{0, 1, true};
   expect_error([&] { cuda::adamw(2, &x, &x, &x, &x, 1, config, 1, &segment, 1, nullptr, DType::F32); },

@@ -82,14 +82,14 @@ TEST(RmsNorm, WeightGradientIndependentOfThreadCount) {
   EXPECT_EQ(results[0], results[2]);
 }
 
-std::vector<double> reference_rope(const Tensor& x, double theta, int64_t offset, int sign) {
+std::vector<double> reference_rope(const Tensor& x, const std::vector<double>& inv_freq, int64_t offset, int sign) {
   std::vector<double> xd = to_double(x), out(xd.size());
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t)
       for (int64_t h = 0; h < H; ++h)
         for (int64_t i = 0; i < half; ++i) {
-          double angle = static_cast<double>(offset + t) * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(D));
+          double angle = static_cast<double>(offset + t) * inv_freq[static_cast<size_t>(i)];
           double c = std::cos(angle), s = sign * std::sin(angle);
           size_t base = static_cast<size_t>(((b * T + t) * H + h) * D);
           double x1 = xd[base + i], x2 = xd[base + i + half];
@@ -99,31 +99,77 @@ std::vector<double> reference_rope(const Tensor& x, double theta, int64_t offset
   return out;
 }
 
+std::vector<double> reference_rope(const Tensor& x, double theta, int64_t offset, int sign) {
+  std::vector<double> inv_freq;
+  for (int64_t i = 0; i < x.size(3) / 2; ++i) inv_freq.push_back(std::pow(theta, -2.0 * i / static_cast<double>(x.size(3))));
+  return reference_rope(x, inv_freq, offset, sign);
+}
+
 TEST(Rope, MatchesReferenceAndItsBackwardIsTheInverse) {
   for (int64_t D : {8, 32, 64, 128}) {
     Tensor x = random_tensor({2, 19, 3, D}, static_cast<uint64_t>(D));
     Tensor out = Tensor::empty(x.shape()), back = Tensor::empty(x.shape());
-    ops::rope_forward(x, 10000.0f, 5, out);
+    ops::rope_forward(x, {10000.0}, 5, out);
     EXPECT_LT(scaled_max_error(out, reference_rope(x, 10000.0, 5, +1)), 1e-6) << "D=" << D;
     // The rotation is orthogonal: its backward (transpose) undoes it.
-    ops::rope_backward(out, 10000.0f, 5, back);
+    ops::rope_backward(out, {10000.0}, 5, back);
     EXPECT_LT(scaled_max_error(back, to_double(x)), 1e-6);
-    ops::rope_backward(x, 1e6f, 3, back);
+    ops::rope_backward(x, {1e6}, 3, back);
     EXPECT_LT(scaled_max_error(back, reference_rope(x, 1e6, 3, -1)), 1e-6);
   }
+}
+
+// Llama 3.1's frequency rescaling, written from its definition in frequencies rather than
+// wavelengths: f = theta^(-2i/D); f < 2*pi*low/orig: f/factor; f > 2*pi*high/orig: f; else blended
+// with s = (orig*f/(2*pi) - low)/(high - low).
+TEST(Rope, Llama3ScalingMatchesItsDefinitionInAllThreeBands) {
+  const double pi = 3.14159265358979323846;
+  for (const auto& [rope, D] : {std::pair<ops::RopeConfig, int64_t>{{500000.0, 8.0, 1.0, 4.0, 8192.0}, 128},
+                                {{10000.0, 4.0, 1.0, 4.0, 32.0}, 16}}) {
+    std::vector<double> inv_freq;
+    int low = 0, high = 0, mid = 0;
+    for (int64_t i = 0; i < D / 2; ++i) {
+      const double f = std::pow(rope.theta, -2.0 * i / static_cast<double>(D));
+      if (f < 2 * pi * rope.low_freq_factor / rope.original_max_position) {
+        inv_freq.push_back(f / rope.llama3_factor);
+        ++low;
+      } else if (f > 2 * pi * rope.high_freq_factor / rope.original_max_position) {
+        inv_freq.push_back(f);
+        ++high;
+      } else {
+        const double s = (rope.original_max_position * f / (2 * pi) - rope.low_freq_factor) /
+                         (rope.high_freq_factor - rope.low_freq_factor);
+        inv_freq.push_back((1 - s) * f / rope.llama3_factor + s * f);
+        ++mid;
+      }
+      EXPECT_NEAR(ops::rope_inv_freq(rope, i, D), inv_freq.back(), 1e-12 * f) << "i=" << i << " D=" << D;
+    }
+    EXPECT_GT(low, 0);
+    EXPECT_GT(high, 0);
+    EXPECT_GT(mid, 0);
+    Tensor x = random_tensor({1, 24, 2, D}, 11);
+    Tensor out = Tensor::empty(x.shape());
+    ops::rope_forward(x, rope, 4000, out);
+    EXPECT_LT(scaled_max_error(out, reference_rope(x, inv_freq, 4000, +1)), 1e-5) << "D=" << D;
+    ops::rope_backward(x, rope, 4000, out);
+    EXPECT_LT(scaled_max_error(out, reference_rope(x, inv_freq, 4000, -1)), 1e-5) << "D=" << D;
+  }
+  Tensor out = Tensor::empty({1, 2, 2, 8});
+  expect_error([&] { ops::rope_forward(Tensor::zeros({1, 2, 2, 8}), {1e4, 8.0, 4.0, 1.0, 8192.0}, 0, out); },
+               {"rope_forward", "llama3", "high_freq_factor 1"});
 }
 
 TEST(Rope, PositionOffsetMatchesTheSameTokensInALongerSequence) {
   // Decoding: rotating token t alone at offset t equals row t of the full-sequence rotation.
   Tensor x = random_tensor({1, 40, 2, 16}, 7);
   Tensor full = Tensor::empty(x.shape());
-  ops::rope_forward(x, 500000.0f, 0, full);
+  ops::rope_forward(x, {500000.0}, 0, full);
   Tensor last = x.slice(1, 33, 40).contiguous();
   Tensor part = Tensor::empty(last.shape());
-  ops::rope_forward(last, 500000.0f, 33, part);
+  ops::rope_forward(last, {500000.0}, 33, part);
   EXPECT_EQ(part.to_vector<float>(), full.slice(1, 33, 40).contiguous().to_vector<float>());
   Tensor out = Tensor::empty({1, 2, 2, 7});
-  expect_error([&] { ops::rope_forward(Tensor::zeros({1, 2, 2, 7}), 1e4f, 0, out); }, {"rope_forward", "even", "7"});
+  expect_error([&] { ops::rope_forward(Tensor::zeros({1, 2, 2, 7}), {1e4}, 0, out); }, {"rope_forward", "even", "7"});
 }
 
 }  // namespace

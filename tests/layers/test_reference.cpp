@@ -33,6 +33,7 @@ ModelConfig config_from_json(const std::string& text) {
   c.rope_theta = j.at("rope_theta");
   c.rms_norm_eps = j.at("rms_norm_eps");
   c.qk_norm = j.at("qk_norm");
+  c.architecture = c.qk_norm ? Architecture::Qwen3 : Architecture::Llama;
   // RoPE scaling keys: absent in fixtures written before the Llama configs, so defaulted.
   const std::string scaling = j.value("rope_scaling", std::string("none"));
   if (scaling == "none") {
@@ -74,6 +75,16 @@ TEST_P(ReferenceParity, LogitsLossAndGradientsMatchPyTorch) {
     if (name.rfind("model.", 0) == 0 || name.rfind("lm_head.", 0) == 0) weights.emplace_back(name, t);
   }
   model.load_parameters(weights, path);
+  // The Llama fixtures carry the reference's RoPE frequency table (llama3 scaling in float64).
+  for (const auto& [name, t] : fixture.tensors) {
+    if (name != "rope.inv_freq") continue;
+    std::vector<float> expected = t.to_vector<float>();
+    ASSERT_EQ(static_cast<int64_t>(expected.size()), config.head_dim / 2);
+    for (size_t i = 0; i < expected.size(); ++i) {
+      const double ours = ops::rope_inv_freq(config.rope(), static_cast<int64_t>(i), config.head_dim);
+      EXPECT_NEAR(ours, expected[i], 1e-6 * std::abs(ours)) << "inv_freq[" << i << "]";
+    }
+  }
   const Tensor& inputs = fixture.get("inputs");
   const Tensor& targets = fixture.get("targets");
 
