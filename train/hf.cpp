@@ -231,8 +231,10 @@ safetensors::NamedTensors read_weights(const std::string& dir, bool tie_embeddin
       file_of[name] = f;
     }
     for (const std::string& f : files) {
+      KV_CHECK(exists(dir + "/" + f), "{}: weight_map names '{}', which does not exist", index_path, f);
+    }
+    for (const std::string& f : files) {
       const std::string shard = dir + "/" + f;
-      KV_CHECK(exists(shard), "{}: weight_map names '{}', which does not exist", index_path, f);
       safetensors::File file = safetensors::load(shard);
       for (const auto& [name, t] : file.tensors) {
         auto it = file_of.find(name);
