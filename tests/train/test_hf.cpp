@@ -9,11 +9,15 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/rng.h"
 #include "core/safetensors.h"
+#include "data/shard.h"
+#include "dist/communicator.h"
 #include "layers/transformer.h"
 #include "tests/test_util.h"
 #include "train/config.h"
 #include "train/hf.h"
+#include "train/trainer.h"
 
 #ifndef KVROUTE_FIXTURE_DIR
 #error "KVROUTE_FIXTURE_DIR must point at tests/reference/fixtures"
@@ -320,6 +324,53 @@ TEST(HfErrors, EachBadInputNamesTheFileAndTheKey) {
   expect_error([&] { parse_config("model: {init_from: " + dir + ", max_seq_len: 16}\ntrain: {seq_len: 8}\n", "run.yaml"); },
                {"model.sliding_window 8 is shorter than model.max_seq_len 16"});
   fs::remove_all(fs::path(dir).parent_path());
+}
+
+// The whole path a user takes: a Hugging Face model -> a fresh R-CLA run from its weights -> a
+// checkpoint -> export -> the exported directory holds exactly the checkpoint's weights.
+TEST(HfInit, FineTuneFromAHuggingFaceModelAndExportIt) {
+  const std::string dir = kHf + "/llama-4x-bf16-sharded";
+  const std::string tmp = testing::temp_dir("hf_finetune");
+  Philox rng(5);
+  std::vector<int32_t> train, val;
+  for (int i = 0; i < 4000; ++i) train.push_back(static_cast<int32_t>(rng.uniform_int(64)));
+  for (int i = 0; i < 1000; ++i) val.push_back(static_cast<int32_t>(rng.uniform_int(64)));
+  fs::create_directories(tmp + "/data");
+  data::write_shard(tmp + "/data/train_000000.bin", train, 2);
+  data::write_shard(tmp + "/data/val_000000.bin", val, 2);
+  auto yaml = [&](const std::string& run, int steps, double lr) {
+    return fmt::format("model: {{init_from: {}}}\nrouter: {{policy: stochastic, share_prob: 0.5, seed: 3}}\n"
+                       "data: {{dir: {}/data, tokenizer: {}/none}}\noptim: {{lr: {}, min_lr: 0}}\n"
+                       "train: {{name: t, run_dir: {}/{}, steps: {}, batch_size: 2, seq_len: 16, threads: 1}}\n"
+                       "eval: {{retention: [1.0, 0.5], batches: 2}}\ndist: {{backend: none}}\n",
+                       dir, tmp, tmp, lr, tmp, run, steps);
+  };
+  auto comm = dist::make_local_communicator();
+  // lr 0: the run starts from exactly the imported weights (step 0, fresh optimizer).
+  run_training(parse_config(yaml("frozen", 1, 0.0), "frozen.yaml"), *comm, {"", 0, true});
+  expect_same_weights(safetensors::load(tmp + "/frozen/checkpoints/step_00000001/model.safetensors").tensors,
+                      hf::read_weights(dir, false));
+  // A few real steps, then export and re-import.
+  TrainResult r = run_training(parse_config(yaml("tuned", 4, 1e-3), "tuned.yaml"), *comm, {"", 0, true});
+  ASSERT_EQ(r.losses.size(), 4u);
+  const std::string ckpt = tmp + "/tuned/checkpoints/step_00000004";
+  const RunConfig saved = load_config(ckpt + "/config.yaml");
+  EXPECT_EQ(saved.model.architecture, layers::Architecture::Llama);
+  EXPECT_EQ(saved.init_from, dir);
+  hf::ExportOptions options;
+  options.shard_bytes = 10000;
+  const std::string summary = hf::export_checkpoint(ckpt, tmp + "/exported", options);
+  EXPECT_NE(summary.find("LlamaForCausalLM"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("no tokenizer"), std::string::npos) << summary;
+  const safetensors::NamedTensors trained = safetensors::load(ckpt + "/model.safetensors").tensors;
+  expect_same_weights(hf::read_weights(tmp + "/exported", false), trained);
+  bool changed = false;
+  for (const auto& [name, t] : hf::read_weights(dir, false)) {
+    for (const auto& [n2, t2] : trained)
+      if (n2 == name && t.to_vector<float>() != t2.to_vector<float>()) changed = true;
+  }
+  EXPECT_TRUE(changed) << "training did not move the weights";
+  fs::remove_all(tmp);
 }
 
 TEST(HfDtype, F16ConvertsExactlyAndRoundsToNearestEven) {
