@@ -298,7 +298,11 @@ void resolve_model_section(RunConfig& c, const std::set<std::string>& given, con
   if (all_given && !std::filesystem::exists(c.init_from, ec)) return;
   std::string origin;
   RunConfig theirs;
-  theirs.model = hf::source_model_config(c.init_from, &origin);
+  try {
+    theirs.model = hf::source_model_config(c.init_from, &origin);
+  } catch (const Error& e) {
+    KV_FAIL("{}: {}", src, e.what());
+  }
   for (const Field& f : model.fields) {
     if (f.key == "init_from" || f.key == "init_std") continue;
     const YAML::Node value = f.write(theirs);

@@ -1,6 +1,10 @@
 #include "train/hf.h"
 
+#include <stdlib.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -209,7 +213,7 @@ safetensors::NamedTensors read_weights(const std::string& dir, bool tie_embeddin
   safetensors::NamedTensors out;
   std::set<std::string> names;
   auto take = [&](const std::string& file, const std::string& name, const Tensor& t) {
-    if (name.size() >= 20 && name.compare(name.size() - 20, 20, "rotary_emb.inv_freq") == 0) return;
+    if (name.ends_with("rotary_emb.inv_freq")) return;
     KV_CHECK(names.insert(name).second, "{}: tensor '{}' appears in more than one file", file, name);
     if (tie_embeddings && name == "lm_head.weight") return;  // transformers ties it to embed_tokens
     out.emplace_back(name, to_f32(t, file, name));
@@ -469,11 +473,20 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
     shape_check.load_parameters(weights.tensors, weights_path);
   }
 
+  KV_CHECK(!out_dir.empty() && fs::path(out_dir).filename() != "." && fs::path(out_dir).filename() != "..",
+           "export: --out '{}' is not a directory name", out_dir);
+  const std::string out_path = fs::path(out_dir).lexically_normal().string();
+  const std::string checkpoint_path = fs::path(checkpoint_dir).lexically_normal().string();
+  KV_CHECK(out_path != checkpoint_path, "export: --out {} is the checkpoint itself", out_dir);
   KV_CHECK(options.overwrite || !exists(out_dir), "{}: already exists (pass --overwrite to replace it)", out_dir);
-  const std::string tmp = out_dir + ".tmp";
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  KV_CHECK(!ec, "{}: cannot create the output directory: {}", tmp, ec.message());
+  KV_CHECK(!exists(out_dir) || fs::is_directory(out_dir, ec), "{}: exists and is not a directory", out_dir);
+  const std::string parent = io::parent_dir(out_path);
+  KV_CHECK(fs::is_directory(parent, ec), "export: the parent directory {} of --out does not exist", parent);
+  // A private staging directory next to OUT (same file system, so the final rename is atomic);
+  // nothing of the user's is ever deleted, only what this export created.
+  std::string tmp = out_path + ".export-XXXXXX";
+  KV_CHECK(::mkdtemp(tmp.data()) != nullptr, "{}: cannot create a staging directory next to it: {}", out_dir,
+           std::strerror(errno));
   std::string summary;
   try {
     // Shards: tensors in checkpoint (Hugging Face) order, a new file when the next would overflow.
@@ -517,17 +530,27 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
     fs::remove_all(tmp, ec);
     throw;
   }
-  // Replace: the old copy is moved aside first, so a complete directory exists at every moment.
-  const std::string old = out_dir + ".old.tmp";
-  fs::remove_all(old, ec);
+  // Replace: the old copy is moved aside first (to a name of our own), so a complete directory
+  // exists at every moment.
+  std::string old;
   if (exists(out_dir)) {
-    fs::rename(out_dir, old, ec);
+    old = out_path + ".old-XXXXXX";
+    KV_CHECK(::mkdtemp(old.data()) != nullptr, "{}: cannot move the previous export aside: {}", out_dir,
+             std::strerror(errno));
+    fs::rename(out_path, old, ec);  // onto the empty directory mkdtemp made
+    if (ec) fs::remove(old, ec);
     KV_CHECK(!ec, "{}: cannot move the previous export aside: {}", out_dir, ec.message());
   }
-  fs::rename(tmp, out_dir, ec);
-  KV_CHECK(!ec, "{}: cannot rename the finished export into place: {}", out_dir, ec.message());
-  io::fsync_path(io::parent_dir(out_dir));
-  fs::remove_all(old, ec);
+  fs::rename(tmp, out_path, ec);
+  if (ec) {
+    const std::string why = ec.message();
+    std::error_code ignored;
+    if (!old.empty()) fs::rename(old, out_path, ignored);  // put the previous export back
+    fs::remove_all(tmp, ignored);
+    KV_FAIL("{}: cannot rename the finished export into place: {}", out_dir, why);
+  }
+  io::fsync_path(parent);
+  if (!old.empty()) fs::remove_all(old, ec);
   return summary;
 }
 
