@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <numeric>
 
@@ -49,9 +50,16 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
                                            const std::vector<std::vector<int32_t>>& prompts,
                                            const layers::RoutingPlan& plan, const SamplingOptions& options,
                                            GenerationStats* stats) {
-  KV_CHECK(!prompts.empty() && !prompts[0].empty(), "generate: empty prompt");
-  const int64_t B = static_cast<int64_t>(prompts.size()), Tp = static_cast<int64_t>(prompts[0].size());
-  for (const auto& p : prompts) KV_CHECK(static_cast<int64_t>(p.size()) == Tp, "generate: prompts must have one length");
+  KV_CHECK(!prompts.empty(), "generate: no prompts");
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  std::vector<int64_t> lengths;
+  for (const auto& p : prompts) {
+    KV_CHECK(!p.empty(), "generate: empty prompt");
+    lengths.push_back(static_cast<int64_t>(p.size()));
+  }
+  // Prompts of different lengths: right-padded into one prefill (causal attention keeps the padding
+  // out of every real position), then each row continues from its own length.
+  const int64_t Tp = *std::max_element(lengths.begin(), lengths.end());
   const int64_t V = model.config().vocab_size;
   const int64_t sampled_vocab = options.vocab_limit > 0 ? std::min(options.vocab_limit, V) : V;
   const int64_t total = Tp + options.max_new_tokens;
@@ -61,6 +69,7 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
   memory.reset_peak();
   layers::KVCache cache(model.config(), plan, B, total, model.device(), model.compute_dtype());
   Tensor prompt = Tensor::empty({B, Tp}, DType::I32);
+  prompt.zero_();
   for (int64_t b = 0; b < B; ++b) std::copy(prompts[b].begin(), prompts[b].end(), prompt.data<int32_t>() + b * Tp);
   std::vector<Philox> rngs;
   for (int64_t b = 0; b < B; ++b) rngs.emplace_back(options.seed, static_cast<uint64_t>(b));
@@ -70,10 +79,12 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
   const auto start = std::chrono::steady_clock::now();
   Tensor logits = layers::forward_cached(model, prompt, cache);  // [B, Tp, V]
   Tensor next = Tensor::empty({B, 1}, DType::I32);
-  auto pick = [&](const Tensor& device_logits, int64_t row_len, int64_t row_pos) {
+  cache.set_row_lengths(lengths);
+  // row_pos(b): the position whose logits predict row b's next token.
+  auto pick = [&](const Tensor& device_logits, int64_t row_len, const std::function<int64_t(int64_t)>& row_pos) {
     const Tensor lg = device_logits.to(Device::cpu()).to(DType::F32).contiguous();  // sampling runs on the host
     for (int64_t b = 0; b < B; ++b) {
-      const float* row = lg.data<float>() + (b * row_len + row_pos) * V;
+      const float* row = lg.data<float>() + (b * row_len + row_pos(b)) * V;
       int32_t t = sample_token(row, sampled_vocab, options, rngs[static_cast<size_t>(b)]);
       next.data<int32_t>()[b] = t;
       if (!done[static_cast<size_t>(b)]) {
@@ -82,13 +93,13 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
       }
     }
   };
-  if (options.max_new_tokens > 0) pick(logits, Tp, Tp - 1);
+  if (options.max_new_tokens > 0) pick(logits, Tp, [&](int64_t b) { return lengths[static_cast<size_t>(b)] - 1; });
   const auto first = std::chrono::steady_clock::now();
   int64_t steps = 0;
   for (int64_t i = 1; i < options.max_new_tokens; ++i) {
     if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
     Tensor step_logits = layers::forward_cached(model, next, cache);
-    pick(step_logits, 1, 0);
+    pick(step_logits, 1, [](int64_t) { return int64_t{0}; });
     ++steps;
   }
   const auto end = std::chrono::steady_clock::now();

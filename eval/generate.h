@@ -32,7 +32,8 @@ struct GenerationStats {
   int64_t new_tokens = 0;
 };
 
-// prompts: B rows of the same length. Returns the new tokens of each row.
+// prompts: B rows, of any lengths (the tokens each row gets equal those of generating it alone).
+// Returns the new tokens of each row.
 std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
                                            const std::vector<std::vector<int32_t>>& prompts,
                                            const layers::RoutingPlan& plan, const SamplingOptions& options,

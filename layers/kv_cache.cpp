@@ -1,12 +1,14 @@
 #include "layers/kv_cache.h"
 
+#include <algorithm>
+
 #include "autograd/variable.h"
 
 namespace kvroute::layers {
 
 KVCache::KVCache(const ModelConfig& config, const RoutingPlan& plan, int64_t batch, int64_t max_len, Device device,
                  DType dtype)
-    : plan_(plan), batch_(batch), max_len_(max_len) {
+    : plan_(plan), batch_(batch), max_len_(max_len), row_length_(static_cast<size_t>(std::max<int64_t>(batch, 0)), 0) {
   validate_plan(plan, static_cast<int>(config.num_layers));
   KV_CHECK(batch > 0 && max_len > 0 && max_len <= config.max_seq_len,
            "kv cache: batch {} and length {} must be positive, length at most model.max_seq_len {}", batch, max_len,
@@ -52,6 +54,37 @@ void KVCache::write(int layer, const Tensor& k, const Tensor& v) {
 Tensor KVCache::keys(int layer, int64_t upto) const { return k_[static_cast<size_t>(layer)].slice(1, 0, upto); }
 Tensor KVCache::values(int layer, int64_t upto) const { return v_[static_cast<size_t>(layer)].slice(1, 0, upto); }
 
-void KVCache::advance(int64_t tokens) { length_ += tokens; }
+void KVCache::set_row_lengths(const std::vector<int64_t>& lengths) {
+  KV_CHECK(static_cast<int64_t>(lengths.size()) == batch_, "kv cache: {} row lengths for a batch of {}", lengths.size(),
+           batch_);
+  int64_t longest = 0;
+  for (int64_t n : lengths) {
+    KV_CHECK(n > 0 && n <= length_, "kv cache: row length {} outside (0, {}]", n, length_);
+    longest = std::max(longest, n);
+  }
+  row_length_ = lengths;
+  length_ = longest;
+  ragged_ = std::any_of(lengths.begin(), lengths.end(), [&](int64_t n) { return n != longest; });
+}
+
+void KVCache::write_row(int layer, int64_t row, const Tensor& k, const Tensor& v) {
+  KV_CHECK(holds(layer), "kv cache: layer {} keeps no cache under plan {}", layer, format_plan(plan_));
+  const int64_t T = k.size(1), at = row_length(row);
+  KV_CHECK(at + T <= max_len_, "kv cache: {} cached + {} new tokens exceed the capacity {}", at, T, max_len_);
+  k_[static_cast<size_t>(layer)].slice(0, row, row + 1).slice(1, at, at + T).copy_(k);
+  v_[static_cast<size_t>(layer)].slice(0, row, row + 1).slice(1, at, at + T).copy_(v);
+}
+
+Tensor KVCache::row_keys(int layer, int64_t row, int64_t upto) const {
+  return k_[static_cast<size_t>(layer)].slice(0, row, row + 1).slice(1, 0, upto);
+}
+Tensor KVCache::row_values(int layer, int64_t row, int64_t upto) const {
+  return v_[static_cast<size_t>(layer)].slice(0, row, row + 1).slice(1, 0, upto);
+}
+
+void KVCache::advance(int64_t tokens) {
+  length_ += tokens;
+  for (int64_t& n : row_length_) n += tokens;
+}
 
 }  // namespace kvroute::layers

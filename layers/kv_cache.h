@@ -18,7 +18,13 @@ class KVCache {
 
   const RoutingPlan& plan() const { return plan_; }
   int64_t batch() const { return batch_; }
-  int64_t length() const { return length_; }  // tokens cached so far
+  int64_t length() const { return length_; }  // tokens cached so far (the longest row)
+  // Rows of different lengths (prompts of different lengths in one batch): after a right-padded
+  // prefill of length() tokens, row b holds only its first lengths[b] (the rest is overwritten by
+  // its next tokens, which go to position lengths[b]). Each length at most length().
+  void set_row_lengths(const std::vector<int64_t>& lengths);
+  bool ragged() const { return ragged_; }
+  int64_t row_length(int64_t row) const { return row_length_[static_cast<size_t>(row)]; }
   bool holds(int layer) const { return k_[static_cast<size_t>(layer)].defined(); }
   int kept_layers() const;
   int64_t bytes() const;                       // allocated K/V bytes
@@ -30,11 +36,17 @@ class KVCache {
   // Views of positions [0, length + pending) of a layer's cache (read in place by attention).
   Tensor keys(int layer, int64_t upto) const;
   Tensor values(int layer, int64_t upto) const;
-  void advance(int64_t tokens);
+  // One row: new positions [row_length(row), + T) and views [1, upto, ...] of its cache.
+  void write_row(int layer, int64_t row, const Tensor& k, const Tensor& v);
+  Tensor row_keys(int layer, int64_t row, int64_t upto) const;
+  Tensor row_values(int layer, int64_t row, int64_t upto) const;
+  void advance(int64_t tokens);  // every row gains `tokens`
 
  private:
   RoutingPlan plan_;
   int64_t batch_, max_len_, length_ = 0;
+  std::vector<int64_t> row_length_;
+  bool ragged_ = false;
   std::vector<Tensor> k_, v_;
 };
 

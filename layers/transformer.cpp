@@ -167,6 +167,23 @@ Variable DecoderLayer::forward(const Variable& x, LayerKV* kv_out, const std::ve
 Variable DecoderLayer::forward_cached(const Variable& x, KVCache& cache, int layer, int source) const {
   const int64_t pos = cache.length(), T = x.data().size(1);
   Variable h = input_layernorm_->forward(x);
+  if (cache.ragged()) {
+    // Rows at different positions: attention (with its RoPE positions and cache rows) row by row;
+    // the norms and the MLP stay batched.
+    Tensor attn = Tensor::empty(x.data().shape(), x.data().dtype(), x.data().device());
+    for (int64_t b = 0; b < cache.batch(); ++b) {
+      const int64_t at = cache.row_length(b);
+      Variable hb(h.data().slice(0, b, b + 1));
+      if (cache.holds(layer)) {
+        LayerKV fresh = self_attn_->project_kv(hb, at);
+        cache.write_row(layer, b, fresh.k.data(), fresh.v.data());
+      }
+      LayerKV kv{Variable(cache.row_keys(source, b, at + T)), Variable(cache.row_values(source, b, at + T))};
+      attn.slice(0, b, b + 1).copy_(self_attn_->forward(hb, kv, at).data());
+    }
+    Variable y = ag::add(x, Variable(attn));
+    return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y)));
+  }
   if (cache.holds(layer)) {
     LayerKV fresh = self_attn_->project_kv(h, pos);
     cache.write(layer, fresh.k.data(), fresh.v.data());

@@ -58,6 +58,37 @@ TEST(Generation, CachedEqualsUncachedFullForwardUnderEveryPlan) {
   }
 }
 
+// Prompts of different lengths in one batch (right-padded prefill, then each row at its own
+// position) give exactly the tokens of generating each prompt alone, under shared-cache plans.
+TEST(Generation, PromptsOfDifferentLengthsInOneBatchEqualOneAtATime) {
+  layers::Transformer model(config(), 13);
+  const std::vector<std::vector<int32_t>> prompts = {random_prompt(3, 4), random_prompt(17, 5), random_prompt(9, 6),
+                                                     random_prompt(1, 7), random_prompt(17, 8)};
+  for (const layers::RoutingPlan& plan :
+       {layers::self_plan(6), layers::plan_from_keep_set(6, layers::keep_retention(6, 0.5)),
+        layers::RoutingPlan{0, 0, 0, 3, 3, 5}}) {
+    SamplingOptions greedy;
+    greedy.temperature = 0;
+    greedy.max_new_tokens = 10;
+    const std::vector<std::vector<int32_t>> batched = generate(model, prompts, plan, greedy);
+    for (size_t b = 0; b < prompts.size(); ++b) {
+      EXPECT_EQ(batched[b], generate(model, {prompts[b]}, plan, greedy)[0])
+          << "plan " << layers::format_plan(plan) << " row " << b;
+      EXPECT_EQ(batched[b], generate_uncached_greedy(model, prompts[b], plan, 10))
+          << "plan " << layers::format_plan(plan) << " row " << b;
+    }
+  }
+  // A stop token ends each row on its own.
+  SamplingOptions stop;
+  stop.temperature = 0;
+  stop.max_new_tokens = 10;
+  const auto free_run = generate(model, prompts, layers::self_plan(6), stop);
+  stop.stop_token = free_run[1][2];
+  const auto stopped = generate(model, prompts, layers::self_plan(6), stop);
+  EXPECT_EQ(stopped[1].size(), 3u);
+  EXPECT_EQ(stopped[1].back(), stop.stop_token);
+}
+
 TEST(Generation, CachedLogitsMatchTheFullForward) {
   layers::Transformer model(config(), 12);
   const layers::RoutingPlan plan = layers::plan_from_keep_set(6, {0, 2, 5});
