@@ -4,12 +4,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/error.h"
 #include "core/threading.h"
+#include "data/tokenizer.h"
 #include "eval/evaluate.h"
+#include "eval/qa.h"
 
 namespace kvroute::cli {
 
@@ -23,6 +26,9 @@ struct Args {
   std::vector<std::string> keep;
   int64_t batch = 8, seq_len = 0, batches = 0;
   int threads = 0;
+  std::string task, tokenizer;
+  int64_t max_new_tokens = 16;
+  uint64_t task_seed = 1337;
 };
 
 int run(Args a) {
@@ -37,9 +43,24 @@ int run(Args a) {
     if (a.retention.empty() && a.groups.empty() && a.keep.empty()) a.retention = eval::kDefaultRetention;
     std::vector<eval::PlanResult> results;
     std::vector<int> sizes;
+    // --task: generation-based QA metrics for every plan as well (eval/qa.h).
+    std::vector<eval::QAExample> task;
+    std::optional<data::Tokenizer> tokenizer;
+    if (!a.task.empty()) {
+      task = eval::read_task(a.task, a.task_seed);
+      tokenizer = data::Tokenizer::load(a.tokenizer.empty() ? ck.config.data.tokenizer : a.tokenizer);
+    }
     auto add = [&](const std::vector<int>& keep, const std::string& label, const std::string& strategy) {
       results.push_back(eval::evaluate_keep_set(*ck.model, data, T, a.batch, a.batches, keep, label, strategy, *comm));
       sizes.push_back(static_cast<int>(results.back().kept.size()));
+      if (!task.empty()) {
+        eval::PlanResult& r = results.back();
+        const eval::QAScores s = eval::evaluate_task(*ck.model, *tokenizer, task, r.plan, a.batch, a.max_new_tokens, *comm);
+        r.em = s.em;
+        r.f1 = s.f1;
+        r.rouge_l = s.rouge_l;
+        r.task_examples = s.examples;
+      }
     };
     for (double r : a.retention) add(layers::keep_retention(L, r), fmt::format("retention {:g}", r), "even");
     for (int g : a.groups) add(layers::keep_every(L, g), fmt::format("groups {}", g), "even");
@@ -49,8 +70,10 @@ int run(Args a) {
       results.insert(results.end(), greedy.begin(), greedy.end());
     }
     if (comm->rank() != 0) return 0;
-    std::printf("kvroute eval %s (%d layers, %s, %ld validation tokens)\n%s", a.checkpoint.c_str(), L, data.c_str(),
-                static_cast<long>(results.empty() ? 0 : results[0].tokens), eval::format_table(results, L).c_str());
+    std::printf("kvroute eval %s (%d layers, %s, %ld validation tokens%s)\n%s", a.checkpoint.c_str(), L, data.c_str(),
+                static_cast<long>(results.empty() ? 0 : results[0].tokens),
+                task.empty() ? "" : fmt::format("; task {}, {} examples", a.task, task.size()).c_str(),
+                eval::format_table(results, L).c_str());
     const std::string out = a.out.empty() ? a.checkpoint : a.out;
     std::filesystem::create_directories(out);
     write_file(out + "/eval.csv", eval::format_csv(results, L));
@@ -79,6 +102,12 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--seq-len", a.seq_len, "window length (default: the run's train.seq_len)")->check(bounded(0, 1 << 24));
   cmd->add_option("--batches", a.batches, "validation batches per plan (0: all)")->check(bounded(0, 1e12));
   cmd->add_option("--out", a.out, "directory for eval.csv / eval.json (default: the checkpoint)");
+  cmd->add_option("--task", a.task,
+                  "QA task (JSONL: prompt/response or context/question/answer[s]): greedy answers generated with "
+                  "the shared cache, scored by EM, F1 and ROUGE-L");
+  cmd->add_option("--tokenizer", a.tokenizer, "tokenizer for --task (default: the run's data.tokenizer)");
+  cmd->add_option("--max-new-tokens", a.max_new_tokens, "longest generated answer for --task")->check(bounded(1, 4096));
+  cmd->add_option("--task-seed", a.task_seed, "seed of the context/question order (as prepare --format sft --seed)");
   add_threads_option(cmd, a.threads);
   add_placement_options(cmd, a.placement);
   cmd->callback([args, &exit_code] { exit_code = run(*args); });

@@ -21,9 +21,9 @@ int run(const Args& a) {
   set_num_threads(a.threads);
   data::PrepareSummary s = data::prepare(a.options);
   const int64_t tokens = s.train_tokens + s.val_tokens;
-  std::printf("prepare: %ld documents (%ld train, %ld val), %ld tokens (%ld train in %ld shards, %ld val in %ld), "
+  std::printf("prepare: %ld %s (%ld train, %ld val), %ld tokens (%ld train in %ld shards, %ld val in %ld), "
               "%.1f MB text, %.2f bytes/token, %.1f s (%.1f MB/s) -> %s\n",
-              static_cast<long>(s.documents), static_cast<long>(s.train_documents), static_cast<long>(s.val_documents),
+              static_cast<long>(s.documents), a.options.format == "sft" ? "examples" : "documents", static_cast<long>(s.train_documents), static_cast<long>(s.val_documents),
               static_cast<long>(tokens), static_cast<long>(s.train_tokens), static_cast<long>(s.train_shards),
               static_cast<long>(s.val_tokens), static_cast<long>(s.val_shards), static_cast<double>(s.bytes) / 1e6,
               static_cast<double>(s.bytes) / static_cast<double>(std::max<int64_t>(tokens, 1)), s.seconds,
@@ -37,13 +37,17 @@ void add_prepare_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<Args>();
   data::PrepareOptions& o = args->options;
   auto* cmd = app.add_subcommand("prepare", "tokenize documents into train/val shards");
-  cmd->add_option("--input", o.inputs, "text files, directories, JSONL files")->required();
+  cmd->add_option("--input", o.inputs, "text files, directories, JSONL files (--format sft: JSONL files)")->required();
   cmd->add_option("--tokenizer", o.tokenizer_dir, "tokenizer directory")->required();
   cmd->add_option("--out", o.out_dir, "output directory for the shards")->required();
   cmd->add_option("--val-fraction", o.val_fraction, "fraction of documents held out")->check(bounded(0.0, 0.999));
   cmd->add_option("--shard-tokens", o.shard_tokens, "tokens per shard")->check(bounded(1, 2147483647));
   cmd->add_option("--seed", o.seed, "seed of the train/val split");
   cmd->add_flag("--overwrite", o.overwrite, "replace the prepared data already in --out");
+  cmd->add_option("--format", o.format,
+                  "text (documents -> token shards, default) or sft (JSONL prompt/response or "
+                  "context/question/answer -> supervised examples, docs/formats.md)")
+      ->check(CLI::IsMember({"text", "sft"}));
   add_threads_option(cmd, args->threads);
   cmd->callback([args, &exit_code] { exit_code = run(*args); });
 }

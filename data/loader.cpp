@@ -1,9 +1,12 @@
 #include "data/loader.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/prepare.h"
+#include "data/sft.h"
 
 namespace kvroute::data {
 
@@ -37,32 +40,88 @@ void TokenStream::read(int64_t begin, int64_t n, int32_t* out) const {
 }
 
 namespace {
-Batch read_windows(const TokenStream& stream, const std::vector<int64_t>& window_ids, int64_t seq_len) {
-  const int64_t rows = static_cast<int64_t>(window_ids.size());
+
+class WindowSource final : public RowSource {
+ public:
+  WindowSource(const std::string& dir, const std::string& split, int64_t seq_len, int64_t vocab_size)
+      : stream_(dir, split, vocab_size), seq_len_(seq_len), dir_(dir), split_(split) {}
+  int64_t rows() const override { return stream_.size() > 0 ? (stream_.size() - 1) / seq_len_ : 0; }
+  int64_t seq_len() const override { return seq_len_; }
+  void read_row(int64_t i, int32_t* inputs, int32_t* targets) const override {
+    std::vector<int32_t> window(static_cast<size_t>(seq_len_ + 1));
+    stream_.read(i * seq_len_, seq_len_ + 1, window.data());
+    std::copy(window.begin(), window.end() - 1, inputs);
+    std::copy(window.begin() + 1, window.end(), targets);
+  }
+  std::string describe() const override {
+    return fmt::format("{}: the {} split has {} tokens = {} windows of {}+1", dir_, split_, stream_.size(), rows(),
+                       seq_len_);
+  }
+
+ private:
+  TokenStream stream_;
+  int64_t seq_len_;
+  std::string dir_, split_;
+};
+
+class ExampleSource final : public RowSource {
+ public:
+  ExampleSource(const std::string& path, int64_t seq_len, int64_t vocab_size, int32_t pad)
+      : examples_(read_sft_file(path, vocab_size)), seq_len_(seq_len), pad_(pad), path_(path) {}
+  int64_t rows() const override { return static_cast<int64_t>(examples_.size()); }
+  int64_t seq_len() const override { return seq_len_; }
+  void read_row(int64_t i, int32_t* inputs, int32_t* targets) const override {
+    sft_row(examples_[static_cast<size_t>(i)], seq_len_, pad_, kIgnoreIndex, inputs, targets);
+  }
+  std::string describe() const override { return fmt::format("{}: {} examples", path_, examples_.size()); }
+
+ private:
+  std::vector<SftExample> examples_;
+  int64_t seq_len_;
+  int32_t pad_;
+  std::string path_;
+};
+
+Batch read_rows(const RowSource& source, const std::vector<int64_t>& ids) {
+  const int64_t rows = static_cast<int64_t>(ids.size()), seq_len = source.seq_len();
   Batch batch;
   batch.inputs = Tensor::empty({rows, seq_len}, DType::I32);
   batch.targets = Tensor::empty({rows, seq_len}, DType::I32);
-  std::vector<int32_t> window(static_cast<size_t>(seq_len + 1));
   for (int64_t r = 0; r < rows; ++r) {
-    stream.read(window_ids[static_cast<size_t>(r)] * seq_len, seq_len + 1, window.data());
-    std::copy(window.begin(), window.end() - 1, batch.inputs.data<int32_t>() + r * seq_len);
-    std::copy(window.begin() + 1, window.end(), batch.targets.data<int32_t>() + r * seq_len);
+    source.read_row(ids[static_cast<size_t>(r)], batch.inputs.data<int32_t>() + r * seq_len,
+                    batch.targets.data<int32_t>() + r * seq_len);
   }
   return batch;
 }
+
 }  // namespace
 
-DataLoader::DataLoader(const Options& options) : options_(options), stream_(options.dir, "train", options.vocab_size) {
+std::unique_ptr<RowSource> make_row_source(const std::string& dir, const std::string& split, int64_t seq_len,
+                                           int64_t vocab_size) {
+  KV_CHECK(seq_len > 0, "data loader: seq_len {} must be > 0", seq_len);
+  std::error_code ec;
+  if (std::filesystem::exists(dir + "/data.json", ec)) {
+    const DataInfo info = read_data_info(dir);
+    if (info.format == "sft") {
+      return std::make_unique<ExampleSource>(dir + "/sft_" + split + ".bin", seq_len, vocab_size,
+                                             static_cast<int32_t>(info.eot_id));
+    }
+  }
+  return std::make_unique<WindowSource>(dir, split, seq_len, vocab_size);
+}
+
+
+DataLoader::DataLoader(const Options& options) : options_(options) {
   KV_CHECK(options.batch_size > 0 && options.seq_len > 0, "data loader: batch_size {} and seq_len {} must be > 0",
            options.batch_size, options.seq_len);
+  source_ = make_row_source(options.dir, "train", options.seq_len, options.vocab_size);
   KV_CHECK(options.world_size > 0 && options.rank >= 0 && options.rank < options.world_size,
            "data loader: rank {} outside world size {}", options.rank, options.world_size);
-  windows_ = (stream_.size() - 1) / options.seq_len;
+  windows_ = source_->rows();
   const int64_t global = options.batch_size * options.world_size;
   steps_per_epoch_ = windows_ / global;
-  KV_CHECK(steps_per_epoch_ > 0 && windows_ <= INT32_MAX,
-           "{}: the train split has {} tokens = {} windows of {}+1, fewer than one global batch of {} x {} ranks",
-           options.dir, stream_.size(), windows_, options.seq_len, options.batch_size, options.world_size);
+  KV_CHECK(steps_per_epoch_ > 0 && windows_ <= INT32_MAX, "{}, fewer than one global batch of {} x {} ranks",
+           source_->describe(), options.batch_size, options.world_size);
   if (options_.prefetch) start_prefetch();
 }
 
@@ -89,7 +148,7 @@ Batch DataLoader::read_batch(const LoaderCursor& cursor) const {
     const int64_t base = cursor.position + options_.rank * options_.batch_size;
     for (int64_t j = 0; j < options_.batch_size; ++j) ids[static_cast<size_t>(j)] = perm[static_cast<size_t>(base + j)];
   }
-  Batch batch = read_windows(stream_, ids, options_.seq_len);
+  Batch batch = read_rows(*source_, ids);
   batch.cursor = cursor;
   return batch;
 }
@@ -176,9 +235,13 @@ void DataLoader::set_cursor(const LoaderCursor& cursor) {
 
 ValidationLoader::ValidationLoader(const std::string& dir, int64_t batch_size, int64_t seq_len, int rank,
                                    int world_size, int64_t vocab_size)
-    : stream_(dir, "val", vocab_size), batch_size_(batch_size), seq_len_(seq_len), rank_(rank), world_size_(world_size) {
-  windows_ = (stream_.size() - 1) / seq_len;
-  KV_CHECK(windows_ > 0, "{}: the val split has {} tokens, fewer than one window of {}+1", dir, stream_.size(), seq_len);
+    : source_(make_row_source(dir, "val", seq_len, vocab_size)),
+      batch_size_(batch_size),
+      seq_len_(seq_len),
+      rank_(rank),
+      world_size_(world_size) {
+  windows_ = source_->rows();
+  KV_CHECK(windows_ > 0, "{}, not one row", source_->describe());
 }
 
 bool ValidationLoader::next(Batch& batch) {
@@ -188,7 +251,7 @@ bool ValidationLoader::next(Batch& batch) {
   const int64_t end = std::min(windows_, begin + batch_size_);
   std::vector<int64_t> ids;
   for (int64_t w = begin; w < end; ++w) ids.push_back(w);
-  batch = read_windows(stream_, ids, seq_len_);
+  batch = read_rows(*source_, ids);
   batch.cursor = {0, first_global};
   ++step_;
   return true;

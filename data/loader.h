@@ -36,6 +36,24 @@ class TokenStream {
   int64_t vocab_size_ = 0;
 };
 
+// What a loader draws rows from: windows of seq_len + 1 tokens of a token stream (pre-training
+// shards), or one supervised example per row (sft_*.bin, data/sft.h; prompt targets and padding
+// set to kIgnoreIndex).
+inline constexpr int32_t kIgnoreIndex = -100;
+class RowSource {
+ public:
+  virtual ~RowSource() = default;
+  virtual int64_t rows() const = 0;
+  virtual int64_t seq_len() const = 0;
+  // Row i: seq_len inputs and seq_len targets.
+  virtual void read_row(int64_t i, int32_t* inputs, int32_t* targets) const = 0;
+  virtual std::string describe() const = 0;  // for errors: "N tokens = M windows of T+1" ...
+};
+// The rows of DIR's `split` (train | val): sft_<split>.bin when DIR/data.json says "format": "sft",
+// else the token shards. vocab_size > 0: every token checked against it.
+std::unique_ptr<RowSource> make_row_source(const std::string& dir, const std::string& split, int64_t seq_len,
+                                           int64_t vocab_size = 0);
+
 struct LoaderCursor {
   int64_t epoch = 0;
   int64_t position = 0;  // global windows already consumed in this epoch
@@ -43,7 +61,7 @@ struct LoaderCursor {
 };
 
 struct Batch {
-  Tensor inputs, targets;  // [B, T] i32: targets are inputs shifted by one token
+  Tensor inputs, targets;  // [B, T] i32: targets are inputs shifted by one token (kIgnoreIndex: not scored)
   LoaderCursor cursor;      // where this batch was read
 };
 
@@ -79,7 +97,7 @@ class DataLoader {
   void stop_prefetch();
 
   Options options_;
-  TokenStream stream_;
+  std::unique_ptr<RowSource> source_;
   int64_t windows_ = 0, steps_per_epoch_ = 0;
   mutable std::mutex perm_mutex_;
   mutable int64_t perm_epoch_ = -1;
@@ -106,7 +124,7 @@ class ValidationLoader {
   int64_t windows() const { return windows_; }
 
  private:
-  TokenStream stream_;
+  std::unique_ptr<RowSource> source_;
   int64_t batch_size_, seq_len_, windows_;
   int rank_, world_size_;
   int64_t step_ = 0;

@@ -14,6 +14,7 @@
 #include "core/json.h"
 #include "core/rng.h"
 #include "data/corpus.h"
+#include "data/sft.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 
@@ -52,6 +53,118 @@ class ShardWriter {
   std::vector<int32_t> buffer_;
 };
 
+// Moves the files of `tmp` into out_dir, after removing the data files of an earlier run there.
+void publish(const std::string& tmp, const std::string& out_dir) {
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  KV_CHECK(!ec, "{}: cannot create directory: {}", out_dir, ec.message());
+  for (const auto& entry : fs::directory_iterator(out_dir)) {  // stale shards of an earlier run
+    const std::string name = entry.path().filename().string();
+    if ((name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0 || name.rfind("sft_", 0) == 0) &&
+        entry.path().extension() == ".bin") {
+      fs::remove(entry.path());
+    }
+  }
+  for (const auto& entry : fs::directory_iterator(tmp)) {
+    fs::rename(entry.path(), fs::path(out_dir) / entry.path().filename(), ec);
+    KV_CHECK(!ec, "{}: cannot move {} into place: {}", out_dir, entry.path().string(), ec.message());
+  }
+  io::fsync_path(out_dir);
+}
+
+// --format sft: JSONL examples (data/sft.h) -> sft_train.bin, sft_val.bin, split per example.
+PrepareSummary prepare_sft(const PrepareOptions& options, const Tokenizer& tokenizer) {
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<SftText> texts;
+  PrepareSummary summary;
+  for (const std::string& input : options.inputs) {
+    const std::string content = io::read_file(input);
+    summary.bytes += static_cast<int64_t>(content.size());
+    size_t begin = 0;
+    for (int64_t line = 1; begin < content.size(); ++line) {
+      size_t end = content.find('\n', begin);
+      if (end == std::string::npos) end = content.size();
+      const std::string text = content.substr(begin, end - begin);
+      begin = end + 1;
+      if (text.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines
+      texts.push_back(parse_sft_line(text, fmt::format("{}:{}", input, line), options.seed,
+                                     static_cast<uint64_t>(texts.size())));
+    }
+  }
+  const int64_t n = static_cast<int64_t>(texts.size());
+  KV_CHECK(n > 0, "prepare: no examples in the inputs");
+  int64_t val_count = static_cast<int64_t>(std::llround(static_cast<double>(n) * options.val_fraction));
+  if (options.val_fraction > 0 && val_count == 0 && n >= 2) val_count = 1;
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
+  Philox rng(options.seed, 0x5eed);
+  for (int64_t i = n - 1; i > 0; --i) std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(rng.uniform_int(i + 1))]);
+  std::vector<bool> is_val(static_cast<size_t>(n), false);
+  for (int64_t i = 0; i < val_count; ++i) is_val[static_cast<size_t>(order[static_cast<size_t>(i)])] = true;
+
+  std::vector<SftExample> encoded(static_cast<size_t>(n));
+  std::vector<EncodeCache> caches(static_cast<size_t>(omp_get_max_threads()));
+#pragma omp parallel for schedule(dynamic, 16)
+  for (int64_t i = 0; i < n; ++i) {
+    EncodeCache* cache = &caches[static_cast<size_t>(omp_get_thread_num())];
+    SftExample& e = encoded[static_cast<size_t>(i)];
+    e.prompt.push_back(tokenizer.eot_id());
+    const std::vector<int32_t> p = tokenizer.encode(texts[static_cast<size_t>(i)].prompt, cache);
+    e.prompt.insert(e.prompt.end(), p.begin(), p.end());
+    e.response = tokenizer.encode(texts[static_cast<size_t>(i)].response, cache);
+    e.response.push_back(tokenizer.eot_id());
+  }
+  std::vector<SftExample> train, val;
+  for (int64_t i = 0; i < n; ++i) {
+    SftExample& e = encoded[static_cast<size_t>(i)];
+    const int64_t tokens = static_cast<int64_t>(e.prompt.size() + e.response.size());
+    if (is_val[static_cast<size_t>(i)]) {
+      summary.val_tokens += tokens;
+      val.push_back(std::move(e));
+    } else {
+      summary.train_tokens += tokens;
+      train.push_back(std::move(e));
+    }
+  }
+  summary.documents = n;
+  summary.train_documents = static_cast<int64_t>(train.size());
+  summary.val_documents = static_cast<int64_t>(val.size());
+  KV_CHECK(!train.empty(), "prepare: every example went to the val split (--val-fraction {})", options.val_fraction);
+
+  const std::string tmp = options.out_dir + ".tmp";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  KV_CHECK(!ec, "{}: cannot create directory: {}", tmp, ec.message());
+  try {
+    const int width = token_width_for_vocab(tokenizer.vocab_size());
+    write_sft_file(tmp + "/sft_train.bin", train, width);
+    write_sft_file(tmp + "/sft_val.bin", val, width);
+    summary.train_shards = summary.val_shards = 1;
+    nlohmann::ordered_json meta = {{"format", "sft"},
+                                   {"tokenizer", fs::absolute(options.tokenizer_dir).string()},
+                                   {"vocab_size", tokenizer.vocab_size()},
+                                   {"eot_id", tokenizer.eot_id()},
+                                   {"token_bytes", width},
+                                   {"examples", n},
+                                   {"train_examples", summary.train_documents},
+                                   {"val_examples", summary.val_documents},
+                                   {"train_tokens", summary.train_tokens},
+                                   {"val_tokens", summary.val_tokens},
+                                   {"seed", options.seed},
+                                   {"val_fraction", options.val_fraction}};
+    io::write_file_durable(tmp + "/data.json", meta.dump(2) + "\n");
+    io::fsync_path(tmp);
+    publish(tmp, options.out_dir);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  fs::remove_all(tmp, ec);
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return summary;
+}
+
 }  // namespace
 
 DataInfo read_data_info(const std::string& dir) {
@@ -66,6 +179,9 @@ DataInfo read_data_info(const std::string& dir) {
            "{}: token_bytes {} does not match vocab_size {} (expected {})", path, info.token_bytes, info.vocab_size,
            token_width_for_vocab(info.vocab_size));
   if (j.contains("tokenizer")) info.tokenizer = json::get_string(j, "tokenizer", path);
+  if (j.contains("format")) info.format = json::get_string(j, "format", path);
+  KV_CHECK(info.format == "tokens" || info.format == "sft", "{}: format '{}' is not tokens or sft", path,
+           info.format.substr(0, 60));
   return info;
 }
 
@@ -80,8 +196,11 @@ PrepareSummary prepare(const PrepareOptions& options) {
   KV_CHECK(options.overwrite || !fs::exists(options.out_dir + "/data.json", exists_ec),
            "prepare: {} already holds prepared data (data.json); pass --overwrite to replace it, or choose another --out",
            options.out_dir);
+  KV_CHECK(options.format == "text" || options.format == "sft", "prepare: --format '{}' is not text or sft",
+           options.format.substr(0, 60));
   const auto start = std::chrono::steady_clock::now();
   Tokenizer tokenizer = Tokenizer::load(options.tokenizer_dir);
+  if (options.format == "sft") return prepare_sft(options, tokenizer);
 
   std::vector<std::string> documents;
   for_each_document(options.inputs, [&](std::string_view text) { documents.emplace_back(text); });
@@ -169,19 +288,7 @@ PrepareSummary prepare(const PrepareOptions& options) {
                                    {"val_fraction", options.val_fraction}};
     io::write_file_durable(tmp + "/data.json", meta.dump(2) + "\n");
     io::fsync_path(tmp);
-    fs::create_directories(options.out_dir, ec);
-    KV_CHECK(!ec, "{}: cannot create directory: {}", options.out_dir, ec.message());
-    for (const auto& entry : fs::directory_iterator(options.out_dir)) {  // stale shards of an earlier run
-      const std::string name = entry.path().filename().string();
-      if ((name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0) && entry.path().extension() == ".bin") {
-        fs::remove(entry.path());
-      }
-    }
-    for (const auto& entry : fs::directory_iterator(tmp)) {
-      fs::rename(entry.path(), fs::path(options.out_dir) / entry.path().filename(), ec);
-      KV_CHECK(!ec, "{}: cannot move {} into place: {}", options.out_dir, entry.path().string(), ec.message());
-    }
-    io::fsync_path(options.out_dir);
+    publish(tmp, options.out_dir);
   } catch (...) {
     fs::remove_all(tmp, ec);
     throw;

@@ -18,11 +18,13 @@ struct PrepareOptions {
   uint64_t seed = 1337;
   bool progress = true;
   bool overwrite = false;  // replace the shards of an earlier run in out_dir (else: an error)
+  std::string format = "text";  // text: documents -> token shards; sft: JSONL examples -> sft_*.bin (data/sft.h)
 };
 
 // A prepared directory's data.json: what the shards were made with. Validated (types, ranges,
 // eot_id < vocab_size, token width = the vocabulary's); errors name the file.
 struct DataInfo {
+  std::string format = "tokens";  // tokens (llm.c shards) | sft (sft_train.bin, sft_val.bin)
   std::string tokenizer;
   int64_t vocab_size = 0;
   int64_t eot_id = 0;
@@ -31,7 +33,7 @@ struct DataInfo {
 DataInfo read_data_info(const std::string& dir);
 
 struct PrepareSummary {
-  int64_t documents = 0, train_documents = 0, val_documents = 0;
+  int64_t documents = 0, train_documents = 0, val_documents = 0;  // sft: examples
   int64_t train_tokens = 0, val_tokens = 0, bytes = 0;
   int64_t train_shards = 0, val_shards = 0;
   double seconds = 0;

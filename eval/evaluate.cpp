@@ -87,21 +87,27 @@ std::string join(const std::vector<int>& v) { return fmt::format("{}", fmt::join
 }  // namespace
 
 std::string format_table(const std::vector<PlanResult>& results, int num_layers) {
-  std::string out = fmt::format("{:<16} {:>9} {:>9} {:>10} {:>10}  {}\n", "plan", "kept", "KV share", "val loss",
-                                "perplexity", "kept layers");
+  const bool task = std::any_of(results.begin(), results.end(), [](const PlanResult& r) { return r.task_examples > 0; });
+  std::string out = fmt::format("{:<16} {:>9} {:>9} {:>10} {:>10}", "plan", "kept", "KV share", "val loss", "perplexity");
+  if (task) out += fmt::format(" {:>7} {:>7} {:>7}", "EM", "F1", "ROUGE-L");
+  out += "  kept layers\n";
   for (const PlanResult& r : results) {
-    out += fmt::format("{:<16} {:>5}/{:<3} {:>8.1f}% {:>10.4f} {:>10.2f}  {}\n", r.label, r.kept.size(), num_layers,
-                       100.0 * static_cast<double>(r.kept.size()) / num_layers, r.loss, r.perplexity, join(r.kept));
+    out += fmt::format("{:<16} {:>5}/{:<3} {:>8.1f}% {:>10.4f} {:>10.2f}", r.label, r.kept.size(), num_layers,
+                       100.0 * static_cast<double>(r.kept.size()) / num_layers, r.loss, r.perplexity);
+    if (task) out += fmt::format(" {:>7.3f} {:>7.3f} {:>7.3f}", r.em, r.f1, r.rouge_l);
+    out += "  " + join(r.kept) + "\n";
   }
   return out;
 }
 
 std::string format_csv(const std::vector<PlanResult>& results, int num_layers) {
-  std::string out = "plan,strategy,kept,num_layers,kv_fraction,val_loss,perplexity,tokens,kept_layers,routing_plan\n";
+  std::string out =
+      "plan,strategy,kept,num_layers,kv_fraction,val_loss,perplexity,tokens,kept_layers,routing_plan,em,f1,rouge_l,"
+      "task_examples\n";
   for (const PlanResult& r : results) {
-    out += fmt::format("{},{},{},{},{:.6f},{:.6f},{:.4f},{},{},\"{}\"\n", r.label, r.strategy, r.kept.size(),
-                       num_layers, static_cast<double>(r.kept.size()) / num_layers, r.loss, r.perplexity, r.tokens,
-                       join(r.kept), layers::format_plan(r.plan));
+    out += fmt::format("{},{},{},{},{:.6f},{:.6f},{:.4f},{},{},\"{}\",{:.6f},{:.6f},{:.6f},{}\n", r.label, r.strategy,
+                       r.kept.size(), num_layers, static_cast<double>(r.kept.size()) / num_layers, r.loss, r.perplexity,
+                       r.tokens, join(r.kept), layers::format_plan(r.plan), r.em, r.f1, r.rouge_l, r.task_examples);
   }
   return out;
 }
@@ -118,6 +124,12 @@ std::string format_json(const std::vector<PlanResult>& results, int num_layers) 
                    {"perplexity", r.perplexity},
                    {"tokens", r.tokens},
                    {"routing_plan", layers::format_plan(r.plan)}});
+    if (r.task_examples > 0) {
+      arr.back()["em"] = r.em;
+      arr.back()["f1"] = r.f1;
+      arr.back()["rouge_l"] = r.rouge_l;
+      arr.back()["task_examples"] = r.task_examples;
+    }
   }
   return arr.dump(2) + "\n";
 }

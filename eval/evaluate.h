@@ -21,6 +21,9 @@ struct PlanResult {
   layers::RoutingPlan plan;
   double loss = 0, perplexity = 0;
   int64_t tokens = 0;
+  // Generation-based QA metrics (eval/qa.h), when a task was evaluated (task_examples > 0).
+  double em = 0, f1 = 0, rouge_l = 0;
+  int64_t task_examples = 0;
 };
 
 struct Checkpoint {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <csignal>
@@ -97,7 +98,11 @@ std::pair<double, int64_t> validation_loss(const layers::Transformer& model, dat
   for (int64_t b = 0; (max_batches == 0 || b < max_batches) && loader.next(batch); ++b) {
     if (stop && stop()) break;
     if (batch.inputs.size(0) == 0) continue;
-    const double tokens = static_cast<double>(batch.targets.numel());
+    // Scored targets only (supervised data leaves prompts and padding out).
+    const Tensor& t = batch.targets;
+    const double tokens = static_cast<double>(
+        std::count_if(t.data<int32_t>(), t.data<int32_t>() + t.numel(), [](int32_t v) { return v != data::kIgnoreIndex; }));
+    if (tokens == 0) continue;
     sums[0] += model.loss(batch.inputs, batch.targets, plan).data().item() * tokens;
     sums[1] += tokens;
   }
