@@ -41,7 +41,7 @@ int run(const Args& a) {
       ck.model->config(), a.groups > 0 ? layers::keep_every(L, a.groups) : layers::keep_retention(L, a.retention));
   eval::SamplingOptions o = a.sampling;
   o.stop_token = tok.eot_id();
-  o.vocab_limit = tok.vocab_size();  // a model padded beyond the tokenizer never samples an id it cannot decode
+  eval::restrict_to_tokenizer(o, tok);  // never an id the tokenizer cannot decode (padding, holes)
   eval::GenerationStats stats;
   std::vector<std::vector<int32_t>> out = eval::generate(*ck.model, {ids}, plan.plan, o, &stats);
   if (!out[0].empty() && out[0].back() == tok.eot_id()) out[0].pop_back();

@@ -83,8 +83,15 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
   // row_pos(b): the position whose logits predict row b's next token.
   auto pick = [&](const Tensor& device_logits, int64_t row_len, const std::function<int64_t(int64_t)>& row_pos) {
     const Tensor lg = device_logits.to(Device::cpu()).to(DType::F32).contiguous();  // sampling runs on the host
+    std::vector<float> masked;
     for (int64_t b = 0; b < B; ++b) {
       const float* row = lg.data<float>() + (b * row_len + row_pos(b)) * V;
+      if (!options.excluded_ids.empty()) {
+        masked.assign(row, row + sampled_vocab);
+        for (int32_t id : options.excluded_ids)
+          if (id >= 0 && id < sampled_vocab) masked[static_cast<size_t>(id)] = -INFINITY;
+        row = masked.data();
+      }
       int32_t t = sample_token(row, sampled_vocab, options, rngs[static_cast<size_t>(b)]);
       next.data<int32_t>()[b] = t;
       if (!done[static_cast<size_t>(b)]) {

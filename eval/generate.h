@@ -21,7 +21,18 @@ struct SamplingOptions {
   int32_t stop_token = -1;   // stop a row at this token (e.g. <|endoftext|>); -1: never
   int64_t vocab_limit = 0;   // > 0: sample only ids below it (the tokenizer's vocabulary, when the
                              // model's is padded larger); 0: the model's whole vocabulary
+  std::vector<int32_t> excluded_ids;  // never sampled: ids the tokenizer leaves unused (holes)
 };
+
+// Sampling options that keep generation inside `tokenizer`'s vocabulary: vocab_limit and the
+// unused ids below it.
+template <class Tokenizer>
+void restrict_to_tokenizer(SamplingOptions& options, const Tokenizer& tokenizer) {
+  options.vocab_limit = tokenizer.vocab_size();
+  options.excluded_ids.clear();
+  for (int64_t id = 0; id < tokenizer.vocab_size(); ++id)
+    if (!tokenizer.is_token(id)) options.excluded_ids.push_back(static_cast<int32_t>(id));
+}
 
 struct GenerationStats {
   double ttft_ms = 0;             // prefill of the prompt + the first sampled token

@@ -134,7 +134,7 @@ QAScores evaluate_task(const layers::Transformer& model, const data::Tokenizer& 
   greedy.temperature = 0;
   greedy.max_new_tokens = max_new_tokens;
   greedy.stop_token = tokenizer.eot_id();
-  greedy.vocab_limit = tokenizer.vocab_size();
+  restrict_to_tokenizer(greedy, tokenizer);
   std::vector<double> sums = {0, 0, 0, 0};
   std::vector<int64_t> mine;  // this rank's examples
   for (int64_t i = comm.rank(); i < static_cast<int64_t>(examples.size()); i += comm.world_size()) mine.push_back(i);

@@ -2,6 +2,7 @@
 // plan, KV memory is exactly |S|/L of a full cache, eval loss equals the model's loss, greedy sets.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -87,6 +88,24 @@ TEST(Generation, PromptsOfDifferentLengthsInOneBatchEqualOneAtATime) {
   const auto stopped = generate(model, prompts, layers::self_plan(6), stop);
   EXPECT_EQ(stopped[1].size(), 3u);
   EXPECT_EQ(stopped[1].back(), stop.stop_token);
+}
+
+TEST(Generation, ExcludedIdsAreNeverSampled) {
+  layers::Transformer model(config(), 14);
+  const std::vector<std::vector<int32_t>> prompts = {random_prompt(5, 9), random_prompt(8, 10)};
+  SamplingOptions o;
+  o.temperature = 0;
+  o.max_new_tokens = 8;
+  const auto free_run = generate(model, prompts, layers::self_plan(6), o);
+  for (const auto& row : free_run) o.excluded_ids.insert(o.excluded_ids.end(), row.begin(), row.end());
+  for (double temperature : {0.0, 1.0}) {
+    o.temperature = temperature;
+    for (const auto& row : generate(model, prompts, layers::self_plan(6), o)) {
+      for (int32_t t : row) {
+        EXPECT_EQ(std::count(o.excluded_ids.begin(), o.excluded_ids.end(), t), 0) << t;
+      }
+    }
+  }
 }
 
 TEST(Generation, CachedLogitsMatchTheFullForward) {
