@@ -28,6 +28,7 @@ struct Args {
   int threads = 0;
   std::string task, tokenizer;
   int64_t max_new_tokens = 16;
+  std::vector<std::string> metrics = {"em", "f1", "rougeL"};
   uint64_t task_seed = 1337;
 };
 
@@ -73,7 +74,7 @@ int run(Args a) {
     std::printf("kvroute eval %s (%d layers, %s, %ld validation tokens%s)\n%s", a.checkpoint.c_str(), L, data.c_str(),
                 static_cast<long>(results.empty() ? 0 : results[0].tokens),
                 task.empty() ? "" : fmt::format("; task {}, {} examples", a.task, task.size()).c_str(),
-                eval::format_table(results, L).c_str());
+                eval::format_table(results, L, a.metrics).c_str());
     const std::string out = a.out.empty() ? a.checkpoint : a.out;
     std::filesystem::create_directories(out);
     write_file(out + "/eval.csv", eval::format_csv(results, L));
@@ -105,6 +106,9 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--task", a.task,
                   "QA task (JSONL: prompt/response or context/question/answer[s]): greedy answers generated with "
                   "the shared cache, scored by EM, F1 and ROUGE-L");
+  cmd->add_option("--metrics", a.metrics, "QA metrics shown for --task: em,f1,rougeL (all are in eval.csv/json)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"em", "f1", "rougeL"}));
   cmd->add_option("--tokenizer", a.tokenizer, "tokenizer for --task (default: the run's data.tokenizer)");
   cmd->add_option("--max-new-tokens", a.max_new_tokens, "longest generated answer for --task")->check(bounded(1, 4096));
   cmd->add_option("--task-seed", a.task_seed, "seed of the context/question order (as prepare --format sft --seed)");

@@ -86,15 +86,21 @@ namespace {
 std::string join(const std::vector<int>& v) { return fmt::format("{}", fmt::join(v, " ")); }
 }  // namespace
 
-std::string format_table(const std::vector<PlanResult>& results, int num_layers) {
+std::string format_table(const std::vector<PlanResult>& results, int num_layers,
+                         const std::vector<std::string>& metrics) {
   const bool task = std::any_of(results.begin(), results.end(), [](const PlanResult& r) { return r.task_examples > 0; });
+  auto shown = [&](const char* m) { return task && std::find(metrics.begin(), metrics.end(), m) != metrics.end(); };
   std::string out = fmt::format("{:<16} {:>9} {:>9} {:>10} {:>10}", "plan", "kept", "KV share", "val loss", "perplexity");
-  if (task) out += fmt::format(" {:>7} {:>7} {:>7}", "EM", "F1", "ROUGE-L");
+  if (shown("em")) out += fmt::format(" {:>7}", "EM");
+  if (shown("f1")) out += fmt::format(" {:>7}", "F1");
+  if (shown("rougeL")) out += fmt::format(" {:>7}", "ROUGE-L");
   out += "  kept layers\n";
   for (const PlanResult& r : results) {
     out += fmt::format("{:<16} {:>5}/{:<3} {:>8.1f}% {:>10.4f} {:>10.2f}", r.label, r.kept.size(), num_layers,
                        100.0 * static_cast<double>(r.kept.size()) / num_layers, r.loss, r.perplexity);
-    if (task) out += fmt::format(" {:>7.3f} {:>7.3f} {:>7.3f}", r.em, r.f1, r.rouge_l);
+    if (shown("em")) out += fmt::format(" {:>7.3f}", r.em);
+    if (shown("f1")) out += fmt::format(" {:>7.3f}", r.f1);
+    if (shown("rougeL")) out += fmt::format(" {:>7.3f}", r.rouge_l);
     out += "  " + join(r.kept) + "\n";
   }
   return out;

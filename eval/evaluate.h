@@ -48,7 +48,9 @@ std::vector<PlanResult> greedy_keep_sets(const layers::Transformer& model, const
                                          const std::vector<int>& sizes, dist::Communicator& comm);
 
 // Table / CSV / JSON renderings of results.
-std::string format_table(const std::vector<PlanResult>& results, int num_layers);
+// `metrics`: the QA columns the table shows when a task was evaluated (em, f1, rougeL).
+std::string format_table(const std::vector<PlanResult>& results, int num_layers,
+                         const std::vector<std::string>& metrics = {"em", "f1", "rougeL"});
 std::string format_csv(const std::vector<PlanResult>& results, int num_layers);
 std::string format_json(const std::vector<PlanResult>& results, int num_layers);
 
