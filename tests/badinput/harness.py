@@ -9,10 +9,11 @@ before a failed command is byte-for-byte unchanged after it.
 
 The harness builds everything it needs from nothing in a fresh temporary directory (a generated
 pseudo-English corpus, a 300-token tokenizer, shards, a tiny config and one trained "golden" run
-with two checkpoints, a fixed_groups run, an export of the golden checkpoint), copies the Hugging
-Face model directories of tests/reference/fixtures/hf (vocab 64, with shards remapped below 64),
-then runs several hundred cases: a fixed list of targeted mutations per category plus seeded
-random ones (byte flips, truncations, duplicated lines, hostile values).
+with two checkpoints, a fixed_groups run, an export of the golden checkpoint, supervised fine-tuning
+data from a generated JSONL file, a QA task file, the tokenizer converted to a Hugging Face
+tokenizer.json), copies the Hugging Face model directories of tests/reference/fixtures/hf (vocab 64,
+with shards remapped below 64), then runs several hundred cases: a fixed list of targeted mutations
+per category plus seeded random ones (byte flips, truncations, duplicated lines, hostile values).
 Every case that changes a file works on a copy in its own directory, never on the fixtures.
 
 Each case carries an expectation:
@@ -22,6 +23,7 @@ Each case carries an expectation:
          than the one error line (random byte flips, which can land somewhere harmless)
   pass   a valid control command that must succeed (guards against over-strict validation
          and against a broken fixture)
+A case may also list what its error line must name (Spec.mention: a file:line, a key path).
 
 Standard library only; run with /usr/bin/python3:
   harness.py --kvroute build/kvroute [--cases 300] [--seed 1] [--keep-going] [--only CATEGORY,...]
@@ -58,10 +60,11 @@ PREFIX = "kvroute: error: "
 CKPT_STEP = "step_00000004"          # the golden run's newest checkpoint (steps 4, interval 2)
 CK = f"run/checkpoints/{CKPT_STEP}"  # as seen from a case directory holding a copy of the run
 CATEGORIES = ["baseline", "config", "override", "shard", "datajson", "tokenizer", "safetensors", "state",
-              "ckptconfig", "rundir", "study", "cli", "hfmodel", "export"]
+              "ckptconfig", "rundir", "study", "cli", "hfmodel", "export", "sft", "task", "tokenizerjson"]
 # Share of the seeded random cases per category (categories with a random generator).
 RANDOM_WEIGHTS = {"config": 22, "override": 14, "shard": 12, "datajson": 6, "tokenizer": 10, "safetensors": 14,
-                  "state": 8, "ckptconfig": 4, "cli": 10, "hfmodel": 14, "export": 5}
+                  "state": 8, "ckptconfig": 4, "cli": 10, "hfmodel": 14, "export": 5, "sft": 10, "task": 6,
+                  "tokenizerjson": 10}
 # The Hugging Face model directories of tests/reference/fixtures/hf the harness copies (vocab 64).
 HF_SRC = Path(__file__).resolve().parent.parent / "reference" / "fixtures" / "hf"
 HF_MODELS = {"llama": "llama-4x-bf16-sharded", "qwen3": "qwen3-5x-f16", "tied": "qwen3-4x-f32-tied-lmhead",
@@ -97,6 +100,10 @@ class Ctx:
     cla: Optional[Path] = None       # holds cla/ (a fixed_groups run) and cla.yaml
     vocab: int = 0
     prepare_help: str = ""  # `kvroute prepare --help`: which optional flags this build has
+    sftjsonl: Optional[Path] = None  # the JSONL examples `prepare --format sft` turned into `sft`
+    sft: Optional[Path] = None       # sft_train.bin, sft_val.bin, data.json ("format": "sft"), vocab 300
+    task: Optional[Path] = None      # a QA task file for `eval --task` (prompt/response, context/question/answer[s])
+    hftok: Optional[Path] = None     # tokenizer.json + tokenizer_config.json: the 300-token tokenizer converted
     eot: int = 0
     env: dict = field(default_factory=dict)
     wrapper: list = field(default_factory=list)
@@ -223,6 +230,7 @@ def build_fixtures(ctx: Ctx) -> None:
     if not (ctx.golden / "run/checkpoints/step_00000002").is_dir():
         raise FixtureError("the golden run has no step_00000002 checkpoint")
     build_hf_fixtures(ctx)
+    build_sft_fixtures(ctx)
 
 
 def build_hf_fixtures(ctx: Ctx) -> None:
@@ -257,6 +265,68 @@ def build_hf_fixtures(ctx: Ctx) -> None:
                           "--shard-size", "20000"], ctx.fixtures)
     if not (ctx.hfgolden / "model.safetensors.index.json").is_file():
         raise FixtureError(f"{ctx.hfgolden}: the export of the golden checkpoint is not sharded")
+
+
+SFT_WORDS = ("the sun moon river stone tree bird rain wind fire house road cold warm old new small big red "
+             "blue green light dark north south morning evening").split()
+
+
+def sft_text(r: random.Random, lo: int, hi: int) -> str:
+    return " ".join(r.choice(SFT_WORDS) for _ in range(r.randint(lo, hi)))
+
+
+def sft_line(r: random.Random, i: int) -> dict:
+    if i % 2:
+        return {"prompt": sft_text(r, 2, 8), "response": " " + sft_text(r, 1, 5)}
+    return {"context": sft_text(r, 3, 10), "question": sft_text(r, 2, 4) + "?", "answer": sft_text(r, 1, 3)}
+
+
+SFT_LINES = 40  # examples in the fixture's JSONL file (val fraction 0.2: 32 train, 8 val)
+
+
+def write_sft_fixtures(ctx: Ctx) -> None:
+    r = random.Random(20261123)
+    ctx.sftjsonl.write_text("".join(json.dumps(sft_line(r, i)) + "\n" for i in range(SFT_LINES)))
+    task = [{"context": "the sun is red", "question": "what is red?", "answers": ["the sun", "sun"]},
+            {"prompt": "the old road is", "response": " cold"},
+            {"context": "a bird in the rain", "question": "where is the bird?", "answer": "in the rain"},
+            {"context": "north wind", "question": "which wind?", "answer": "north", "answers": ["north", "the north"]}]
+    ctx.task.write_text("".join(json.dumps(t) + "\n" for t in task))
+
+
+def tokenizer_json(tok: Path) -> dict:
+    """encoder.json + vocab.bpe as a Hugging Face tokenizer.json (byte-level BPE, GPT-2 layout); the
+    same ids, so that the golden model (vocab 300) can use it."""
+    enc = json.loads((tok / "encoder.json").read_text())
+    lines = (tok / "vocab.bpe").read_text().splitlines()
+    merges = [m for i, m in enumerate(lines) if m and not (i == 0 and m.startswith("#version"))]
+    flags = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+    return {"version": "1.0", "truncation": None, "padding": None,
+            "added_tokens": [{"id": enc["<|endoftext|>"], "content": "<|endoftext|>", **flags}],
+            "normalizer": None,
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+            "post_processor": None,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+                      "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "vocab": enc, "merges": merges}}
+
+
+def build_sft_fixtures(ctx: Ctx) -> None:
+    """Supervised fine-tuning data (prepare --format sft), a QA task file and the tokenizer as a
+    Hugging Face tokenizer.json."""
+    ctx.sftjsonl, ctx.sft, ctx.task, ctx.hftok = (ctx.fixtures / "sft.jsonl", ctx.fixtures / "sft",
+                                                  ctx.fixtures / "task.jsonl", ctx.fixtures / "hftok")
+    write_sft_fixtures(ctx)
+    run_fixture_cmd(ctx, ["prepare", "--format", "sft", "--input", str(ctx.sftjsonl), "--tokenizer", str(ctx.tok),
+                          "--out", str(ctx.sft), "--val-fraction", "0.2", "--seed", "3", "--threads", "1"], ctx.fixtures)
+    for name in ["sft_train.bin", "sft_val.bin", "data.json"]:
+        if not (ctx.sft / name).is_file():
+            raise FixtureError(f"prepare --format sft wrote no {ctx.sft / name}")
+    ctx.hftok.mkdir()
+    (ctx.hftok / "tokenizer.json").write_text(json.dumps(tokenizer_json(ctx.tok), ensure_ascii=False))
+    (ctx.hftok / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|endoftext|>",
+                                                                 "model_max_length": 128}) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -314,6 +384,7 @@ class Spec:
     detail: str = ""           # what exactly was mutated
     expect: Optional[str] = None  # overrides the case's expectation once the mutation is known
     timeout: Optional[float] = None
+    mention: list = field(default_factory=list)  # what the error line must name (a file:line, a key)
 
 
 @dataclass
@@ -375,6 +446,17 @@ class Env:
         if not self.p(rel).exists():
             src = self.ctx.hfgolden if which == "golden" else self.ctx.hf / HF_MODELS[which]
             shutil.copytree(src, self.p(rel), symlinks=True)
+        return rel
+
+    def sft_copy(self, rel: str = "sft") -> str:
+        if not self.p(rel).exists():
+            shutil.copytree(self.ctx.sft, self.p(rel), symlinks=True)
+        return rel
+
+    def hftok_copy(self, rel: str = "tok") -> str:
+        """A copy of the tokenizer.json directory (tokenizer.json + tokenizer_config.json)."""
+        if not self.p(rel).exists():
+            shutil.copytree(self.ctx.hftok, self.p(rel), symlinks=True)
         return rel
 
     def cla_copy(self) -> str:
@@ -624,6 +706,10 @@ def cli_argv(env: Env, argv: list) -> list:
             a = a.replace("{CORPUS}", str(env.ctx.corpus))
         if "{DATA}" in a:
             a = a.replace("{DATA}", str(env.ctx.data))
+        for key, path in (("{SFT}", env.ctx.sft), ("{SFTJSONL}", env.ctx.sftjsonl), ("{TASK}", env.ctx.task),
+                          ("{HFTOK}", env.ctx.hftok)):
+            if key in a:
+                a = a.replace(key, str(path))
         if a == "{FIFO}":
             make_fifo(env.p("fifo"))
             a = "fifo"
@@ -714,6 +800,21 @@ def baseline_cases(R: Registry) -> None:
         env.write("run/checkpoints/step_00000006.tmp/state.json", "{garbage")
     add("resume-tmp", ["train", "config.yaml", "--resume", "auto", "train.steps=6"],
         "resume with a leftover step_00000006.tmp directory", prep=leftover_tmp)
+
+    # supervised fine-tuning data, QA tasks, a Hugging Face tokenizer.json
+    add("prepare-sft", ["prepare", "--format", "sft", "--input", "{SFTJSONL}", "--tokenizer", "{TOK}", "--out", "sftout",
+                        "--val-fraction", "0.2", "--threads", "1"], "prepare --format sft from the fixture's JSONL")
+    add("train-sft", ["train", "cfg.yaml", "data.dir={SFT}"], "train on an SFT directory (one example per row)")
+    add("eval-sft", ["eval", "--checkpoint", "{CK}", "--data", "{SFT}", "--batches", "2", "--threads", "1"],
+        "eval --data an SFT directory")
+    add("eval-task", ["eval", "--checkpoint", "{CK}", "--task", "{TASK}", "--retention", "1", "--batches", "1",
+                      "--max-new-tokens", "4", "--threads", "1"], "eval --task (EM, F1, ROUGE-L)")
+    add("encode-hf", ["tokenizer", "encode", "--tokenizer", "{HFTOK}", "--text", "hello world <|endoftext|>"],
+        "encode with a tokenizer.json")
+    add("generate-hf", ["generate", "--checkpoint", "{CK}", "--tokenizer", "{HFTOK}", "--prompt", "the sun",
+                        "--max-new-tokens", "4"], "generate with a tokenizer.json")
+    add("prepare-sft-hf", ["prepare", "--format", "sft", "--input", "{SFTJSONL}", "--tokenizer", "{HFTOK}", "--out",
+                           "sftout", "--val-fraction", "0.2", "--threads", "1"], "prepare --format sft with a tokenizer.json")
 
 
 # ---- config files -------------------------------------------------------------------------------
@@ -2480,6 +2581,652 @@ def export_random(env: Env) -> Spec:
     return Spec(argv, protect=["run", OUT], detail=detail, expect=expect)
 
 
+# ---- supervised fine-tuning: prepare --format sft, sft_*.bin, data.json "format" -----------------
+
+SFT_MAGIC = 20261123
+SFT_GOOD = ('{"prompt": "the sun", "response": " is warm"}\n'
+            '{"context": "a red bird", "question": "what is red?", "answer": "a bird"}\n')
+
+
+def sft_prepare_argv(inputs: list, out: str = "sftout", tok: Optional[str] = None, *extra: str) -> list:
+    argv = ["prepare", "--format", "sft"]
+    for i in inputs:
+        argv += ["--input", i]
+    return argv + ["--tokenizer", tok or "{TOK}", "--out", out, "--val-fraction", "0.2", "--threads", "1", *extra]
+
+
+def sft_parse(b: bytes) -> tuple:
+    """(header int32[8], [(prompt, response)], width) of a valid sft_*.bin."""
+    header = list(struct.unpack("<8i", b[:32]))
+    width = header[2]
+    code = "H" if width == 2 else "I"
+    at, examples = 32, []
+    for _ in range(header[3]):
+        p, r = struct.unpack_from("<2I", b, at)
+        at += 8
+        toks = list(struct.unpack_from(f"<{p + r}{code}", b, at))
+        at += (p + r) * width
+        examples.append((toks[:p], toks[p:]))
+    return header, examples, width
+
+
+def sft_pack(header: list, examples: list, width: int, lengths: Optional[dict] = None) -> bytes:
+    """An sft_*.bin; `lengths` {example: (prompt len, response len)} overrides the length fields."""
+    code = "H" if width == 2 else "I"
+    out = struct.pack("<8i", *header)
+    for i, (p, r) in enumerate(examples):
+        lp, lr = (lengths or {}).get(i, (len(p), len(r)))
+        out += struct.pack("<2I", lp % (1 << 32), lr % (1 << 32)) + struct.pack(f"<{len(p) + len(r)}{code}", *(p + r))
+    return out
+
+
+def sft_reader(env: Env, d: str, which: str) -> Spec:
+    """A command that reads the SFT directory `d`: train (sft_train.bin and sft_val.bin) or eval --data
+    (sft_val.bin)."""
+    if which == "eval":
+        env.run_copy()
+        return Spec(["eval", "--checkpoint", CK, "--data", d, "--batches", "2", "--threads", "1"], protect=["run", d])
+    env.cfg()
+    return Spec(["train", "cfg.yaml", f"data.dir={d}"], protect=[d])
+
+
+def sft_line_ok(obj, task: bool = False) -> bool:
+    """Whether one parsed JSONL line is a valid example (data/sft.cpp parse_sft_line; with task, also
+    eval/qa.cpp's "answers")."""
+    if not isinstance(obj, dict):
+        return False
+    if task and "answers" in obj:
+        a = obj["answers"]
+        if not (isinstance(a, list) and 1 <= len(a) <= 64 and all(isinstance(x, str) for x in a)):
+            return False
+        obj = {k: v for k, v in obj.items() if k != "answers"}
+        if "answer" not in obj and "response" not in obj:
+            obj["answer"] = a[0]
+    if "prompt" in obj or "response" in obj:
+        if any(k in obj for k in ("question", "context", "answer")):
+            return False
+        return isinstance(obj.get("prompt"), str) and isinstance(obj.get("response"), str) and obj["response"] != ""
+    return all(isinstance(obj.get(k), str) for k in ("context", "question", "answer"))
+
+
+# Raw JSON values for a field of a JSONL line (parsed alike by Python and nlohmann::json).
+LINE_VALUES = ['""', '"x"', "5", "-1", "null", "true", "[]", '["a"]', "{}", '{"a": "b"}', "1e308", '"\\u0000"',
+               '"' + "w" * 3000 + '"']
+LINE_KEYS = ["prompt", "response", "context", "question", "answer", "answers"]
+
+
+def jsonl_value_mutation(rng: random.Random, text: str, task: bool) -> tuple:
+    """One field of one line set to a raw value or removed; returns (text, detail, line number, ok)."""
+    lines = text.splitlines()
+    i = rng.randrange(len(lines))
+    obj = json.loads(lines[i])
+    key = rng.choice(sorted(set(obj) | set(LINE_KEYS)))
+    if rng.random() < 0.25 and key in obj:
+        del obj[key]
+        lines[i] = json.dumps(obj)
+        detail = f"line {i + 1}: '{key}' removed"
+    else:
+        raw = rng.choice(LINE_VALUES)
+        obj[key] = "__RAW__"
+        lines[i] = json.dumps(obj).replace('"__RAW__"', raw)
+        obj = json.loads(lines[i])
+        detail = f"line {i + 1}: {key} = {raw[:20]}"
+    return "\n".join(lines) + "\n", detail, i + 1, sft_line_ok(obj, task)
+
+
+def sft_cases(R: Registry) -> None:
+    # -- prepare --format sft: the JSONL inputs (every other case over an earlier SFT dir, --overwrite)
+    def prep(name: str, desc: str, text, expect: str = "fail", line: Optional[int] = None,
+             extra: tuple = (), val: Optional[str] = None) -> None:
+        idx = R.count.get("sft", 0)
+
+        def build(env: Env) -> Spec:
+            env.write("in.jsonl", text(env) if callable(text) else text)
+            argv = cli_argv(env, sft_prepare_argv(["in.jsonl"], "sftout", None, *extra))
+            if val is not None:
+                argv = with_opt(argv, "--val-fraction", val)
+            protect = []
+            if idx % 2:
+                env.sft_copy("sftout")
+                argv.append("--overwrite")
+                protect = ["sftout"]
+            return Spec(argv, protect=protect, mention=[f"in.jsonl:{line}"] if line else [],
+                        detail="--overwrite over an earlier SFT dir" if idx % 2 else "")
+        R.add("sft", name, desc, expect, build)
+
+    good = SFT_GOOD
+    prep("bad-json", "line 3 is cut inside an object", good + '{"prompt": "a", "response": \n', line=3)
+    prep("array-line", "line 3 is a JSON array", good + '["the sun", " is warm"]\n', line=3)
+    prep("missing-response", "prompt without response", good + '{"prompt": "a"}\n', line=3)
+    prep("prompt-number", "prompt 5", good + '{"prompt": 5, "response": "b"}\n', line=3)
+    prep("response-list", "response [\"b\"]", '{"prompt": "a", "response": ["b"]}\n', line=1)
+    prep("mixed-answer", "prompt/response mixed with answer", good + '{"prompt": "a", "response": "b", "answer": "c"}\n',
+         line=3)
+    prep("qa-missing-context", "question/answer without context", good + '{"question": "q", "answer": "a"}\n', line=3)
+    prep("no-known-keys", "{\"text\": ...} (neither layout)", good + '{"text": "hello"}\n', line=3)
+    prep("empty-response", "response \"\"", good + '{"prompt": "a", "response": ""}\n', line=3)
+    prep("qa-empty-answer", "answer \"\" (the response is then one space)",
+         good + '{"context": "c", "question": "q", "answer": ""}\n', expect="any")
+    prep("blank-only", "only blank lines", "\n  \n\t\n\r\n")
+    prep("deep-line", f"line 2 is {DEEP} nested arrays", lambda env: good.split("\n")[0] + "\n" + deep() + "\n", line=2)
+    prep("nul-byte", "a raw NUL byte inside a string", good + '{"prompt": "a\0b", "response": "c"}\n', line=3)
+    prep("late-bad-line", "line 61 of 61 is not JSON", good * 30 + "{oops}\n", line=61)
+    prep("all-val-one", "one example, --val-fraction 0.5: nothing left to train on", good.split("\n")[0] + "\n", val="0.5")
+    prep("format-bogus", "--format bogus", good, expect="fail2", extra=("--format", "bogus"))
+
+    def second_bad(env: Env) -> Spec:
+        env.write("a.jsonl", SFT_GOOD)
+        env.write("b.jsonl", SFT_GOOD + '{"prompt": "x", "response": 1}\n')
+        return Spec(cli_argv(env, sft_prepare_argv(["a.jsonl", "b.jsonl"])), mention=["b.jsonl:3"])
+    R.add("sft", "second-input-bad", "two --input files, line 3 of the second bad", "fail", second_bad)
+
+    def input_case(name: str, desc: str, make: Callable) -> None:
+        def build(env: Env) -> Spec:
+            path = make(env)
+            return Spec(cli_argv(env, sft_prepare_argv([path])), mention=[path])
+        R.add("sft", name, desc, "fail", build)
+    input_case("input-fifo", "--input is a FIFO with no writer", lambda env: (make_fifo(env.p("in.fifo")), "in.fifo")[1])
+    input_case("input-dir", "--input is a directory", lambda env: (make_dir(env.p("indir")), "indir")[1])
+    R.add("sft", "out-existing", "--out holds token shards (data.json), no --overwrite", "fail",
+          lambda env: (env.data_copy(), Spec(cli_argv(env, sft_prepare_argv(["{SFTJSONL}"], "data")),
+                                             protect=["data"]))[1])
+
+    # -- sft_*.bin, read by train (train and val) or eval --data (val)
+    def bin_case(name: str, desc: str, mutate: Callable, target: str = "train", expect: str = "fail") -> None:
+        idx = R.count.get("sft", 0)
+
+        def build(env: Env) -> Spec:
+            d = env.sft_copy()
+            path = env.p(f"{d}/sft_{target}.bin")
+            mutate(env, path)
+            spec = sft_reader(env, d, "eval" if target == "val" and idx % 2 else "train")
+            spec.mention = [f"sft_{target}.bin"] if expect == "fail" else []
+            return spec
+        R.add("sft", name, desc + ("" if target == "train" else " (sft_val.bin)"), expect, build)
+
+    def edit(fn: Callable) -> Callable:
+        def m(env: Env, path: Path) -> None:
+            h, ex, w = sft_parse(path.read_bytes())
+            out = fn(h, ex, w)
+            path.write_bytes(out if isinstance(out, bytes) else sft_pack(h, ex, w))
+        return m
+
+    def header(i: int, v: int) -> Callable:
+        return edit(lambda h, ex, w: (h.__setitem__(i, v), sft_pack(h, ex, w))[1])
+
+    def raw(fn: Callable) -> Callable:
+        return lambda env, p: p.write_bytes(fn(p.read_bytes()))
+
+    def token(value: int, part: int = 1) -> Callable:
+        def fn(h, ex, w):
+            ex[1][part][0] = value
+            return sft_pack(h, ex, w)
+        return edit(fn)
+
+    def widen(value: Optional[int]) -> Callable:
+        def fn(h, ex, w):
+            h[2] = 4
+            if value is not None:
+                ex[0][1][0] = value
+            return sft_pack(h, ex, 4)
+        return edit(fn)
+
+    def drop_part(part: int) -> Callable:  # example 0's prompt or response removed, its length 0
+        def fn(h, ex, w):
+            p, r = ex[0]
+            ex[0] = ([], r) if part == 0 else (p, [])
+            return sft_pack(h, ex, w)
+        return edit(fn)
+
+    def length(lp: Optional[int], lr: Optional[int]) -> Callable:
+        def fn(h, ex, w):
+            p, r = ex[0]
+            return sft_pack(h, ex, w, {0: (len(p) if lp is None else lp, len(r) if lr is None else lr)})
+        return edit(fn)
+
+    bin_case("magic", "magic 20261123 -> 20240520 (a token shard's)", header(0, 20240520))
+    bin_case("version", "version 1 -> 2", header(1, 2))
+    bin_case("width-3", "token width 3", header(2, 3))
+    bin_case("width-4-data-2", "token width 4 over 2-byte tokens", header(2, 4))
+    bin_case("count-plus", "example count + 1", edit(lambda h, ex, w: (h.__setitem__(3, h[3] + 1), sft_pack(h, ex, w))[1]))
+    bin_case("count-minus", "example count - 1 (trailing bytes)",
+             edit(lambda h, ex, w: (h.__setitem__(3, h[3] - 1), sft_pack(h, ex, w))[1]), target="val")
+    bin_case("count-neg", "example count -1", header(3, -1))
+    bin_case("count-max", "example count INT32_MAX", header(3, 2**31 - 1), target="val")
+    bin_case("trunc-header", "only 16 bytes (half a header)", raw(lambda b: b[:16]))
+    bin_case("trunc-1", "one byte short", raw(lambda b: b[:-1]), target="val")
+    bin_case("trailing", "one trailing byte", raw(lambda b: b + b"\0"), target="val")
+    bin_case("zero-prompt", "example 0 with an empty prompt (length 0)", drop_part(0))
+    bin_case("zero-response", "example 0 with an empty response (length 0)", drop_part(1), target="val")
+    bin_case("len-max", "example 0's prompt length 2^32-1", length(2**32 - 1, None))
+    bin_case("len-2e24", "example 0's response length 2^24+1", length(None, 2**24 + 1), target="val")
+    bin_case("token-vocab", "a response token = the vocab size (300)", token(300))
+    bin_case("u32-negative", "4-byte tokens, one 0x80000000 (negative as int32)", widen(0x80000000))
+    bin_case("fifo", "sft_val.bin is a FIFO", lambda env, p: make_fifo(p), target="val")
+    bin_case("val-no-examples", "sft_val.bin with 0 examples", edit(lambda h, ex, w: sft_pack(h[:3] + [0] + h[4:], [], w)),
+             target="val")
+
+    # -- data.json "format"
+    def fmt_case(name: str, desc: str, raw_value: str, base: str = "sft", reader: str = "train",
+                 mention: str = "data.json") -> None:
+        def build(env: Env) -> Spec:
+            d = env.sft_copy() if base == "sft" else env.data_copy()
+            path = env.p(f"{d}/data.json")
+            path.write_text(json_with_raw(json.loads(path.read_text()), lambda o, v: o.__setitem__("format", v),
+                                          raw_value))
+            spec = sft_reader(env, d, reader)
+            spec.mention = [mention]
+            return spec
+        R.add("sft", name, desc, "fail", build)
+    fmt_case("format-bogus", "data.json format \"bogus\"", '"bogus"')
+    fmt_case("format-number", "data.json format 5", "5", reader="eval")
+    fmt_case("format-tokens", "an SFT directory whose data.json says \"tokens\" (no token shards)", '"tokens"',
+             reader="eval", mention="sft")
+    fmt_case("format-sft-shards", "a token-shard directory whose data.json says \"sft\" (no sft_*.bin)", '"sft"',
+             base="data", mention="sft_train.bin")
+
+
+def sft_random(env: Env) -> Spec:
+    rng = env.rng
+    kind = rng.choice(["jsonl", "jsonl", "bin", "bin", "bin", "format"])
+    if kind == "jsonl":
+        text = env.ctx.sftjsonl.read_text()
+        op = rng.choice(["value", "value", "flip", "trunc"])
+        expect, line = "any", None
+        if op == "value":
+            text, detail, line, ok = jsonl_value_mutation(rng, text, task=False)
+            env.write("in.jsonl", text)
+            expect = "any" if ok else "fail"
+        elif op == "flip":
+            env.write("in.jsonl", text)
+            i, o, n = flip_byte(env.p("in.jsonl"), rng)
+            detail = f"byte {i} 0x{o:02x} -> 0x{n:02x}"
+        else:
+            n = rng.randrange(len(text))
+            env.write("in.jsonl", text[:n])
+            partial = text[:n].rsplit("\n", 1)[-1]
+            expect = "fail" if partial.strip() and text[n] != "\n" else "any"
+            line = text[:n].count("\n") + 1 if expect == "fail" else None
+            detail = f"truncated to {n} of {len(text)} bytes"
+        argv = cli_argv(env, sft_prepare_argv(["in.jsonl"]))
+        protect = []
+        if rng.random() < 0.5:
+            env.sft_copy("sftout")
+            argv.append("--overwrite")
+            protect = ["sftout"]
+            detail += ", --overwrite over an earlier SFT dir"
+        return Spec(argv, protect=protect, detail=f"prepare: {detail}", expect=expect,
+                    mention=[f"in.jsonl:{line}"] if line and expect == "fail" else [])
+    d = env.sft_copy()
+    if kind == "format":
+        path = env.p(f"{d}/data.json")
+        raw = rng.choice(['"sft"', '"tokens"', '"SFT"', '""', "null", "5", "[]", "{}", "true"])
+        path.write_text(json_with_raw(json.loads(path.read_text()), lambda o, v: o.__setitem__("format", v), raw))
+        spec = sft_reader(env, d, rng.choice(["train", "eval"]))
+        spec.detail, spec.expect = f"data.json format {raw}", "any" if raw == '"sft"' else "fail"
+        return spec
+    target = rng.choice(["train", "val"])
+    path = env.p(f"{d}/sft_{target}.bin")
+    size = path.stat().st_size
+    part = rng.choice(["header", "reserved", "body", "body", "trunc", "append"])
+    expect = "any"
+    if part == "header":  # magic, version, width, count: none can change and stay consistent
+        i, o, n = flip_byte(path, rng, 0, 16)
+        expect, detail = "fail", f"header byte {i} 0x{o:02x} -> 0x{n:02x}"
+    elif part == "reserved":
+        i, o, n = flip_byte(path, rng, 16, 32)
+        detail = f"reserved header byte {i} 0x{o:02x} -> 0x{n:02x}"
+    elif part == "body":
+        i, o, n = flip_byte(path, rng, 32)
+        detail = f"byte {i} 0x{o:02x} -> 0x{n:02x}"
+    elif part == "trunc":
+        n = rng.randrange(size)
+        path.write_bytes(path.read_bytes()[:n])
+        expect, detail = "fail", f"truncated to {n} of {size} bytes"
+    else:
+        k = rng.randrange(1, 16)
+        with open(path, "ab") as f:
+            f.write(bytes(rng.randrange(256) for _ in range(k)))
+        expect, detail = "fail", f"{k} garbage bytes appended"
+    which = "eval" if target == "val" and rng.random() < 0.5 else "train"
+    spec = sft_reader(env, d, which)
+    spec.detail, spec.expect = f"sft_{target}.bin {detail} ({which})", expect
+    return spec
+
+
+# ---- eval --task TASK.jsonl (QA scored by EM, F1, ROUGE-L) -------------------------------------------
+
+TASK_ARGV = ["eval", "--checkpoint", CK, "--task", "task.jsonl", "--retention", "1", "--batches", "1",
+             "--max-new-tokens", "4", "--threads", "1"]
+
+
+def task_cases(R: Registry) -> None:
+    def add(name: str, desc: str, text=None, expect: str = "fail", line: Optional[int] = None,
+            opts: tuple = (), prep: Optional[Callable] = None) -> None:
+        def build(env: Env) -> Spec:
+            env.run_copy()
+            if text is not None:
+                env.write("task.jsonl", text(env) if callable(text) else text)
+            else:
+                shutil.copy2(env.ctx.task, env.p("task.jsonl"))
+            argv = list(TASK_ARGV)
+            for flag, value in zip(opts[::2], opts[1::2]):
+                argv = with_opt(argv, flag, value)
+            if prep:
+                prep(env)
+            return Spec(cli_argv(env, argv), protect=["run"], mention=[f"task.jsonl:{line}"] if line else [])
+        R.add("task", name, desc, expect, build)
+
+    qa = '{"context": "the sun is red", "question": "what is red?", "answer": "the sun"}\n'
+    add("bad-json", "line 2 cut inside an object", qa + '{"prompt": "a", \n', line=2)
+    add("missing-answer", "context/question without an answer", qa + '{"context": "c", "question": "q"}\n', line=2)
+    add("mixed", "prompt/response mixed with a question", qa + '{"prompt": "p", "response": "r", "question": "q"}\n', line=2)
+    add("empty-response", "response \"\"", '{"prompt": "p", "response": ""}\n', line=1)
+    add("answers-string", "answers is a string", qa + '{"context": "c", "question": "q", "answers": "a"}\n', line=2)
+    add("answers-empty", "answers []", '{"context": "c", "question": "q", "answers": []}\n' + qa, line=1)
+    add("answers-numbers", "answers [1, 2]", qa + '{"context": "c", "question": "q", "answers": [1, 2]}\n', line=2)
+    add("answers-65", "65 answers (at most 64)", qa + json.dumps({"context": "c", "question": "q",
+                                                                  "answers": ["a"] * 65}) + "\n", line=2)
+    add("answers-with-prompt", "prompt with answers and no response (answer added: mixed layouts)",
+        '{"prompt": "p", "answers": ["a"]}\n', line=1)
+    add("blank-only", "only blank lines", "\n \n\t\n")
+    add("late-bad-line", "line 41 of 41 not JSON", qa * 40 + "nope\n", line=41)
+    add("fifo", "--task is a FIFO", opts=("--task", "{FIFO}"))
+    for v, e in [("0", "fail2"), ("4097", "fail2"), ("nan", "fail2"), ("127", "fail")]:
+        add(f"max-new-{v}", f"--max-new-tokens {v}" + (" (no room for a prompt in max_seq_len 128)" if e == "fail" else ""),
+            expect=e, opts=("--max-new-tokens", v))
+    add("task-seed-abc", "--task-seed abc", expect="fail2", opts=("--task-seed", "abc"))
+
+    def big_vocab(env: Env) -> None:
+        tok = env.hftok_copy()
+        path = env.p(f"{tok}/tokenizer.json")
+        tj = json.loads(path.read_text())
+        tj["added_tokens"].append({"id": 100000, "content": "<|big|>", "special": True, "normalized": False})
+        path.write_text(json.dumps(tj, ensure_ascii=False))
+    add("tokenizer-bigger-vocab", "--tokenizer with an added token id 100000 (the model has 300) used by the prompt",
+        '{"prompt": "the <|big|> sun", "response": " x"}\n', opts=("--tokenizer", "tok"), prep=big_vocab)
+
+
+def task_random(env: Env) -> Spec:
+    rng = env.rng
+    env.run_copy()
+    text = env.ctx.task.read_text()
+    argv = list(TASK_ARGV)
+    kind = rng.choice(["value", "value", "flip", "flag"])
+    expect, line = "any", None
+    if kind == "value":
+        text, detail, line, ok = jsonl_value_mutation(rng, text, task=True)
+        expect = "any" if ok else "fail"
+    elif kind == "flip":
+        b = bytearray(text.encode())
+        i = rng.randrange(len(b))
+        o, b[i] = b[i], rng.choice([x for x in range(256) if x != b[i]])
+        text = bytes(b)
+        detail = f"byte {i} 0x{o:02x} -> 0x{b[i]:02x}"
+    else:
+        flag, values = rng.choice([("--max-new-tokens", {"1": "any", "64": "any", "126": "any", "127": "fail",
+                                                          "4096": "fail", "4097": "fail2", "0": "fail2", "-5": "fail2",
+                                                          I64_MAX: "fail2", "inf": "fail2", "2.5": "fail"}),
+                                   ("--task-seed", {"0": "any", I64_MAX: "any", "18446744073709551615": "any",
+                                                    "x1": "fail2", "": "fail"})])
+        value = rng.choice(sorted(values))
+        argv = with_opt(argv, flag, None) + [f"{flag}={value}"]
+        expect, detail = values[value], f"{flag}={value}"
+    env.write("task.jsonl", text)
+    return Spec(argv, protect=["run"], detail=detail, expect=expect,
+                mention=[f"task.jsonl:{line}"] if line and expect == "fail" else [])
+
+
+# ---- Hugging Face tokenizer.json (+ tokenizer_config.json) -------------------------------------------
+
+TJ_CMDS = ["encode", "generate", "prepare", "task"]
+
+
+def tj_command(env: Env, which: str) -> Spec:
+    tok = env.hftok_copy()
+    if which == "encode":
+        return Spec(["tokenizer", "encode", "--tokenizer", tok, "--text", "hello world, the sun <|endoftext|>"])
+    if which == "prepare":
+        env.write("in.jsonl", SFT_GOOD)
+        return Spec(["prepare", "--format", "sft", "--input", "in.jsonl", "--tokenizer", tok, "--out", "prepared",
+                     "--val-fraction", "0.5", "--threads", "1"])
+    env.run_copy()
+    if which == "generate":
+        return Spec(["generate", "--checkpoint", CK, "--tokenizer", tok, "--prompt", "the sun", "--max-new-tokens", "4"],
+                    protect=["run"])
+    return Spec(["eval", "--checkpoint", CK, "--task", str(env.ctx.task), "--tokenizer", tok, "--retention", "1",
+                 "--batches", "1", "--max-new-tokens", "4", "--threads", "1"], protect=["run"])
+
+
+def tj_get(tj, path: str):
+    for k in path.split("."):
+        tj = tj[int(k)] if isinstance(tj, list) else tj[k]
+    return tj
+
+
+def tj_set(tj, path: str, value) -> None:
+    *head, last = path.split(".")
+    parent = tj_get(tj, ".".join(head)) if head else tj
+    if isinstance(parent, list):
+        parent[int(last)] = value
+    else:
+        parent[last] = value
+
+
+def tj_del(tj, path: str) -> None:
+    *head, last = path.split(".")
+    parent = tj_get(tj, ".".join(head)) if head else tj
+    del parent[int(last) if isinstance(parent, list) else last]
+
+
+def tokenizerjson_cases(R: Registry) -> None:
+    def add(name: str, desc: str, mutate: Callable, expect: str = "fail", mention: tuple = ("tokenizer.json",),
+            file: str = "tokenizer.json") -> None:
+        idx = R.count.get("tokenizerjson", 0)
+
+        def build(env: Env) -> Spec:
+            spec = tj_command(env, TJ_CMDS[idx % len(TJ_CMDS)])
+            path = env.p(f"tok/{file}")
+            out = mutate(env, path)
+            if out is not None:
+                env.write(f"tok/{file}", out)
+            spec.mention = list(mention) if expect == "fail" else []
+            return spec
+        R.add("tokenizerjson", name, desc, expect, build)
+
+    def edit(fn: Callable) -> Callable:
+        def m(env: Env, path: Path) -> str:
+            tj = json.loads(path.read_text())
+            fn(tj)
+            return json.dumps(tj, ensure_ascii=False)
+        return m
+
+    def setv(path: str, value, expect: str = "fail", name: Optional[str] = None, key: Optional[str] = None) -> None:
+        tag = name or f"{path.replace('.', '-')}-{str(value)[:12]}"
+        add(tag, f"{path}: {json.dumps(value)[:50]}", edit(lambda tj: tj_set(tj, path, value)), expect,
+            mention=("tokenizer.json", key or path.split(".")[0]))
+
+    def raw(path: str, text: str, name: str, key: Optional[str] = None, expect: str = "fail") -> None:
+        add(name, f"{path}: {text[:40]}" + (f"... ({len(text)} chars)" if len(text) > 40 else ""),
+            lambda env, p: json_with_raw(json.loads(p.read_text()), lambda o, v: tj_set(o, path, v), text), expect,
+            mention=("tokenizer.json",) + ((key,) if key else ()))
+
+    def drop(path: str, expect: str = "fail", key: Optional[str] = None) -> None:
+        add(f"no-{path.replace('.', '-')}", f"no {path}", edit(lambda tj: tj_del(tj, path)), expect,
+            mention=("tokenizer.json", key or path))
+
+    # the file itself
+    add("not-json", "tokenizer.json is not JSON", lambda env, p: "{model: BPE}")
+    add("truncated", "cut in half", lambda env, p: p.read_text()[: len(p.read_text()) // 2])
+    add("deep", f"{DEEP} nested arrays", lambda env, p: deep())
+
+    def bad_utf8(env: Env, p: Path) -> bytes:
+        b = p.read_bytes()
+        assert b'"!": 0,' in b
+        return b.replace(b'"!": 0,', b'"!\xff": 0,', 1)
+    add("bad-utf8", "invalid UTF-8 in a vocab key", bad_utf8)
+    add("fifo", "tokenizer.json is a FIFO", lambda env, p: make_fifo(p))
+    add("dup-key", "a second \"model\" key (a WordPiece model) at the end",
+        lambda env, p: p.read_text().rstrip()[:-1] + ', "model": {"type": "WordPiece", "vocab": {}}}',
+        mention=("tokenizer.json", "model"))
+    add("broken-beside-gpt2", "a truncated tokenizer.json next to valid encoder.json + vocab.bpe (no fallback)",
+        lambda env, p: (shutil.copy2(env.ctx.tok / "encoder.json", p.parent / "encoder.json"),
+                        shutil.copy2(env.ctx.tok / "vocab.bpe", p.parent / "vocab.bpe"), p.read_text()[:100])[2])
+    # model
+    drop("model")
+    setv("model.type", "WordPiece", key="model.type")
+    raw("model.type", json.dumps("B" * (4 << 20)), "model-type-4mib", key="model.type")
+    setv("model.dropout", 0.1, key="model.dropout")
+    setv("model.continuing_subword_prefix", "##", key="model.continuing_subword_prefix")
+    setv("model.ignore_merges", "yes", key="model.ignore_merges")
+    setv("model.vocab", {}, key="model.vocab", name="vocab-empty")
+    first, second = "!", '"'  # the byte tokens with ids 0 and 1
+    setv(f"model.vocab.{first}", "0", key="model.vocab", name="vocab-id-string")
+    setv(f"model.vocab.{first}", 2**24, key="model.vocab", name="vocab-id-2e24")
+    setv(f"model.vocab.{first}", 2**64, key="model.vocab", name="vocab-id-2e64")
+    setv(f"model.vocab.{second}", 0, key="model.vocab", name="vocab-id-dup")
+    add("vocab-no-byte", "the token for byte 'a' removed from model.vocab", edit(lambda tj: tj["model"]["vocab"].pop("a")),
+        mention=("tokenizer.json", "model.vocab"))
+    add("vocab-not-byte-level", "a token spelled outside the byte-level alphabet",
+        edit(lambda tj: tj["model"]["vocab"].__setitem__("\u4e00", 300)), mention=("tokenizer.json", "model.vocab"))
+    drop("model.merges")
+
+    def merge(value, name: str, desc: str) -> None:
+        add(name, desc, edit(lambda tj: tj["model"]["merges"].append(value)),
+            mention=("tokenizer.json", "model.merges["))
+    merge("th", "merge-no-space", "a merge \"th\" without a space")
+    merge("\u0120zq xq", "merge-unknown", "a merge of tokens missing from model.vocab")
+    merge("q x", "merge-result-unknown", "a merge whose result \"qx\" is not a token")
+    merge([1, 2], "merge-pair-numbers", "a merge [1, 2]")
+    add("merges-as-pairs", "every merge as a [LEFT, RIGHT] pair", edit(lambda tj: tj["model"].__setitem__(
+        "merges", [m.split(" ") for m in tj["model"]["merges"]])), expect="any")
+    # added_tokens
+    drop("added_tokens.0.id", key="added_tokens[0].id")
+    setv("added_tokens.0.id", 2**24, key="added_tokens[0].id", name="added-id-2e24")
+    setv("added_tokens.0.id", 5, key="added_tokens[0].id", name="added-id-taken")
+    setv("added_tokens.0.content", "", key="added_tokens[0].content", name="added-content-empty")
+    setv("added_tokens.0.lstrip", True, key="added_tokens[0].lstrip", name="added-lstrip")
+    add("added-dup-content", "two added tokens with the same content",
+        edit(lambda tj: tj["added_tokens"].append({"id": 300, "content": "<|endoftext|>", "special": True})),
+        mention=("tokenizer.json", "added_tokens[1].content"))
+    add("added-id-max", "an added token with id 2^24-1 (the largest allowed; a sparse 16M-id table)",
+        edit(lambda tj: tj["added_tokens"].append({"id": 2**24 - 1, "content": "<|last|>", "special": True})),
+        expect="any")
+    # normalizer, pre_tokenizer, decoder
+    setv("normalizer", {"type": "Lowercase"}, key="normalizer.type", name="normalizer-lowercase")
+    setv("normalizer", {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Strip"}]},
+         key="normalizer.normalizers[1].type", name="normalizer-seq-strip")
+    setv("normalizer", {"type": "NFC"}, expect="any", name="normalizer-nfc")
+    drop("pre_tokenizer")
+    setv("pre_tokenizer.type", "Whitespace", key="pre_tokenizer.type", name="pre-whitespace")
+    setv("pre_tokenizer.add_prefix_space", True, key="pre_tokenizer.add_prefix_space", name="pre-prefix-space")
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}
+
+    def split(pattern, behavior: str = "Isolated", invert: bool = False) -> dict:
+        return {"type": "Split", "pattern": pattern, "behavior": behavior, "invert": invert}
+
+    def seq(steps: list) -> dict:
+        return {"type": "Sequence", "pretokenizers": steps}
+    sp = "pre_tokenizer.pretokenizers"
+    setv("pre_tokenizer", seq([byte_level, split({"Regex": "\\s+"})]), key=f"{sp}[0].type", name="pre-seq-bytelevel-first")
+    setv("pre_tokenizer", split({"Regex": "\\s+"}), key="pre_tokenizer.type", name="pre-split-alone")
+    setv("pre_tokenizer", seq([split({"Regex": "("}), byte_level]), key=f"{sp}[0].pattern.Regex", name="pre-regex-paren")
+    setv("pre_tokenizer", seq([split({"Regex": "(?<=a+)b"}), byte_level]), key=f"{sp}[0].pattern.Regex",
+         name="pre-regex-lookbehind")
+    setv("pre_tokenizer", seq([split({"Regex": "\\s+"}, invert=True), byte_level]), key=f"{sp}[0].invert",
+         name="pre-split-invert")
+    setv("pre_tokenizer", seq([split({"Regex": "(a|aa)+$"}), split({"String": ", "}), byte_level]), expect="any",
+         name="pre-seq-valid")
+    raw("pre_tokenizer", json.dumps(seq([split({"Regex": "(?:ab)" * 50000}), byte_level])), "pre-regex-huge",
+        expect="any")
+    setv("decoder", {"type": "WordPiece"}, key="decoder.type", name="decoder-wordpiece")
+
+    # tokenizer_config.json
+    def cfg(name: str, desc: str, text, expect: str = "fail", key: tuple = ("eos_token",)) -> None:
+        add(name, desc, (lambda env, p: text) if not callable(text) else text, expect,
+            mention=("tokenizer_config.json",) + key, file="tokenizer_config.json")
+    cfg("cfg-eos-number", "eos_token 5", '{"eos_token": 5}')
+    cfg("cfg-eos-unknown", "eos_token \"<|nope|>\" (not a token)", '{"eos_token": "<|nope|>"}')
+    cfg("cfg-eos-object", "eos_token {\"content\": \"<|endoftext|>\"}", '{"eos_token": {"content": "<|endoftext|>"}}',
+        expect="any")
+    cfg("cfg-no-eos", "no eos_token", '{"model_max_length": 128}', expect="any")
+    cfg("cfg-not-json", "tokenizer_config.json is not JSON", "{eos_token: x}", key=())
+    cfg("cfg-fifo", "tokenizer_config.json is a FIFO", lambda env, p: make_fifo(p), key=())
+
+
+# tokenizer.json paths and raw JSON values for the random cases; tj_oracle says which are certainly refused.
+TJ_PATHS = ["model", "model.type", "model.vocab", "model.merges", "model.dropout", "model.byte_fallback",
+            "model.ignore_merges", "model.continuing_subword_prefix", "model.end_of_word_suffix", "model.unk_token",
+            "normalizer", "pre_tokenizer", "pre_tokenizer.type", "pre_tokenizer.add_prefix_space",
+            "pre_tokenizer.use_regex", "decoder", "decoder.type", "added_tokens", "added_tokens.0",
+            "added_tokens.0.id", "added_tokens.0.content", "added_tokens.0.special", "added_tokens.0.normalized",
+            "added_tokens.0.lstrip", "truncation", "post_processor", "version"]
+TJ_VALUES = ["null", "0", "-1", "1.5", "16777216", "true", "false", '""', '"x"', '"BPE"', "[]", "{}", "NaN",
+             '"' + "\\u00ff" * 2000 + '"']
+TJ_REQUIRED = {"model", "model.type", "model.vocab", "model.merges", "pre_tokenizer", "pre_tokenizer.type",
+               "added_tokens.0.id", "added_tokens.0.content"}
+
+
+def tj_oracle(path: str, raw: Optional[str]) -> str:
+    """'fail' where setting `path` to the raw JSON value (None: removing it) certainly makes the
+    tokenizer.json invalid, else 'any'."""
+    if raw is None:
+        return "fail" if path in TJ_REQUIRED else "any"
+    if raw == "NaN":
+        return "fail"  # not JSON
+    ok = {"model.merges": {"[]"}, "model.dropout": {"null"}, "model.byte_fallback": {"null", "false"},
+          "model.ignore_merges": {"null", "true", "false"}, "model.continuing_subword_prefix": {"null", '""'},
+          "model.end_of_word_suffix": {"null", '""'}, "normalizer": {"null"}, "decoder": {"null"},
+          "pre_tokenizer.add_prefix_space": {"null", "false"}, "pre_tokenizer.use_regex": {"null", "true", "false"},
+          "added_tokens": {"null", "[]"}, "added_tokens.0.special": {"null", "true", "false"},
+          "added_tokens.0.normalized": {"null", "true", "false"}, "added_tokens.0.lstrip": {"null", "false"},
+          "model.type": {'"BPE"'}}
+    if path in ok:
+        return "any" if raw in ok[path] else "fail"
+    if path in TJ_REQUIRED or path in ("pre_tokenizer.type", "decoder.type", "added_tokens.0"):
+        return "fail"  # no listed value is a valid model, vocab, type, token, id or content here
+    return "any"  # not read (unk_token, truncation, post_processor, version)
+
+
+def tokenizerjson_random(env: Env) -> Spec:
+    rng = env.rng
+    spec = tj_command(env, rng.choice(TJ_CMDS))
+    which = "tokenizer_config.json" if rng.random() < 0.15 else "tokenizer.json"
+    path = env.p(f"tok/{which}")
+    kind = rng.choice(["flip", "trunc", "value", "value", "value", "drop"])
+    expect = "any"
+    if which == "tokenizer_config.json":
+        eos = {'"<|endoftext|>"': "any", "null": "any", '"x"': "any", '"<|nope|>"': "fail", "5": "fail", "[]": "fail",
+               "{}": "fail", '{"content": "<|endoftext|>"}': "any", '{"content": 5}': "fail", "true": "fail",
+               "NaN": "fail"}
+        raw = rng.choice(sorted(eos))
+        path.write_text(json_with_raw(json.loads(path.read_text()), lambda o, v: o.__setitem__("eos_token", v), raw))
+        spec.detail, spec.expect = f"tokenizer_config.json eos_token {raw}", eos[raw]
+        return spec
+    if kind == "flip":
+        i, o, n = flip_byte(path, rng)
+        detail = f"byte {i} 0x{o:02x} -> 0x{n:02x}"
+    elif kind == "trunc":
+        b = path.read_bytes()
+        n = rng.randrange(len(b))
+        path.write_bytes(b[:n])
+        expect = "any" if b[n:].strip() == b"" else "fail"
+        detail = f"truncated to {n} of {len(b)} bytes"
+    else:
+        tj = json.loads(path.read_text())
+        key = rng.choice(TJ_PATHS)
+        if kind == "drop":
+            tj_del(tj, key)
+            path.write_text(json.dumps(tj, ensure_ascii=False))
+            expect, detail = tj_oracle(key, None), f"{key} removed"
+        else:
+            raw = rng.choice(TJ_VALUES)
+            path.write_text(json_with_raw(tj, lambda o, v: tj_set(o, key, v), raw))
+            expect, detail = tj_oracle(key, raw), f"{key} = {raw[:20]}"
+    spec.detail, spec.expect = f"tokenizer.json {detail}", expect
+    return spec
+
+
 # ---- command-line flags -------------------------------------------------------------------------
 
 TEMPLATES = {
@@ -2736,7 +3483,8 @@ def cli_random(env: Env) -> Spec:
 RANDOM_BUILDERS = {"config": config_random, "override": override_random, "shard": shard_random,
                    "datajson": datajson_random, "tokenizer": tokenizer_random, "safetensors": safetensors_random,
                    "state": state_random, "ckptconfig": ckptconfig_random, "cli": cli_random,
-                   "hfmodel": hfmodel_random, "export": export_random}
+                   "hfmodel": hfmodel_random, "export": export_random, "sft": sft_random, "task": task_random,
+                   "tokenizerjson": tokenizerjson_random}
 
 
 def stratified_sample(cases: list, n: int, seed: int) -> list:
@@ -2771,6 +3519,9 @@ def all_cases(n_cases: int, seed: int) -> tuple:
     cli_cases(R)
     hfmodel_cases(R)
     export_cases(R)
+    sft_cases(R)
+    task_cases(R)
+    tokenizerjson_cases(R)
     fixed = R.cases
     note = ""
     if n_cases < len(fixed):
@@ -2882,6 +3633,11 @@ def run_case(ctx: Ctx, case: Case, seed: int, timeout: float, case_root: Path) -
         if after != h:
             changed[path] = tree_diff(h, after)
     outcome, reasons = classify(expect, rc, timed_out, err, changed)
+    if outcome == "ok-failed-cleanly" and expect in ("fail", "fail2"):
+        text = err.decode("utf-8", errors="replace")
+        missing = [m for m in spec.mention if m not in text]
+        if missing:
+            outcome, reasons = "VIOLATION", [f"the error does not name {', '.join(map(repr, missing))}"]
     return Result(case, expect, outcome, reasons, spec.argv, str(d), rc, err.decode("utf-8", errors="replace"),
                   spec.detail, time.monotonic() - t0)
 
@@ -2937,6 +3693,8 @@ def reason_kinds(results: list) -> dict:
                      if first.startswith("kvroute: error (rank") else "stderr without the 'kvroute: error: ' prefix")
             elif reason.startswith("stderr has"):
                 k = "stderr of more than one line"
+            elif reason.startswith("the error does not name"):
+                k = "error line does not name the file:line / key at fault"
             elif reason.startswith("exit 0"):
                 k = "exit 0 on invalid input"
             elif reason.startswith("a command-line parse error"):
