@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Fuzzes the parsers of untrusted files (fuzz/: safetensors, token shards, tokenizer files, run
-# configs) with libFuzzer + AddressSanitizer + UndefinedBehaviorSanitizer: builds the fuzz targets
-# with Clang into build-fuzz/, then runs each for SECONDS (default 15) on a copy of its seed corpus
-# (fuzz/corpus/<target>/). Fails if any target finds a crash, sanitizer report, uncaught exception
-# other than kvroute::Error, hang (>10 s) or allocation over 2 GiB; the input is kept in
-# fuzz/crashes/<target>/ (replay: build-fuzz/fuzz/fuzz_<target> fuzz/crashes/<target>/crash-...).
+# Fuzzes the parsers of untrusted files (fuzz/: safetensors, token shards, tokenizer files, Hugging
+# Face tokenizer.json, run configs) with libFuzzer + AddressSanitizer + UndefinedBehaviorSanitizer:
+# builds the fuzz targets with Clang into build-fuzz/, then runs each for SECONDS (default 15) on a
+# copy of its seed corpus (fuzz/corpus/<target>/). Fails if any target finds a crash, sanitizer
+# report, uncaught exception other than kvroute::Error, hang (>10 s) or allocation over 2 GiB; the
+# input is kept in fuzz/crashes/<target>/ (replay: build-fuzz/fuzz/fuzz_<target>
+# fuzz/crashes/<target>/crash-...).
 # Without Clang, libFuzzer or Clang's OpenMP it says so and exits 0: scripts/setup.sh installs them.
 #
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   TARGET: safetensors shard tokenizer config (default all)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   TARGET: safetensors shard tokenizer tokenizer_json config
+#        (default all)
 # Environment: JOBS (build parallelism, default nproc), FUZZ_MAX_LEN (largest input, default per
 # target), FUZZ_ARGS (more libFuzzer flags, e.g. "-jobs=2" or "-only_ascii=1").
 set -euo pipefail
@@ -17,14 +19,14 @@ seconds=${1:-15}
 [[ $seconds =~ ^[0-9]+$ ]] || { echo "usage: scripts/fuzz.sh [SECONDS] [TARGET...]" >&2; exit 2; }
 shift $(($# > 0 ? 1 : 0))
 targets=("$@")
-((${#targets[@]})) || targets=(safetensors shard tokenizer config)
+((${#targets[@]})) || targets=(safetensors shard tokenizer tokenizer_json config)
 for i in "${!targets[@]}"; do
   targets[i]=${targets[i]#fuzz_}
   [[ -f fuzz/fuzz_${targets[i]}.cpp ]] || { echo "fuzz: no target '${targets[i]}' (fuzz/fuzz_*.cpp)" >&2; exit 2; }
 done
 # The largest input each target tries: room for its seeds and some growth, small enough to keep
 # iterations fast (the tokenizer's seed is 2 KiB: 256 byte tokens).
-declare -A max_len=([safetensors]=4096 [shard]=4096 [tokenizer]=8192 [config]=4096)
+declare -A max_len=([safetensors]=4096 [shard]=4096 [tokenizer]=8192 [tokenizer_json]=8192 [config]=4096)
 
 # --- Toolchain: skip (not fail) where Clang or its libFuzzer / OpenMP runtime is missing -----------
 if ! command -v clang >/dev/null 2>&1 || ! command -v clang++ >/dev/null 2>&1; then
