@@ -39,6 +39,33 @@ std::string env_or(const char* name, const std::string& fallback) {
 
 }  // namespace
 
+std::string cpu_description() {
+  std::FILE* f = std::fopen("/proc/cpuinfo", "r");
+  if (f == nullptr) return "unknown CPU";
+  std::string model, flags;
+  char line[8192];
+  while (std::fgets(line, sizeof line, f) != nullptr && (model.empty() || flags.empty())) {
+    const std::string l(line);
+    const size_t colon = l.find(':');
+    if (colon == std::string::npos) continue;
+    std::string value = l.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ')) value.erase(value.begin());
+    while (!value.empty() && (value.back() == '\n' || value.back() == ' ')) value.pop_back();
+    if (model.empty() && l.rfind("model name", 0) == 0) model = value;
+    if (flags.empty() && l.rfind("flags", 0) == 0) flags = " " + value + " ";
+  }
+  std::fclose(f);
+  std::vector<std::string> isa;
+  for (const auto& [flag, name] : {std::pair<const char*, const char*>{" avx2 ", "AVX2"}, {" avx512f ", "AVX-512"},
+                                   {" avx512_bf16 ", "AVX512-BF16"}, {" amx_bf16 ", "AMX-BF16"}}) {
+    if (flags.find(flag) != std::string::npos) isa.push_back(name);
+  }
+  std::string out = model.empty() ? "unknown CPU" : model;
+  out += " (";
+  for (size_t k = 0; k < isa.size(); ++k) out += (k ? ", " : "") + isa[k];
+  return out + (isa.empty() ? "no AVX2)" : ")");
+}
+
 void run_training_peers(const train::RunConfig& config, int64_t steps, int64_t global_batch_tokens, int threads,
                         double kvroute_tok_s) {
   const bool gpu = config.train.device == Device::Kind::CUDA;

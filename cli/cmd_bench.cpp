@@ -1,6 +1,7 @@
 // `kvroute bench train CONFIG`: training tokens/s (median step) next to the PyTorch peers.
 // `kvroute bench generate`: TTFT, decode tokens/s, KV bytes and peak bytes per retention.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <memory>
 
@@ -81,14 +82,65 @@ int run_train(const TrainArgs& a) {
 }
 
 struct GenerateArgs {
-  std::string checkpoint, config;
+  std::string checkpoint, config, csv;
   std::vector<double> retention = {1.0, 0.5, 0.25};
   std::vector<int64_t> prompt_lengths = {64, 192}, batch_sizes = {1, 4};
   int64_t new_tokens = 32;
   int repeats = 3;
+  std::string memory_budget;  // --memory-budget: the largest batch that runs within it, per retention
+  int64_t context = 0;        // prompt length of the --memory-budget search (default: the first prompt length)
   Placement placement;
   int threads = 0;
 };
+
+// "2GB", "512MiB", "1e9": bytes.
+int64_t parse_bytes(const std::string& flag, const std::string& text) {
+  size_t pos = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    KV_FAIL("{} '{}': expected a size such as 2GB, 512MiB or 1e9", flag, text.substr(0, 60));
+  }
+  const std::string unit = text.substr(pos);
+  double scale = 0;
+  for (const auto& [name, f] : {std::pair<const char*, double>{"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
+                                {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}}) {
+    if (unit == name) scale = f;
+  }
+  KV_CHECK(scale > 0 && std::isfinite(value) && value >= 1 && value * scale <= 1e15,
+           "{} '{}': expected a size such as 2GB, 512MiB or 1e9", flag, text.substr(0, 60));
+  return static_cast<int64_t>(value * scale);
+}
+
+std::vector<std::vector<int32_t>> random_prompts(int64_t batch, int64_t length, int64_t vocab) {
+  Philox rng(7);
+  std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(batch), std::vector<int32_t>(static_cast<size_t>(length)));
+  for (auto& p : prompts)
+    for (auto& t : p) t = static_cast<int32_t>(rng.uniform_int(vocab));
+  return prompts;
+}
+
+// Whether `batch` prompts of `context` tokens generate `new_tokens` within `budget` bytes of the
+// model's allocator (weights, cache and activations all count): run, not computed.
+bool fits(const layers::Transformer& model, const layers::RoutingPlan& plan, int64_t batch, int64_t context,
+          int64_t new_tokens, int64_t budget, eval::GenerationStats& stats) {
+  Allocator& memory = allocator_for(model.device());
+  memory.empty_cache();
+  memory.set_limit(static_cast<size_t>(budget));
+  eval::SamplingOptions o;
+  o.temperature = 0;
+  o.max_new_tokens = new_tokens;
+  bool ok = true;
+  try {
+    eval::generate(model, random_prompts(batch, context, model.config().vocab_size), plan, o, &stats);
+  } catch (const MemoryBudgetExceeded&) {
+    ok = false;
+  }
+  memory.set_limit(0);
+  memory.empty_cache();
+  return ok;
+}
 
 int run_generate(const GenerateArgs& a) {
   set_num_threads(a.threads);
@@ -101,38 +153,109 @@ int run_generate(const GenerateArgs& a) {
     attention = ck.config.train.attention;
   } else {
     train::RunConfig c = train::load_config(a.config);
-    set_num_threads(static_cast<int>(c.train.threads));
+    if (a.threads == 0) set_num_threads(static_cast<int>(c.train.threads));
     owned = std::make_unique<layers::Transformer>(c.model_config(), 1);
     attention = c.train.attention;
   }
   layers::Transformer& model = owned ? *owned : *ck.model;
   place_model(model, a.placement, 0, attention);
   const int L = model.num_layers();
-  std::printf("%-10s %-6s %-7s %-6s %10s %14s %12s %12s\n", "retention", "kept", "prompt", "batch", "TTFT ms",
-              "decode tok/s", "KV bytes", "peak bytes");
-  for (int64_t tp : a.prompt_lengths) {
-    for (int64_t b : a.batch_sizes) {
-      for (double r : a.retention) {
-        const layers::RoutingPlan plan = layers::inference_plan(model.config(), layers::keep_retention(L, r)).plan;
-        Philox rng(7);
-        std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(b), std::vector<int32_t>(static_cast<size_t>(tp)));
-        for (auto& p : prompts)
-          for (auto& t : p) t = static_cast<int32_t>(rng.uniform_int(model.config().vocab_size));
-        eval::SamplingOptions o;
-        o.temperature = 0;
-        o.max_new_tokens = a.new_tokens;
-        std::vector<eval::GenerationStats> runs(static_cast<size_t>(a.repeats));
-        for (auto& s : runs) eval::generate(model, prompts, plan, o, &s);
-        std::sort(runs.begin(), runs.end(), [](const auto& x, const auto& y) { return x.ttft_ms < y.ttft_ms; });
-        const eval::GenerationStats& med = runs[runs.size() / 2];
-        std::vector<double> tps;
-        for (const auto& s : runs) tps.push_back(s.decode_tokens_per_s);
-        std::printf("%-10g %2d/%-3d %-7ld %-6ld %10.1f %14.1f %12ld %12ld\n", r, med.kept_layers, L,
-                    static_cast<long>(tp), static_cast<long>(b), med.ttft_ms, median(tps),
-                    static_cast<long>(med.kv_bytes), static_cast<long>(med.peak_bytes));
+  const int64_t V = model.config().vocab_size;
+  std::printf("bench generate: %d layers, hidden %ld, %ld KV heads x %ld, %s %s, %d threads, %s\n", L,
+              static_cast<long>(model.config().hidden_size), static_cast<long>(model.config().num_kv_heads),
+              static_cast<long>(model.config().head_dim), model.device().str().c_str(),
+              dtype_name(model.compute_dtype()), num_threads(), bench::cpu_description().c_str());
+
+  if (!a.memory_budget.empty()) {
+    // The paper's Table 5: per retention, the largest batch that runs within the budget.
+    const int64_t budget = parse_bytes("--memory-budget", a.memory_budget);
+    const int64_t context = a.context > 0 ? a.context : a.prompt_lengths.front();
+    KV_CHECK(context + a.new_tokens <= model.config().max_seq_len,
+             "bench generate: --context {} + --new-tokens {} exceed model.max_seq_len {}", context, a.new_tokens,
+             model.config().max_seq_len);
+    std::printf("memory budget %ld bytes, context %ld, %ld new tokens\n%-10s %-6s %10s %14s %14s\n",
+                static_cast<long>(budget), static_cast<long>(context), static_cast<long>(a.new_tokens), "retention",
+                "kept", "max batch", "KV bytes", "peak bytes");
+    std::string csv = "retention,kept,num_layers,context,new_tokens,budget_bytes,max_batch,kv_bytes,peak_bytes\n";
+    for (double r : a.retention) {
+      const layers::InferencePlan p = layers::inference_plan(model.config(), layers::keep_retention(L, r));
+      eval::GenerationStats best, trial;
+      int64_t ok = 0, bad = 0;
+      for (int64_t b = 1; b <= (int64_t{1} << 16); b *= 2) {  // doubling, then bisection
+        if (fits(model, p.plan, b, context, a.new_tokens, budget, trial)) {
+          ok = b;
+          best = trial;
+        } else {
+          bad = b;
+          break;
+        }
       }
+      while (bad > 0 && bad - ok > 1) {
+        const int64_t mid = (ok + bad) / 2;
+        if (fits(model, p.plan, mid, context, a.new_tokens, budget, trial)) {
+          ok = mid;
+          best = trial;
+        } else {
+          bad = mid;
+        }
+      }
+      std::printf("%-10g %2zu/%-3d %10ld %14ld %14ld\n", r, p.kept.size(), L, static_cast<long>(ok),
+                  static_cast<long>(best.kv_bytes), static_cast<long>(best.peak_bytes));
+      csv += fmt::format("{},{},{},{},{},{},{},{},{}\n", r, p.kept.size(), L, context, a.new_tokens, budget, ok,
+                         best.kv_bytes, best.peak_bytes);
+    }
+    if (!a.csv.empty()) write_file(a.csv, csv);
+    return 0;
+  }
+
+  struct Row {
+    double retention;
+    int64_t prompt, batch;
+    layers::RoutingPlan plan;
+    std::vector<eval::GenerationStats> runs;
+  };
+  std::vector<Row> rows;
+  for (int64_t tp : a.prompt_lengths) {
+    KV_CHECK(tp + a.new_tokens <= model.config().max_seq_len,
+             "bench generate: prompt {} + --new-tokens {} exceed model.max_seq_len {}", tp, a.new_tokens,
+             model.config().max_seq_len);
+    for (int64_t b : a.batch_sizes)
+      for (double r : a.retention)
+        rows.push_back({r, tp, b, layers::inference_plan(model.config(), layers::keep_retention(L, r)).plan, {}});
+  }
+  eval::SamplingOptions o;
+  o.temperature = 0;
+  o.max_new_tokens = a.new_tokens;
+  // Repeats interleaved (every configuration once per round), so drift in the machine's speed
+  // spreads over all of them instead of favouring the ones measured first.
+  for (int rep = 0; rep < a.repeats; ++rep) {
+    for (Row& row : rows) {
+      row.runs.emplace_back();
+      eval::generate(model, random_prompts(row.batch, row.prompt, V), row.plan, o, &row.runs.back());
     }
   }
+  std::printf("%-10s %-6s %-7s %-6s %22s %30s %12s %12s\n", "retention", "kept", "prompt", "batch",
+              "TTFT ms med [min-max]", "decode tok/s med [min-max]", "KV bytes", "peak bytes");
+  std::string csv =
+      "retention,kept,num_layers,prompt,batch,new_tokens,repeats,ttft_ms_median,ttft_ms_min,ttft_ms_max,"
+      "decode_tok_s_median,decode_tok_s_min,decode_tok_s_max,kv_bytes,peak_bytes\n";
+  for (const Row& row : rows) {
+    std::vector<double> ttft, tps;
+    for (const auto& s : row.runs) {
+      ttft.push_back(s.ttft_ms);
+      tps.push_back(s.decode_tokens_per_s);
+    }
+    const auto [tmin, tmax] = std::minmax_element(ttft.begin(), ttft.end());
+    const auto [dmin, dmax] = std::minmax_element(tps.begin(), tps.end());
+    const eval::GenerationStats& s = row.runs.front();
+    std::printf("%-10g %2d/%-3d %-7ld %-6ld %8.1f [%6.1f-%6.1f] %10.1f [%8.1f-%8.1f] %12ld %12ld\n", row.retention,
+                s.kept_layers, L, static_cast<long>(row.prompt), static_cast<long>(row.batch), median(ttft), *tmin,
+                *tmax, median(tps), *dmin, *dmax, static_cast<long>(s.kv_bytes), static_cast<long>(s.peak_bytes));
+    csv += fmt::format("{},{},{},{},{},{},{},{:.3f},{:.3f},{:.3f},{:.2f},{:.2f},{:.2f},{},{}\n", row.retention,
+                       s.kept_layers, L, row.prompt, row.batch, a.new_tokens, a.repeats, median(ttft), *tmin, *tmax,
+                       median(tps), *dmin, *dmax, s.kv_bytes, s.peak_bytes);
+  }
+  if (!a.csv.empty()) write_file(a.csv, csv);
   return 0;
 }
 
@@ -160,7 +283,11 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   gen->add_option("--prompt-lengths", g.prompt_lengths)->delimiter(',')->check(bounded(1, 1 << 24));
   gen->add_option("--batch-sizes", g.batch_sizes)->delimiter(',')->check(bounded(1, 1 << 16));
   gen->add_option("--new-tokens", g.new_tokens)->check(bounded(1, 1 << 24));
-  gen->add_option("--repeats", g.repeats)->check(bounded(1, 10000));
+  gen->add_option("--repeats", g.repeats, "interleaved repeats (median and min-max reported)")->check(bounded(1, 10000));
+  gen->add_option("--memory-budget", g.memory_budget,
+                  "bytes (e.g. 2GB): per retention, the largest batch that runs within it at --context");
+  gen->add_option("--context", g.context, "prompt length of the --memory-budget search")->check(bounded(1, 1 << 24));
+  gen->add_option("--csv", g.csv, "also write the results as CSV");
   add_threads_option(gen, g.threads);
   add_placement_options(gen, g.placement);
   gen->callback([gen_args, &exit_code] { exit_code = run_generate(*gen_args); });

@@ -49,7 +49,11 @@ int run(Args a) {
     std::optional<data::Tokenizer> tokenizer;
     if (!a.task.empty()) {
       task = eval::read_task(a.task, a.task_seed);
-      tokenizer = data::Tokenizer::load(a.tokenizer.empty() ? ck.config.data.tokenizer : a.tokenizer);
+      const std::string dir = a.tokenizer.empty() ? ck.config.data.tokenizer : a.tokenizer;
+      tokenizer = data::Tokenizer::load(dir);
+      KV_CHECK(tokenizer->vocab_size() <= ck.model->config().vocab_size,
+               "--task: tokenizer {} has {} tokens but the model's vocabulary is {} (a tokenizer of another model?)",
+               dir, tokenizer->vocab_size(), ck.model->config().vocab_size);
     }
     auto add = [&](const std::vector<int>& keep, const std::string& label, const std::string& strategy) {
       results.push_back(eval::evaluate_keep_set(*ck.model, data, T, a.batch, a.batches, keep, label, strategy, *comm));
@@ -111,7 +115,8 @@ void add_eval_command(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"em", "f1", "rougeL"}));
   cmd->add_option("--tokenizer", a.tokenizer, "tokenizer for --task (default: the run's data.tokenizer)");
   cmd->add_option("--max-new-tokens", a.max_new_tokens, "longest generated answer for --task")->check(bounded(1, 4096));
-  cmd->add_option("--task-seed", a.task_seed, "seed of the context/question order (as prepare --format sft --seed)");
+  cmd->add_option("--task-seed", a.task_seed, "seed of the context/question order (as prepare --format sft --seed)")
+      ->check(bounded(0, 9.2e18));
   add_threads_option(cmd, a.threads);
   add_placement_options(cmd, a.placement);
   cmd->callback([args, &exit_code] { exit_code = run(*args); });

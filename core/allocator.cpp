@@ -19,6 +19,10 @@ size_t allocation_size_class(size_t nbytes) {
 void* PooledAllocator::allocate(size_t nbytes) {
   size_t size = allocation_size_class(nbytes);
   std::lock_guard<std::mutex> lock(mutex_);
+  if (limit_ > 0 && stats_.current_bytes + size > limit_) {
+    throw MemoryBudgetExceeded(fmt::format("{} allocator: {} bytes in use + {} exceed the memory budget of {} bytes",
+                                           name(), stats_.current_bytes, size, limit_));
+  }
   void* ptr = nullptr;
   auto it = free_lists_.find(size);
   if (it != free_lists_.end() && !it->second.empty()) {
@@ -57,6 +61,11 @@ void PooledAllocator::deallocate(void* ptr, size_t nbytes) {
 AllocatorStats PooledAllocator::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return stats_;
+}
+
+void PooledAllocator::set_limit(size_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  limit_ = bytes;
 }
 
 void PooledAllocator::reset_peak() {

@@ -28,7 +28,12 @@ class Allocator {
   virtual AllocatorStats stats() const = 0;
   virtual void reset_peak() = 0;
   virtual void empty_cache() = 0;  // return cached blocks to the system
+  // A budget on current_bytes (0: none): an allocation that would exceed it throws
+  // MemoryBudgetExceeded (core/error.h), so "does it fit in N bytes" is answered by running it (bench generate
+  // --memory-budget), not by arithmetic.
+  virtual void set_limit(size_t bytes) = 0;
 };
+
 
 // Size classes 2^k, 1.25, 1.5 and 1.75 x 2^k (at most 25% waste), multiples of 64 bytes.
 size_t allocation_size_class(size_t nbytes);
@@ -42,6 +47,7 @@ class PooledAllocator : public Allocator {
   AllocatorStats stats() const override;
   void reset_peak() override;
   void empty_cache() override;
+  void set_limit(size_t bytes) override;
 
  protected:
   ~PooledAllocator() override = default;
@@ -53,6 +59,7 @@ class PooledAllocator : public Allocator {
   mutable std::mutex mutex_;
   std::map<size_t, std::vector<void*>> free_lists_;
   AllocatorStats stats_;
+  size_t limit_ = 0;
 };
 
 Allocator& cpu_allocator();

@@ -18,6 +18,12 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
+// An allocation beyond an allocator's budget (Allocator::set_limit).
+class MemoryBudgetExceeded : public Error {
+ public:
+  using Error::Error;
+};
+
 [[noreturn]] void throw_error(const char* file, int line, std::string message);
 
 // The one error format of every kvroute program: "kvroute: error: MESSAGE" on stderr, or

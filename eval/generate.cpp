@@ -77,7 +77,9 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
   std::vector<bool> done(static_cast<size_t>(B), false);
 
   const auto start = std::chrono::steady_clock::now();
-  Tensor logits = layers::forward_cached(model, prompt, cache);  // [B, Tp, V]
+  std::vector<int64_t> last(lengths.size());
+  for (size_t b = 0; b < lengths.size(); ++b) last[b] = lengths[b] - 1;
+  Tensor logits = layers::forward_cached(model, prompt, cache, &last);  // [B, 1, V]: each row's last prompt position
   Tensor next = Tensor::empty({B, 1}, DType::I32);
   cache.set_row_lengths(lengths);
   // row_pos(b): the position whose logits predict row b's next token.
@@ -100,7 +102,7 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
       }
     }
   };
-  if (options.max_new_tokens > 0) pick(logits, Tp, [&](int64_t b) { return lengths[static_cast<size_t>(b)] - 1; });
+  if (options.max_new_tokens > 0) pick(logits, 1, [](int64_t) { return int64_t{0}; });
   const auto first = std::chrono::steady_clock::now();
   int64_t steps = 0;
   for (int64_t i = 1; i < options.max_new_tokens; ++i) {

@@ -51,7 +51,10 @@ class KVCache {
 };
 
 // One cached forward step: tokens [B, T] at positions cache.length() ... -> logits [B, T, V]
-// (no autograd). Appends the new K/V to the cache and advances it.
-Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& cache);
+// (no autograd). Appends the new K/V to the cache and advances it. With `logit_positions` (one
+// index in [0, T) per row), only those positions get logits: [B, 1, V] (a prefill needs the last
+// prompt position only, and B x T x V logits would dominate its memory).
+Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& cache,
+                      const std::vector<int64_t>* logit_positions = nullptr);
 
 }  // namespace kvroute::layers

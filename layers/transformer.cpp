@@ -193,13 +193,26 @@ Variable DecoderLayer::forward_cached(const Variable& x, KVCache& cache, int lay
   return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y)));
 }
 
-Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& cache) {
+Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& cache,
+                      const std::vector<int64_t>* logit_positions) {
   autograd::NoGradGuard no_grad;
   KV_CHECK(tokens.dim() == 2 && tokens.size(0) == cache.batch(), "forward_cached: tokens {} for a cache of batch {}",
            tokens.shape(), cache.batch());
   Variable x = model.embed_tokens_->forward(tokens);
   for (int l = 0; l < model.num_layers(); ++l) {
     x = model.layers_[static_cast<size_t>(l)]->forward_cached(x, cache, l, cache.plan()[static_cast<size_t>(l)]);
+  }
+  if (logit_positions != nullptr) {
+    const int64_t B = tokens.size(0), T = tokens.size(1);
+    KV_CHECK(static_cast<int64_t>(logit_positions->size()) == B, "forward_cached: {} logit positions for {} rows",
+             logit_positions->size(), B);
+    Tensor picked = Tensor::empty({B, 1, x.data().size(2)}, x.data().dtype(), x.data().device());
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t p = (*logit_positions)[static_cast<size_t>(b)];
+      KV_CHECK(p >= 0 && p < T, "forward_cached: logit position {} outside [0, {})", p, T);
+      picked.slice(0, b, b + 1).copy_(x.data().slice(0, b, b + 1).slice(1, p, p + 1));
+    }
+    x = Variable(picked);
   }
   Tensor logits = model.head(model.norm_->forward(x)).data();
   cache.advance(tokens.size(1));

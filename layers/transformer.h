@@ -188,7 +188,8 @@ class Transformer final : public Module {
   // default: skipping gives the same loss and gradients, which a test checks with this switch.
   void set_compute_unused_kv(bool on) { compute_unused_kv_ = on; }
   // Cached inference step (see layers/kv_cache.h).
-  friend Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& cache);
+  friend Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& cache,
+                               const std::vector<int64_t>* logit_positions);
 
  private:
   Variable final_hidden(const Tensor& tokens, const RoutingPlan& plan, int64_t position_offset) const;

@@ -42,6 +42,20 @@ TEST(Allocator, TracksCurrentAndPeakAndReusesBlocks) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(c.raw_data()) % 64, 0u);
 }
 
+TEST(Allocator, ABudgetRefusesAllocationsBeyondItAndNothingLeaks) {
+  Allocator& alloc = cpu_allocator();
+  const size_t base = alloc.stats().current_bytes;
+  alloc.set_limit(base + (1 << 20));
+  {
+    Tensor fits = Tensor::empty({100000});  // 400 KB
+    EXPECT_THROW(Tensor::empty({200000}), MemoryBudgetExceeded);  // + 800 KB > 1 MiB
+  }
+  EXPECT_EQ(alloc.stats().current_bytes, base);
+  alloc.set_limit(0);
+  Tensor big = Tensor::empty({1 << 20});  // no budget: fine
+  EXPECT_EQ(big.numel(), 1 << 20);
+}
+
 TEST(Allocator, EmptyCacheReleasesFreeBlocks) {
   { Tensor a = Tensor::empty({1 << 16}); }
   cpu_allocator().empty_cache();
