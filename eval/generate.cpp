@@ -77,9 +77,29 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
   std::vector<bool> done(static_cast<size_t>(B), false);
 
   const auto start = std::chrono::steady_clock::now();
-  std::vector<int64_t> last(lengths.size());
-  for (size_t b = 0; b < lengths.size(); ++b) last[b] = lengths[b] - 1;
-  Tensor logits = layers::forward_cached(model, prompt, cache, &last);  // [B, 1, V]: each row's last prompt position
+  // Prefill in chunks; each row's logits come from the chunk holding its last prompt position.
+  const int64_t chunk = options.prefill_chunk > 0 ? options.prefill_chunk : Tp;
+  Tensor logits;  // [B, 1, V]: each row's last prompt position
+  for (int64_t from = 0; from < Tp; from += chunk) {
+    const int64_t n = std::min(chunk, Tp - from);
+    std::vector<int64_t> at(lengths.size());
+    bool any = false;
+    for (size_t b = 0; b < lengths.size(); ++b) {
+      const int64_t last = lengths[b] - 1;
+      at[b] = std::clamp<int64_t>(last - from, 0, n - 1);
+      any = any || (last >= from && last < from + n);
+    }
+    Tensor part = layers::forward_cached(model, prompt.slice(1, from, from + n).contiguous(), cache, &at);
+    if (!any) continue;
+    if (!logits.defined()) logits = part.clone();
+    for (size_t b = 0; b < lengths.size(); ++b) {
+      const int64_t last = lengths[b] - 1;
+      if (last >= from && last < from + n) {
+        logits.slice(0, static_cast<int64_t>(b), static_cast<int64_t>(b) + 1)
+            .copy_(part.slice(0, static_cast<int64_t>(b), static_cast<int64_t>(b) + 1));
+      }
+    }
+  }
   Tensor next = Tensor::empty({B, 1}, DType::I32);
   cache.set_row_lengths(lengths);
   // row_pos(b): the position whose logits predict row b's next token.

@@ -22,6 +22,9 @@ struct SamplingOptions {
   int64_t vocab_limit = 0;   // > 0: sample only ids below it (the tokenizer's vocabulary, when the
                              // model's is padded larger); 0: the model's whole vocabulary
   std::vector<int32_t> excluded_ids;  // never sampled: ids the tokenizer leaves unused (holes)
+  // The prompt is prefilled this many positions at a time (0: all at once): activations stay
+  // bounded by the chunk while the KV cache grows with the prompt. Same tokens either way.
+  int64_t prefill_chunk = 512;
 };
 
 // Sampling options that keep generation inside `tokenizer`'s vocabulary: vocab_limit and the

@@ -72,6 +72,11 @@ TEST(Generation, PromptsOfDifferentLengthsInOneBatchEqualOneAtATime) {
     greedy.temperature = 0;
     greedy.max_new_tokens = 10;
     const std::vector<std::vector<int32_t>> batched = generate(model, prompts, plan, greedy);
+    for (int64_t chunk : {1, 3, 7, 0}) {  // a prompt prefilled in chunks gives the same tokens
+      SamplingOptions chunked = greedy;
+      chunked.prefill_chunk = chunk;
+      EXPECT_EQ(generate(model, prompts, plan, chunked), batched) << "prefill chunk " << chunk;
+    }
     for (size_t b = 0; b < prompts.size(); ++b) {
       EXPECT_EQ(batched[b], generate(model, {prompts[b]}, plan, greedy)[0])
           << "plan " << layers::format_plan(plan) << " row " << b;
