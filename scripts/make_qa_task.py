@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Retrieval QA task built from the packaged corpus (plain python3, no dependencies).
+
+Each example is a real passage (consecutive sentences of a State of the Union address or a Moby
+Dick chapter, data/raw/corpus) with short invented facts planted between its sentences at random
+depths, e.g. "The access code of the north gate is 4719." One fact is asked about ("What is the
+access code of the north gate?"); the answer is its value, a short span (a number, a colour, a
+name, a year, a word). The other planted facts are distractors of the same kind: the same
+attribute of other entities, or other attributes of the same entity, so the question can only be
+answered by finding the right (entity, attribute) pair in the context.
+
+Splits: train and test passages come from disjoint documents, and every (entity, attribute, value)
+triple belongs to exactly one split (a hash of the triple and the seed), so no fact of the test set
+is ever seen in training. Everything is deterministic from --seed.
+
+    scripts/make_qa_task.py --out data/prepared/qa-task [--seed 1] [--train 6000] [--test 300]
+    -> OUT/train.jsonl, OUT/test.jsonl: one {"context", "question", "answer"} per line
+
+Then `kvroute prepare --format sft --input OUT/train.jsonl ...` (docs/formats.md) and
+`kvroute eval --task OUT/test.jsonl ...`. With the defaults (3 corpus sentences of at most
+70 words, 1 fact asked + 3 distractors) a prompt is about 110-170 tokens of the 8k quickstart
+tokenizer, well under the quickstart model's 256.
+"""
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import sys
+
+ADJECTIVES = ["north", "south", "east", "west", "upper", "lower", "old", "new", "inner", "outer"]
+NOUNS = ["gate", "tower", "bridge", "mill", "chapel", "warehouse", "library", "lighthouse", "barracks",
+         "granary", "armory", "school", "courthouse", "market hall", "boathouse", "observatory",
+         "customs house", "signal station", "pump house", "ferry landing"]
+COLORS = ["red", "blue", "green", "yellow", "white", "black", "gray", "brown", "orange", "purple",
+          "pink", "crimson"]
+NAMES = ["Martha", "Tobias", "Eliza", "Samuel", "Ruth", "Henry", "Clara", "Jonas", "Agnes", "Walter",
+         "Lydia", "Amos", "Hannah", "Isaac", "Nora", "Silas", "Edith", "Felix", "Mabel", "Oscar",
+         "Ada", "Jasper", "Ida", "Victor"]
+WORDS = ["falcon", "otter", "badger", "heron", "walrus", "beetle", "salmon", "raven", "lynx", "moth",
+         "eagle", "turtle", "weasel", "pigeon", "mole", "hornet"]
+
+# attribute -> (fact template, question template, all values)
+ATTRIBUTES = {
+    "code": ("The access code of the {e} is {v}.", "What is the access code of the {e}?",
+             [str(n) for n in range(100, 1000)]),
+    "color": ("The door of the {e} is painted {v}.", "What color is the door of the {e}?", COLORS),
+    "keeper": ("The keeper of the {e} is {v}.", "Who is the keeper of the {e}?", NAMES),
+    "year": ("The {e} was built in {v}.", "In what year was the {e} built?", [str(n) for n in range(1700, 1900)]),
+    "password": ("The password of the {e} is {v}.", "What is the password of the {e}?", WORDS),
+}
+ENTITIES = [f"{a} {n}" for a in ADJECTIVES for n in NOUNS]
+
+ASCII_FIXES = {"\u2014": " - ", "\u2013": " - ", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
+               "\u00a0": " ", "\u2026": "..."}
+SENTENCE_END = re.compile(r'(?<=[.!?])["\']?\s+(?=["\']?[A-Z])')
+
+
+def corpus_documents(root):
+    """(name, text) of the State of the Union addresses and Moby Dick chapters, sorted by name."""
+    docs = []
+    for sub in ("sotu", "moby-dick"):
+        d = os.path.join(root, sub)
+        if not os.path.isdir(d):
+            continue
+        for name in sorted(os.listdir(d)):
+            if not name.endswith(".txt") or (sub == "moby-dick" and not name.startswith("chapter_")):
+                continue
+            with open(os.path.join(d, name), encoding="utf-8", errors="replace") as f:
+                docs.append((f"{sub}/{name}", f.read()))
+    return docs
+
+
+def sentences(text):
+    for k, v in ASCII_FIXES.items():
+        text = text.replace(k, v)
+    text = re.sub(r"\s+", " ", text).strip()
+    return [s.strip() for s in SENTENCE_END.split(text)]
+
+
+def usable(sentence):
+    words = sentence.split()
+    return (5 <= len(words) <= 30 and sentence.isascii() and sentence[-1] in ".!?\"'"
+            and not sentence.isupper() and "CHAPTER" not in sentence)
+
+
+def passages(docs, n_sentences, max_words):
+    """Runs of n consecutive usable sentences of one document, at most max_words words in all."""
+    out = []
+    for _, text in docs:
+        s = sentences(text)
+        i = 0
+        while i + n_sentences <= len(s):
+            run = s[i:i + n_sentences]
+            if all(usable(x) for x in run) and sum(len(x.split()) for x in run) <= max_words:
+                out.append(run)
+                i += n_sentences  # passages of one document do not overlap
+            else:
+                i += 1
+    return out
+
+
+def split_of(seed, *parts):
+    h = hashlib.sha256(("\x1f".join([str(seed)] + list(parts))).encode()).digest()
+    return "test" if h[0] % 4 == 0 else "train"
+
+
+def make_examples(rng, split, seed, pool, count, n_distractors, same_attribute, same_entity):
+    attrs = sorted(ATTRIBUTES)
+
+    allowed = {}  # (entity, attribute) -> the values whose triple belongs to this split
+
+    def values(entity, attr):
+        if (entity, attr) not in allowed:
+            allowed[(entity, attr)] = [v for v in ATTRIBUTES[attr][2] if split_of(seed, "fact", entity, attr, v) == split]
+        return allowed[(entity, attr)]
+
+    examples = []
+    while len(examples) < count:
+        run = list(rng.choice(pool))
+        entity, attr = rng.choice(ENTITIES), rng.choice(attrs)
+        if not values(entity, attr):
+            continue
+        facts = [(entity, attr, rng.choice(values(entity, attr)))]
+        used = {(entity, attr)}
+        while len(facts) < 1 + n_distractors:
+            kind = rng.random()
+            if kind < same_attribute:  # the same attribute of another entity
+                e, a = rng.choice(ENTITIES), attr
+            elif kind < same_attribute + same_entity:  # another attribute of the same entity
+                e, a = entity, rng.choice(attrs)
+            else:
+                e, a = rng.choice(ENTITIES), rng.choice(attrs)
+            if (e, a) in used or not values(e, a):
+                continue
+            used.add((e, a))
+            facts.append((e, a, rng.choice(values(e, a))))
+        rng.shuffle(facts)
+        # Plant the facts at random depths: between sentences, before the first or after the last.
+        slots = sorted(rng.randrange(len(run) + 1) for _ in facts)
+        for k in reversed(range(len(facts))):
+            e, a, v = facts[k]
+            run.insert(slots[k], ATTRIBUTES[a][0].format(e=e, v=v))
+        examples.append({"context": " ".join(run), "question": ATTRIBUTES[attr][1].format(e=entity),
+                         "answer": facts[[f[:2] for f in facts].index((entity, attr))][2],
+                         "_facts": facts})
+    return examples
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="output directory (train.jsonl, test.jsonl)")
+    p.add_argument("--corpus", default="data/raw/corpus", help="corpus root (sotu/, moby-dick/)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--train", type=int, default=6000, help="training examples")
+    p.add_argument("--test", type=int, default=300, help="test examples")
+    p.add_argument("--sentences", type=int, default=2, help="corpus sentences per passage")
+    p.add_argument("--max-words", type=int, default=40, help="most corpus words per passage")
+    p.add_argument("--distractors", type=int, default=3, help="planted facts besides the one asked about")
+    p.add_argument("--same-attribute", type=float, default=0.6,
+                   help="share of distractors giving the asked attribute of another entity")
+    p.add_argument("--same-entity", type=float, default=0.25,
+                   help="share of distractors giving another attribute of the asked entity (the rest: any)")
+    a = p.parse_args()
+    if a.distractors + 1 > len(ENTITIES) * len(ATTRIBUTES) or a.sentences < 1 or a.train < 0 or a.test < 0:
+        sys.exit("make_qa_task.py: bad sizes")
+
+    docs = corpus_documents(a.corpus)
+    if not docs:
+        sys.exit(f"make_qa_task.py: no documents under {a.corpus}/sotu or {a.corpus}/moby-dick")
+    pools = {"train": [], "test": []}
+    for name, text in docs:  # documents are split too: no passage text is shared
+        pools[split_of(a.seed, "doc", name)].append((name, text))
+    pools = {k: passages(v, a.sentences, a.max_words) for k, v in pools.items()}
+    for k, v in pools.items():
+        if not v:
+            sys.exit(f"make_qa_task.py: no {k} passages of {a.sentences} sentences <= {a.max_words} words")
+
+    data = {"test": make_examples(random.Random(f"{a.seed}/test"), "test", a.seed, pools["test"], a.test,
+                                  a.distractors, a.same_attribute, a.same_entity),
+            "train": make_examples(random.Random(f"{a.seed}/train"), "train", a.seed, pools["train"], a.train,
+                                   a.distractors, a.same_attribute, a.same_entity)}
+    triples = {k: {f for ex in v for f in ex["_facts"]} for k, v in data.items()}
+    assert not triples["train"] & triples["test"], "a fact is in both splits"
+    os.makedirs(a.out, exist_ok=True)
+    for k, v in data.items():
+        with open(os.path.join(a.out, f"{k}.jsonl"), "w", encoding="utf-8") as f:
+            for ex in v:
+                f.write(json.dumps({x: ex[x] for x in ("context", "question", "answer")}) + "\n")
+    words = [len(ex["context"].split()) for v in data.values() for ex in v]
+    print(f"make_qa_task.py: {a.out}/train.jsonl {len(data['train'])} examples, test.jsonl {len(data['test'])}; "
+          f"passages {len(pools['train'])} train / {len(pools['test'])} test; context words "
+          f"{min(words)}-{max(words)} (mean {sum(words) / len(words):.0f}); facts shared by the splits: 0")
+
+
+if __name__ == "__main__":
+    main()
