@@ -25,6 +25,7 @@ struct Args {
   std::vector<int> groups;
   std::vector<std::string> keep;
   int64_t batch = 8, seq_len = 0, batches = 0;
+  double plan_split = 0;
   int threads = 0;
   std::string task, tokenizer;
   int64_t max_new_tokens = 16;
@@ -33,6 +34,8 @@ struct Args {
 };
 
 int run(Args a) {
+  KV_CHECK(a.plan_split == 0 || a.strategy == "greedy", "--plan-split {}: only the greedy planner (--strategy greedy) "
+           "chooses keep-sets on validation data", a.plan_split);
   set_num_threads(a.threads);
   eval::Checkpoint ck = eval::load_for_inference(a.checkpoint);
   std::unique_ptr<dist::Communicator> comm = dist::make_communicator(ck.config.dist.backend);
@@ -42,6 +45,9 @@ int run(Args a) {
     const std::string data = a.data.empty() ? ck.config.data.dir : a.data;
     const int64_t T = a.seq_len > 0 ? a.seq_len : ck.config.train.seq_len;
     if (a.retention.empty() && a.groups.empty() && a.keep.empty()) a.retention = eval::kDefaultRetention;
+    // --plan-split f: the greedy planner chooses on the first f of the validation windows; every
+    // row of the table is measured on the rest, so planned and fixed sets compare on unseen data.
+    const auto [plan_part, report_part] = eval::plan_split_parts(a.plan_split);
     std::vector<eval::PlanResult> results;
     std::vector<int> sizes;
     // --task: generation-based QA metrics for every plan as well (eval/qa.h).
@@ -56,7 +62,8 @@ int run(Args a) {
                dir, tokenizer->vocab_size(), ck.model->config().vocab_size);
     }
     auto add = [&](const std::vector<int>& keep, const std::string& label, const std::string& strategy) {
-      results.push_back(eval::evaluate_keep_set(*ck.model, data, T, a.batch, a.batches, keep, label, strategy, *comm));
+      results.push_back(
+          eval::evaluate_keep_set(*ck.model, data, T, a.batch, a.batches, keep, label, strategy, *comm, report_part));
       sizes.push_back(static_cast<int>(results.back().kept.size()));
       if (!task.empty()) {
         eval::PlanResult& r = results.back();
@@ -71,7 +78,8 @@ int run(Args a) {
     for (int g : a.groups) add(layers::keep_every(L, g), fmt::format("groups {}", g), "even");
     for (const std::string& k : a.keep) add(parse_layer_list("--keep", k), "keep " + k, "list");
     if (a.strategy == "greedy") {
-      std::vector<eval::PlanResult> greedy = eval::greedy_keep_sets(*ck.model, data, T, a.batch, a.batches, sizes, *comm);
+      std::vector<eval::PlanResult> greedy =
+          eval::greedy_keep_sets(*ck.model, data, T, a.batch, a.batches, sizes, *comm, plan_part, report_part);
       results.insert(results.end(), greedy.begin(), greedy.end());
     }
     if (comm->rank() != 0) return 0;
@@ -79,6 +87,10 @@ int run(Args a) {
                 static_cast<long>(results.empty() ? 0 : results[0].tokens),
                 task.empty() ? "" : fmt::format("; task {}, {} examples", a.task, task.size()).c_str(),
                 eval::format_table(results, L, a.metrics).c_str());
+    if (a.plan_split > 0) {
+      std::printf("plan split %g: greedy sets chosen on the first %g of the validation windows; every row measured "
+                  "on the other %g\n", a.plan_split, a.plan_split, 1 - a.plan_split);
+    }
     const std::string out = a.out.empty() ? a.checkpoint : a.out;
     std::filesystem::create_directories(out);
     write_file(out + "/eval.csv", eval::format_csv(results, L));
@@ -102,6 +114,10 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--keep", a.keep, "explicit keep-set, e.g. 0,3,7 (repeatable)");
   cmd->add_option("--strategy", a.strategy, "even | greedy (adds greedy sets of the same sizes)")
       ->check(CLI::IsMember({"even", "greedy"}));
+  cmd->add_option("--plan-split", a.plan_split,
+                  "greedy: choose keep-sets on this fraction of the validation windows and report every row on "
+                  "the rest (0: both on all)")
+      ->check(bounded(0, 0.99));
   cmd->add_option("--data", a.data, "shard directory (default: the run's data.dir)");
   cmd->add_option("--batch", a.batch, "sequences per batch")->check(bounded(1, 1 << 20));
   cmd->add_option("--seq-len", a.seq_len, "window length (default: the run's train.seq_len)")->check(bounded(0, 1 << 24));

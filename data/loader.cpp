@@ -1,6 +1,7 @@
 #include "data/loader.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "core/error.h"
@@ -234,14 +235,21 @@ void DataLoader::set_cursor(const LoaderCursor& cursor) {
 }
 
 ValidationLoader::ValidationLoader(const std::string& dir, int64_t batch_size, int64_t seq_len, int rank,
-                                   int world_size, int64_t vocab_size)
+                                   int world_size, int64_t vocab_size, ValidationPart part)
     : source_(make_row_source(dir, "val", seq_len, vocab_size)),
       batch_size_(batch_size),
       seq_len_(seq_len),
       rank_(rank),
       world_size_(world_size) {
-  windows_ = source_->rows();
-  KV_CHECK(windows_ > 0, "{}, not one row", source_->describe());
+  const int64_t all = source_->rows();
+  KV_CHECK(all > 0, "{}, not one row", source_->describe());
+  KV_CHECK(part.begin >= 0 && part.begin < part.end && part.end <= 1, "validation part [{}, {}): not a part of [0, 1)",
+           part.begin, part.end);
+  first_ = static_cast<int64_t>(std::floor(part.begin * static_cast<double>(all)));
+  const int64_t last = part.end == 1.0 ? all : static_cast<int64_t>(std::floor(part.end * static_cast<double>(all)));
+  windows_ = last - first_;
+  KV_CHECK(windows_ > 0, "{}: the validation part [{:g}, {:g}) of its {} rows holds none (a larger validation split "
+           "or another split fraction)", source_->describe(), part.begin, part.end, all);
 }
 
 bool ValidationLoader::next(Batch& batch) {
@@ -250,9 +258,9 @@ bool ValidationLoader::next(Batch& batch) {
   const int64_t begin = first_global + rank_ * batch_size_;
   const int64_t end = std::min(windows_, begin + batch_size_);
   std::vector<int64_t> ids;
-  for (int64_t w = begin; w < end; ++w) ids.push_back(w);
+  for (int64_t w = begin; w < end; ++w) ids.push_back(first_ + w);
   batch = read_rows(*source_, ids);
-  batch.cursor = {0, first_global};
+  batch.cursor = {0, first_ + first_global};
   ++step_;
   return true;
 }

@@ -113,19 +113,27 @@ class DataLoader {
   std::exception_ptr worker_error_;
 };
 
-// Walks the val split once, in order: batch g of rank r holds windows g*world*B + r*B + [0, B),
-// fewer (or none) at the end.
+// A contiguous part of the val split, as fractions of its windows: [begin, end). Window w of n
+// belongs to the part when floor(begin n) <= w < floor(end n), so parts [0, f) and [f, 1) are
+// disjoint and cover the split (the retention planner chooses on one and is reported on the other).
+struct ValidationPart {
+  double begin = 0.0, end = 1.0;
+  bool whole() const { return begin == 0.0 && end == 1.0; }
+};
+
+// Walks the val split (or a part of it) once, in order: batch g of rank r holds windows
+// first + g*world*B + r*B + [0, B) of the part, fewer (or none) at the end.
 class ValidationLoader {
  public:
   ValidationLoader(const std::string& dir, int64_t batch_size, int64_t seq_len, int rank = 0, int world_size = 1,
-                   int64_t vocab_size = 0);
+                   int64_t vocab_size = 0, ValidationPart part = {});
   bool next(Batch& batch);  // false when the split is exhausted
   void reset() { step_ = 0; }
-  int64_t windows() const { return windows_; }
+  int64_t windows() const { return windows_; }  // in the part
 
  private:
   std::unique_ptr<RowSource> source_;
-  int64_t batch_size_, seq_len_, windows_;
+  int64_t batch_size_, seq_len_, first_ = 0, windows_;
   int rank_, world_size_;
   int64_t step_ = 0;
 };

@@ -37,14 +37,15 @@ Checkpoint load_for_inference(const std::string& dir) {
 
 PlanResult evaluate_keep_set(const layers::Transformer& model, const std::string& data_dir, int64_t seq_len,
                              int64_t batch, int64_t max_batches, const std::vector<int>& keep, const std::string& label,
-                             const std::string& strategy, dist::Communicator& comm) {
+                             const std::string& strategy, dist::Communicator& comm, data::ValidationPart part) {
   PlanResult r;
   r.label = label;
   r.strategy = strategy;
   layers::InferencePlan p = layers::inference_plan(model.config(), keep);
   r.kept = std::move(p.kept);
   r.plan = std::move(p.plan);
-  data::ValidationLoader loader(data_dir, batch, seq_len, comm.rank(), comm.world_size(), model.config().vocab_size);
+  data::ValidationLoader loader(data_dir, batch, seq_len, comm.rank(), comm.world_size(), model.config().vocab_size,
+                                part);
   auto [loss, tokens] = train::validation_loss(model, loader, r.plan, max_batches, comm);
   r.loss = loss;
   r.perplexity = std::exp(loss);
@@ -54,17 +55,19 @@ PlanResult evaluate_keep_set(const layers::Transformer& model, const std::string
 
 std::vector<PlanResult> greedy_keep_sets(const layers::Transformer& model, const std::string& data_dir,
                                          int64_t seq_len, int64_t batch, int64_t max_batches,
-                                         const std::vector<int>& sizes, dist::Communicator& comm) {
+                                         const std::vector<int>& sizes, dist::Communicator& comm,
+                                         data::ValidationPart plan_part, data::ValidationPart report_part) {
+  auto measure = [&](const std::vector<int>& keep, data::ValidationPart part) {
+    return evaluate_keep_set(model, data_dir, seq_len, batch, max_batches, keep, fmt::format("greedy {}", keep.size()),
+                             "greedy", comm, part);
+  };
   const int L = model.num_layers();
   std::vector<int> current;
   for (int l = 0; l < L; ++l)
     if (model.config().layer_has_kv_weights(l)) current.push_back(l);
   std::vector<PlanResult> chosen;
   auto want = [&](size_t n) { return std::find(sizes.begin(), sizes.end(), static_cast<int>(n)) != sizes.end(); };
-  if (want(current.size())) {
-    chosen.push_back(evaluate_keep_set(model, data_dir, seq_len, batch, max_batches, current,
-                                       fmt::format("greedy {}", current.size()), "greedy", comm));
-  }
+  if (want(current.size())) chosen.push_back(measure(current, report_part));
   const int smallest = sizes.empty() ? 1 : *std::min_element(sizes.begin(), sizes.end());
   while (static_cast<int>(current.size()) > std::max(smallest, 1)) {
     PlanResult best;
@@ -72,14 +75,22 @@ std::vector<PlanResult> greedy_keep_sets(const layers::Transformer& model, const
     for (size_t i = 1; i < current.size(); ++i) {  // layer 0 always stays
       std::vector<int> candidate = current;
       candidate.erase(candidate.begin() + static_cast<std::ptrdiff_t>(i));
-      PlanResult r = evaluate_keep_set(model, data_dir, seq_len, batch, max_batches, candidate,
-                                       fmt::format("greedy {}", candidate.size()), "greedy", comm);
+      PlanResult r = measure(candidate, plan_part);
       if (r.loss < best.loss) best = r;
     }
     current = best.kept;
-    if (want(current.size())) chosen.push_back(best);
+    if (want(current.size()))
+      chosen.push_back(report_part.begin == plan_part.begin && report_part.end == plan_part.end
+                           ? best
+                           : measure(current, report_part));
   }
   return chosen;
+}
+
+std::pair<data::ValidationPart, data::ValidationPart> plan_split_parts(double f) {
+  KV_CHECK(f >= 0 && f < 1, "plan split {}: must be in [0, 1) (0: plan and report on the whole validation split)", f);
+  if (f == 0) return {{}, {}};
+  return {{0.0, f}, {f, 1.0}};
 }
 
 namespace {

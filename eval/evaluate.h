@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "layers/transformer.h"
+#include "data/loader.h"
 #include "dist/communicator.h"
 #include "train/config.h"
 
@@ -37,15 +38,23 @@ Checkpoint load_for_inference(const std::string& dir);
 
 // Validation loss of the model with a KV cache kept in `keep` (planned by layers::inference_plan,
 // as in the in-training evaluation).
+// `part`: the part of the validation split measured (data/loader.h).
 PlanResult evaluate_keep_set(const layers::Transformer& model, const std::string& data_dir, int64_t seq_len,
                              int64_t batch, int64_t max_batches, const std::vector<int>& keep, const std::string& label,
-                             const std::string& strategy, dist::Communicator& comm);
+                             const std::string& strategy, dist::Communicator& comm, data::ValidationPart part = {});
 
 // Greedy planner: from all layers, repeatedly drop the layer whose removal raises the validation
 // loss least; returns the chosen set for each size in `sizes` (descending order of removal).
+// The choices are made on `plan_part` of the validation split; the losses reported for the chosen
+// sets are measured on `report_part` (pass disjoint parts for an unbiased report).
 std::vector<PlanResult> greedy_keep_sets(const layers::Transformer& model, const std::string& data_dir,
                                          int64_t seq_len, int64_t batch, int64_t max_batches,
-                                         const std::vector<int>& sizes, dist::Communicator& comm);
+                                         const std::vector<int>& sizes, dist::Communicator& comm,
+                                         data::ValidationPart plan_part = {}, data::ValidationPart report_part = {});
+
+// The validation parts of a plan split f: the planner chooses on [0, f), results are reported on
+// [f, 1). f = 0: no split, both are the whole split.
+std::pair<data::ValidationPart, data::ValidationPart> plan_split_parts(double f);
 
 // Table / CSV / JSON renderings of results.
 // `metrics`: the QA columns the table shows when a task was evaluated (em, f1, rougeL).

@@ -4,13 +4,18 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <algorithm>
+#include <cctype>
 #include <map>
+#include <optional>
 #include <set>
 #include <nlohmann/json.hpp>
 
 #include "core/io.h"
 #include "core/json.h"
 #include "eval/evaluate.h"
+#include "eval/study_report.h"
+#include "layers/inference_plan.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 
@@ -39,13 +44,16 @@ Study read_study(const std::string& path) {
   } catch (const YAML::Exception& e) {
     KV_FAIL("{}: invalid YAML at line {}: {}", path, e.mark.line + 1, e.msg);
   }
-  KV_CHECK(root.IsMap(), "{}: expected a mapping (study, base, overrides, runs | grid, eval)", path);
-  const std::vector<std::string> known = {"study", "base", "overrides", "runs", "grid", "eval", "out"};
+  KV_CHECK(root.IsMap(), "{}: expected a mapping (study, base, overrides, runs | grid, seeds, shallow_baselines, eval)",
+           path);
+  const std::vector<std::string> known = {"study", "base", "overrides", "runs", "grid", "eval", "out", "seeds",
+                                          "shallow_baselines"};
   std::set<std::string> seen;
   for (const auto& kv : root) {
     const std::string key = kv.first.as<std::string>();
     KV_CHECK(std::find(known.begin(), known.end(), key) != known.end(),
-             "{}: unknown key '{}' (expected study, base, overrides, runs, grid, eval, out)", path, key.substr(0, 60));
+             "{}: unknown key '{}' (expected study, base, overrides, runs, grid, seeds, shallow_baselines, eval, out)",
+             path, key.substr(0, 60));
     KV_CHECK(seen.insert(key).second, "{}: key '{}' appears twice", path, key);
   }
   Study s;
@@ -58,7 +66,12 @@ Study read_study(const std::string& path) {
   if (root["runs"]) {
     KV_CHECK(root["runs"].IsSequence(), "{}: runs must be a list of {{name, overrides}}", path);
     for (const auto& r : root["runs"]) {
-      KV_CHECK(r["name"], "{}: every run needs a name", path);
+      KV_CHECK(r.IsMap() && r["name"], "{}: every run needs a name", path);
+      for (const auto& kv : r) {
+        const std::string key = kv.first.as<std::string>();
+        KV_CHECK(key == "name" || key == "overrides", "{}: run '{}': unknown key '{}' (expected name, overrides)", path,
+                 r["name"].as<std::string>(), key.substr(0, 60));
+      }
       s.runs.push_back({r["name"].as<std::string>(), string_list(r["overrides"], path + ": runs.overrides")});
     }
   }
@@ -83,21 +96,112 @@ Study read_study(const std::string& path) {
     s.runs.insert(s.runs.end(), grid.begin(), grid.end());
   }
   KV_CHECK(!s.runs.empty(), "{}: no runs (give 'runs' or 'grid')", path);
+  std::set<std::string> names;
+  for (const StudyRun& r : s.runs) {
+    KV_CHECK(!r.name.empty() && r.name.size() <= 100 &&
+                 std::all_of(r.name.begin(), r.name.end(),
+                             [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'; }) &&
+                 r.name[0] != '.',
+             "{}: run name '{}' must be 1-100 letters, digits, '-', '_' or '.' (it names a directory)", path,
+             r.name.substr(0, 100));
+    KV_CHECK(names.insert(r.name).second, "{}: run name '{}' appears twice", path, r.name);
+  }
+  if (root["seeds"]) {
+    KV_CHECK(root["seeds"].IsSequence() && root["seeds"].size() > 0, "{}: seeds must be a non-empty list of integers",
+             path);
+    for (const auto& v : root["seeds"]) {
+      uint64_t seed = 0;
+      try {
+        const std::string text = v.as<std::string>();
+        KV_CHECK(!text.empty() && text.size() <= 19 && std::all_of(text.begin(), text.end(), ::isdigit),
+                 "{}: seeds: '{}' is not a non-negative integer", path, text.substr(0, 40));
+        seed = std::stoull(text);
+      } catch (const YAML::Exception&) {
+        KV_FAIL("{}: seeds: every seed must be a non-negative integer", path);
+      }
+      KV_CHECK(std::find(s.seeds.begin(), s.seeds.end(), seed) == s.seeds.end(), "{}: seed {} appears twice", path,
+               seed);
+      s.seeds.push_back(seed);
+    }
+  }
+  if (root["shallow_baselines"]) {
+    const std::string v = root["shallow_baselines"].as<std::string>();
+    KV_CHECK(v == "true" || v == "false", "{}: shallow_baselines must be true or false, got '{}'", path, v.substr(0, 40));
+    s.shallow_baselines = v == "true";
+  }
   if (root["eval"]) {
+    KV_CHECK(root["eval"].IsMap(), "{}: eval must be a mapping (retention, batches, strategy, plan_split)", path);
+    for (const auto& kv : root["eval"]) {
+      const std::string key = kv.first.as<std::string>();
+      KV_CHECK(key == "retention" || key == "batches" || key == "strategy" || key == "plan_split",
+               "{}: eval: unknown key '{}' (expected retention, batches, strategy, plan_split)", path, key.substr(0, 60));
+    }
     if (root["eval"]["retention"]) s.retention = root["eval"]["retention"].as<std::vector<double>>();
     if (root["eval"]["batches"]) s.eval_batches = root["eval"]["batches"].as<int64_t>();
+    if (root["eval"]["strategy"]) s.strategy = root["eval"]["strategy"].as<std::string>();
+    if (root["eval"]["plan_split"]) s.plan_split = root["eval"]["plan_split"].as<double>();
+    KV_CHECK(!s.retention.empty(), "{}: eval.retention is empty", path);
     for (double r : s.retention) KV_CHECK(r > 0 && r <= 1, "{}: eval.retention {} is out of range (0, 1]", path, r);
     KV_CHECK(s.eval_batches >= 0, "{}: eval.batches {} must be >= 0", path, s.eval_batches);
+    KV_CHECK(s.strategy == "even" || s.strategy == "greedy", "{}: eval.strategy '{}': expected even or greedy", path,
+             s.strategy.substr(0, 40));
+    KV_CHECK(s.plan_split >= 0 && s.plan_split < 1, "{}: eval.plan_split {} must be in [0, 1)", path, s.plan_split);
+    KV_CHECK(s.plan_split == 0 || s.strategy == "greedy",
+             "{}: eval.plan_split {} needs eval.strategy: greedy (only the greedy planner chooses on data)", path,
+             s.plan_split);
   }
-  // Validate every run's config now, so a typo fails before hours of training.
+  // Validate every run's config now, so a typo fails before hours of training. The deepest runs set
+  // the study's depth, which cache fractions are relative to; a run of fewer layers is an
+  // equal-cache baseline (full cache, no routing), as are those shallow_baselines adds.
+  std::vector<int> depths;
   for (const StudyRun& r : s.runs) {
     std::vector<std::string> all = s.overrides;
     all.insert(all.end(), r.overrides.begin(), r.overrides.end());
+    train::RunConfig c;
     try {
-      (void)train::load_config(s.base_config, all);
+      c = train::load_config(s.base_config, all);
     } catch (const Error& e) {
       KV_FAIL("{}: run '{}': {}", path, r.name, e.what());
     }
+    depths.push_back(static_cast<int>(c.model.num_layers));
+    s.depth = std::max(s.depth, depths.back());
+    if (c.router.config.policy != layers::RouterConfig::Policy::None) depths.back() = -depths.back();
+  }
+  for (size_t i = 0; i < s.runs.size(); ++i) {
+    const int L = std::abs(depths[i]);
+    if (L == s.depth) continue;
+    KV_CHECK(depths[i] > 0, "{}: run '{}' has {} layers, fewer than the study's {}: a shallower run is an equal-cache "
+             "baseline and needs router.policy=none", path, s.runs[i].name, L, s.depth);
+    s.runs[i].shallow = true;
+  }
+  // Two retention levels giving the same keep-set would be two columns of one plan.
+  std::map<size_t, double> sizes;
+  for (double r : s.retention) {
+    const size_t k = layers::keep_retention(s.depth, r).size();
+    KV_CHECK(!sizes.count(k), "{}: eval.retention {:g} and {:g} both keep {} of the {} layers (the same plan twice)",
+             path, sizes[k], r, k, s.depth);
+    sizes[k] = r;
+  }
+  if (s.shallow_baselines) {
+    KV_CHECK(sizes.begin()->first < static_cast<size_t>(s.depth), "{}: shallow_baselines: every eval.retention "
+             "keeps all {} layers, so there is no smaller cache to compare with", path, s.depth);
+    std::vector<StudyRun> shallow;
+    for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) {
+      if (it->first == static_cast<size_t>(s.depth)) continue;
+      if (std::find(depths.begin(), depths.end(), static_cast<int>(it->first)) != depths.end()) continue;  // given
+      StudyRun r{fmt::format("shallow-{}L", it->first),
+                 {fmt::format("model.num_layers={}", it->first), "router.policy=none"}, true};
+      KV_CHECK(names.insert(r.name).second, "{}: run name '{}' is taken by shallow_baselines", path, r.name);
+      std::vector<std::string> all = s.overrides;
+      all.insert(all.end(), r.overrides.begin(), r.overrides.end());
+      try {
+        (void)train::load_config(s.base_config, all);
+      } catch (const Error& e) {
+        KV_FAIL("{}: shallow baseline '{}': {}", path, r.name, e.what());
+      }
+      shallow.push_back(r);
+    }
+    s.runs.insert(s.runs.end(), shallow.begin(), shallow.end());
   }
   return s;
 }
@@ -112,110 +216,133 @@ Study load_study(const std::string& path) {
   }
 }
 
+namespace {
+
+// The evaluation settings a replicate's eval.json was made with (study_eval.json beside it): a
+// changed study re-evaluates instead of reporting stale plans.
+std::string eval_settings(const Study& study, const StudyRun& run) {
+  nlohmann::ordered_json j{{"retention", study.retention}, {"batches", study.eval_batches},
+                           {"strategy", run.shallow ? "even" : study.strategy},
+                           {"plan_split", run.shallow ? 0.0 : study.plan_split}, {"shallow", run.shallow}};
+  return j.dump() + "\n";
+}
+
+std::vector<PlanResult> read_eval_json(const std::string& path) {
+  std::vector<PlanResult> out;
+  try {
+    for (const auto& j : json::parse_file(path)) {
+      PlanResult p;
+      p.label = j.at("plan");
+      p.strategy = j.at("strategy");
+      p.kept = j.at("kept").get<std::vector<int>>();
+      p.loss = j.at("val_loss");
+      p.perplexity = j.at("perplexity");
+      p.tokens = j.at("tokens");
+      out.push_back(p);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    KV_FAIL("{}: not an eval.json of kvroute eval ({}); delete it to evaluate again", path, e.what());
+  }
+  return out;
+}
+
+// The plans a replicate is measured under: every retention level (evenly spread keep-sets; a CLA@k
+// model snaps them to its group leaders), the keep-set its groups imply when no level gives it,
+// and with strategy greedy the greedy sets of the same sizes. A shallow baseline: its full cache.
+std::vector<PlanResult> evaluate_replicate(const Study& study, const StudyRun& run, const train::RunConfig& config,
+                                           const layers::Transformer& model, dist::Communicator& comm) {
+  const int L = model.num_layers();
+  const auto [plan_part, report_part] = plan_split_parts(run.shallow ? 0.0 : study.plan_split);
+  auto measure = [&](const std::vector<int>& keep, const std::string& label) {
+    return evaluate_keep_set(model, config.data.dir, config.train.seq_len, config.train.batch_size, study.eval_batches,
+                             keep, label, "even", comm, report_part);
+  };
+  std::vector<PlanResult> out;
+  if (run.shallow) {
+    out.push_back(measure(layers::keep_retention(L, 1.0), "retention 1"));
+    return out;
+  }
+  for (double r : study.retention) out.push_back(measure(layers::keep_retention(L, r), fmt::format("retention {:g}", r)));
+  const auto policy = config.router.config.policy;
+  if (policy == layers::RouterConfig::Policy::FixedGroups || policy == layers::RouterConfig::Policy::RandomFixedGroups) {
+    const int g = config.router.config.group_size;
+    const std::vector<int> implied = layers::inference_plan(model.config(), layers::keep_every(L, g)).kept;
+    if (std::none_of(out.begin(), out.end(), [&](const PlanResult& p) { return p.kept == implied; }))
+      out.push_back(measure(layers::keep_every(L, g), fmt::format("groups {}", g)));
+  }
+  if (study.strategy == "greedy") {
+    std::vector<int> sizes;
+    for (const PlanResult& p : out) sizes.push_back(static_cast<int>(p.kept.size()));
+    std::vector<PlanResult> greedy = greedy_keep_sets(model, config.data.dir, config.train.seq_len,
+                                                      config.train.batch_size, study.eval_batches, sizes, comm,
+                                                      plan_part, report_part);
+    out.insert(out.end(), greedy.begin(), greedy.end());
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string run_study(const Study& study, dist::Communicator& comm) {
   const bool leader = comm.rank() == 0;
-  struct Row {
-    std::string run;
-    std::vector<PlanResult> results;
-    int layers;
-  };
-  std::vector<Row> rows;
-  for (const StudyRun& r : study.runs) {
-    std::vector<std::string> all = study.overrides;
-    all.insert(all.end(), r.overrides.begin(), r.overrides.end());
-    const std::string run_dir = study.out_dir + "/runs/" + r.name;
-    all.push_back("train.run_dir=" + run_dir);
-    all.push_back("train.name=" + r.name);
-    train::RunConfig config = train::load_config(study.base_config, all);
-    const std::string final_ckpt = train::checkpoint_path(config.checkpoints_dir(), config.train.steps);
-    if (fs::exists(final_ckpt + "/model.safetensors")) {
-      if (leader) std::printf("sweep: %s already trained (%s)\n", r.name.c_str(), final_ckpt.c_str());
-    } else {
-      if (leader) std::printf("sweep: training %s\n", r.name.c_str());
-      train::run_training(config, comm, {"auto", 0, false});
-    }
-    Row row{r.name, {}, static_cast<int>(config.model.num_layers)};
-    const std::string eval_path = run_dir + "/eval.json";
-    if (fs::exists(eval_path)) {
-      try {
-        for (const auto& j : json::parse_file(eval_path)) {
-          PlanResult p;
-          p.label = j.at("plan");
-          p.strategy = j.at("strategy");
-          p.kept = j.at("kept").get<std::vector<int>>();
-          p.loss = j.at("val_loss");
-          p.perplexity = j.at("perplexity");
-          p.tokens = j.at("tokens");
-          row.results.push_back(p);
+  std::vector<StudyRow> rows;
+  const std::vector<std::optional<uint64_t>> seeds =
+      study.seeds.empty() ? std::vector<std::optional<uint64_t>>{std::nullopt}
+                          : std::vector<std::optional<uint64_t>>(study.seeds.begin(), study.seeds.end());
+  for (const std::optional<uint64_t>& seed : seeds) {  // seed-major: a partial study has every model
+    for (const StudyRun& r : study.runs) {
+      std::vector<std::string> all = study.overrides;
+      all.insert(all.end(), r.overrides.begin(), r.overrides.end());
+      std::string run_dir = study.out_dir + "/runs/" + r.name, name = r.name;
+      if (seed) {
+        all.push_back(fmt::format("train.seed={}", *seed));
+        all.push_back(fmt::format("router.seed={}", *seed));
+        run_dir += fmt::format("/seed-{}", *seed);
+        name += fmt::format("-s{}", *seed);
+      }
+      all.push_back("train.run_dir=" + run_dir);
+      all.push_back("train.name=" + name);
+      train::RunConfig config = train::load_config(study.base_config, all);
+      const std::string final_ckpt = train::checkpoint_path(config.checkpoints_dir(), config.train.steps);
+      if (fs::exists(final_ckpt + "/model.safetensors")) {
+        if (leader) std::printf("sweep: %s already trained (%s)\n", name.c_str(), final_ckpt.c_str());
+      } else {
+        if (leader) std::printf("sweep: training %s\n", name.c_str());
+        std::fflush(stdout);
+        train::run_training(config, comm, {"auto", 0, false});
+      }
+      const std::string eval_path = run_dir + "/eval.json", settings_path = run_dir + "/study_eval.json";
+      const std::string settings = eval_settings(study, r);
+      std::vector<PlanResult> results;
+      if (fs::exists(eval_path) && fs::exists(settings_path) && io::read_file(settings_path, 1 << 16) == settings) {
+        results = read_eval_json(eval_path);
+      } else {
+        Checkpoint ck = load_for_inference(final_ckpt);
+        results = evaluate_replicate(study, r, config, *ck.model, comm);
+        if (leader) {
+          io::write_file_atomic(eval_path, format_json(results, ck.model->num_layers()));
+          io::write_file_atomic(run_dir + "/eval.csv", format_csv(results, ck.model->num_layers()));
+          io::write_file_atomic(settings_path, settings);
         }
-      } catch (const nlohmann::json::exception& e) {
-        KV_FAIL("{}: not an eval.json of kvroute eval ({}); delete it to evaluate again", eval_path, e.what());
       }
-    } else {
-      Checkpoint ck = load_for_inference(final_ckpt);
-      for (double ret : study.retention) {
-        const int L = ck.model->num_layers();
-        row.results.push_back(evaluate_keep_set(*ck.model, config.data.dir, config.train.seq_len, config.train.batch_size,
-                                                study.eval_batches, layers::keep_retention(L, ret),
-                                                fmt::format("retention {:g}", ret), "even", comm));
-      }
-      if (leader) {
-        io::write_file_atomic(eval_path, format_json(row.results, row.layers));
-        io::write_file_atomic(run_dir + "/eval.csv", format_csv(row.results, row.layers));
+      for (PlanResult& p : results) {
+        rows.push_back({r.name, seed ? *seed : config.train.seed, r.shallow,
+                        layers::policy_name(config.router.config.policy), static_cast<int>(config.model.num_layers),
+                        std::move(p)});
       }
     }
-    rows.push_back(row);
   }
   if (!leader) return "";
 
-  // results.csv
+  StudyInfo info{study.name, study.base_config, study.source, study.depth, {}, study.plan_split};
+  for (const StudyRun& r : study.runs) info.runs.push_back(r.name);
   fs::create_directories(study.out_dir);
-  {
-    std::string csv = "run,plan,kept,num_layers,kv_fraction,val_loss,perplexity,tokens\n";
-    for (const Row& row : rows) {
-      for (const PlanResult& p : row.results) {
-        csv += fmt::format("{},{},{},{},{:.4f},{:.6f},{:.4f},{}\n", row.run, p.label, p.kept.size(), row.layers,
-                           static_cast<double>(p.kept.size()) / row.layers, p.loss, p.perplexity, p.tokens);
-      }
-    }
-    io::write_file_atomic(study.out_dir + "/results.csv", csv);
-  }
-  // report.md: validation loss by run and retention.
-  std::string md = fmt::format("# Study: {}\n\nBase config `{}`; study file `{}`. Validation loss (perplexity) of each "
-                               "model with a KV cache kept in the given fraction of layers (evenly spread; the other "
-                               "layers read the nearest kept layer below).\n\n| run |",
-                               study.name, study.base_config, study.source);
-  for (double r : study.retention) md += fmt::format(" {:g}% |", 100 * r);
-  md += "\n|---|";
-  for (size_t i = 0; i < study.retention.size(); ++i) md += "---|";
-  md += "\n";
-  for (const Row& row : rows) {
-    md += "| " + row.run + " |";
-    for (const PlanResult& p : row.results) md += fmt::format(" {:.4f} ({:.1f}) |", p.loss, p.perplexity);
-    md += "\n";
-  }
-  md += "\n![validation loss vs retention](plot.png)\n";
+  io::write_file_atomic(study.out_dir + "/results.csv", study_csv(info, rows));
+  const std::string md = study_markdown(info, rows);
   io::write_file_atomic(study.out_dir + "/report.md", md);
-
-  // plot.png with gnuplot: one line per run.
-  const std::string dat = study.out_dir + "/plot.dat";
-  {
-    std::string out;
-    for (const Row& row : rows) {
-      out += "\"" + row.run + "\"\n";
-      for (const PlanResult& p : row.results)
-        out += fmt::format("{:.4f} {:.6f}\n", 100.0 * static_cast<double>(p.kept.size()) / row.layers, p.loss);
-      out += "\n\n";
-    }
-    io::write_file_atomic(dat, out);
-  }
+  io::write_file_atomic(study.out_dir + "/plot.dat", study_plot_data(info, rows));
   const std::string script = study.out_dir + "/plot.gp";
-  io::write_file_atomic(script, fmt::format(
-      "set terminal pngcairo size 900,600 font 'sans,11' noenhanced\nset output '{}/plot.png'\n"
-      "set title 'Validation loss vs KV-cache retention ({})'\nset xlabel 'layers keeping a KV cache (%)'\n"
-      "set ylabel 'validation loss'\nset key outside right\nset grid\nset xrange [*:*] reverse\n"
-      "plot for [i=0:{}] '{}' index i using 1:2 with linespoints lw 2 pt 7 title columnheader(1)\n",
-      study.out_dir, study.name, rows.size() - 1, dat));
+  io::write_file_atomic(script, study_plot_script(info, rows, study.out_dir));
   if (std::system(fmt::format("gnuplot '{}' 2> '{}/plot.log'", script, study.out_dir).c_str()) != 0) {
     std::printf("sweep: gnuplot failed (see %s/plot.log); results.csv and report.md are complete\n", study.out_dir.c_str());
   }

@@ -1,7 +1,11 @@
-// `kvroute sweep STUDY.yaml`: a grid of training runs x evaluation plans. Resumable: a run whose
-// final checkpoint exists is not retrained (an unfinished one resumes), a run with eval.json is
-// not re-evaluated. Writes <out>/results.csv, report.md and plot.png (validation loss against
-// KV-cache retention, one line per model; gnuplot).
+// `kvroute sweep STUDY.yaml`: a grid of training runs x evaluation plans, each run trained once
+// per seed (`seeds: [..]`: model init, data order and routing follow the seed), optionally with
+// equal-cache shallow baselines (`shallow_baselines: true`: for every evaluated keep-set size k
+// below the depth, a full-cache model of k layers). Resumable: a replicate whose final checkpoint
+// exists is not retrained (an unfinished one resumes), one evaluated with the same settings is not
+// re-evaluated. Writes <out>/results.csv (every replicate), report.md (mean +- sd, paired
+// differences with 95% intervals, the paper's claims with verdicts; eval/study_report.h) and
+// plot.png (gnuplot, error bars).
 #pragma once
 
 #include <string>
@@ -15,13 +19,19 @@ namespace kvroute::eval {
 struct StudyRun {
   std::string name;
   std::vector<std::string> overrides;
+  bool shallow = false;  // an equal-cache baseline added by shallow_baselines
 };
 
 struct Study {
   std::string name, base_config, out_dir, source;
   std::vector<std::string> overrides;  // for every run
-  std::vector<StudyRun> runs;
+  std::vector<StudyRun> runs;          // shallow baselines last
+  std::vector<uint64_t> seeds;         // empty: one replicate with the config's seeds, in runs/<name>
+  bool shallow_baselines = false;
+  int depth = 0;                       // layers of the (deep) study models
   std::vector<double> retention = kDefaultRetention;
+  std::string strategy = "even";       // even | greedy (adds greedy keep-sets of the same sizes)
+  double plan_split = 0;               // greedy: choose on [0, f) of the validation windows, report on [f, 1)
   int64_t eval_batches = 0;
 };
 

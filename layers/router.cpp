@@ -71,8 +71,10 @@ std::vector<int> keep_every(int num_layers, int group) {
 
 std::vector<int> keep_retention(int num_layers, double retention) {
   KV_CHECK(retention > 0.0 && retention <= 1.0, "retention: must be in (0, 1], got {}", retention);
-  // ceil with a tolerance, so that 0.25 * 28 = 7 exactly and not 8 through rounding noise.
-  int kept = static_cast<int>(std::ceil(retention * num_layers - 1e-9));
+  // The fewest layers whose share is at least the retention, read to two decimals: a level written
+  // as a rounded percentage means the fraction it rounds (0.67 of 6 layers is 4, 0.33 of 8 is 3, 0.25
+  // of 28 is 7), so the half-point tolerance; 1e-9 absorbs floating-point noise.
+  int kept = static_cast<int>(std::ceil((retention - 0.005) * num_layers - 1e-9));
   kept = std::clamp(kept, 1, num_layers);
   std::vector<int> keep;
   for (int i = 0; i < kept; ++i) keep.push_back(static_cast<int>(static_cast<int64_t>(i) * num_layers / kept));

@@ -25,7 +25,8 @@ std::vector<int> kv_layers(const RoutingPlan& plan);
 
 // Keep-sets for inference. All contain layer 0, sorted, unique.
 std::vector<int> keep_every(int num_layers, int group);          // 0, g, 2g, ...
-std::vector<int> keep_retention(int num_layers, double retention);  // ceil(r L) layers spread evenly
+// ceil((r - 0.005) L) layers spread evenly: the fewest whose share rounds to at least r (0.67 of 6 is 4).
+std::vector<int> keep_retention(int num_layers, double retention);
 std::vector<int> keep_list(int num_layers, const std::vector<int>& layers);  // validated
 RoutingPlan plan_from_keep_set(int num_layers, const std::vector<int>& keep);
 

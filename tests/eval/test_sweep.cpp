@@ -4,6 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "core/rng.h"
@@ -69,6 +71,117 @@ TEST(Sweep, TrainsEvaluatesReportsAndResumesWithoutRetraining) {
   EXPECT_EQ(rc, 1);
   EXPECT_NE(bad.find("run 'x'"), std::string::npos) << bad;
   EXPECT_NE(bad.find("router.share_prob"), std::string::npos) << bad;
+}
+
+// Replicates and equal-cache baselines: every run trained once per seed (seeds change the
+// weights), shallow full-cache models for every smaller keep-set size, greedy sets chosen on one
+// part of the validation data and reported on the other, and the report's statistics and claims.
+TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
+  const fs::path dir = kvroute::testing::temp_dir("sweep_seeds");
+  fs::create_directories(dir / "data");
+  Philox rng(2);
+  std::vector<int32_t> train, val;
+  for (int i = 0; i < 20000; ++i) train.push_back(static_cast<int32_t>((i * 5 + rng.uniform_int(3)) % 64));
+  for (int i = 0; i < 2000; ++i) val.push_back(static_cast<int32_t>((i * 5 + rng.uniform_int(3)) % 64));
+  data::write_shard((dir / "data/train_000000.bin").string(), train, 2);
+  data::write_shard((dir / "data/val_000000.bin").string(), val, 2);
+  std::ofstream(dir / "base.yaml") << "model: {vocab_size: 64, hidden_size: 16, num_layers: 4, num_heads: 2, num_kv_heads: 1,\n"
+                                      "        head_dim: 8, intermediate_size: 32, max_seq_len: 16}\n"
+                                      "data: {dir: " << (dir / "data").string() << "}\n"
+                                      "train: {steps: 3, batch_size: 2, seq_len: 16, log_interval: 3, threads: 1}\n"
+                                      "dist: {backend: none}\n";
+  std::ofstream(dir / "study.yaml") << "study: reps\nbase: " << (dir / "base.yaml").string() << "\n"
+                                       "seeds: [3, 4]\nshallow_baselines: true\n"
+                                       "runs:\n  - {name: baseline, overrides: [router.policy=none]}\n"
+                                       "  - {name: rcla, overrides: [router.policy=stochastic, router.share_prob=0.5]}\n"
+                                       "  - {name: cla2, overrides: [router.policy=fixed_groups, router.group_size=2]}\n"
+                                       "eval: {retention: [1.0, 0.5, 0.25], batches: 4, strategy: greedy, plan_split: 0.5}\n";
+  int rc = 0;
+  const std::string cmd = std::string(KVROUTE_BINARY) + " sweep " + (dir / "study.yaml").string();
+  std::string first = run_capture(cmd, &rc);
+  ASSERT_EQ(rc, 0) << first;
+  const fs::path out = dir / "reps";
+  // 3 runs + shallow-2L + shallow-1L, each once per seed.
+  for (const char* run : {"baseline", "rcla", "cla2", "shallow-2L", "shallow-1L"}) {
+    for (const char* seed : {"seed-3", "seed-4"}) {
+      EXPECT_TRUE(fs::exists(out / "runs" / run / seed / "checkpoints/step_00000003/model.safetensors")) << run << seed;
+    }
+  }
+  std::ifstream csv(out / "results.csv");
+  std::string line, text;
+  std::getline(csv, line);
+  EXPECT_EQ(line.rfind("run,seed,kind,policy,plan,strategy,kept,num_layers,kv_fraction,val_loss", 0), 0u) << line;
+  std::map<std::string, std::set<std::string>> losses_by_run_plan;  // seeds must differ
+  int shallow_rows = 0, greedy_rows = 0;
+  while (std::getline(csv, line)) {
+    text += line + "\n";
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    ASSERT_GE(f.size(), 10u) << line;
+    losses_by_run_plan[f[0] + "/" + f[4]].insert(f[9]);
+    shallow_rows += f[2] == "shallow";
+    greedy_rows += f[5] == "greedy";
+    if (f[0] == "shallow-1L") {
+      EXPECT_EQ(f[8], "0.2500") << line;  // 1 layer of the study's 4
+    }
+  }
+  EXPECT_EQ(shallow_rows, 4);  // 2 shallow models x 2 seeds, full cache only
+  EXPECT_GT(greedy_rows, 0);
+  for (const auto& [key, set] : losses_by_run_plan) {
+    EXPECT_EQ(set.size(), 2u) << key << " has equal losses for both seeds";
+  }
+  // CLA@2 at 100% keeps its leaders only.
+  EXPECT_NE(text.find("cla2,3,deep,fixed_groups,retention 1,even,2,4,0.5000,"), std::string::npos) << text;
+  std::ifstream md_file(out / "report.md");
+  const std::string md((std::istreambuf_iterator<char>(md_file)), std::istreambuf_iterator<char>());
+  EXPECT_NE(md.find("2 seeds (3, 4)"), std::string::npos) << md;
+  EXPECT_NE(md.find("chosen on the first 0.5 of the validation windows"), std::string::npos) << md;
+  EXPECT_NE(md.find("## The paper's claims at this scale"), std::string::npos) << md;
+  EXPECT_NE(md.find("R-CLA at full retention is within 2% of the baseline (rcla):"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 1 layer (25%) | rcla |"), std::string::npos) << md;
+
+  // Resume: nothing retrained or re-evaluated; a changed eval setting re-evaluates, not retrains.
+  const fs::path ck = out / "runs/rcla/seed-4/checkpoints/step_00000003/model.safetensors";
+  const auto written = fs::last_write_time(ck);
+  const auto evaluated = fs::last_write_time(out / "runs/rcla/seed-4/eval.json");
+  std::string second = run_capture(cmd, &rc);
+  ASSERT_EQ(rc, 0) << second;
+  EXPECT_NE(second.find("rcla-s4 already trained"), std::string::npos) << second;
+  EXPECT_EQ(fs::last_write_time(out / "runs/rcla/seed-4/eval.json"), evaluated);
+  std::string study = (std::stringstream() << std::ifstream(dir / "study.yaml").rdbuf()).str();
+  study.replace(study.find("batches: 4"), 10, "batches: 3");
+  std::ofstream(dir / "study.yaml") << study;
+  std::string third = run_capture(cmd, &rc);
+  ASSERT_EQ(rc, 0) << third;
+  EXPECT_EQ(fs::last_write_time(ck), written);
+  EXPECT_NE(fs::last_write_time(out / "runs/rcla/seed-4/eval.json"), evaluated);
+
+  // Bad studies: one line naming the file and the problem, before any training.
+  auto refused = [&](const std::string& body, const std::vector<std::string>& words) {
+    std::ofstream(dir / "bad.yaml") << "study: bad\nbase: " << (dir / "base.yaml").string() << "\n" << body;
+    const std::string err = run_capture(std::string(KVROUTE_BINARY) + " sweep " + (dir / "bad.yaml").string(), &rc);
+    EXPECT_EQ(rc, 1) << body;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << err;
+    for (const std::string& w : words) EXPECT_NE(err.find(w), std::string::npos) << body << " -> " << err;
+    EXPECT_FALSE(fs::exists(dir / "bad")) << body;
+  };
+  const std::string runs = "runs:\n  - {name: a, overrides: [router.policy=none]}\n";
+  refused(runs + "eval: {retention: [1.0, 0.5, 0.45]}\n", {"bad.yaml", "0.5", "0.45", "same plan"});
+  refused(runs + "seeds: [1, 1]\n", {"seed 1 appears twice"});
+  refused(runs + "seeds: [one]\n", {"seeds", "one"});
+  refused(runs + "seeds: []\n", {"seeds"});
+  refused(runs + "shallow_baselines: yes please\n", {"shallow_baselines", "yes please"});
+  refused(runs + "shallow_baselines: true\neval: {retention: [1.0]}\n", {"shallow_baselines", "no smaller cache"});
+  refused(runs + "eval: {plan_split: 0.5}\n", {"plan_split", "greedy"});
+  refused(runs + "eval: {strategy: best}\n", {"eval.strategy", "best"});
+  refused(runs + "eval: {retention: [1.0], split: 0.5}\n", {"eval", "unknown key 'split'"});
+  refused("runs:\n  - {name: a, overrides: [router.policy=none]}\n  - {name: a, overrides: []}\n", {"'a' appears twice"});
+  refused("runs:\n  - {name: ../x, overrides: []}\n", {"run name '../x'"});
+  refused("runs:\n  - {name: a}\n  - {name: b, overrides: [model.num_layers=2, router.policy=stochastic]}\n",
+          {"'b' has 2 layers", "equal-cache baseline", "router.policy=none"});
+  refused("runs:\n  - {name: shallow-2L}\nshallow_baselines: true\neval: {retention: [1, 0.5]}\n",
+          {"shallow-2L", "taken by shallow_baselines"});
 }
 
 }  // namespace

@@ -31,6 +31,13 @@ TEST(Plan, KeepSetsAndInferencePlans) {
   EXPECT_EQ(keep_retention(28, 0.33).size(), 10u);
   EXPECT_EQ(keep_retention(28, 17.0 / 28).size(), 17u);
   EXPECT_EQ(keep_retention(4, 0.25), (std::vector<int>{0}));
+  // Two-decimal levels mean the fraction they round: 0.67 of 6 layers is 4 (not ceil(4.02) = 5).
+  EXPECT_EQ(keep_retention(6, 0.67), (std::vector<int>{0, 1, 3, 4}));
+  EXPECT_EQ(keep_retention(6, 0.33).size(), 2u);
+  EXPECT_EQ(keep_retention(8, 0.33).size(), 3u);
+  EXPECT_EQ(keep_retention(8, 0.25).size(), 2u);
+  EXPECT_EQ(keep_retention(6, 0.68).size(), 5u);
+  EXPECT_EQ(keep_retention(6, 0.001).size(), 1u);
   EXPECT_EQ(plan_from_keep_set(5, keep_list(5, {3, 0})), (RoutingPlan{0, 0, 0, 3, 3}));
   EXPECT_EQ(kv_layers(RoutingPlan{0, 0, 2, 2, 2}), (std::vector<int>{0, 2}));
   expect_error([] { (void)keep_list(4, {1, 2}); }, {"must contain layer 0"});

@@ -1,0 +1,405 @@
+#include "eval/study_report.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "eval/stats.h"
+
+namespace kvroute::eval {
+
+namespace {
+
+// Losses of one (run, plan) by seed.
+using BySeed = std::map<uint64_t, double>;
+
+struct Index {
+  const StudyInfo& info;
+  const std::vector<StudyRow>& rows;
+
+  BySeed losses(const std::string& run, const std::string& label) const {
+    BySeed out;
+    for (const StudyRow& r : rows)
+      if (r.run == run && r.result.label == label) out[r.seed] = r.result.loss;
+    return out;
+  }
+  // Plan labels of a run in measurement order.
+  std::vector<std::string> labels(const std::string& run) const {
+    std::vector<std::string> out;
+    for (const StudyRow& r : rows)
+      if (r.run == run && std::find(out.begin(), out.end(), r.result.label) == out.end()) out.push_back(r.result.label);
+    return out;
+  }
+  const StudyRow* first(const std::string& run, const std::string& label = "") const {
+    for (const StudyRow& r : rows)
+      if (r.run == run && (label.empty() || r.result.label == label)) return &r;
+    return nullptr;
+  }
+  // The first evenly spread plan of a run keeping exactly k layers.
+  std::optional<std::string> even_plan_with(const std::string& run, size_t k) const {
+    for (const StudyRow& r : rows)
+      if (r.run == run && r.result.strategy == "even" && r.result.kept.size() == k) return r.result.label;
+    return std::nullopt;
+  }
+  bool is_shallow(const std::string& run) const {
+    const StudyRow* r = first(run);
+    return r != nullptr && r->shallow;
+  }
+  std::vector<std::string> deep_runs() const {
+    std::vector<std::string> out;
+    for (const std::string& run : info.runs)
+      if (first(run) != nullptr && !is_shallow(run)) out.push_back(run);
+    return out;
+  }
+  std::vector<std::string> shallow_runs() const {  // by cache size, largest first
+    std::vector<std::string> out;
+    for (const std::string& run : info.runs)
+      if (is_shallow(run)) out.push_back(run);
+    std::sort(out.begin(), out.end(),
+              [&](const std::string& a, const std::string& b) { return first(a)->num_layers > first(b)->num_layers; });
+    return out;
+  }
+  std::optional<std::string> baseline() const {
+    std::optional<std::string> found;
+    for (const std::string& run : deep_runs()) {
+      if (first(run)->policy != "none") continue;
+      if (run == "baseline") return run;
+      if (!found) found = run;
+    }
+    return found;
+  }
+  std::vector<std::string> rcla_runs() const {
+    std::vector<std::string> out;
+    for (const std::string& run : deep_runs())
+      if (first(run)->policy == "stochastic") out.push_back(run);
+    return out;
+  }
+};
+
+std::vector<double> values(const BySeed& m) {
+  std::vector<double> v;
+  for (const auto& [seed, x] : m) v.push_back(x);
+  return v;
+}
+
+// f(a[seed], b[seed]) over the seeds both have.
+template <typename F>
+std::vector<double> paired(const BySeed& a, const BySeed& b, F f) {
+  std::vector<double> out;
+  for (const auto& [seed, x] : a) {
+    auto it = b.find(seed);
+    if (it != b.end()) out.push_back(f(x, it->second));
+  }
+  return out;
+}
+
+std::string mean_sd(const std::vector<double>& v) {
+  const Summary s = summarize(v);
+  if (s.n == 0) return "-";
+  return s.n < 2 ? fmt::format("{:.4f}", s.mean) : fmt::format("{:.4f} ± {:.4f}", s.mean, s.sd);
+}
+
+std::string interval(const Interval& ci, const char* spec = "{:+.4f}") {
+  const std::string mean = fmt::format(fmt::runtime(spec), ci.mean);
+  if (!ci.defined) return mean + (ci.n == 1 ? " (one seed, no interval)" : "");
+  return fmt::format("{} [{}, {}]", mean, fmt::format(fmt::runtime(spec), ci.lo), fmt::format(fmt::runtime(spec), ci.hi));
+}
+
+std::string percent(const Interval& ci) {
+  Interval p = ci;
+  p.mean *= 100;
+  p.lo *= 100;
+  p.hi *= 100;
+  return interval(p, "{:+.2f}%");
+}
+
+std::string per_seed(const std::vector<double>& v) {
+  std::string out;
+  for (double x : v) out += fmt::format("{}{:+.4f}", out.empty() ? "" : " ", x);
+  return out;
+}
+
+double kv_percent(const StudyInfo& info, size_t kept) { return 100.0 * static_cast<double>(kept) / info.depth; }
+
+std::string layers_text(size_t k) { return fmt::format("{} layer{}", k, k == 1 ? "" : "s"); }
+
+}  // namespace
+
+const char* verdict_name(Verdict v) {
+  switch (v) {
+    case Verdict::Holds: return "holds";
+    case Verdict::DoesNotHold: return "does not hold";
+    case Verdict::Inconclusive: return "inconclusive";
+  }
+  return "?";
+}
+
+std::vector<Claim> check_claims(const StudyInfo& info, const std::vector<StudyRow>& rows) {
+  const Index ix{info, rows};
+  std::vector<Claim> claims;
+  const std::string c1 = "R-CLA at full retention is within 2% of the baseline",
+                    c2 = "At every cache budget, R-CLA with a shared cache beats a shallower full-cache model with the "
+                         "same cache",
+                    c3 = "From 100% to 25% retention the baseline degrades far more than R-CLA";
+  const std::optional<std::string> base = ix.baseline();
+  const std::vector<std::string> rcla = ix.rcla_runs();
+  if (!base || rcla.empty()) {
+    const std::string why = !base ? "the study has no baseline (a deep run without routing)"
+                                  : "the study has no R-CLA run (router.policy=stochastic)";
+    for (const std::string& c : {c1, c2, c3}) claims.push_back({c, Verdict::Inconclusive, why + "."});
+    return claims;
+  }
+  const size_t L = static_cast<size_t>(info.depth);
+  const std::optional<std::string> full = ix.even_plan_with(*base, L);
+  // The lowest retention of the claim: 25% of the layers, or the smallest level measured above it.
+  std::optional<std::string> low;
+  size_t low_kept = 0;
+  for (const StudyRow& r : rows) {
+    if (r.run != *base || r.result.strategy != "even") continue;
+    const size_t k = r.result.kept.size();
+    if (k >= std::ceil(0.25 * static_cast<double>(L) - 1e-9) && (low_kept == 0 || k < low_kept)) {
+      low = r.result.label;
+      low_kept = k;
+    }
+  }
+  for (const std::string& run : rcla) {
+    // 1. Full retention within 2%: the relative paired difference's interval below +2%.
+    {
+      Claim c{c1 + " (" + run + ")", Verdict::Inconclusive, ""};
+      const std::optional<std::string> rf = ix.even_plan_with(run, L);
+      if (!full || !rf) {
+        c.evidence = "no full-retention plan was measured.";
+      } else {
+        const BySeed b = ix.losses(*base, *full), r = ix.losses(run, *rf);
+        const Interval rel = mean_ci95(paired(r, b, [](double x, double y) { return (x - y) / y; }));
+        if (rel.defined && rel.hi < 0.02) c.verdict = Verdict::Holds;
+        if (rel.defined && rel.lo > 0.02) c.verdict = Verdict::DoesNotHold;
+        c.evidence = fmt::format("at 100% retention {} has loss {} against the baseline's {}: {} relative, 95% "
+                                 "interval over {} seeds.",
+                                 run, mean_sd(values(r)), mean_sd(values(b)), percent(rel), rel.n);
+      }
+      claims.push_back(c);
+    }
+    // 2. Equal cache: at every shallow baseline's cache size, R-CLA's loss below the shallow model's.
+    {
+      Claim c{c2 + " (" + run + ")", Verdict::Inconclusive, ""};
+      const std::vector<std::string> shallow = ix.shallow_runs();
+      if (shallow.empty()) {
+        c.evidence = "the study has no shallow baselines (shallow_baselines: true).";
+      } else {
+        bool all_better = true, some_worse = false;
+        std::vector<std::string> parts;
+        for (const std::string& s : shallow) {
+          const StudyRow* sr = ix.first(s);
+          const size_t k = sr->result.kept.size();
+          const std::optional<std::string> plan = ix.even_plan_with(run, k);
+          if (!plan) {
+            all_better = false;
+            parts.push_back(layers_text(k) + ": not measured");
+            continue;
+          }
+          const Interval d = mean_ci95(paired(ix.losses(run, *plan), ix.losses(s, sr->result.label),
+                                              [](double x, double y) { return x - y; }));
+          all_better = all_better && d.defined && d.hi < 0;
+          some_worse = some_worse || (d.defined && d.lo > 0);
+          parts.push_back(fmt::format("{} ({:.0f}%): {} vs {} = {}", layers_text(k), kv_percent(info, k),
+                                      mean_sd(values(ix.losses(run, *plan))),
+                                      mean_sd(values(ix.losses(s, sr->result.label))), interval(d)));
+        }
+        c.verdict = all_better ? Verdict::Holds : some_worse ? Verdict::DoesNotHold : Verdict::Inconclusive;
+        c.evidence = fmt::format("loss of {} with a shared cache vs the shallow full-cache model, difference with "
+                                 "95% interval: {}.",
+                                 run, fmt::join(parts, "; "));
+      }
+      claims.push_back(c);
+    }
+    // 3. Degradation from full to low retention: the baseline's minus R-CLA's, per seed, above 0,
+    //    and the baseline's mean degradation at least twice R-CLA's.
+    {
+      Claim c{c3 + " (" + run + ")", Verdict::Inconclusive, ""};
+      const std::optional<std::string> rf = ix.even_plan_with(run, L);
+      const std::optional<std::string> rl = low ? ix.even_plan_with(run, low_kept) : std::nullopt;
+      if (!full || !low || !rf || !rl || low_kept == L) {
+        c.evidence = "no plan at or near 25% retention was measured.";
+      } else {
+        const std::vector<double> db =
+            paired(ix.losses(*base, *low), ix.losses(*base, *full), [](double x, double y) { return x - y; });
+        const std::vector<double> dr =
+            paired(ix.losses(run, *rl), ix.losses(run, *rf), [](double x, double y) { return x - y; });
+        std::vector<double> diff;
+        const BySeed bl = ix.losses(*base, *low), bf = ix.losses(*base, *full), ql = ix.losses(run, *rl),
+                     qf = ix.losses(run, *rf);
+        for (const auto& [seed, x] : bl)
+          if (bf.count(seed) && ql.count(seed) && qf.count(seed)) diff.push_back((x - bf.at(seed)) - (ql.at(seed) - qf.at(seed)));
+        const Interval d = mean_ci95(diff);
+        const double mb = summarize(db).mean, mr = summarize(dr).mean;
+        const bool twice = mb > 0 && mb >= 2 * std::max(mr, 0.0);
+        if (d.defined && d.lo > 0 && twice) c.verdict = Verdict::Holds;
+        if (d.defined && (d.hi < 0 || (d.lo > 0 && !twice))) c.verdict = Verdict::DoesNotHold;
+        c.evidence = fmt::format("from 100% to {:.0f}% ({} of {} layers) the baseline's loss rises by {}, {}'s by {}; "
+                                 "the difference {} (95% interval){}.",
+                                 kv_percent(info, low_kept), low_kept, L, mean_sd(db), run, mean_sd(dr), interval(d),
+                                 mr > 0 ? fmt::format(", a ratio of {:.1f}x", mb / mr) : "");
+      }
+      claims.push_back(c);
+    }
+  }
+  return claims;
+}
+
+std::string study_csv(const StudyInfo& info, const std::vector<StudyRow>& rows) {
+  std::string csv = "run,seed,kind,policy,plan,strategy,kept,num_layers,kv_fraction,val_loss,perplexity,tokens,"
+                    "kept_layers\n";
+  for (const StudyRow& r : rows) {
+    const std::string kept = fmt::format("{}", fmt::join(r.result.kept, " "));
+    csv += fmt::format("{},{},{},{},{},{},{},{},{:.4f},{:.6f},{:.4f},{},{}\n", r.run, r.seed,
+                       r.shallow ? "shallow" : "deep", r.policy, r.result.label, r.result.strategy,
+                       r.result.kept.size(), r.num_layers, static_cast<double>(r.result.kept.size()) / info.depth,
+                       r.result.loss, r.result.perplexity, r.result.tokens, kept);
+  }
+  return csv;
+}
+
+std::string study_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows) {
+  const Index ix{info, rows};
+  std::set<uint64_t> seeds;
+  for (const StudyRow& r : rows) seeds.insert(r.seed);
+  std::string md = fmt::format(
+      "# Study: {}\n\nBase config `{}`; study file `{}`; {} seed{} ({}). Validation loss of each model with a KV cache "
+      "kept in the given layers (the others read the nearest kept layer below); mean ± sample standard deviation over "
+      "the seeds, kept layers of {} in brackets.{}\n\n",
+      info.name, info.base_config, info.source, seeds.size(), seeds.size() == 1 ? "" : "s", fmt::join(seeds, ", "),
+      info.depth,
+      info.plan_split > 0
+          ? fmt::format(" Greedy keep-sets were chosen on the first {:g} of the validation windows and every loss is "
+                        "measured on the other {:g}.",
+                        info.plan_split, 1 - info.plan_split)
+          : "");
+  // 1. Mean +- sd by run and plan (plans of the first deep run as columns; others append theirs).
+  const std::vector<std::string> deep = ix.deep_runs();
+  std::vector<std::string> cols;
+  for (const std::string& run : deep)
+    for (const std::string& l : ix.labels(run))
+      if (std::find(cols.begin(), cols.end(), l) == cols.end()) cols.push_back(l);
+  md += "| model |";
+  for (const std::string& c : cols) md += " " + c + " |";
+  md += "\n|---|";
+  for (size_t i = 0; i < cols.size(); ++i) md += "---|";
+  md += "\n";
+  for (const std::string& run : deep) {
+    md += "| " + run + " |";
+    for (const std::string& c : cols) {
+      const StudyRow* r = ix.first(run, c);
+      md += r == nullptr ? " - |"
+                         : fmt::format(" {} ({}) |", mean_sd(values(ix.losses(run, c))), r->result.kept.size());
+    }
+    md += "\n";
+  }
+  const std::vector<std::string> shallow = ix.shallow_runs();
+  if (!shallow.empty()) {
+    md += fmt::format("\nEqual-cache baselines: full-cache models of fewer layers (same width, tokens and seeds); a "
+                      "k-layer model's cache is k/{} of the deep models'.\n\n| model | cache | loss |\n|---|---|---|\n",
+                      info.depth);
+    for (const std::string& s : shallow) {
+      const StudyRow* r = ix.first(s);
+      md += fmt::format("| {} | {} ({:.0f}%) | {} |\n", s, layers_text(r->result.kept.size()),
+                        kv_percent(info, r->result.kept.size()), mean_sd(values(ix.losses(s, r->result.label))));
+    }
+  }
+  // 2. Paired differences against the baseline, plan by plan.
+  if (const std::optional<std::string> base = ix.baseline(); base && deep.size() > 1) {
+    md += fmt::format("\nDifference from `{}` (model minus baseline, same seed and cache size): mean with the 95% t interval "
+                      "over seeds, then the per-seed differences. Negative: lower loss than the baseline.\n\n"
+                      "| model | plan | kept | difference [95% interval] | per seed |\n|---|---|---|---|---|\n",
+                      *base);
+    for (const std::string& run : deep) {
+      if (run == *base) continue;
+      for (const std::string& l : ix.labels(run)) {
+        const StudyRow* r = ix.first(run, l);
+        // Evenly spread plans compare at the same cache size (a CLA@k model snaps "retention 1" to its
+        // leaders), greedy ones with the baseline's greedy set of that size.
+        const std::optional<std::string> bl =
+            r->result.strategy == "even" ? ix.even_plan_with(*base, r->result.kept.size())
+            : ix.first(*base, l) != nullptr ? std::optional<std::string>(l)
+                                            : std::nullopt;
+        if (!bl) continue;
+        const std::vector<double> d =
+            paired(ix.losses(run, l), ix.losses(*base, *bl), [](double x, double y) { return x - y; });
+        md += fmt::format("| {} | {} | {} | {} | {} |\n", run, l, r->result.kept.size(), interval(mean_ci95(d)),
+                          per_seed(d));
+      }
+    }
+  }
+  // 3. Equal cache: each deep model at a shallow baseline's cache size against that model.
+  if (!shallow.empty()) {
+    md += "\nSame cache size: each deep model with a shared cache minus the shallow full-cache model (same seed). "
+          "Negative: the deep model is better.\n\n| cache | model | difference [95% interval] | per seed |\n"
+          "|---|---|---|---|\n";
+    for (const std::string& s : shallow) {
+      const StudyRow* sr = ix.first(s);
+      const size_t k = sr->result.kept.size();
+      for (const std::string& run : deep) {
+        const std::optional<std::string> plan = ix.even_plan_with(run, k);
+        if (!plan) continue;
+        const std::vector<double> d =
+            paired(ix.losses(run, *plan), ix.losses(s, sr->result.label), [](double x, double y) { return x - y; });
+        md += fmt::format("| {} ({:.0f}%) | {} | {} | {} |\n", layers_text(k), kv_percent(info, k), run,
+                          interval(mean_ci95(d)), per_seed(d));
+      }
+    }
+  }
+  md += "\n![validation loss vs KV cache](plot.png)\n\n## The paper's claims at this scale\n\n"
+        "A verdict needs the 95% interval of the per-seed paired differences on one side of the threshold; "
+        "otherwise it is inconclusive.\n\n";
+  for (const Claim& c : check_claims(info, rows))
+    md += fmt::format("- **{}: {}.** {}\n", c.statement, verdict_name(c.verdict), c.evidence);
+  return md;
+}
+
+std::string study_plot_data(const StudyInfo& info, const std::vector<StudyRow>& rows) {
+  const Index ix{info, rows};
+  std::string out;
+  for (const std::string& run : ix.deep_runs()) {
+    out += "\"" + run + "\"\n";
+    // One point per cache size (evenly spread plans; CLA@k's snapped plans collapse to one size).
+    std::set<size_t> done;
+    for (const std::string& l : ix.labels(run)) {
+      const StudyRow* r = ix.first(run, l);
+      if (r->result.strategy != "even" || !done.insert(r->result.kept.size()).second) continue;
+      const Summary s = summarize(values(ix.losses(run, l)));
+      out += fmt::format("{:.4f} {:.6f} {:.6f}\n", kv_percent(info, r->result.kept.size()), s.mean, s.sd);
+    }
+    out += "\n\n";
+  }
+  const std::vector<std::string> shallow = ix.shallow_runs();
+  if (!shallow.empty()) {
+    out += "\"shallow, full cache\"\n";
+    for (const std::string& s : shallow) {
+      const StudyRow* r = ix.first(s);
+      const Summary v = summarize(values(ix.losses(s, r->result.label)));
+      out += fmt::format("{:.4f} {:.6f} {:.6f}\n", kv_percent(info, r->result.kept.size()), v.mean, v.sd);
+    }
+    out += "\n\n";
+  }
+  return out;
+}
+
+std::string study_plot_script(const StudyInfo& info, const std::vector<StudyRow>& rows, const std::string& out_dir) {
+  const Index ix{info, rows};
+  const size_t blocks = ix.deep_runs().size() + (ix.shallow_runs().empty() ? 0 : 1);
+  std::set<uint64_t> seeds;
+  for (const StudyRow& r : rows) seeds.insert(r.seed);
+  return fmt::format(
+      "set terminal pngcairo size 960,640 font 'sans,11' noenhanced\nset output '{0}/plot.png'\n"
+      "set title 'Validation loss vs KV cache ({1}; mean and sd over {2} seed{3})'\n"
+      "set xlabel 'KV cache: layers keeping one (% of {4})'\nset ylabel 'validation loss'\nset key outside right\n"
+      "set grid\nset xrange [*:*] reverse\n"
+      "plot for [i=0:{5}] '{0}/plot.dat' index i using 1:2:3 with yerrorlines lw 2 pt 7 title columnheader(1)\n",
+      out_dir, info.name, seeds.size(), seeds.size() == 1 ? "" : "s", info.depth, blocks - 1);
+}
+
+}  // namespace kvroute::eval

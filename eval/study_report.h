@@ -1,0 +1,56 @@
+// The report of a study (eval/sweep.h): results.csv (every replicate), report.md (mean +- sd over
+// seeds, paired differences against the baseline with 95% intervals, the equal-cache comparison
+// with shallow full-cache models, and the paper's three claims with verdicts) and the gnuplot
+// input for plot.png (error bars). Pure functions of the measured rows, so they are tested on
+// synthetic numbers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "eval/evaluate.h"
+
+namespace kvroute::eval {
+
+struct StudyRow {
+  std::string run;          // the study's run name; replicates share it
+  uint64_t seed = 0;
+  bool shallow = false;     // an equal-cache baseline: a full-cache model of fewer layers
+  std::string policy;       // router policy it was trained with (none, stochastic, fixed_groups, ...)
+  int num_layers = 0;       // of this model
+  PlanResult result;        // label, strategy, kept, loss, ...
+};
+
+struct StudyInfo {
+  std::string name, base_config, source;
+  int depth = 0;                  // layers of the study's (deep) models: kv_fraction = kept / depth
+  std::vector<std::string> runs;  // run names in study order (shallow baselines last)
+  double plan_split = 0;          // > 0: greedy sets chosen on [0, f) of the validation windows
+};
+
+enum class Verdict { Holds, DoesNotHold, Inconclusive };
+const char* verdict_name(Verdict v);
+
+struct Claim {
+  std::string statement;  // the paper's claim
+  Verdict verdict = Verdict::Inconclusive;
+  std::string evidence;   // one sentence with the measured numbers
+};
+// The paper's claims checked on the rows, one entry per claim and R-CLA run (router.policy
+// stochastic), against the baseline (the deep run named "baseline", else the first deep run
+// without routing):
+//   1. R-CLA at full retention is within 2% of the baseline's loss;
+//   2. at every budget with a shallow baseline, R-CLA with a shared cache beats the shallow model;
+//   3. from 100% to 25% retention the baseline degrades far more (at least twice as much) than R-CLA.
+// A verdict needs the 95% interval of the per-seed paired differences to be on one side.
+std::vector<Claim> check_claims(const StudyInfo& info, const std::vector<StudyRow>& rows);
+
+std::string study_csv(const StudyInfo& info, const std::vector<StudyRow>& rows);
+std::string study_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows);
+// plot.dat (one block per deep run: kept %, mean, sd; then the shallow baselines) and the gnuplot
+// script that draws it into <out>/plot.png.
+std::string study_plot_data(const StudyInfo& info, const std::vector<StudyRow>& rows);
+std::string study_plot_script(const StudyInfo& info, const std::vector<StudyRow>& rows, const std::string& out_dir);
+
+}  // namespace kvroute::eval

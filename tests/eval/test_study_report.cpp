@@ -1,0 +1,148 @@
+// Replicate statistics and the study report's verdicts, on synthetic numbers whose answers are
+// known by construction.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "eval/stats.h"
+#include "eval/study_report.h"
+
+namespace kvroute::eval {
+namespace {
+
+TEST(Stats, MeanSampleSdAndTInterval) {
+  const Summary s = summarize({1.0, 2.0, 3.0, 4.0});
+  EXPECT_EQ(s.n, 4);
+  EXPECT_DOUBLE_EQ(s.mean, 2.5);
+  EXPECT_NEAR(s.sd, std::sqrt(5.0 / 3.0), 1e-12);  // sum of squares 5, n - 1 = 3
+  // t(0.975, 3) = 3.182446: half-width 3.182446 * sd / 2.
+  const Interval ci = mean_ci95({1.0, 2.0, 3.0, 4.0});
+  ASSERT_TRUE(ci.defined);
+  EXPECT_NEAR(ci.hi - ci.mean, 3.1824463 * std::sqrt(5.0 / 3.0) / 2.0, 1e-6);
+  EXPECT_NEAR(ci.mean - ci.lo, ci.hi - ci.mean, 1e-12);
+  // One replicate: a mean without an interval; none: nothing.
+  EXPECT_FALSE(mean_ci95({0.7}).defined);
+  EXPECT_DOUBLE_EQ(mean_ci95({0.7}).mean, 0.7);
+  EXPECT_EQ(summarize({}).n, 0);
+  // Identical values: zero width, still defined.
+  const Interval flat = mean_ci95({0.5, 0.5, 0.5});
+  EXPECT_TRUE(flat.defined);
+  EXPECT_DOUBLE_EQ(flat.lo, 0.5);
+  EXPECT_DOUBLE_EQ(flat.hi, 0.5);
+}
+
+TEST(Stats, TQuantilesMatchTables) {
+  EXPECT_NEAR(t_quantile_975(1), 12.7062, 1e-4);
+  EXPECT_NEAR(t_quantile_975(2), 4.3027, 1e-4);
+  EXPECT_NEAR(t_quantile_975(10), 2.2281, 1e-4);
+  EXPECT_NEAR(t_quantile_975(30), 2.0423, 1e-4);
+  // Beyond the table: the expansion, continuous with it and tending to the normal 1.95996.
+  EXPECT_NEAR(t_quantile_975(40), 2.0211, 1e-4);
+  EXPECT_NEAR(t_quantile_975(60), 2.0003, 1e-4);
+  EXPECT_NEAR(t_quantile_975(120), 1.9799, 1e-4);
+  EXPECT_NEAR(t_quantile_975(100000), 1.95996, 1e-4);
+  EXPECT_THROW(t_quantile_975(0), Error);
+}
+
+// A study of depth 8: baseline, an R-CLA run, and shallow baselines of 4 and 2 layers, 3 seeds.
+// loss(run, kept, seed) is given per case.
+struct Fake {
+  StudyInfo info{"fake", "base.yaml", "study.yaml", 8, {"baseline", "rcla", "shallow-4L", "shallow-2L"}, 0};
+  std::vector<StudyRow> rows;
+  void add(const std::string& run, bool shallow, const std::string& policy, int kept, uint64_t seed, double loss) {
+    StudyRow r;
+    r.run = run;
+    r.seed = seed;
+    r.shallow = shallow;
+    r.policy = policy;
+    r.num_layers = shallow ? kept : 8;
+    r.result.label = shallow ? "retention 1" : fmt::format("retention {:g}", kept / 8.0);
+    r.result.strategy = "even";
+    for (int l = 0; l < kept; ++l) r.result.kept.push_back(l * 8 / kept);
+    r.result.loss = loss;
+    r.result.perplexity = std::exp(loss);
+    r.result.tokens = 1000;
+    rows.push_back(r);
+  }
+  // baseline: 4.0 at 8 layers, +0.5 at 4, +2.0 at 2; R-CLA: base + delta_full, then +0.1 / +0.3;
+  // shallow: the given losses. Seed noise: +-0.01 shared by all models of a seed.
+  Fake(double delta_full, double shallow4, double shallow2) {
+    for (uint64_t seed : {1, 2, 3}) {
+      const double noise = (static_cast<double>(seed) - 2.0) * 0.01;
+      add("baseline", false, "none", 8, seed, 4.0 + noise);
+      add("baseline", false, "none", 4, seed, 4.5 + noise);
+      add("baseline", false, "none", 2, seed, 6.0 + noise);
+      add("rcla", false, "stochastic", 8, seed, 4.0 + delta_full + noise);
+      add("rcla", false, "stochastic", 4, seed, 4.1 + delta_full + noise + 0.002 * static_cast<double>(seed));
+      add("rcla", false, "stochastic", 2, seed, 4.3 + delta_full + noise);
+      add("shallow-4L", true, "none", 4, seed, shallow4 + noise);
+      add("shallow-2L", true, "none", 2, seed, shallow2 + noise);
+    }
+  }
+};
+
+TEST(StudyReport, ClaimsHoldWhenTheNumbersSaySo) {
+  Fake f(0.02, 4.3, 4.6);  // R-CLA 0.5% worse at full, better than both shallow models, degrades 0.3 vs 2.0
+  const std::vector<Claim> c = check_claims(f.info, f.rows);
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(c[0].verdict, Verdict::Holds) << c[0].evidence;
+  EXPECT_EQ(c[1].verdict, Verdict::Holds) << c[1].evidence;
+  EXPECT_EQ(c[2].verdict, Verdict::Holds) << c[2].evidence;
+  EXPECT_NE(c[2].evidence.find("25% (2 of 8 layers)"), std::string::npos) << c[2].evidence;
+}
+
+TEST(StudyReport, ClaimsFailWhenTheNumbersSaySo) {
+  Fake f(0.2, 4.0, 4.6);  // R-CLA 5% worse at full; the 4-layer shallow model beats it at 4 layers
+  const std::vector<Claim> c = check_claims(f.info, f.rows);
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(c[0].verdict, Verdict::DoesNotHold) << c[0].evidence;
+  EXPECT_EQ(c[1].verdict, Verdict::DoesNotHold) << c[1].evidence;
+  EXPECT_EQ(c[2].verdict, Verdict::Holds) << c[2].evidence;  // the degradation claim is independent
+}
+
+TEST(StudyReport, NoisyOrMissingEvidenceIsInconclusive) {
+  // Differences that change sign across seeds: no verdict either way.
+  Fake f(0.0, 4.4, 4.6);
+  for (StudyRow& r : f.rows) {
+    if (r.run == "rcla" && r.result.kept.size() == 8) r.result.loss = 4.0 + 0.1 * (static_cast<double>(r.seed) - 2.0) + 0.07;
+    if (r.run == "shallow-4L") r.result.loss = 4.1 + 0.2 * (static_cast<double>(r.seed) - 2.0);
+  }
+  std::vector<Claim> c = check_claims(f.info, f.rows);
+  EXPECT_EQ(c[0].verdict, Verdict::Inconclusive) << c[0].evidence;
+  EXPECT_EQ(c[1].verdict, Verdict::Inconclusive) << c[1].evidence;
+  // One seed: no intervals, so nothing is decided.
+  Fake one(0.02, 4.3, 4.6);
+  std::erase_if(one.rows, [](const StudyRow& r) { return r.seed != 1; });
+  for (const Claim& x : check_claims(one.info, one.rows)) {
+    EXPECT_EQ(x.verdict, Verdict::Inconclusive) << x.statement;
+  }
+  // No shallow baselines: claim 2 says why.
+  Fake deep(0.02, 4.3, 4.6);
+  std::erase_if(deep.rows, [](const StudyRow& r) { return r.shallow; });
+  c = check_claims(deep.info, deep.rows);
+  EXPECT_EQ(c[1].verdict, Verdict::Inconclusive);
+  EXPECT_NE(c[1].evidence.find("shallow_baselines"), std::string::npos);
+  // No R-CLA run: every claim is inconclusive, with the reason.
+  Fake none(0.02, 4.3, 4.6);
+  std::erase_if(none.rows, [](const StudyRow& r) { return r.run == "rcla"; });
+  c = check_claims(none.info, none.rows);
+  ASSERT_EQ(c.size(), 3u);
+  for (const Claim& x : c) EXPECT_NE(x.evidence.find("no R-CLA run"), std::string::npos);
+}
+
+TEST(StudyReport, CsvKeepsEveryReplicateAndMarkdownShowsMeanSd) {
+  Fake f(0.02, 4.3, 4.6);
+  const std::string csv = study_csv(f.info, f.rows);
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 1 + static_cast<long>(f.rows.size()));
+  EXPECT_NE(csv.find("shallow-2L,3,shallow,none,retention 1,even,2,2,0.2500,"), std::string::npos) << csv;
+  const std::string md = study_markdown(f.info, f.rows);
+  EXPECT_NE(md.find("4.0000 ± 0.0100 (8)"), std::string::npos) << md;  // baseline at 100%: seeds 3.99 / 4.00 / 4.01
+  EXPECT_NE(md.find("| 2 layers (25%) | rcla | -0.2800 [-0.2800, -0.2800] |"), std::string::npos) << md;
+  EXPECT_NE(md.find("holds"), std::string::npos);
+  const std::string dat = study_plot_data(f.info, f.rows);
+  EXPECT_NE(dat.find("\"shallow, full cache\"\n50.0000 4.300000 0.010000\n25.0000 4.600000 0.010000"),
+            std::string::npos) << dat;
+}
+
+}  // namespace
+}  // namespace kvroute::eval
