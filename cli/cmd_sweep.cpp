@@ -19,8 +19,7 @@ int run(const Args& a) {
   add_threads_override(study.overrides, a.threads);
   std::unique_ptr<dist::Communicator> comm = dist::make_communicator(dist::Backend::Auto);
   return on_all_ranks(*comm, [&] {
-    eval::run_study(study, *comm);
-    return 0;
+    return eval::run_study(study, *comm) ? 0 : 130;  // 130: interrupted, as `kvroute train`
   });
 }
 

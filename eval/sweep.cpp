@@ -283,7 +283,7 @@ std::vector<PlanResult> evaluate_replicate(const Study& study, const StudyRun& r
 
 }  // namespace
 
-std::string run_study(const Study& study, dist::Communicator& comm) {
+bool run_study(const Study& study, dist::Communicator& comm) {
   const bool leader = comm.rank() == 0;
   std::vector<StudyRow> rows;
   const std::vector<std::optional<uint64_t>> seeds =
@@ -309,7 +309,11 @@ std::string run_study(const Study& study, dist::Communicator& comm) {
       } else {
         if (leader) std::printf("sweep: training %s\n", name.c_str());
         std::fflush(stdout);
-        train::run_training(config, comm, {"auto", 0, false});
+        const train::TrainResult trained = train::run_training(config, comm, {"auto", 0, false});
+        if (trained.interrupted) {  // stop here: nothing is evaluated or reported from a partial run
+          if (leader) std::printf("sweep: interrupted while training %s; run the same command to resume\n", name.c_str());
+          return false;
+        }
       }
       const std::string eval_path = run_dir + "/eval.json", settings_path = run_dir + "/study_eval.json";
       const std::string settings = eval_settings(study, r);
@@ -332,7 +336,7 @@ std::string run_study(const Study& study, dist::Communicator& comm) {
       }
     }
   }
-  if (!leader) return "";
+  if (!leader) return true;
 
   StudyInfo info{study.name, study.base_config, study.source, study.depth, {}, study.plan_split};
   for (const StudyRun& r : study.runs) info.runs.push_back(r.name);
@@ -347,7 +351,7 @@ std::string run_study(const Study& study, dist::Communicator& comm) {
     std::printf("sweep: gnuplot failed (see %s/plot.log); results.csv and report.md are complete\n", study.out_dir.c_str());
   }
   std::printf("\n%s", md.c_str());
-  return study.out_dir + "/report.md";
+  return true;
 }
 
 }  // namespace kvroute::eval

@@ -37,7 +37,8 @@ struct Study {
 
 // Parses a study file; errors name the file and key.
 Study load_study(const std::string& path);
-// Runs (or resumes) the study; returns the path of report.md.
-std::string run_study(const Study& study, dist::Communicator& comm);
+// Runs (or resumes) the study and writes <out_dir>/results.csv, report.md, plot.png; false when a
+// training run was interrupted (SIGINT/SIGTERM: it stopped with a checkpoint, nothing reported).
+bool run_study(const Study& study, dist::Communicator& comm);
 
 }  // namespace kvroute::eval

@@ -1,8 +1,12 @@
 // The study runner: trains and evaluates a small grid, writes results.csv / report.md, and a
 // second invocation skips the finished runs.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <set>
@@ -182,6 +186,55 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
           {"'b' has 2 layers", "equal-cache baseline", "router.policy=none"});
   refused("runs:\n  - {name: shallow-2L}\nshallow_baselines: true\neval: {retention: [1, 0.5]}\n",
           {"shallow-2L", "taken by shallow_baselines"});
+}
+
+// SIGTERM during a replicate's training: the run stops with a checkpoint, the sweep exits 130
+// without evaluating or reporting anything (the same command resumes it from the checkpoint).
+TEST(Sweep, InterruptedTrainingStopsTheStudyWithACheckpoint) {
+  const fs::path dir = kvroute::testing::temp_dir("sweep_interrupt");
+  fs::create_directories(dir / "data");
+  std::vector<int32_t> train, val;
+  for (int i = 0; i < 20000; ++i) train.push_back(static_cast<int32_t>((i * 3) % 64));
+  for (int i = 0; i < 1000; ++i) val.push_back(static_cast<int32_t>((i * 3) % 64));
+  data::write_shard((dir / "data/train_000000.bin").string(), train, 2);
+  data::write_shard((dir / "data/val_000000.bin").string(), val, 2);
+  std::ofstream(dir / "base.yaml") << "model: {vocab_size: 64, hidden_size: 16, num_layers: 2, num_heads: 2, num_kv_heads: 1,\n"
+                                      "        head_dim: 8, intermediate_size: 32, max_seq_len: 16}\n"
+                                      "data: {dir: " << (dir / "data").string() << "}\n"
+                                      "train: {steps: 1000000, batch_size: 2, seq_len: 16, log_interval: 1000, threads: 1,\n"
+                                      "        checkpoint_interval: 0}\n"
+                                      "dist: {backend: none}\n";
+  std::ofstream(dir / "study.yaml") << "study: long\nbase: " << (dir / "base.yaml").string() << "\nseeds: [1, 2]\n"
+                                       "runs:\n  - {name: a, overrides: [router.policy=none]}\n"
+                                       "eval: {retention: [1.0, 0.5]}\n";
+  const std::string log = (dir / "sweep.log").string();
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::freopen(log.c_str(), "w", stdout);
+    std::freopen(log.c_str(), "a", stderr);
+    execl(KVROUTE_BINARY, KVROUTE_BINARY, "sweep", (dir / "study.yaml").c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Wait until the first replicate is training (its run directory has its config), then stop it.
+  const fs::path run = dir / "long/runs/a/seed-1";
+  for (int i = 0; i < 600 && !fs::exists(run / "config.yaml"); ++i) usleep(50 * 1000);
+  usleep(300 * 1000);
+  kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  std::ifstream in(log);
+  const std::string out((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(WIFEXITED(status)) << out;
+  EXPECT_EQ(WEXITSTATUS(status), 130) << out;
+  EXPECT_NE(out.find("sweep: interrupted while training a-s1"), std::string::npos) << out;
+  EXPECT_EQ(out.find("error"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir / "long/report.md"));
+  EXPECT_FALSE(fs::exists(run / "eval.json"));
+  EXPECT_FALSE(fs::exists(dir / "long/runs/a/seed-2"));  // the next replicate never started
+  bool checkpointed = false;
+  for (const auto& e : fs::directory_iterator(run / "checkpoints")) checkpointed |= fs::exists(e.path() / "model.safetensors");
+  EXPECT_TRUE(checkpointed) << out;
 }
 
 }  // namespace
