@@ -178,9 +178,8 @@ std::vector<Claim> check_claims(const StudyInfo& info, const std::vector<StudyRo
         const Interval rel = mean_ci95(paired(r, b, [](double x, double y) { return (x - y) / y; }));
         if (rel.defined && rel.hi < 0.02) c.verdict = Verdict::Holds;
         if (rel.defined && rel.lo > 0.02) c.verdict = Verdict::DoesNotHold;
-        c.evidence = fmt::format("at 100% retention {} has loss {} against the baseline's {}: {} relative, 95% "
-                                 "interval over {} seeds.",
-                                 run, mean_sd(values(r)), mean_sd(values(b)), percent(rel), rel.n);
+        c.evidence = fmt::format("at 100% retention {} has loss {} against the baseline's {}: {} relative ({} seed{}).",
+                                 run, mean_sd(values(r)), mean_sd(values(b)), percent(rel), rel.n, rel.n == 1 ? "" : "s");
       }
       claims.push_back(c);
     }
@@ -211,8 +210,8 @@ std::vector<Claim> check_claims(const StudyInfo& info, const std::vector<StudyRo
                                       mean_sd(values(ix.losses(s, sr->result.label))), interval(d)));
         }
         c.verdict = all_better ? Verdict::Holds : some_worse ? Verdict::DoesNotHold : Verdict::Inconclusive;
-        c.evidence = fmt::format("loss of {} with a shared cache vs the shallow full-cache model, difference with "
-                                 "95% interval: {}.",
+        c.evidence = fmt::format("loss of {} with a shared cache vs the shallow full-cache model, and the "
+                                 "difference: {}.",
                                  run, fmt::join(parts, "; "));
       }
       claims.push_back(c);
@@ -241,7 +240,7 @@ std::vector<Claim> check_claims(const StudyInfo& info, const std::vector<StudyRo
         if (d.defined && d.lo > 0 && twice) c.verdict = Verdict::Holds;
         if (d.defined && (d.hi < 0 || (d.lo > 0 && !twice))) c.verdict = Verdict::DoesNotHold;
         c.evidence = fmt::format("from 100% to {:.0f}% ({} of {} layers) the baseline's loss rises by {}, {}'s by {}; "
-                                 "the difference {} (95% interval){}.",
+                                 "the difference is {}{}.",
                                  kv_percent(info, low_kept), low_kept, L, mean_sd(db), run, mean_sd(dr), interval(d),
                                  mr > 0 ? fmt::format(", a ratio of {:.1f}x", mb / mr) : "");
       }
@@ -353,8 +352,9 @@ std::string study_markdown(const StudyInfo& info, const std::vector<StudyRow>& r
     }
   }
   md += "\n![validation loss vs KV cache](plot.png)\n\n## The paper's claims at this scale\n\n"
-        "A verdict needs the 95% interval of the per-seed paired differences on one side of the threshold; "
-        "otherwise it is inconclusive.\n\n";
+        "Intervals in brackets are 95% Student-t intervals of the mean of the per-seed paired differences. A "
+        "verdict needs the interval on one side of the threshold; otherwise, or with one seed, it is "
+        "inconclusive.\n\n";
   for (const Claim& c : check_claims(info, rows))
     md += fmt::format("- **{}: {}.** {}\n", c.statement, verdict_name(c.verdict), c.evidence);
   return md;
