@@ -222,8 +222,8 @@ namespace {
 // changed study re-evaluates instead of reporting stale plans.
 std::string eval_settings(const Study& study, const StudyRun& run) {
   nlohmann::ordered_json j{{"retention", study.retention}, {"batches", study.eval_batches},
-                           {"strategy", run.shallow ? "even" : study.strategy},
-                           {"plan_split", run.shallow ? 0.0 : study.plan_split}, {"shallow", run.shallow}};
+                           {"strategy", run.shallow ? "even" : study.strategy}, {"plan_split", study.plan_split},
+                           {"shallow", run.shallow}};
   return j.dump() + "\n";
 }
 
@@ -252,7 +252,8 @@ std::vector<PlanResult> read_eval_json(const std::string& path) {
 std::vector<PlanResult> evaluate_replicate(const Study& study, const StudyRun& run, const train::RunConfig& config,
                                            const layers::Transformer& model, dist::Communicator& comm) {
   const int L = model.num_layers();
-  const auto [plan_part, report_part] = plan_split_parts(run.shallow ? 0.0 : study.plan_split);
+  // Every model of the study, shallow baselines included, reports on the same validation part.
+  const auto [plan_part, report_part] = plan_split_parts(study.plan_split);
   auto measure = [&](const std::vector<int>& keep, const std::string& label) {
     return evaluate_keep_set(model, config.data.dir, config.train.seq_len, config.train.batch_size, study.eval_batches,
                              keep, label, "even", comm, report_part);

@@ -99,7 +99,7 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
                                        "runs:\n  - {name: baseline, overrides: [router.policy=none]}\n"
                                        "  - {name: rcla, overrides: [router.policy=stochastic, router.share_prob=0.5]}\n"
                                        "  - {name: cla2, overrides: [router.policy=fixed_groups, router.group_size=2]}\n"
-                                       "eval: {retention: [1.0, 0.5, 0.25], batches: 4, strategy: greedy, plan_split: 0.5}\n";
+                                       "eval: {retention: [1.0, 0.5, 0.25], batches: 0, strategy: greedy, plan_split: 0.5}\n";
   int rc = 0;
   const std::string cmd = std::string(KVROUTE_BINARY) + " sweep " + (dir / "study.yaml").string();
   std::string first = run_capture(cmd, &rc);
@@ -117,6 +117,7 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
   EXPECT_EQ(line.rfind("run,seed,kind,policy,plan,strategy,kept,num_layers,kv_fraction,val_loss", 0), 0u) << line;
   std::map<std::string, std::set<std::string>> losses_by_run_plan;  // seeds must differ
   int shallow_rows = 0, greedy_rows = 0;
+  std::set<std::string> tokens;
   while (std::getline(csv, line)) {
     text += line + "\n";
     std::vector<std::string> f;
@@ -124,6 +125,7 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
     for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
     ASSERT_GE(f.size(), 10u) << line;
     losses_by_run_plan[f[0] + "/" + f[4]].insert(f[9]);
+    tokens.insert(f[11]);  // every model, shallow ones too, reports on the same validation part
     shallow_rows += f[2] == "shallow";
     greedy_rows += f[5] == "greedy";
     if (f[0] == "shallow-1L") {
@@ -131,6 +133,7 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
     }
   }
   EXPECT_EQ(shallow_rows, 4);  // 2 shallow models x 2 seeds, full cache only
+  EXPECT_EQ(tokens.size(), 1u) << text;
   EXPECT_GT(greedy_rows, 0);
   for (const auto& [key, set] : losses_by_run_plan) {
     EXPECT_EQ(set.size(), 2u) << key << " has equal losses for both seeds";
@@ -154,7 +157,7 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
   EXPECT_NE(second.find("rcla-s4 already trained"), std::string::npos) << second;
   EXPECT_EQ(fs::last_write_time(out / "runs/rcla/seed-4/eval.json"), evaluated);
   std::string study = (std::stringstream() << std::ifstream(dir / "study.yaml").rdbuf()).str();
-  study.replace(study.find("batches: 4"), 10, "batches: 3");
+  study.replace(study.find("batches: 0"), 10, "batches: 3");
   std::ofstream(dir / "study.yaml") << study;
   std::string third = run_capture(cmd, &rc);
   ASSERT_EQ(rc, 0) << third;
