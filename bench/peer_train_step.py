@@ -2,11 +2,14 @@
 """PyTorch (CPU) peer of bench_train_step.cpp and `kvroute bench train`: the same Qwen3-style model
 (bench/peer_model.py; defaults: 6 layers, hidden 256, 8 heads / 4 KV heads, head_dim 32,
 intermediate 768, vocab 8192), the same batch, threads and stochastic KV routing, forward +
-backward + torch.optim.AdamW. Prints tokens/s (median step).
+backward + torch.optim.AdamW. Prints tokens/s (median step). --autocast bf16 runs the forward under
+torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's best configuration on a CPU with bf16
+instructions (fp32 master weights and optimizer, bf16 GEMMs).
 
-    /usr/bin/python3 bench/peer_train_step.py --threads 2
+    /usr/bin/python3 bench/peer_train_step.py --threads 2 [--autocast bf16]
 """
 import argparse
+import contextlib
 import random
 
 import torch
@@ -29,6 +32,7 @@ def main():
     parser.add_argument("--head-dim", type=int, default=32)
     parser.add_argument("--ffn", type=int, default=768)
     parser.add_argument("--rope-theta", type=float, default=1e6)
+    parser.add_argument("--autocast", choices=["none", "bf16"], default="none")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -41,9 +45,15 @@ def main():
     inputs, targets = stream[:, :-1], stream[:, 1:]
     cos, sin = rope_tables(args.seq, args.head_dim, args.rope_theta)
 
+    def autocast():
+        if args.autocast == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = model(inputs, targets, random_plan(c["layers"], args.share_prob), cos, sin)
+        with autocast():
+            loss = model(inputs, targets, random_plan(c["layers"], args.share_prob), cos, sin)
         loss.backward()
         opt.step()
         return loss.item()
@@ -51,7 +61,7 @@ def main():
     ms, loss = median_step_ms(step, 2, args.steps)
     params = sum(p.numel() for p in model.parameters())
     print(f"torch {torch.__version__} train step: params={params} B={args.batch} T={args.seq} "
-          f"share_prob={args.share_prob:.2f} threads={args.threads}  {ms:.1f} ms/step  "
+          f"share_prob={args.share_prob:.2f} threads={args.threads} autocast={args.autocast}  {ms:.1f} ms/step  "
           f"{args.batch * args.seq / (ms * 1e-3):.0f} tok/s  (loss {loss:.3f})")
 
 

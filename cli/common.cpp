@@ -72,13 +72,18 @@ void add_placement_options(CLI::App* cmd, Placement& p) {
   add_enum_option(cmd, "--device", p.device, {Device::Kind::CPU, Device::Kind::CUDA}, train::device_kind_name,
                   "cpu | cuda (one GPU per rank under mpirun)");
   add_enum_option(cmd, "--precision", p.precision, {train::Precision::FP32, train::Precision::BF16},
-                  train::precision_name, "fp32 | bf16 (bf16 needs --device cuda)");
+                  train::precision_name, "fp32 | bf16 (on the CPU: bf16 GEMM operands, f32 accumulation)");
 }
 
 void place_model(layers::Transformer& model, const Placement& p, int local_rank, ops::AttentionKernel attention) {
-  KV_CHECK(p.device == Device::Kind::CUDA || p.precision == train::Precision::FP32,
-           "--precision {}: bf16 needs --device cuda", train::precision_name(p.precision));
-  if (p.device == Device::Kind::CPU) return;
+  if (p.device == Device::Kind::CPU) {
+    // The model stays f32 on the CPU; bf16 rounds the GEMM operands (oneDNN), where the CPU can.
+    const bool want_bf16 = p.precision == train::Precision::BF16;
+    if (!ops::set_cpu_matmul_bf16(want_bf16) && want_bf16 && local_rank == 0) {
+      std::fprintf(stderr, "kvroute: notice: %s\n", ops::cpu_bf16_fallback_notice().c_str());
+    }
+    return;
+  }
   ops::set_attention_kernel(attention);
   model.to(device_runtime::select_cuda_device(local_rank, "--device cuda"), train::compute_dtype(p.precision));
 }

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "dist/communicator.h"
+#include "kernels/ops.h"
 #include "layers/transformer.h"
 #include "train/config.h"
 

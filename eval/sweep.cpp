@@ -14,6 +14,7 @@
 #include "core/io.h"
 #include "core/json.h"
 #include "eval/evaluate.h"
+#include "kernels/ops.h"
 #include "eval/study_report.h"
 #include "layers/inference_plan.h"
 #include "train/checkpoint.h"
@@ -220,10 +221,11 @@ namespace {
 
 // The evaluation settings a replicate's eval.json was made with (study_eval.json beside it): a
 // changed study re-evaluates instead of reporting stale plans.
-std::string eval_settings(const Study& study, const StudyRun& run) {
+std::string eval_settings(const Study& study, const StudyRun& run, const train::RunConfig& config) {
   nlohmann::ordered_json j{{"retention", study.retention}, {"batches", study.eval_batches},
                            {"strategy", run.shallow ? "even" : study.strategy}, {"plan_split", study.plan_split},
                            {"shallow", run.shallow}};
+  if (config.train.precision != train::Precision::FP32) j["precision"] = train::precision_name(config.train.precision);
   return j.dump() + "\n";
 }
 
@@ -317,12 +319,13 @@ bool run_study(const Study& study, dist::Communicator& comm) {
         }
       }
       const std::string eval_path = run_dir + "/eval.json", settings_path = run_dir + "/study_eval.json";
-      const std::string settings = eval_settings(study, r);
+      const std::string settings = eval_settings(study, r, config);
       std::vector<PlanResult> results;
       if (fs::exists(eval_path) && fs::exists(settings_path) && io::read_file(settings_path, 1 << 16) == settings) {
         results = read_eval_json(eval_path);
       } else {
         Checkpoint ck = load_for_inference(final_ckpt);
+        ops::set_cpu_matmul_bf16(config.train.precision == train::Precision::BF16);  // evaluate as trained
         results = evaluate_replicate(study, r, config, *ck.model, comm);
         if (leader) {
           io::write_file_atomic(eval_path, format_json(results, ck.model->num_layers()));

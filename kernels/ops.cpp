@@ -166,11 +166,42 @@ void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans
   if (device.is_cuda()) {
     cuda::gemm_batched(device.index, dtype, out.dtype(), ma.trans, mb.trans, gemm_m, n, k, alpha, ma.ptr, ma.ld,
                        ma.batch_stride, mb.ptr, mb.ld, mb.batch_stride, beta, c, n, gemm_m * n, gemm_batch);
+  } else if (cpu_matmul_bf16()) {
+    cpu::gemm_batched_bf16(ma.trans, mb.trans, gemm_m, n, k, alpha, static_cast<const float*>(ma.ptr), ma.ld,
+                           ma.batch_stride, static_cast<const float*>(mb.ptr), mb.ld, mb.batch_stride, beta,
+                           static_cast<float*>(c), n, gemm_m * n, gemm_batch);
   } else {
     cpu::gemm_batched(ma.trans, mb.trans, gemm_m, n, k, alpha, static_cast<const float*>(ma.ptr), ma.ld,
                       ma.batch_stride, static_cast<const float*>(mb.ptr), mb.ld, mb.batch_stride, beta,
                       static_cast<float*>(c), n, gemm_m * n, gemm_batch);
   }
+}
+
+namespace {
+std::atomic<bool> g_cpu_matmul_bf16{false};  // read by every CPU matmul
+}  // namespace
+
+bool cpu_bf16_supported() { return cpu::bf16_gemm_supported(); }
+
+std::string cpu_bf16_fallback_notice() {
+  return fmt::format("this CPU has no bf16 instructions (oneDNN ISA {}; bf16 needs AVX512-BF16 or AMX): bf16 "
+                     "falls back to f32 GEMMs",
+                     cpu::cpu_isa_name());
+}
+
+bool set_cpu_matmul_bf16(bool bf16) {
+  const bool effective = bf16 && cpu::bf16_gemm_supported();
+  g_cpu_matmul_bf16.store(effective, std::memory_order_relaxed);
+  return effective;
+}
+
+bool cpu_matmul_bf16() { return g_cpu_matmul_bf16.load(std::memory_order_relaxed); }
+
+std::string cpu_matmul_description() {
+  if (cpu_matmul_bf16()) {
+    return fmt::format("bf16 GEMMs via oneDNN {} (ISA {})", cpu::bf16_gemm_impl(), cpu::cpu_isa_name());
+  }
+  return fmt::format("f32 GEMMs via OpenBLAS (ISA {})", cpu::cpu_isa_name());
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DType out_dtype) {

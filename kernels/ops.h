@@ -28,6 +28,21 @@ void matmul_into(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a = f
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DType out_dtype);
 
+// CPU GEMM precision, one process-wide setting read by every CPU matmul (the Trainer and the
+// inference commands set it from train.precision / --precision): false = f32 (OpenBLAS sgemm),
+// true = bf16 operands with f32 accumulation (oneDNN), as PyTorch's CPU autocast does. Tensors
+// stay f32; only the GEMMs' operands are rounded. Returns the mode in effect: bf16 is refused
+// (false) where the CPU has no bf16 instructions. The CPU attention kernel's tile products stay f32.
+bool set_cpu_matmul_bf16(bool bf16);
+bool cpu_matmul_bf16();
+// One line naming the CPU GEMM path in effect, for logs and benchmarks, e.g.
+// "bf16 GEMMs via oneDNN brg:avx512_core_bf16 (ISA avx512_core_bf16)" or "f32 GEMMs via OpenBLAS
+// (ISA avx2)".
+std::string cpu_matmul_description();
+// Whether this CPU can run bf16 GEMMs; the one-line notice printed when bf16 falls back to f32.
+bool cpu_bf16_supported();
+std::string cpu_bf16_fallback_notice();
+
 // ---- Element-wise (same shape and dtype) ---------------------------------------------------------
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);

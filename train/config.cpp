@@ -344,8 +344,6 @@ void validate_cross_fields(const RunConfig& c, const std::string& src) {
   KV_CHECK(c.optim.schedule != ScheduleKind::Wsd || c.optim.warmup_fraction + c.optim.decay_fraction <= 1.0,
            "{}: optim.warmup_fraction {} + optim.decay_fraction {} exceed 1", src, c.optim.warmup_fraction,
            c.optim.decay_fraction);
-  KV_CHECK(c.train.precision == Precision::FP32 || c.train.device == Device::Kind::CUDA,
-           "{}: train.precision bf16 needs train.device cuda (the CPU backend computes in fp32)", src);
   KV_CHECK(c.train.global_batch_tokens == 0 || c.train.global_batch_tokens % (c.train.batch_size * c.train.seq_len) == 0,
            "{}: train.global_batch_tokens {} is not a multiple of train.batch_size x train.seq_len = {}", src,
            c.train.global_batch_tokens, c.train.batch_size * c.train.seq_len);

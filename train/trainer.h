@@ -123,6 +123,7 @@ class Trainer {
   // Progress-line window.
   std::chrono::steady_clock::time_point run_start_, window_start_;
   int64_t first_step_ = 0, window_steps_ = 0;
+  bool logged_once_ = false;  // the first progress line names the CPU GEMM path
 };
 
 // Builds a Trainer and runs it.

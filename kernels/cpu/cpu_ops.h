@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstdint>
+#include <string>
 
 #include "kernels/kernel_args.h"
 
@@ -19,6 +20,17 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 void gemm_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
                   int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
+// The same GEMMs with both operands rounded to bf16 and products accumulated in f32 (oneDNN);
+// only where bf16_gemm_supported(). Called outside parallel regions (oneDNN threads itself).
+void gemm_batched_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                       const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
+                       int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
+// Whether oneDNN reaches bf16 dot-product instructions (AVX512-BF16 or AMX) on this CPU.
+bool bf16_gemm_supported();
+// oneDNN's implementation of a bf16 matmul here, e.g. "brg:avx512_core_bf16"; "none" without one.
+std::string bf16_gemm_impl();
+// oneDNN's effective instruction set: avx512_core_amx, avx512_core_bf16, avx512_core, avx2, ...
+std::string cpu_isa_name();
 
 void add(const float* a, const float* b, float* out, int64_t n);
 void mul(const float* a, const float* b, float* out, int64_t n);

@@ -1,6 +1,17 @@
-// GEMM on the CPU: OpenBLAS sgemm (chosen over Eigen by measurement, docs/benchmarks.md).
+// GEMM on the CPU. f32: OpenBLAS sgemm (chosen over Eigen by measurement, docs/benchmarks.md).
+// bf16: operands rounded to bf16, products accumulated in f32 by oneDNN's matmul (AMX on Sapphire
+// Rapids and later, AVX512-BF16 on Zen 4/5 and Cooper Lake), one primitive per shape, cached.
 #include <cblas.h>
 
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/dtype.h"
 #include "kernels/cpu/cpu_ops.h"
 
 namespace kvroute::cpu {
@@ -30,6 +41,153 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
   for (int64_t i = 0; i < batch; ++i) {
     gemm(trans_a, trans_b, m, n, k, alpha, a + i * stride_a, lda, b + i * stride_b, ldb, beta, c + i * stride_c, ldc);
   }
+}
+
+// ---- bf16 through oneDNN ------------------------------------------------------------------------
+
+namespace {
+
+using dnnl::memory;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+// bf16 instructions are reachable when oneDNN's effective ISA includes avx512_core_bf16 (the ISA
+// values are nested bit masks; AMX includes it). DNNL_MAX_CPU_ISA caps it, which is how the
+// fallback is tested on any machine.
+bool hardware_bf16() {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const auto bf16 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+  return (isa & bf16) == bf16;
+}
+
+// Operand rows rounded to bf16 into a dense buffer: `rows` x `cols` read with leading dimension
+// `ld`, `batch` times at `stride`. Round to nearest even (core/dtype.h), so results do not depend on
+// the thread count.
+void to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, int64_t stride, int64_t batch,
+             uint16_t* dst) {
+  const int64_t total_rows = rows * batch;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < total_rows; ++r) {
+    const float* s = src + (r / rows) * stride + (r % rows) * ld;
+    uint16_t* d = dst + r * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      uint32_t u;
+      std::memcpy(&u, s + c, 4);
+      // Finite values round to nearest even inline (vectorised); inf/NaN take the exact helper.
+      d[c] = (u & 0x7F800000u) == 0x7F800000u ? float_to_bf16(s[c]).bits
+                                              : static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+    }
+  }
+}
+
+struct Key {
+  bool trans_a, trans_b;
+  int64_t m, n, k, ldc;
+  float alpha, beta;
+  bool operator<(const Key& o) const {
+    return std::tie(trans_a, trans_b, m, n, k, ldc, alpha, beta) <
+           std::tie(o.trans_a, o.trans_b, o.m, o.n, o.k, o.ldc, o.alpha, o.beta);
+  }
+};
+
+struct Plan {
+  dnnl::matmul primitive;
+  memory::desc a, b, c;
+};
+
+// One primitive per GEMM shape, created on first use (a training step has a few dozen shapes).
+Plan& plan_for(const Key& key) {
+  static std::mutex mutex;
+  static std::map<Key, Plan> plans;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = plans.find(key);
+  if (it != plans.end()) return it->second;
+  const memory::dim M = key.m, N = key.n, K = key.k;
+  // 2-D problems: oneDNN 2.6 picks its brgemm kernels for 2-D descriptors with either operand
+  // transposed, but its reference kernel for some 3-D ones, so a batch runs as one 2-D GEMM per
+  // item. Operands are dense bf16 copies in their stored orientation: A is [M, K] or, transposed,
+  // [K, M] read through strides; likewise B.
+  memory::desc a({M, K}, memory::data_type::bf16, key.trans_a ? memory::dims{1, M} : memory::dims{K, 1});
+  memory::desc b({K, N}, memory::data_type::bf16, key.trans_b ? memory::dims{1, K} : memory::dims{N, 1});
+  memory::desc c({M, N}, memory::data_type::f32, {key.ldc, 1});
+  dnnl::primitive_attr attr;
+  if (key.alpha != 1.0f) attr.set_output_scales(0, {key.alpha});
+  if (key.beta != 0.0f) {
+    dnnl::post_ops ops;
+    ops.append_sum(key.beta);
+    attr.set_post_ops(ops);
+  }
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, engine());
+  auto [pos, inserted] = plans.emplace(key, Plan{dnnl::matmul(pd), a, b, c});
+  return pos->second;
+}
+
+}  // namespace
+
+bool bf16_gemm_supported() {
+  static const bool supported = hardware_bf16();
+  return supported;
+}
+
+std::string bf16_gemm_impl() {
+  if (!bf16_gemm_supported()) return "none";
+  // The implementation oneDNN picks for a representative shape, e.g. "brg:avx512_core_amx_bf16".
+  static const std::string impl = [] {
+    memory::desc a({64, 64}, memory::data_type::bf16, memory::dims{64, 1});
+    memory::desc c({64, 64}, memory::data_type::f32, memory::dims{64, 1});
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, a, c), engine());
+    return std::string(pd.impl_info_str());
+  }();
+  return impl;
+}
+
+std::string cpu_isa_name() {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  auto has = [&](dnnl::cpu_isa want) { return (isa & static_cast<unsigned>(want)) == static_cast<unsigned>(want); };
+  if (has(dnnl::cpu_isa::avx512_core_amx)) return "avx512_core_amx";
+  if (has(dnnl::cpu_isa::avx512_core_bf16)) return "avx512_core_bf16";
+  if (has(dnnl::cpu_isa::avx512_core_vnni)) return "avx512_core_vnni";
+  if (has(dnnl::cpu_isa::avx512_core)) return "avx512_core";
+  if (has(dnnl::cpu_isa::avx2)) return "avx2";
+  return "sse41";
+}
+
+void gemm_batched_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                       const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
+                       int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  if (k == 0) {  // C = beta * C
+    for (int64_t i = 0; i < batch; ++i) {
+      for (int64_t r = 0; r < m; ++r) {
+        float* row = c + i * stride_c + r * ldc;
+        for (int64_t j = 0; j < n; ++j) row[j] = beta == 0.0f ? 0.0f : beta * row[j];
+      }
+    }
+    return;
+  }
+  const bool b_batched = stride_b != 0 && batch > 1;
+  // Dense bf16 copies of both operands in their stored orientation (thread-local scratch, reused).
+  thread_local std::vector<uint16_t> a16, b16;
+  const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
+  const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
+  const int64_t b_count = b_batched ? batch : 1;
+  if (a16.size() < static_cast<size_t>(a_rows * a_cols * batch)) a16.resize(a_rows * a_cols * batch);
+  if (b16.size() < static_cast<size_t>(b_rows * b_cols * b_count)) b16.resize(b_rows * b_cols * b_count);
+  to_bf16(a, a_rows, a_cols, lda, stride_a, batch, a16.data());
+  to_bf16(b, b_rows, b_cols, ldb, stride_b, b_count, b16.data());
+  Plan& plan = plan_for(Key{trans_a, trans_b, m, n, k, ldc, alpha, beta});
+  dnnl::stream stream(engine());
+  memory ma(plan.a, engine(), a16.data()), mb(plan.b, engine(), b16.data()), mc(plan.c, engine(), c);
+  for (int64_t i = 0; i < batch; ++i) {
+    ma.set_data_handle(a16.data() + i * a_rows * a_cols);
+    mb.set_data_handle(b16.data() + (b_batched ? i * b_rows * b_cols : 0));
+    mc.set_data_handle(c + i * stride_c);
+    plan.primitive.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
+  }
+  stream.wait();
 }
 
 }  // namespace kvroute::cpu

@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+
+#include "core/dtype.h"
+#include "core/threading.h"
 
 #include "kernels/ops.h"
 #include "tests/test_util.h"
@@ -107,6 +111,114 @@ TEST(Matmul, ShapeErrorsNameTheOpAndShapes) {
   Tensor out = Tensor::zeros({2, 4});
   expect_error([&] { ops::matmul_into(a, Tensor::zeros({3, 5}), out); }, {"matmul", "output shape", "[2, 4]", "[2, 5]"});
   expect_error([&] { (void)ops::matmul(Tensor::zeros({3}, DType::I32), b); }, {"matmul", "f32", "i32[3]"});
+}
+
+// ---- bf16 GEMMs on the CPU (oneDNN) ------------------------------------------------------------
+
+// The tensor with every element rounded to bf16 (round to nearest even), as the bf16 GEMM rounds
+// its operands.
+Tensor round_to_bf16(const Tensor& t) {
+  std::vector<float> v = t.contiguous().to_vector<float>();
+  for (float& x : v) x = bf16_to_float(float_to_bf16(x));
+  return Tensor::from_vector(v, t.shape());
+}
+
+// Restores the process-wide f32 mode whatever a test does.
+struct Bf16Mode {
+  Bf16Mode() { enabled = ops::set_cpu_matmul_bf16(true); }
+  ~Bf16Mode() { ops::set_cpu_matmul_bf16(false); }
+  bool enabled = false;
+};
+
+const std::vector<GemmCase>& bf16_cases() {
+  static const std::vector<GemmCase> cases = {
+      {{1, 1}, {1, 1}, false, false},       {{3, 5}, {5, 7}, false, false},     {{5, 3}, {5, 7}, true, false},
+      {{3, 5}, {7, 5}, false, true},        {{5, 3}, {7, 5}, true, true},       {{2, 3, 17, 9}, {2, 3, 9, 4}, false, false},
+      {{4, 9, 17}, {4, 33, 9}, true, true}, {{2, 8, 64}, {64, 96}, false, false}, {{6, 1, 31}, {31, 1}, false, false},
+      {{3, 7, 13}, {11, 13}, false, true},  {{129, 65}, {65, 130}, false, false}, {{300, 128}, {384, 128}, false, true},
+      {{256, 96}, {256, 200}, true, false},
+  };
+  return cases;
+}
+
+TEST(MatmulBf16, EqualsTheF32ProductOfBf16RoundedOperands) {
+  if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
+  Bf16Mode mode;
+  ASSERT_TRUE(mode.enabled);
+  EXPECT_NE(ops::cpu_matmul_description().find("oneDNN"), std::string::npos) << ops::cpu_matmul_description();
+  uint64_t seed = 100;
+  for (const GemmCase& gc : bf16_cases()) {
+    Tensor a = random_tensor(gc.a, seed++), b = random_tensor(gc.b, seed++);
+    Tensor out = ops::matmul(a, b, gc.ta, gc.tb);
+    Tensor zero = Tensor::zeros(out.shape());
+    // Exact up to f32 accumulation once the operands are rounded (products of bf16 values are exact
+    // in f32), and within bf16's rounding (each product off by < 2^-8 of its size) of the f32 GEMM.
+    const std::string what = fmt::format("A{} B{} ta={} tb={}", gc.a, gc.b, gc.ta, gc.tb);
+    EXPECT_LT(gemm_error(out, reference_gemm(round_to_bf16(a), round_to_bf16(b), gc.ta, gc.tb, 1, 0, zero)), 1e-5)
+        << what;
+    const double vs_f32 = gemm_error(out, reference_gemm(a, b, gc.ta, gc.tb, 1, 0, zero));
+    EXPECT_LT(vs_f32, 1.0 / 128) << what;
+    if (a.numel() * b.numel() > 1000) {
+      EXPECT_GT(vs_f32, 1e-6) << what << ": the operands were not rounded";
+    }
+  }
+}
+
+TEST(MatmulBf16, AlphaBetaAccumulateAndTransposedViews) {
+  if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
+  Bf16Mode mode;
+  Tensor a = random_tensor({3, 20, 10}, 1), b = random_tensor({3, 10, 6}, 2);
+  Tensor c = random_tensor({3, 20, 6}, 3);
+  Tensor c0 = c.clone();
+  ops::matmul_into(a, b, c, false, false, 0.5f, 2.0f);  // how parameter gradients accumulate
+  EXPECT_LT(gemm_error(c, reference_gemm(round_to_bf16(a), round_to_bf16(b), false, false, 0.5f, 2.0f, c0)), 1e-5);
+  // The same shape twice with other alpha/beta: cached primitives are keyed by them.
+  Tensor c1 = c0.clone();
+  ops::matmul_into(a, b, c1, false, false, 1.0f, 1.0f);
+  EXPECT_LT(gemm_error(c1, reference_gemm(round_to_bf16(a), round_to_bf16(b), false, false, 1.0f, 1.0f, c0)), 1e-5);
+  Tensor via_view = ops::matmul(a.transpose(1, 2).contiguous().transpose(1, 2), b);
+  Tensor via_plain = ops::matmul(a, b);
+  EXPECT_EQ(via_view.to_vector<float>(), via_plain.to_vector<float>());
+  // Non-finite operands propagate (the trainer's non-finite checks rely on it).
+  Tensor bad = a.clone();
+  bad.data<float>()[0] = std::nanf("");
+  std::vector<float> out = ops::matmul(bad, b).to_vector<float>();
+  EXPECT_TRUE(std::isnan(out[0]));
+  bad.data<float>()[0] = INFINITY;
+  out = ops::matmul(bad, b).to_vector<float>();
+  EXPECT_FALSE(std::isfinite(out[0]));
+}
+
+TEST(MatmulBf16, ResultsDoNotDependOnTheThreadCount) {
+  if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
+  Bf16Mode mode;
+  Tensor a = random_tensor({512, 256}, 11), b = random_tensor({768, 256}, 12);
+  std::vector<std::vector<float>> results;
+  const int before = num_threads();
+  for (int t : {1, 2, 3}) {
+    set_num_threads(t);
+    results.push_back(ops::matmul(a, b, false, true).to_vector<float>());
+  }
+  set_num_threads(before);
+  EXPECT_EQ(results[0], results[1]);
+  EXPECT_EQ(results[0], results[2]);
+}
+
+// Runs on every machine through the ctest entry cpu_bf16_fallback, which caps oneDNN at AVX-512
+// without bf16 (DNNL_MAX_CPU_ISA); in the plain run it applies only to a CPU without bf16.
+TEST(MatmulBf16Fallback, WithoutBf16InstructionsTheGemmsStayF32) {
+  if (std::getenv("DNNL_MAX_CPU_ISA") == nullptr && ops::cpu_bf16_supported()) {
+    GTEST_SKIP() << "this CPU has bf16 instructions; ctest -R cpu_bf16_fallback forces the fallback";
+  }
+  EXPECT_FALSE(ops::cpu_bf16_supported());
+  EXPECT_FALSE(ops::set_cpu_matmul_bf16(true));
+  EXPECT_FALSE(ops::cpu_matmul_bf16());
+  EXPECT_NE(ops::cpu_bf16_fallback_notice().find("no bf16 instructions"), std::string::npos);
+  EXPECT_NE(ops::cpu_matmul_description().find("f32 GEMMs via OpenBLAS"), std::string::npos);
+  Tensor a = random_tensor({40, 30}, 21), b = random_tensor({30, 20}, 22);
+  Tensor zero = Tensor::zeros({40, 20});
+  EXPECT_LT(gemm_error(ops::matmul(a, b), reference_gemm(a, b, false, false, 1, 0, zero)), 1e-5);
+  ops::set_cpu_matmul_bf16(false);
 }
 
 }  // namespace

@@ -246,6 +246,34 @@ TEST(Trainer, ResumeIsBitIdentical) {
   EXPECT_EQ(hf["architectures"][0], "Qwen3ForCausalLM");
 }
 
+// CPU bf16 (train.precision: bf16 on the CPU): bf16 GEMM operands, f32 everything else. The
+// losses follow the fp32 run within bf16's rounding; they are not bit-identical (bf16 was used).
+TEST(Trainer, CpuBf16TrainingFollowsFp32WithinBf16Rounding) {
+  if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
+  const std::string data = make_data("bf16_data");
+  auto comm_owner = dist::make_local_communicator();
+  RunConfig c32 = parse_config(tiny_yaml(data, testing::temp_dir("bf16_f32")), "a.yaml");
+  RunConfig c16 = parse_config(tiny_yaml(data, testing::temp_dir("bf16_b16")), "b.yaml");
+  c16.train.precision = Precision::BF16;
+  TrainResult r32 = run_training(c32, *comm_owner, {"", 0, true});
+  EXPECT_FALSE(ops::cpu_matmul_bf16());
+  TrainResult r16 = run_training(c16, *comm_owner, {"", 0, true});
+  EXPECT_TRUE(ops::cpu_matmul_bf16());
+  ops::set_cpu_matmul_bf16(false);
+  ASSERT_EQ(r16.losses.size(), r32.losses.size());
+  EXPECT_NE(r16.losses[0], r32.losses[0]);  // the GEMMs did round
+  // Step 1 differs only by the forward's rounding (same weights); later steps also by the updates.
+  EXPECT_NEAR(r16.losses[0], r32.losses[0], 5e-3 * r32.losses[0]);
+  for (size_t i = 0; i < r32.losses.size(); ++i) {
+    EXPECT_NEAR(r16.losses[i], r32.losses[i], 3e-2 * r32.losses[i]) << "step " << i + 1;
+  }
+  EXPECT_LT(r16.losses.back(), r16.losses.front());  // it learns
+  // The checkpoint holds the f32 master weights.
+  const safetensors::File file = safetensors::load(r16.last_checkpoint + "/model.safetensors");
+  ASSERT_FALSE(file.tensors.empty());
+  for (const auto& [name, t] : file.tensors) EXPECT_EQ(t.dtype(), DType::F32) << name;
+}
+
 TEST(Trainer, MismatchedOrCorruptCheckpointsAreClearErrors) {
   const std::string data = make_data("ckpt_data");
   const std::string run = testing::temp_dir("ckpt_run");
