@@ -45,8 +45,8 @@ int run(Args a) {
     const std::string data = a.data.empty() ? ck.config.data.dir : a.data;
     const int64_t T = a.seq_len > 0 ? a.seq_len : ck.config.train.seq_len;
     if (a.retention.empty() && a.groups.empty() && a.keep.empty()) a.retention = eval::kDefaultRetention;
-    // --plan-split f: the greedy planner chooses on the first f of the validation windows; every
-    // row of the table is measured on the rest, so planned and fixed sets compare on unseen data.
+    // --plan-split f: the greedy planner chooses on a fraction f of the validation windows (spread
+    // over the whole split); every row is measured on the rest, so sets compare on unseen data.
     const auto [plan_part, report_part] = eval::plan_split_parts(a.plan_split);
     std::vector<eval::PlanResult> results;
     std::vector<int> sizes;
@@ -88,8 +88,8 @@ int run(Args a) {
                 task.empty() ? "" : fmt::format("; task {}, {} examples", a.task, task.size()).c_str(),
                 eval::format_table(results, L, a.metrics).c_str());
     if (a.plan_split > 0) {
-      std::printf("plan split %g: greedy sets chosen on the first %g of the validation windows; every row measured "
-                  "on the other %g\n", a.plan_split, a.plan_split, 1 - a.plan_split);
+      std::printf("plan split %g: greedy sets chosen on %g of the validation windows (interleaved over the split); "
+                  "every row measured on the other %g\n", a.plan_split, a.plan_split, 1 - a.plan_split);
     }
     const std::string out = a.out.empty() ? a.checkpoint : a.out;
     std::filesystem::create_directories(out);

@@ -234,6 +234,13 @@ void DataLoader::set_cursor(const LoaderCursor& cursor) {
   if (options_.prefetch) start_prefetch();
 }
 
+double validation_window_position(int64_t window) {
+  // frac(w phi) in exact integer arithmetic: floor(2^64 / phi) as a 64-bit fixed-point fraction,
+  // so the interleave is identical on every machine and never drifts with w.
+  const uint64_t step = 0x9E3779B97F4A7C15ull;
+  return static_cast<double>(static_cast<uint64_t>(window) * step) / 18446744073709551616.0;
+}
+
 ValidationLoader::ValidationLoader(const std::string& dir, int64_t batch_size, int64_t seq_len, int rank,
                                    int world_size, int64_t vocab_size, ValidationPart part)
     : source_(make_row_source(dir, "val", seq_len, vocab_size)),
@@ -245,9 +252,11 @@ ValidationLoader::ValidationLoader(const std::string& dir, int64_t batch_size, i
   KV_CHECK(all > 0, "{}, not one row", source_->describe());
   KV_CHECK(part.begin >= 0 && part.begin < part.end && part.end <= 1, "validation part [{}, {}): not a part of [0, 1)",
            part.begin, part.end);
-  first_ = static_cast<int64_t>(std::floor(part.begin * static_cast<double>(all)));
-  const int64_t last = part.end == 1.0 ? all : static_cast<int64_t>(std::floor(part.end * static_cast<double>(all)));
-  windows_ = last - first_;
+  for (int64_t w = 0; w < all; ++w) {
+    const double u = validation_window_position(w);
+    if (part.whole() || (u >= part.begin && u < part.end)) rows_.push_back(w);
+  }
+  windows_ = static_cast<int64_t>(rows_.size());
   KV_CHECK(windows_ > 0, "{}: the validation part [{:g}, {:g}) of its {} rows holds none (a larger validation split "
            "or another split fraction)", source_->describe(), part.begin, part.end, all);
 }
@@ -258,9 +267,9 @@ bool ValidationLoader::next(Batch& batch) {
   const int64_t begin = first_global + rank_ * batch_size_;
   const int64_t end = std::min(windows_, begin + batch_size_);
   std::vector<int64_t> ids;
-  for (int64_t w = begin; w < end; ++w) ids.push_back(first_ + w);
+  for (int64_t w = begin; w < end; ++w) ids.push_back(rows_[static_cast<size_t>(w)]);
   batch = read_rows(*source_, ids);
-  batch.cursor = {0, first_ + first_global};
+  batch.cursor = {0, first_global};
   ++step_;
   return true;
 }

@@ -113,16 +113,20 @@ class DataLoader {
   std::exception_ptr worker_error_;
 };
 
-// A contiguous part of the val split, as fractions of its windows: [begin, end). Window w of n
-// belongs to the part when floor(begin n) <= w < floor(end n), so parts [0, f) and [f, 1) are
-// disjoint and cover the split (the retention planner chooses on one and is reported on the other).
+// A part of the val split: [begin, end) of an interleave of its windows. Window w belongs to the
+// part when begin <= frac(w x 0.6180339887...) < end (the golden-ratio sequence, evenly spread at
+// every scale), so parts [0, f) and [f, 1) are disjoint, cover the split, hold about f and 1 - f
+// of its windows, and both sample every document of it: a split into a first and a second half
+// put different sources (speeches, a novel, e-mails) in the two parts, and the planner chose on
+// one kind of text what was reported on another.
+double validation_window_position(int64_t window);
 struct ValidationPart {
   double begin = 0.0, end = 1.0;
   bool whole() const { return begin == 0.0 && end == 1.0; }
 };
 
 // Walks the val split (or a part of it) once, in order: batch g of rank r holds windows
-// first + g*world*B + r*B + [0, B) of the part, fewer (or none) at the end.
+// g*world*B + r*B + [0, B) of the part's windows (in split order), fewer (or none) at the end.
 class ValidationLoader {
  public:
   ValidationLoader(const std::string& dir, int64_t batch_size, int64_t seq_len, int rank = 0, int world_size = 1,
@@ -133,7 +137,8 @@ class ValidationLoader {
 
  private:
   std::unique_ptr<RowSource> source_;
-  int64_t batch_size_, seq_len_, first_ = 0, windows_;
+  int64_t batch_size_, seq_len_, windows_;
+  std::vector<int64_t> rows_;  // the part's windows, in split order
   int rank_, world_size_;
   int64_t step_ = 0;
 };

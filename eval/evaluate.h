@@ -52,8 +52,8 @@ std::vector<PlanResult> greedy_keep_sets(const layers::Transformer& model, const
                                          const std::vector<int>& sizes, dist::Communicator& comm,
                                          data::ValidationPart plan_part = {}, data::ValidationPart report_part = {});
 
-// The validation parts of a plan split f: the planner chooses on [0, f), results are reported on
-// [f, 1). f = 0: no split, both are the whole split.
+// The validation parts of a plan split f (data::ValidationPart: interleaved windows): the planner
+// chooses on [0, f), results are reported on [f, 1). f = 0: no split, both are the whole split.
 std::pair<data::ValidationPart, data::ValidationPart> plan_split_parts(double f);
 
 // Table / CSV / JSON renderings of results.

@@ -274,8 +274,8 @@ std::string study_markdown(const StudyInfo& info, const std::vector<StudyRow>& r
       info.name, info.base_config, info.source, seeds.size(), seeds.size() == 1 ? "" : "s", fmt::join(seeds, ", "),
       info.depth,
       info.plan_split > 0
-          ? fmt::format(" Greedy keep-sets were chosen on the first {:g} of the validation windows and every loss is "
-                        "measured on the other {:g}.",
+          ? fmt::format(" Greedy keep-sets were chosen on {:g} of the validation windows (interleaved over the "
+                        "whole split) and every loss is measured on the other {:g}.",
                         info.plan_split, 1 - info.plan_split)
           : "");
   // 1. Mean +- sd by run and plan (plans of the first deep run as columns; others append theirs).

@@ -223,7 +223,7 @@ namespace {
 // changed study re-evaluates instead of reporting stale plans.
 std::string eval_settings(const Study& study, const StudyRun& run, const train::RunConfig& config) {
   nlohmann::ordered_json j{{"retention", study.retention}, {"batches", study.eval_batches},
-                           {"strategy", run.shallow ? "even" : study.strategy}, {"plan_split", study.plan_split},
+                           {"strategy", run.shallow ? "even" : study.strategy}, {"plan_split", study.plan_split}, {"split", "interleaved"},
                            {"shallow", run.shallow}};
   if (config.train.precision != train::Precision::FP32) j["precision"] = train::precision_name(config.train.precision);
   return j.dump() + "\n";

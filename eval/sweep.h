@@ -31,7 +31,7 @@ struct Study {
   int depth = 0;                       // layers of the (deep) study models
   std::vector<double> retention = kDefaultRetention;
   std::string strategy = "even";       // even | greedy (adds greedy keep-sets of the same sizes)
-  double plan_split = 0;               // greedy: choose on [0, f) of the validation windows, report on [f, 1)
+  double plan_split = 0;               // greedy: choose on [0, f) of the (interleaved) validation windows, report on [f, 1)
   int64_t eval_batches = 0;
 };
 

@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -167,6 +169,46 @@ TEST(Loader, ValidationWalksTheSplitOnceInOrder) {
   val.reset();
   ASSERT_TRUE(val.next(b));
   EXPECT_EQ(window_ids(b, T)[0], 0);
+}
+
+// A plan split: the two parts are disjoint, cover the split, hold about f and 1 - f of it, and
+// interleave (each has windows in every quarter of the split, so both sample every document).
+TEST(Loader, ValidationPartsInterleaveDisjointAndCoverTheSplit) {
+  const int64_t T = 16;
+  const std::string dir = make_dataset("loader_val_parts", 10000);  // 62 windows
+  auto ids_of = [&](ValidationPart part, int world, int rank) {
+    ValidationLoader val(dir, 4, T, rank, world, 0, part);
+    std::vector<int64_t> ids;
+    Batch b;
+    while (val.next(b)) {
+      for (int64_t id : window_ids(b, T)) ids.push_back(id);
+    }
+    EXPECT_EQ(static_cast<int64_t>(ids.size()), world == 1 ? val.windows() : static_cast<int64_t>(ids.size()));
+    return ids;
+  };
+  for (double f : {0.25, 0.5, 0.7}) {
+    std::vector<int64_t> plan = ids_of({0.0, f}, 1, 0), report = ids_of({f, 1.0}, 1, 0);
+    EXPECT_NEAR(static_cast<double>(plan.size()), f * 62, 3) << f;
+    std::vector<int64_t> all = plan;
+    all.insert(all.end(), report.begin(), report.end());
+    std::sort(all.begin(), all.end());
+    ASSERT_EQ(all.size(), 62u) << f;
+    for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i], static_cast<int64_t>(i)) << f;
+    EXPECT_TRUE(std::is_sorted(plan.begin(), plan.end()));
+    for (const auto* part : {&plan, &report}) {
+      for (int q = 0; q < 4; ++q) {
+        EXPECT_TRUE(std::any_of(part->begin(), part->end(), [&](int64_t w) { return w * 4 / 62 == q; }))
+            << "f " << f << ": a part has no window in quarter " << q;
+      }
+    }
+    // Two ranks read the same part between them.
+    std::vector<int64_t> r0 = ids_of({0.0, f}, 2, 0), r1 = ids_of({0.0, f}, 2, 1);
+    r0.insert(r0.end(), r1.begin(), r1.end());
+    std::sort(r0.begin(), r0.end());
+    EXPECT_EQ(r0, plan) << f;
+  }
+  EXPECT_EQ(validation_window_position(0), 0.0);
+  EXPECT_NEAR(validation_window_position(1), 0.6180339887, 1e-9);
 }
 
 TEST(Loader, ATokenOutsideTheModelsVocabularyNamesTheShard) {

@@ -143,7 +143,7 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
   std::ifstream md_file(out / "report.md");
   const std::string md((std::istreambuf_iterator<char>(md_file)), std::istreambuf_iterator<char>());
   EXPECT_NE(md.find("2 seeds (3, 4)"), std::string::npos) << md;
-  EXPECT_NE(md.find("chosen on the first 0.5 of the validation windows"), std::string::npos) << md;
+  EXPECT_NE(md.find("chosen on 0.5 of the validation windows (interleaved"), std::string::npos) << md;
   EXPECT_NE(md.find("## The paper's claims at this scale"), std::string::npos) << md;
   EXPECT_NE(md.find("R-CLA at full retention is within 2% of the baseline (rcla):"), std::string::npos) << md;
   EXPECT_NE(md.find("| 1 layer (25%) | rcla |"), std::string::npos) << md;
