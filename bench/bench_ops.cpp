@@ -30,16 +30,22 @@ struct GemmShape {
   bool ta, tb;
 };
 
-void bench_gemm(int reps) {
+// The quickstart's GEMMs. Forward y = x W^T (NT), input grad dx = dy W (NN), weight grad
+// dW = dy^T x (TN).
+const std::vector<GemmShape>& quickstart_gemms() {
   const int64_t N = 8 * 256;  // tokens per micro-batch
-  // Forward y = x W^T (NT), input grad dx = dy W (NN), weight grad dW = dy^T x (TN).
-  const std::vector<GemmShape> shapes = {
+  static const std::vector<GemmShape> shapes = {
       {"q/o proj fwd", N, 256, 256, false, true},   {"kv proj fwd", N, 128, 256, false, true},
       {"gate/up fwd", N, 768, 256, false, true},    {"down fwd", N, 256, 768, false, true},
       {"lm head fwd", N, 8192, 256, false, true},   {"lm head dx", N, 256, 8192, false, false},
       {"lm head dW", 8192, 256, N, true, false},    {"gate/up dW", 768, 256, N, true, false},
       {"down dx", N, 768, 256, false, false},
   };
+  return shapes;
+}
+
+void bench_gemm(int reps) {
+  const std::vector<GemmShape>& shapes = quickstart_gemms();
   std::printf("%-14s %-22s %10s %10s %10s %8s %10s %8s\n", "gemm", "m x n x k", "ours ms", "sgemm ms", "GFLOP/s",
               "ours/sgemm", "eigen ms", "eigen/sgemm");
   double worst = 1e9;
@@ -169,6 +175,45 @@ void bench_gpu(int reps) {
               static_cast<long>(V), ce, 3.0 * N * V * 2 / (ce * 1e-3) / 1e9);
 }
 
+// bf16 GEMMs (ops::set_cpu_matmul_bf16: operands rounded to bf16, f32 accumulation, oneDNN) against
+// f32 (OpenBLAS) through the same entry point, interleaved; the rounding of the operands is
+// included, as in training.
+void bench_gemm_bf16(int reps) {
+  if (!ops::cpu_bf16_supported()) {
+    std::printf("gemm bf16: skipped: %s\n\n", ops::cpu_bf16_fallback_notice().c_str());
+    return;
+  }
+  ops::set_cpu_matmul_bf16(true);
+  std::printf("%s\n", ops::cpu_matmul_description().c_str());
+  ops::set_cpu_matmul_bf16(false);
+  std::printf("%-14s %-22s %10s %10s %10s %10s %8s\n", "gemm", "m x n x k", "f32 ms", "bf16 ms", "f32 GF/s",
+              "bf16 GF/s", "speedup");
+  double total32 = 0, total16 = 0;
+  for (const GemmShape& s : quickstart_gemms()) {
+    Tensor a = random(s.ta ? Shape{s.k, s.m} : Shape{s.m, s.k}, 1);
+    Tensor b = random(s.tb ? Shape{s.n, s.k} : Shape{s.k, s.n}, 2);
+    Tensor c = Tensor::empty({s.m, s.n});
+    auto [f32, bf16] = bench::median_ms_interleaved(
+        [&] {
+          ops::set_cpu_matmul_bf16(false);
+          ops::matmul_into(a, b, c, s.ta, s.tb);
+        },
+        [&] {
+          ops::set_cpu_matmul_bf16(true);
+          ops::matmul_into(a, b, c, s.ta, s.tb);
+        },
+        reps);
+    ops::set_cpu_matmul_bf16(false);
+    total32 += f32;
+    total16 += bf16;
+    const double gflop = 2.0 * static_cast<double>(s.m) * s.n * s.k * 1e-9;
+    std::printf("%-14s %-22s %10.3f %10.3f %10.1f %10.1f %7.2fx\n", s.what,
+                fmt::format("{}x{}x{}{}{}", s.m, s.n, s.k, s.ta ? " T" : " N", s.tb ? "T" : "N").c_str(), f32, bf16,
+                gflop / (f32 * 1e-3), gflop / (bf16 * 1e-3), f32 / bf16);
+  }
+  std::printf("gemm bf16: all shapes %.3f ms f32, %.3f ms bf16: %.2fx\n\n", total32, total16, total32 / total16);
+}
+
 }  // namespace
 }  // namespace kvroute
 
@@ -178,13 +223,14 @@ int main(int argc, char** argv) {
   std::string only = "all";
   app.add_option("--threads", threads, "OpenMP/OpenBLAS threads")->check(CLI::PositiveNumber);
   app.add_option("--reps", reps, "timed repetitions per case (median reported)")->check(CLI::PositiveNumber);
-  app.add_option("--only", only, "gemm | attention | cross_entropy | gpu | all")
-      ->check(CLI::IsMember({"gemm", "attention", "cross_entropy", "gpu", "all"}));
+  app.add_option("--only", only, "gemm | gemm_bf16 | attention | cross_entropy | gpu | all")
+      ->check(CLI::IsMember({"gemm", "gemm_bf16", "attention", "cross_entropy", "gpu", "all"}));
   CLI11_PARSE(app, argc, argv);
   kvroute::set_num_threads(threads);
   Eigen::setNbThreads(threads);
   std::printf("kvroute op benchmarks: threads=%d reps=%d (median)\n\n", threads, reps);
   if (only == "all" || only == "gemm") kvroute::bench_gemm(reps);
+  if (only == "all" || only == "gemm_bf16") kvroute::bench_gemm_bf16(reps);
   if (only == "all" || only == "attention") kvroute::bench_attention(reps);
   if (only == "all" || only == "cross_entropy") kvroute::bench_cross_entropy(reps);
   if (only == "all" || only == "gpu") kvroute::bench_gpu(reps);

@@ -24,18 +24,18 @@ def median_ms(fn, reps, warmup=2):
     return statistics.median(times)
 
 
-def bench_gemm(reps):
+def bench_gemm(reps, dtype=torch.float32):
     n_tok = 8 * 256
     shapes = [("q/o proj fwd", n_tok, 256, 256, False, True), ("kv proj fwd", n_tok, 128, 256, False, True),
               ("gate/up fwd", n_tok, 768, 256, False, True), ("down fwd", n_tok, 256, 768, False, True),
               ("lm head fwd", n_tok, 8192, 256, False, True), ("lm head dx", n_tok, 256, 8192, False, False),
               ("lm head dW", 8192, 256, n_tok, True, False), ("gate/up dW", 768, 256, n_tok, True, False),
               ("down dx", n_tok, 768, 256, False, False)]
-    print(f"{'gemm':14s} {'m x n x k':22s} {'torch ms':>10s} {'GFLOP/s':>10s}")
+    print(f"{'gemm':14s} {'m x n x k':22s} {'torch ms':>10s} {'GFLOP/s':>10s}  ({str(dtype).replace('torch.', '')} operands)")
     for what, m, n, k, ta, tb in shapes:
-        a = torch.rand(k, m) if ta else torch.rand(m, k)
-        b = torch.rand(n, k) if tb else torch.rand(k, n)
-        out = torch.empty(m, n)
+        a = (torch.rand(k, m) if ta else torch.rand(m, k)).to(dtype)
+        b = (torch.rand(n, k) if tb else torch.rand(k, n)).to(dtype)
+        out = torch.empty(m, n, dtype=dtype)
         aa = a.t() if ta else a
         bb = b.t() if tb else b
         ms = median_ms(lambda: torch.matmul(aa, bb, out=out), reps)
@@ -80,13 +80,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--only", choices=["gemm", "attention", "cross_entropy", "all"], default="all")
+    parser.add_argument("--only", choices=["gemm", "gemm_bf16", "attention", "cross_entropy", "all"], default="all")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__} op benchmarks: threads={args.threads} reps={args.reps} (median)\n")
     if args.only in ("gemm", "all"):
         bench_gemm(args.reps)
+    if args.only in ("gemm_bf16", "all"):
+        bench_gemm(args.reps, torch.bfloat16)  # what autocast runs: bf16 operands and output
     if args.only in ("attention", "all"):
         bench_attention(args.reps)
     if args.only in ("cross_entropy", "all"):

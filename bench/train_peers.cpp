@@ -66,6 +66,17 @@ std::string cpu_description() {
   return out + (isa.empty() ? "no AVX2)" : ")");
 }
 
+std::string peer_shape_args(const train::RunConfig& config, int64_t global_batch_tokens) {
+  const layers::ModelConfig& m = config.model;
+  const double share_prob =
+      config.router.config.policy == layers::RouterConfig::Policy::Stochastic ? config.router.config.share_prob : 0.0;
+  return fmt::format(
+      "--batch {} --seq {} --share-prob {} --vocab {} --hidden {} --layers {} --heads {} --kv-heads {} --head-dim {} "
+      "--ffn {}",
+      global_batch_tokens / config.train.seq_len, config.train.seq_len, share_prob, m.vocab_size, m.hidden_size,
+      m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.intermediate_size);
+}
+
 void run_training_peers(const train::RunConfig& config, int64_t steps, int64_t global_batch_tokens, int threads,
                         double kvroute_tok_s) {
   const bool gpu = config.train.device == Device::Kind::CUDA;
@@ -80,13 +91,7 @@ void run_training_peers(const train::RunConfig& config, int64_t steps, int64_t g
   // another machine, next to a checkout at another path).
   const std::string source = env_or("KVROUTE_SOURCE_DIR", KVROUTE_SOURCE_DIR);
   const layers::ModelConfig& m = config.model;
-  const double share_prob =
-      config.router.config.policy == layers::RouterConfig::Policy::Stochastic ? config.router.config.share_prob : 0.0;
-  const std::string dims = fmt::format(
-      "--steps {} --batch {} --seq {} --share-prob {} --vocab {} --hidden {} --layers {} --heads {} --kv-heads {} "
-      "--head-dim {} --ffn {}",
-      steps, global_batch_tokens / config.train.seq_len, config.train.seq_len, share_prob, m.vocab_size, m.hidden_size,
-      m.num_layers, m.num_heads, m.num_kv_heads, m.head_dim, m.intermediate_size);
+  const std::string dims = fmt::format("--steps {} {}", steps, peer_shape_args(config, global_batch_tokens));
   std::vector<std::pair<std::string, std::string>> peers;
   if (gpu) {
     const std::string base = fmt::format("{} {}/bench/peer_gpu_train_step.py {} --rope-theta {} --peak-tflops {}",
@@ -96,13 +101,19 @@ void run_training_peers(const train::RunConfig& config, int64_t steps, int64_t g
   } else {
     const std::string base = fmt::format("{} {}/bench/peer_train_step.py --threads {} {}", python, source, threads, dims);
     peers = {{"as is", base}, {"OMP_WAIT_POLICY=PASSIVE", "OMP_WAIT_POLICY=PASSIVE " + base}};
+    // On a CPU with bf16 instructions PyTorch's best configuration includes bf16 autocast.
+    const std::string cpu = cpu_description();
+    if (cpu.find("AVX512-BF16") != std::string::npos || cpu.find("AMX-BF16") != std::string::npos) {
+      peers.push_back({"bf16 autocast", base + " --autocast bf16"});
+      peers.push_back({"bf16 autocast, PASSIVE", "OMP_WAIT_POLICY=PASSIVE " + base + " --autocast bf16"});
+    }
   }
   double best = 0;
   for (const auto& [label, cmd] : peers) {
     std::string line = last_line_of(cmd);
     std::printf("%s%s\n", line.empty() ? "peer failed: " : "", line.empty() ? cmd.c_str() : line.c_str());
     const double peer_tok_s = tokens_per_second_of(line);
-    if (gpu && peer_tok_s > 0) std::printf("kvroute / PyTorch %s tokens/s: %.2fx\n", label.c_str(), kvroute_tok_s / peer_tok_s);
+    if (peer_tok_s > 0) std::printf("kvroute / PyTorch %s tokens/s: %.2fx\n", label.c_str(), kvroute_tok_s / peer_tok_s);
     best = std::max(best, peer_tok_s);
   }
   if (!gpu && best > 0) std::printf("kvroute / best PyTorch tokens/s: %.2fx\n", kvroute_tok_s / best);

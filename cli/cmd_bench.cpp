@@ -14,6 +14,7 @@
 #include "core/threading.h"
 #include "eval/evaluate.h"
 #include "eval/generate.h"
+#include "kernels/ops.h"
 #include "layers/inference_plan.h"
 #include "train/trainer.h"
 
@@ -31,6 +32,7 @@ struct TrainArgs {
   std::vector<std::string> overrides;
   int64_t steps = 10;
   bool no_peer = false;
+  bool print_peer_args = false;
   int threads = 0;
 };
 
@@ -41,6 +43,12 @@ int run_train(const TrainArgs& a) {
   all.push_back(fmt::format("train.steps={}", a.steps + warmup));
   all.push_back(fmt::format("train.log_interval={}", a.steps + warmup));
   train::RunConfig config = train::load_config(a.config, all);
+  if (a.print_peer_args) {  // for bench/cpu_bf16_vs_torch.sh: the PyTorch peer's arguments, nothing run
+    const int64_t tokens = config.train.global_batch_tokens > 0 ? config.train.global_batch_tokens
+                                                                : config.train.batch_size * config.train.seq_len;
+    std::printf("%s\n", bench::peer_shape_args(config, tokens).c_str());
+    return 0;
+  }
   std::unique_ptr<dist::Communicator> comm = dist::make_communicator(config.dist.backend);
   train::TrainResult result;
   if (const int rc = on_all_ranks(*comm, [&] {
@@ -62,10 +70,12 @@ int run_train(const TrainArgs& a) {
   const std::string mfu = config.train.peak_tflops > 0
                               ? fmt::format("MFU {:.1f}%", 100.0 * tflops / (config.train.peak_tflops * comm->world_size()))
                               : fmt::format("{:.2f} TFLOP/s", tflops);
-  const std::string where = gpu ? fmt::format("{} GPU{} ({})", comm->world_size(), comm->world_size() == 1 ? "" : "s",
-                                              train::precision_name(config.train.precision))
-                                : fmt::format("{} rank{} x {} thread{}", comm->world_size(),
-                                              comm->world_size() == 1 ? "" : "s", threads, threads == 1 ? "" : "s");
+  const std::string where =
+      gpu ? fmt::format("{} GPU{} ({})", comm->world_size(), comm->world_size() == 1 ? "" : "s",
+                        train::precision_name(config.train.precision))
+          : fmt::format("{} rank{} x {} thread{}, {}, {}", comm->world_size(), comm->world_size() == 1 ? "" : "s",
+                        threads, threads == 1 ? "" : "s", train::precision_name(config.train.precision),
+                        ops::cpu_matmul_description());
   std::printf("kvroute bench train %s: %s, global batch %ld tokens (B=%ld T=%ld), share_prob %.2f: %.1f ms/step, "
               "%.0f tok/s, %s\n",
               a.config.c_str(), where.c_str(), static_cast<long>(result.global_batch_tokens),
@@ -75,6 +85,7 @@ int run_train(const TrainArgs& a) {
     const Allocator& alloc = cuda_allocator(0);
     std::printf("kvroute peak GPU memory: %.1f GiB\n", static_cast<double>(alloc.stats().peak_bytes) / (1 << 30));
   }
+  if (!gpu) std::printf("cpu: %s\n", bench::cpu_description().c_str());
   if (!a.no_peer && comm->world_size() == 1) {
     bench::run_training_peers(config, a.steps, result.global_batch_tokens, threads, tok_s);
   }
@@ -161,10 +172,11 @@ int run_generate(const GenerateArgs& a) {
   place_model(model, a.placement, 0, attention);
   const int L = model.num_layers();
   const int64_t V = model.config().vocab_size;
-  std::printf("bench generate: %d layers, hidden %ld, %ld KV heads x %ld, %s %s, %d threads, %s\n", L,
+  const std::string gemm = model.device().is_cuda() ? "" : ", " + ops::cpu_matmul_description();
+  std::printf("bench generate: %d layers, hidden %ld, %ld KV heads x %ld, %s %s, %d threads, %s%s\n", L,
               static_cast<long>(model.config().hidden_size), static_cast<long>(model.config().num_kv_heads),
               static_cast<long>(model.config().head_dim), model.device().str().c_str(),
-              dtype_name(model.compute_dtype()), num_threads(), bench::cpu_description().c_str());
+              dtype_name(model.compute_dtype()), num_threads(), bench::cpu_description().c_str(), gemm.c_str());
 
   if (!a.memory_budget.empty()) {
     // The paper's Table 5: per retention, the largest batch that runs within the budget.
@@ -271,6 +283,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   train->add_option("overrides", train_args->overrides, "section.key=value overrides");
   train->add_option("--steps", train_args->steps, "timed steps (median reported)")->check(bounded(1, 100000));
   train->add_flag("--no-peer", train_args->no_peer, "skip the PyTorch peer");
+  train->add_flag("--print-peer-args", train_args->print_peer_args,
+                  "print the PyTorch peer's model and batch arguments for the config, run nothing");
   add_threads_option(train, train_args->threads);
   train->callback([train_args, &exit_code] { exit_code = run_train(*train_args); });
 
