@@ -16,6 +16,7 @@
 #include "eval/generate.h"
 #include "kernels/ops.h"
 #include "layers/inference_plan.h"
+#include "layers/kv_cache.h"
 #include "train/trainer.h"
 
 namespace kvroute::cli {
@@ -173,10 +174,11 @@ int run_generate(const GenerateArgs& a) {
   const int L = model.num_layers();
   const int64_t V = model.config().vocab_size;
   const std::string gemm = model.device().is_cuda() ? "" : ", " + ops::cpu_matmul_description();
-  std::printf("bench generate: %d layers, hidden %ld, %ld KV heads x %ld, %s %s, %d threads, %s%s\n", L,
+  std::printf("bench generate: %d layers, hidden %ld, %ld KV heads x %ld, %s %s, KV cache %s, %d threads, %s%s\n", L,
               static_cast<long>(model.config().hidden_size), static_cast<long>(model.config().num_kv_heads),
               static_cast<long>(model.config().head_dim), model.device().str().c_str(),
-              dtype_name(model.compute_dtype()), num_threads(), bench::cpu_description().c_str(), gemm.c_str());
+              dtype_name(model.compute_dtype()), dtype_name(layers::kv_cache_dtype(model)), num_threads(),
+              bench::cpu_description().c_str(), gemm.c_str());
 
   if (!a.memory_budget.empty()) {
     // The paper's Table 5: per retention, the largest batch that runs within the budget.

@@ -67,7 +67,7 @@ std::vector<std::vector<int32_t>> generate(const layers::Transformer& model,
            options.max_new_tokens, model.config().max_seq_len);
   Allocator& memory = allocator_for(model.device());
   memory.reset_peak();
-  layers::KVCache cache(model.config(), plan, B, total, model.device(), model.compute_dtype());
+  layers::KVCache cache(model.config(), plan, B, total, model.device(), layers::kv_cache_dtype(model));
   Tensor prompt = Tensor::empty({B, Tp}, DType::I32);
   prompt.zero_();
   for (int64_t b = 0; b < B; ++b) std::copy(prompts[b].begin(), prompts[b].end(), prompt.data<int32_t>() + b * Tp);

@@ -533,7 +533,14 @@ AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k,
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale, Tensor& out,
                        Tensor& lse) {
   const char* op = "attention_forward";
-  const auto [device, dtype] = check_floats(op, {&q, &k, &v});
+  // On the CPU, K/V may be bf16 with f32 queries: a bf16 KV cache (--precision bf16), read widened.
+  const bool bf16_kv = !q.device().is_cuda() && q.defined() && q.dtype() == DType::F32 && k.defined() &&
+                       k.dtype() == DType::BF16;
+  if (bf16_kv) {
+    KV_CHECK(v.defined() && v.dtype() == DType::BF16, "{}: k is bf16 but v is not ({})", op, v.str());
+    KV_CHECK(k.device() == q.device() && v.device() == q.device(), "{}: tensors on different devices", op);
+  }
+  const auto [device, dtype] = bf16_kv ? check_floats(op, {&q}) : check_floats(op, {&q, &k, &v});
   AttentionShape s = attention_shape(op, q, k, v);
   check_output(op, out, q.shape(), device, dtype);
   check_output(op, lse, Shape{s.batch, s.q_heads, s.q_len}, device);
@@ -553,6 +560,10 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
   if (device.is_cuda()) {
     cuda::attention_forward(device.index, dtype, s, attention_kernel(), qc.raw_data(), kc.raw_data(), vc.raw_data(),
                             softmax_scale, out.raw_data(), lse.data<float>());
+  } else if (bf16_kv) {
+    cpu::attention_forward_bf16_kv(s, qc.data<float>(), static_cast<const uint16_t*>(kc.raw_data()),
+                                   static_cast<const uint16_t*>(vc.raw_data()), softmax_scale, out.data<float>(),
+                                   lse.data<float>());
   } else {
     cpu::attention_forward(s, qc.data<float>(), kc.data<float>(), vc.data<float>(), softmax_scale,
                            out.data<float>(), lse.data<float>());

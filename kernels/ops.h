@@ -91,7 +91,8 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, T
 // h / (Hq/Hkv)) and Tk >= Tq: query t sits at position Tk - Tq + t and sees keys 0..that position
 // (decoding with a cache is Tq < Tk). out [B, Tq, Hq, D]; lse [B, Hq, Tq] the log-sum-exp of the
 // scaled scores, saved for the backward. Tiled online softmax: no [T, T] score matrix is stored.
-// k/v may be a prefix view (dim 1) of a larger [B, T_max, Hkv, D] KV cache: read in place.
+// k/v may be a prefix view (dim 1) of a larger [B, T_max, Hkv, D] KV cache: read in place. On the
+// CPU, k and v may be bf16 with f32 q (a bf16 KV cache, forward only): read widened to f32.
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale,
                        Tensor& out, Tensor& lse);
 // Recomputes the scores tile by tile from q, k and lse. dq, dk, dv are overwritten.

@@ -3,8 +3,14 @@
 #include <algorithm>
 
 #include "autograd/variable.h"
+#include "kernels/ops.h"
 
 namespace kvroute::layers {
+
+DType kv_cache_dtype(const Transformer& model) {
+  if (!model.device().is_cuda() && ops::cpu_matmul_bf16()) return DType::BF16;
+  return model.compute_dtype();
+}
 
 KVCache::KVCache(const ModelConfig& config, const RoutingPlan& plan, int64_t batch, int64_t max_len, Device device,
                  DType dtype)

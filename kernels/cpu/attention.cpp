@@ -4,7 +4,10 @@
 // leading dimension H*D), single-threaded inside our OpenMP tasks.
 #include <algorithm>
 #include <cmath>
+#include <bit>
+#include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -17,8 +20,13 @@ constexpr int64_t kKeyTile = 64;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 }  // namespace
 
-void attention_forward(const ops::AttentionShape& s, const float* q, const float* k, const float* v,
-                       float softmax_scale, float* out, float* lse) {
+namespace {
+// K/V in f32 are read in place; in bf16 (a CPU KV cache under --precision bf16) each key block is
+// widened into a per-thread f32 tile first, so the tile products stay sgemm.
+template <typename KV>
+void attention_forward_impl(const ops::AttentionShape& s, const float* q, const KV* k, const KV* v,
+                            float softmax_scale, float* out, float* lse) {
+  constexpr bool kWiden = !std::is_same_v<KV, float>;
   const int64_t D = s.head_dim, group = s.q_heads / s.kv_heads;
   const int64_t ldq = s.q_heads * D, ldkv = s.kv_heads * D;
   const int64_t q_tiles = (s.q_len + kQueryTile - 1) / kQueryTile;
@@ -29,6 +37,7 @@ void attention_forward(const ops::AttentionShape& s, const float* q, const float
     std::vector<float> scores(static_cast<size_t>(kQueryTile * kKeyTile));
     std::vector<float> acc(static_cast<size_t>(kQueryTile * D));
     std::vector<float> row_max(kQueryTile), row_sum(kQueryTile);
+    std::vector<float> k_tile(kWiden ? static_cast<size_t>(kKeyTile * D) : 0), v_tile(k_tile.size());
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t tile = task % q_tiles;
@@ -37,16 +46,34 @@ void attention_forward(const ops::AttentionShape& s, const float* q, const float
       const int64_t hk = h / group;
       const int64_t t0 = tile * kQueryTile, rows = std::min(kQueryTile, s.q_len - t0);
       const float* q_tile = q + (b * s.q_len + t0) * ldq + h * D;
-      const float* k_head = k + b * s.kv_stride() + hk * D;
-      const float* v_head = v + b * s.kv_stride() + hk * D;
+      const KV* k_head = k + b * s.kv_stride() + hk * D;
+      const KV* v_head = v + b * s.kv_stride() + hk * D;
       std::fill(acc.begin(), acc.begin() + rows * D, 0.0f);
       std::fill(row_max.begin(), row_max.end(), kNegInf);
       std::fill(row_sum.begin(), row_sum.end(), 0.0f);
       const int64_t key_end = shift + t0 + rows;  // exclusive: last visible key + 1
       for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
         const int64_t cols = std::min(kKeyTile, key_end - j0);
-        gemm(false, true, rows, cols, D, softmax_scale, q_tile, ldq, k_head + j0 * ldkv, ldkv, 0.0f,
-             scores.data(), kKeyTile);
+        const float *k_rows, *v_rows;
+        int64_t ld_rows;
+        if constexpr (kWiden) {
+          for (int64_t c = 0; c < cols; ++c) {
+            const uint16_t* kr = reinterpret_cast<const uint16_t*>(k_head + (j0 + c) * ldkv);
+            const uint16_t* vr = reinterpret_cast<const uint16_t*>(v_head + (j0 + c) * ldkv);
+            for (int64_t d = 0; d < D; ++d) {
+              k_tile[static_cast<size_t>(c * D + d)] = std::bit_cast<float>(static_cast<uint32_t>(kr[d]) << 16);
+              v_tile[static_cast<size_t>(c * D + d)] = std::bit_cast<float>(static_cast<uint32_t>(vr[d]) << 16);
+            }
+          }
+          k_rows = k_tile.data();
+          v_rows = v_tile.data();
+          ld_rows = D;
+        } else {
+          k_rows = k_head + j0 * ldkv;
+          v_rows = v_head + j0 * ldkv;
+          ld_rows = ldkv;
+        }
+        gemm(false, true, rows, cols, D, softmax_scale, q_tile, ldq, k_rows, ld_rows, 0.0f, scores.data(), kKeyTile);
         for (int64_t r = 0; r < rows; ++r) {
           float* sr = scores.data() + r * kKeyTile;
           const int64_t visible = std::min(cols, shift + t0 + r + 1 - j0);  // keys j0..j0+visible-1
@@ -70,8 +97,7 @@ void attention_forward(const ops::AttentionShape& s, const float* q, const float
             for (int64_t d = 0; d < D; ++d) ar[d] *= correction;
           }
         }
-        gemm(false, false, rows, D, cols, 1.0f, scores.data(), kKeyTile, v_head + j0 * ldkv, ldkv, 1.0f,
-             acc.data(), D);
+        gemm(false, false, rows, D, cols, 1.0f, scores.data(), kKeyTile, v_rows, ld_rows, 1.0f, acc.data(), D);
       }
       for (int64_t r = 0; r < rows; ++r) {
         const float inv = 1.0f / row_sum[r];
@@ -83,6 +109,17 @@ void attention_forward(const ops::AttentionShape& s, const float* q, const float
       }
     }
   }
+}
+}  // namespace
+
+void attention_forward(const ops::AttentionShape& s, const float* q, const float* k, const float* v,
+                       float softmax_scale, float* out, float* lse) {
+  attention_forward_impl(s, q, k, v, softmax_scale, out, lse);
+}
+
+void attention_forward_bf16_kv(const ops::AttentionShape& s, const float* q, const uint16_t* k, const uint16_t* v,
+                               float softmax_scale, float* out, float* lse) {
+  attention_forward_impl(s, q, k, v, softmax_scale, out, lse);
 }
 
 void attention_backward(const ops::AttentionShape& s, const float* dout, const float* q, const float* k,

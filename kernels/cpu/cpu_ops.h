@@ -60,6 +60,9 @@ void swiglu_backward(const float* dout, const float* gate, const float* up, floa
 
 void attention_forward(const ops::AttentionShape& s, const float* q, const float* k, const float* v,
                        float softmax_scale, float* out, float* lse);
+// The same with K/V in bf16 (raw bits; a KV cache under --precision bf16): q, out and lse f32.
+void attention_forward_bf16_kv(const ops::AttentionShape& s, const float* q, const uint16_t* k, const uint16_t* v,
+                               float softmax_scale, float* out, float* lse);
 void attention_backward(const ops::AttentionShape& s, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, float softmax_scale,
                         float* dq, float* dk, float* dv);

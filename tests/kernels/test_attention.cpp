@@ -170,6 +170,29 @@ TEST(Attention, DeterministicForAnyThreadCount) {
   EXPECT_EQ(dks[0], dks[2]);
 }
 
+// A bf16 KV cache on the CPU: K/V in bf16 are read widened, exactly as their values in f32, also
+// as prefix views of a larger cache.
+TEST(Attention, Bf16KeysAndValuesGiveTheOutputOfTheirF32Values) {
+  Tensor q = random_tensor({2, 5, 4, 32}, 31);
+  Tensor k = random_tensor({2, 70, 2, 32}, 32), v = random_tensor({2, 70, 2, 32}, 33);
+  Tensor k16 = Tensor::empty(k.shape(), DType::BF16), v16 = Tensor::empty(v.shape(), DType::BF16);
+  k16.copy_(k);
+  v16.copy_(v);
+  Tensor k_round = Tensor::empty(k.shape()), v_round = Tensor::empty(v.shape());
+  k_round.copy_(k16);
+  v_round.copy_(v16);
+  for (int64_t upto : {int64_t{5}, int64_t{64}, int64_t{70}}) {  // prefixes of the "cache", read in place
+    Tensor out16 = Tensor::empty(q.shape()), out32 = Tensor::empty(q.shape());
+    Tensor lse16 = Tensor::empty({2, 4, 5}), lse32 = Tensor::empty({2, 4, 5});
+    ops::attention_forward(q, k16.slice(1, 0, upto), v16.slice(1, 0, upto), 0.2f, out16, lse16);
+    ops::attention_forward(q, k_round.slice(1, 0, upto), v_round.slice(1, 0, upto), 0.2f, out32, lse32);
+    EXPECT_EQ(out16.to_vector<float>(), out32.to_vector<float>()) << upto;
+    EXPECT_EQ(lse16.to_vector<float>(), lse32.to_vector<float>()) << upto;
+  }
+  Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({2, 4, 5});
+  expect_error([&] { ops::attention_forward(q, k16, v, 0.2f, out, lse); }, {"attention_forward", "v is not"});
+}
+
 TEST(Attention, ShapeErrors) {
   Tensor out = Tensor::empty({1, 4, 3, 8}), lse = Tensor::empty({1, 3, 4});
   expect_error([&] { ops::attention_forward(Tensor::zeros({1, 4, 3, 8}), Tensor::zeros({1, 4, 2, 8}),
