@@ -32,7 +32,7 @@ record() { runs[$1]="${runs[$1]:-} $2"; }
 for ((r = 1; r <= rounds; r++)); do
   echo "--- round $r"
   for p in fp32 bf16; do
-    line=$($kvroute bench train "$config" --no-peer --steps "$steps" --threads "$threads" train.precision=$p | tail -n 1)
+    line=$($kvroute bench train "$config" --no-peer --steps "$steps" --threads "$threads" train.precision=$p | grep " tok/s" | tail -n 1)
     echo "$line"
     record "kvroute_$p" "$(tok_s "$line")"
   done
