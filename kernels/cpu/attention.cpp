@@ -4,12 +4,12 @@
 // leading dimension H*D), single-threaded inside our OpenMP tasks.
 #include <algorithm>
 #include <cmath>
-#include <bit>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <vector>
 
+#include "core/dtype.h"
 #include "kernels/cpu/cpu_ops.h"
 
 namespace kvroute::cpu {
@@ -61,8 +61,8 @@ void attention_forward_impl(const ops::AttentionShape& s, const float* q, const 
             const uint16_t* kr = reinterpret_cast<const uint16_t*>(k_head + (j0 + c) * ldkv);
             const uint16_t* vr = reinterpret_cast<const uint16_t*>(v_head + (j0 + c) * ldkv);
             for (int64_t d = 0; d < D; ++d) {
-              k_tile[static_cast<size_t>(c * D + d)] = std::bit_cast<float>(static_cast<uint32_t>(kr[d]) << 16);
-              v_tile[static_cast<size_t>(c * D + d)] = std::bit_cast<float>(static_cast<uint32_t>(vr[d]) << 16);
+              k_tile[static_cast<size_t>(c * D + d)] = bf16_to_float(bf16{kr[d]});
+              v_tile[static_cast<size_t>(c * D + d)] = bf16_to_float(bf16{vr[d]});
             }
           }
           k_rows = k_tile.data();
