@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "core/threading.h"
 #include "data/tokenizer.h"
 #include "eval/evaluate.h"
@@ -50,6 +51,7 @@ int run(Args a) {
     const auto [plan_part, report_part] = eval::plan_split_parts(a.plan_split);
     std::vector<eval::PlanResult> results;
     std::vector<int> sizes;
+    std::string answers;  // answers.jsonl: one line per plan and task example
     // --task: generation-based QA metrics for every plan as well (eval/qa.h).
     std::vector<eval::QAExample> task;
     std::optional<data::Tokenizer> tokenizer;
@@ -67,7 +69,18 @@ int run(Args a) {
       sizes.push_back(static_cast<int>(results.back().kept.size()));
       if (!task.empty()) {
         eval::PlanResult& r = results.back();
-        const eval::QAScores s = eval::evaluate_task(*ck.model, *tokenizer, task, r.plan, a.batch, a.max_new_tokens, *comm);
+        std::vector<std::string> predictions;
+        const eval::QAScores s =
+            eval::evaluate_task(*ck.model, *tokenizer, task, r.plan, a.batch, a.max_new_tokens, *comm, &predictions);
+        for (size_t i = 0; i < task.size(); ++i) {
+          json::Json line = {{"plan", r.label}, {"example", i}, {"prediction", predictions[i]},
+                             {"answers", task[i].answers}, {"em", 0.0}, {"f1", 0.0}};
+          for (const std::string& gold : task[i].answers) {
+            line["em"] = std::max(line["em"].get<double>(), eval::exact_match(predictions[i], gold));
+            line["f1"] = std::max(line["f1"].get<double>(), eval::token_f1(predictions[i], gold));
+          }
+          answers += line.dump(-1, ' ', false, json::Json::error_handler_t::replace) + "\n";  // bytes of a cut UTF-8 character: U+FFFD
+        }
         r.em = s.em;
         r.f1 = s.f1;
         r.rouge_l = s.rouge_l;
@@ -95,7 +108,9 @@ int run(Args a) {
     std::filesystem::create_directories(out);
     write_file(out + "/eval.csv", eval::format_csv(results, L));
     write_file(out + "/eval.json", eval::format_json(results, L));
-    std::printf("wrote %s/eval.csv and %s/eval.json\n", out.c_str(), out.c_str());
+    if (!task.empty()) write_file(out + "/answers.jsonl", answers);
+    std::printf("wrote %s/eval.csv and %s/eval.json%s\n", out.c_str(), out.c_str(),
+                task.empty() ? "" : fmt::format(" (answers: {}/answers.jsonl)", out).c_str());
     return 0;
   });
 }
@@ -122,7 +137,7 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--batch", a.batch, "sequences per batch")->check(bounded(1, 1 << 20));
   cmd->add_option("--seq-len", a.seq_len, "window length (default: the run's train.seq_len)")->check(bounded(0, 1 << 24));
   cmd->add_option("--batches", a.batches, "validation batches per plan (0: all)")->check(bounded(0, 1e12));
-  cmd->add_option("--out", a.out, "directory for eval.csv / eval.json (default: the checkpoint)");
+  cmd->add_option("--out", a.out, "directory for eval.csv / eval.json, and answers.jsonl with --task (default: the checkpoint)");
   cmd->add_option("--task", a.task,
                   "QA task (JSONL: prompt/response or context/question/answer[s]): greedy answers generated with "
                   "the shared cache, scored by EM, F1 and ROUGE-L");

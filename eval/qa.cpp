@@ -138,7 +138,7 @@ QAScores evaluate_task(const layers::Transformer& model, const data::Tokenizer& 
   std::vector<double> sums = {0, 0, 0, 0};
   std::vector<int64_t> mine;  // this rank's examples
   for (int64_t i = comm.rank(); i < static_cast<int64_t>(examples.size()); i += comm.world_size()) mine.push_back(i);
-  if (predictions) predictions->assign(examples.size(), "");
+  std::vector<std::vector<int32_t>> answers(predictions ? examples.size() : 0);  // generated ids, for predictions
   for (size_t begin = 0; begin < mine.size(); begin += static_cast<size_t>(batch)) {
     const size_t end = std::min(mine.size(), begin + static_cast<size_t>(batch));
     std::vector<std::vector<int32_t>> prompts;
@@ -167,10 +167,31 @@ QAScores evaluate_task(const layers::Transformer& model, const data::Tokenizer& 
       sums[1] += f1;
       sums[2] += rl;
       sums[3] += 1;
-      if (predictions) (*predictions)[static_cast<size_t>(mine[k])] = text;
+      if (predictions) answers[static_cast<size_t>(mine[k])] = std::move(answer);
     }
   }
   comm.allreduce_sum(sums);
+  if (predictions) {
+    // Every rank gets every answer: token ids (exact in a double) summed over ranks, each example's
+    // slot written by the one rank that generated it.
+    if (comm.world_size() > 1) {
+      const size_t stride = static_cast<size_t>(max_new_tokens) + 1;
+      std::vector<double> ids(examples.size() * stride, 0.0);
+      for (int64_t i : mine) {
+        const std::vector<int32_t>& a = answers[static_cast<size_t>(i)];
+        ids[static_cast<size_t>(i) * stride] = static_cast<double>(a.size());
+        for (size_t t = 0; t < a.size(); ++t) ids[static_cast<size_t>(i) * stride + 1 + t] = a[t];
+      }
+      comm.allreduce_sum(ids);
+      for (size_t i = 0; i < examples.size(); ++i) {
+        const size_t n = static_cast<size_t>(ids[i * stride]);
+        answers[i].resize(n);
+        for (size_t t = 0; t < n; ++t) answers[i][t] = static_cast<int32_t>(ids[i * stride + 1 + t]);
+      }
+    }
+    predictions->resize(examples.size());
+    for (size_t i = 0; i < examples.size(); ++i) (*predictions)[i] = tokenizer.decode(answers[i]);
+  }
   QAScores s;
   s.examples = static_cast<int64_t>(sums[3]);
   if (s.examples > 0) {

@@ -36,7 +36,8 @@ struct QAScores {
 
 // Greedy answers for every example (at most max_new_tokens, ending at <|endoftext|>) under `plan`,
 // `batch` prompts of any lengths at a time; examples are split over ranks and the scores summed.
-// Prompts longer than max_seq_len - max_new_tokens lose tokens from the left.
+// Prompts longer than max_seq_len - max_new_tokens lose tokens from the left. With `predictions`,
+// every rank receives every example's answer text (in the examples' order).
 QAScores evaluate_task(const layers::Transformer& model, const data::Tokenizer& tokenizer,
                        const std::vector<QAExample>& examples, const layers::RoutingPlan& plan, int64_t batch,
                        int64_t max_new_tokens, dist::Communicator& comm,

@@ -1,8 +1,10 @@
 // QA evaluation (eval/qa.h): SQuAD-normalised exact match and F1 and ROUGE-L against hand-computed
 // cases; the masked fine-tuning loss equals a double-precision loss over the response tokens only;
-// evaluate_task scores exactly the answers greedy generation gives one prompt at a time.
+// evaluate_task scores exactly the answers greedy generation gives one prompt at a time, and two
+// ranks score and return exactly what one rank does.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -94,6 +96,35 @@ TEST(QALoss, MaskedLossEqualsTheLossOverResponseTokensOnly) {
   EXPECT_NEAR(got, expected, 1e-5 * std::abs(expected));
 }
 
+
+// Rank `rank` of two, run one after the other: each allreduce_sum records this rank's values and,
+// when the other rank's recorded values are given, adds them (call k to call k), which is what the
+// sum over two ranks running together gives.
+class TwoRankReplayCommunicator : public dist::Communicator {
+ public:
+  TwoRankReplayCommunicator(int rank, const std::vector<std::vector<double>>* other) : rank_(rank), other_(other) {}
+  std::vector<std::vector<double>> recorded;
+  int rank() const override { return rank_; }
+  int world_size() const override { return 2; }
+  void allreduce_sum(Tensor&, int64_t) override { ADD_FAILURE() << "not used"; }
+  void allreduce_sum(std::vector<double>& values) override {
+    recorded.push_back(values);
+    if (!other_) return;
+    const size_t k = recorded.size() - 1;
+    ASSERT_LT(k, other_->size());
+    ASSERT_EQ((*other_)[k].size(), values.size()) << "call " << k;
+    for (size_t i = 0; i < values.size(); ++i) values[i] += (*other_)[k][i];
+  }
+  void broadcast(Tensor&, int) override { ADD_FAILURE() << "not used"; }
+  void barrier() override {}
+  [[noreturn]] void abort(int code) override { std::exit(code); }
+  std::string name() const override { return "two-rank replay"; }
+
+ private:
+  int rank_;
+  const std::vector<std::vector<double>>* other_;
+};
+
 TEST(QATask, ScoresExactlyTheAnswersOneAtATimeGenerationGives) {
   const std::string dir = testing::temp_dir("qa_task");
   const std::vector<std::string> texts = {"The access code of the north gate is 4719.", "What is the code of the gate?",
@@ -121,6 +152,8 @@ TEST(QATask, ScoresExactlyTheAnswersOneAtATimeGenerationGives) {
   std::vector<std::string> predictions;
   const QAScores s = evaluate_task(model, tok, task, plan, 3, 6, *comm, &predictions);
   EXPECT_EQ(s.examples, 4);
+  // Answers of the untrained model are not empty (so the comparisons below compare text).
+  EXPECT_TRUE(std::any_of(predictions.begin(), predictions.end(), [](const std::string& p) { return !p.empty(); }));
   double em = 0, f1 = 0, rl = 0;
   for (size_t i = 0; i < task.size(); ++i) {
     std::vector<int32_t> prompt = {tok.eot_id()};
@@ -146,6 +179,23 @@ TEST(QATask, ScoresExactlyTheAnswersOneAtATimeGenerationGives) {
   EXPECT_DOUBLE_EQ(s.em, em);
   EXPECT_DOUBLE_EQ(s.f1, f1);
   EXPECT_DOUBLE_EQ(s.rouge_l, rl);
+  // Two ranks split the examples (0 and 2 on rank 0, 1 and 3 on rank 1): the same scores, and every
+  // rank gets every answer in the examples' order.
+  QAScores split[2];
+  std::vector<std::string> got[2];
+  for (int r = 0; r < 2; ++r) {
+    TwoRankReplayCommunicator other(1 - r, nullptr);  // the other rank's contributions
+    std::vector<std::string> unused;
+    (void)evaluate_task(model, tok, task, plan, 1, 6, other, &unused);
+    TwoRankReplayCommunicator c(r, &other.recorded);
+    split[r] = evaluate_task(model, tok, task, plan, 1, 6, c, &got[r]);
+  }
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(split[r].examples, 4);
+    EXPECT_NEAR(split[r].em, s.em, 1e-12);
+    EXPECT_NEAR(split[r].f1, s.f1, 1e-12);
+    EXPECT_EQ(got[r], predictions) << "rank " << r;
+  }
   testing::expect_error([&] { read_task(dir + "/missing.jsonl", 1); }, {dir + "/missing.jsonl"});
   std::ofstream(dir + "/bad.jsonl") << "{\"context\": \"x\"}\n";
   testing::expect_error([&] { read_task(dir + "/bad.jsonl", 1); }, {dir + "/bad.jsonl:1", "question"});
