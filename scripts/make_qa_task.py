@@ -3,11 +3,13 @@
 
 Each example is a real passage (consecutive sentences of a State of the Union address or a Moby
 Dick chapter, data/raw/corpus) with short invented facts planted between its sentences at random
-depths, e.g. "The access code of the north gate is 4719." One fact is asked about ("What is the
-access code of the north gate?"); the answer is its value, a short span (a number, a colour, a
-name, a year, a word). The other planted facts are distractors of the same kind: the same
-attribute of other entities, or other attributes of the same entity, so the question can only be
-answered by finding the right (entity, attribute) pair in the context.
+depths, e.g. "The keeper of the college is Chris." One fact is asked about ("Who is the keeper of
+the college?"); the answer is that fact's sentence (--answer value: the value alone, one token).
+The other planted facts are distractors: by default (--same-entity 1) other attributes of the same
+entity, so the question is answered by finding the asked attribute in the passage and copying its
+value, which is drawn at random for every example and cannot be known without reading it.
+--same-attribute f makes a share f of the distractors the asked attribute of other entities, so
+the (entity, attribute) pair must be matched.
 
 Splits: train and test passages come from disjoint documents, and every (entity, attribute, value)
 triple belongs to exactly one split (a hash of the triple and the seed), so no fact of the test set
@@ -18,14 +20,23 @@ is ever seen in training. Everything is deterministic from --seed.
 
 Then `kvroute prepare --format sft --input OUT/train.jsonl ...` (docs/formats.md) and
 `kvroute eval --task OUT/test.jsonl ...`. With the defaults (1 corpus sentence of at most 30
-words, 1 fact asked + 3 distractors, the answer the fact's sentence) an example is 60-120 tokens
-of the 8k quickstart tokenizer (mean about 85), and a model that finds the asked attribute but
-picks among its values in the context at random scores EM 0.39 on the test set (printed).
-Sizing (6.8M-parameter quickstart model, 2 cores): the values are single tokens, because in
-pilots the model did not learn to copy multi-token values (EM 0.00-0.17 after 600 steps); and
-learning to copy the right value is slow: EM 0.01 / 0.06 / 0.13 / 0.21 / 0.32 after 2K / 4K / 6K
-/ 8K / 10K training examples (8 per step, lr 1e-3). A share of extra copy tasks ("Repeat the
-context.", 30% of examples) did not speed it up.
+words, 1 fact asked + 3 distractors) an example is 60-130 tokens of the 8k quickstart tokenizer.
+Printed: the test EM of answering every question with the value most common for its attribute in
+training (what a model that does not read the passage can do: 0.06 with the defaults).
+
+Sizing (6.8M-parameter quickstart model fine-tuned without routing, 8 examples per step, lr 1e-3
+cosine to 1e-4, bf16, 2 cores; per-attribute EM at full retention in brackets):
+  defaults, 1,000 steps: EM 0.40 (hours 0.75, origins 0.98, rooms 0.27, colours 0.16, keepers 0.09)
+  defaults, 3,000 steps: EM 0.81 (hours 0.77, origins 0.98, rooms 0.38, colours 1.00, keepers 1.00)
+    on the first 24,000 examples; EM 0.72 (colours 0.00, rooms 0.82) on 30,000 examples in the
+    fine-tuning study (scripts/finetune_study.sh, docs/results.md)
+  --answer value, 1,000 steps: EM 0.31; one phrasing for every attribute ("The color of the mill
+  is red."), 1,000 steps: EM 0.13 (harder: every fact looks alike)
+  --same-attribute 0.6 --same-entity 0.25 (the first version), 2,000 steps at lr 1e-3 and 500 more
+  at 5e-4: EM 0.27-0.30; the model copied same-attribute distractors or guessed.
+The model learns to copy the value attribute by attribute, each after a few hundred to a few
+thousand steps. Values are single tokens: multi-token values (4-digit codes, years, names of 2-3
+tokens) were not learned in pilots (EM 0.00-0.17 after 600 steps).
 """
 import argparse
 import hashlib
@@ -163,9 +174,9 @@ def main():
     p.add_argument("--distractors", type=int, default=3, help="planted facts besides the one asked about")
     p.add_argument("--answer", choices=["sentence", "value"], default="sentence",
                    help="the answer: the fact's sentence as it stands in the context, or its value alone")
-    p.add_argument("--same-attribute", type=float, default=0.6,
+    p.add_argument("--same-attribute", type=float, default=0.0,
                    help="share of distractors giving the asked attribute of another entity")
-    p.add_argument("--same-entity", type=float, default=0.25,
+    p.add_argument("--same-entity", type=float, default=1.0,
                    help="share of distractors giving another attribute of the asked entity (the rest: any)")
     a = p.parse_args()
     if a.distractors + 1 > len(ENTITIES) * len(ATTRIBUTES) or a.sentences < 1 or a.train < 0 or a.test < 0:
@@ -192,13 +203,22 @@ def main():
             for ex in v:
                 f.write(json.dumps({x: ex[x] for x in ("context", "question", "answer")}) + "\n")
     words = [len(ex["context"].split()) for v in data.values() for ex in v]
+    # A model that does not read the passage: the value most common in training for the asked attribute.
+    counts = {}
+    for ex in data["train"]:
+        e, attr, v = ex["_facts"][0]
+        counts.setdefault(attr, {}).setdefault(v, 0)
+        counts[attr][v] += 1
+    prior = {attr: max(c, key=lambda v: (c[v], v)) for attr, c in counts.items()}
+    blind = sum(prior.get(ex["_facts"][0][1]) == ex["_facts"][0][2] for ex in data["test"]) / max(1, a.test)
     # Picking at random one of the planted values of the asked attribute: the score of a model that
-    # finds the right kind of fact but not the right entity.
+    # finds the right kind of fact but not the right entity (1 when the attribute is planted once).
     guess = sum(1 / sum(f[1] == ex["_facts"][0][1] for f in ex["_facts"]) for ex in data["test"]) / max(1, a.test)
     print(f"make_qa_task.py: {a.out}/train.jsonl {len(data['train'])} examples, test.jsonl {len(data['test'])}; "
           f"passages {len(pools['train'])} train / {len(pools['test'])} test; context words "
-          f"{min(words)}-{max(words)} (mean {sum(words) / len(words):.0f}); facts shared by the splits: 0; test EM of "
-          f"a random pick among the context's values of the asked attribute: {guess:.3f}")
+          f"{min(words)}-{max(words)} (mean {sum(words) / len(words):.0f}); facts shared by the splits: 0; test EM "
+          f"without reading (the attribute's most common training value): {blind:.3f}; picking at random among "
+          f"the context's values of the asked attribute: {guess:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """scripts/make_qa_task.py: deterministic from its seed, train and test share no passage document
 and no (entity, attribute, value) fact, every answer's value is in its context, and the asked
-fact is the only one of its (entity, attribute). Runs on a generated corpus (no download)."""
+fact is the only one of its (entity, attribute); by default the distractors are other attributes
+of the asked entity, and --same-attribute plants the asked attribute of other entities. Runs on a
+generated corpus (no download)."""
 import json
 import os
 import random
@@ -67,6 +69,8 @@ def main():
                 e, attr, v = asked[0]
                 assert m.ATTRIBUTES[attr][1].format(e=e) == ex["question"], ex
                 assert sum(1 for x in f if x[:2] == (e, attr)) == 1, ex
+                # Defaults: the distractors are the asked entity's other attributes.
+                assert all(x[0] == e for x in f) and sum(1 for x in f if x[1] == attr) == 1, ex
         shared = facts["train"] & facts["test"]
         assert not shared, f"facts in both splits: {sorted(shared)[:5]}"
         # Passages come from disjoint documents: no corpus sentence is in both splits.
@@ -83,6 +87,16 @@ def main():
         for line in v["test"].splitlines():
             ex = json.loads(line)
             assert " " not in ex["answer"] and ex["answer"] in ex["context"], ex
+        # --same-attribute 0.6 --same-entity 0.25: the asked attribute of other entities is planted too.
+        hard = run(os.path.join(tmp, "h"), c, 1, ["--same-attribute", "0.6", "--same-entity", "0.25"])
+        repeated = 0
+        for line in hard["test"].splitlines():
+            ex = json.loads(line)
+            f = facts_of(ex["context"])
+            asked = [x for x in f if ex["answer"] == m.ATTRIBUTES[x[1]][0].format(e=x[0], v=x[2])]
+            assert len(asked) == 1, ex
+            repeated += sum(1 for x in f if x[1] == asked[0][1]) > 1
+        assert repeated > 50, repeated  # of 100 examples
     print("make_qa_task: deterministic, splits disjoint, answers grounded")
 
 
