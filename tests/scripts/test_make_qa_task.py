@@ -2,8 +2,8 @@
 """scripts/make_qa_task.py: deterministic from its seed, train and test share no passage document
 and no (entity, attribute, value) fact, every answer's value is in its context, and the asked
 fact is the only one of its (entity, attribute); by default the distractors are other attributes
-of the asked entity, and --same-attribute plants the asked attribute of other entities. Runs on a
-generated corpus (no download)."""
+of the asked entity, and --same-attribute plants the asked attribute of other entities; settings
+that cannot be met end with one line instead of a hang. Runs on a generated corpus (no download)."""
 import json
 import os
 import random
@@ -33,7 +33,7 @@ def corpus(root):
 
 def run(out, corpus_dir, seed, extra=()):
     subprocess.run([sys.executable, SCRIPT, "--out", out, "--corpus", corpus_dir, "--seed", str(seed),
-                    "--train", "400", "--test", "100", *extra], check=True, capture_output=True)
+                    "--train", "400", "--test", "100", *extra], check=True, capture_output=True, timeout=120)
     return {k: open(os.path.join(out, f"{k}.jsonl")).read() for k in ("train", "test")}
 
 
@@ -97,6 +97,20 @@ def main():
             assert len(asked) == 1, ex
             repeated += sum(1 for x in f if x[1] == asked[0][1]) > 1
         assert repeated > 50, repeated  # of 100 examples
+        # Seed 3: three entities have test values for only 3 of the 5 attributes, too few for 3
+        # same-entity distractors; they are skipped instead of looping forever.
+        three = run(os.path.join(tmp, "s3"), c, 3)
+        for line in three["test"].splitlines():
+            ex = json.loads(line)
+            assert len(facts_of(ex["context"])) == 4, ex
+            assert not any(f" {e} " in ex["question"] or ex["question"].endswith(f" {e}?") for e in ("school", "inn", "island")), ex
+        # Impossible or bad settings end with one line naming them, promptly.
+        for extra, words in ((["--distractors", "5"], "cannot plant 5 distractors"),
+                             (["--same-attribute", "0.7", "--same-entity", "0.5"], "at most 1"),
+                             (["--same-entity", "-0.1"], "--same-entity -0.1")):
+            r = subprocess.run([sys.executable, SCRIPT, "--out", os.path.join(tmp, "bad"), "--corpus", c, "--train", "50",
+                                "--test", "10", *extra], capture_output=True, text=True, timeout=60)
+            assert r.returncode != 0 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, (extra, r.stderr)
     print("make_qa_task: deterministic, splits disjoint, answers grounded")
 
 
