@@ -101,15 +101,25 @@ for run in $runs; do
   stamp "$run evaluated on the test set"
 done
 
-# 6. results.csv (loss from the sweep's full validation pass, task scores from eval --task),
-#    report.md and plot.png (one line per model, a panel per metric).
-python3 - "$study" $runs <<'EOF'
-import csv, json, sys
+# The starting point of every model (the task-capable base) at the same retention levels, its loss
+# on the whole validation split like the sweep's.
+if [[ ! -f $warm/task/eval.csv ]]; then
+  "$kv" eval --checkpoint "$warm/checkpoints/step_00003000" --retention "$retention" --task "$task/test.jsonl" \
+    --task-seed "$seed" --max-new-tokens 16 --batch 16 --batches 0 --out "$warm/task" --threads "$threads" \
+    --precision "$precision"
+  stamp "task-capable base evaluated"
+fi
+
+# 6. results.csv (loss from the sweep's full validation pass, task scores from eval --task; the
+#    starting point as run "start"), report.md and plot.png (one line per model, a panel per metric).
+TASK_FILE=$task/test.jsonl python3 - "$study" $runs <<'EOF'
+import csv, json, os, sys
 study, runs = sys.argv[1], sys.argv[2:]
 rows = []
-for run in runs:
-    loss = {p["plan"]: p for p in json.load(open(f"{study}/runs/{run}/eval.json"))}
-    for t in csv.DictReader(open(f"{study}/runs/{run}/task/eval.csv")):
+for run in ["start"] + runs:
+    dir = f"{study}/runs/task-warmup" if run == "start" else f"{study}/runs/{run}"
+    loss = {p["plan"]: p for p in json.load(open(f"{dir}/task/eval.json" if run == "start" else f"{dir}/eval.json"))}
+    for t in csv.DictReader(open(f"{dir}/task/eval.csv")):
         p = loss[t["plan"]]
         assert p["kept"] == [int(x) for x in t["kept_layers"].split()], (run, t["plan"])
         rows.append({"run": run, "plan": t["plan"], "kept": len(p["kept"]), "num_layers": t["num_layers"],
@@ -126,11 +136,36 @@ md = ["# Study: finetune-quickstart", "",
       "KV-cache retention (kept layers of 6 in brackets): EM / F1 / ROUGE-L of greedy answers on the test set, "
       "validation loss on the answer tokens.", "",
       "| model | " + " | ".join(plans) + " |", "|---|" + "---|" * len(plans)]
-for run in runs:
+label = {"start": "start (the task-capable base, before the 500 steps)"}
+for run in ["start"] + runs:
     cells = [f"{r['em']} / {r['f1']} / {r['rouge_l']} / {float(r['val_loss']):.3f} ({r['kept']})"
              for r in rows if r["run"] == run]
-    md.append(f"| {run} | " + " | ".join(cells) + " |")
+    md.append(f"| {label.get(run, run)} | " + " | ".join(cells) + " |")
 md += ["", "![metrics vs retention](plot.png)", ""]
+# EM per asked attribute (the question's wording names it; scripts/make_qa_task.py), from answers.jsonl.
+kinds = [("keeper", "Who is the keeper"), ("origin", "Where is the supplier"), ("rooms", "How many rooms"),
+         ("hour", "At what hour"), ("colour", "What color")]
+questions = [json.loads(l)["question"] for l in open(os.environ["TASK_FILE"]) if l.strip()]
+kind_of = [next((k for k, prefix in kinds if q.startswith(prefix)), "other") for q in questions]
+counts = {k: kind_of.count(k) for k, _ in kinds}
+md += ["EM per asked attribute (" + ", ".join(f"{n} {k}" for k, n in counts.items()) + " questions):", "",
+       "| model | retention | " + " | ".join(k for k, _ in kinds) + " |", "|---|---|" + "---|" * len(kinds)]
+for run in ["start"] + runs:
+    dir = f"{study}/runs/task-warmup" if run == "start" else f"{study}/runs/{run}"
+    by_plan = {}
+    for line in open(f"{dir}/task/answers.jsonl"):
+        a = json.loads(line)
+        by_plan.setdefault(a["plan"], []).append(a)
+    for plan, answers in by_plan.items():
+        em = {k: [0, 0] for k, _ in kinds}
+        for a in answers:
+            k = kind_of[a["example"]]
+            if k in em:
+                em[k][0] += a["em"]
+                em[k][1] += 1
+        md.append(f"| {run} | {plan.split()[-1]} | " +
+                  " | ".join(f"{s / n:.2f}" if n else "-" for s, n in em.values()) + " |")
+md.append("")
 open(f"{study}/report.md", "w").write("\n".join(md))
 with open(f"{study}/plot.dat", "w") as f:  # one block per run: retention %, kept, em, f1, rouge_l, loss
     for run in runs:
