@@ -6,7 +6,6 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "core/threading.h"
 
 namespace {
 
@@ -23,7 +22,6 @@ std::string subcommand_name(const CLI::App& app) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  kvroute::bound_openmp_spin_wait(argv);  // may execute the program again, before anything else runs
   using namespace kvroute::cli;
   CLI::App app{"kvroute: training with Stochastic KV Routing (R-CLA)"};
   app.require_subcommand(1);

@@ -1,9 +1,6 @@
 #include "core/threading.h"
 
 #include <omp.h>
-#include <unistd.h>
-
-#include <cstdlib>
 
 namespace kvroute {
 
@@ -14,13 +11,5 @@ void set_num_threads(int n) {
 }
 
 int num_threads() { return omp_get_max_threads(); }
-
-void bound_openmp_spin_wait(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
-  if (setenv("GOMP_SPINCOUNT", "10000", 1) != 0) return;
-  execv("/proc/self/exe", argv);
-  // Only reached when the exec failed (no /proc): go on with libgomp's defaults; the variable set
-  // above keeps child processes from trying again.
-}
 
 }  // namespace kvroute
