@@ -16,6 +16,11 @@
 
 namespace kvroute::cuda {
 
+// Loads cuBLASLt (dlopen, on the first GEMM otherwise) and resolves every function kvroute uses;
+// returns the library's file name (libcublasLt.so.<major of the toolkit built with>); throws naming
+// the library or the missing symbol. Needs no GPU.
+const char* load_cublaslt();
+
 // Row-major batched GEMM through cuBLASLt: C = alpha op(A) op(B) + beta C. A and B have dtype
 // `ab_dtype`, C has `c_dtype` (f32 accumulation always; bf16 inputs use the tensor cores, f32
 // inputs use true f32, no TF32). Descriptors and heuristic results are cached per shape.

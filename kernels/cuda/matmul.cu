@@ -1,11 +1,17 @@
 // GEMM on the GPU through cuBLASLt (the CPU side is kernels/cpu/matmul.cpp). cuBLASLt is
 // column-major, so the row-major C = op(A) op(B) is computed as the column-major
 // C^T = op(B)^T op(A)^T: the operands swap places and the transpose flags carry over.
+//
+// cuBLASLt is loaded with dlopen on the first CUDA GEMM, not linked: its static initialisers take
+// about 0.4 s, which every kvroute process paid at start when it was linked, CPU-only runs included
+// (docs/benchmarks.md). The library is found like any other (LD_LIBRARY_PATH, the loader's cache).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
 
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
 
 #include "core/cuda_check.h"
@@ -16,12 +22,72 @@
   do {                                                                                                \
     cublasStatus_t kv_status_ = (call);                                                               \
     if (kv_status_ != CUBLAS_STATUS_SUCCESS) {                                                        \
-      ::kvroute::throw_library_error("cuBLASLt", #call, cublasLtGetStatusString(kv_status_),         \
+      ::kvroute::throw_library_error("cuBLASLt", #call, lt().cublasLtGetStatusString(kv_status_),         \
                                      static_cast<long>(kv_status_));                                  \
     }                                                                                                 \
   } while (0)
 
 namespace kvroute::cuda {
+
+namespace {
+
+// The cuBLASLt functions kvroute calls, resolved once from the library.
+struct CublasLtApi {
+  decltype(&::cublasLtCreate) cublasLtCreate = nullptr;
+  decltype(&::cublasLtGetStatusString) cublasLtGetStatusString = nullptr;
+  decltype(&::cublasLtMatmul) cublasLtMatmul = nullptr;
+  decltype(&::cublasLtMatmulAlgoGetHeuristic) cublasLtMatmulAlgoGetHeuristic = nullptr;
+  decltype(&::cublasLtMatmulDescCreate) cublasLtMatmulDescCreate = nullptr;
+  decltype(&::cublasLtMatmulDescSetAttribute) cublasLtMatmulDescSetAttribute = nullptr;
+  decltype(&::cublasLtMatmulPreferenceCreate) cublasLtMatmulPreferenceCreate = nullptr;
+  decltype(&::cublasLtMatmulPreferenceDestroy) cublasLtMatmulPreferenceDestroy = nullptr;
+  decltype(&::cublasLtMatmulPreferenceSetAttribute) cublasLtMatmulPreferenceSetAttribute = nullptr;
+  decltype(&::cublasLtMatrixLayoutCreate) cublasLtMatrixLayoutCreate = nullptr;
+  decltype(&::cublasLtMatrixLayoutSetAttribute) cublasLtMatrixLayoutSetAttribute = nullptr;
+};
+
+template <typename F>
+F resolve(void* handle, const char* name) {
+  void* symbol = dlsym(handle, name);
+  if (symbol == nullptr) throw_library_error("cuBLASLt", "dlsym", name, 0);
+  return reinterpret_cast<F>(symbol);
+}
+
+const std::string& cublaslt_library_name() {
+  static const std::string name = "libcublasLt.so." + std::to_string(CUBLAS_VER_MAJOR);
+  return name;
+}
+
+const CublasLtApi& lt() {
+  static const CublasLtApi loaded = [] {
+    void* handle = dlopen(cublaslt_library_name().c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+      const char* why = dlerror();
+      throw_library_error("cuBLASLt", ("dlopen " + cublaslt_library_name()).c_str(), why ? why : "not found", 0);
+    }
+    CublasLtApi api;
+    api.cublasLtCreate = resolve<decltype(&::cublasLtCreate)>(handle, "cublasLtCreate");
+    api.cublasLtGetStatusString = resolve<decltype(&::cublasLtGetStatusString)>(handle, "cublasLtGetStatusString");
+    api.cublasLtMatmul = resolve<decltype(&::cublasLtMatmul)>(handle, "cublasLtMatmul");
+    api.cublasLtMatmulAlgoGetHeuristic = resolve<decltype(&::cublasLtMatmulAlgoGetHeuristic)>(handle, "cublasLtMatmulAlgoGetHeuristic");
+    api.cublasLtMatmulDescCreate = resolve<decltype(&::cublasLtMatmulDescCreate)>(handle, "cublasLtMatmulDescCreate");
+    api.cublasLtMatmulDescSetAttribute = resolve<decltype(&::cublasLtMatmulDescSetAttribute)>(handle, "cublasLtMatmulDescSetAttribute");
+    api.cublasLtMatmulPreferenceCreate = resolve<decltype(&::cublasLtMatmulPreferenceCreate)>(handle, "cublasLtMatmulPreferenceCreate");
+    api.cublasLtMatmulPreferenceDestroy = resolve<decltype(&::cublasLtMatmulPreferenceDestroy)>(handle, "cublasLtMatmulPreferenceDestroy");
+    api.cublasLtMatmulPreferenceSetAttribute = resolve<decltype(&::cublasLtMatmulPreferenceSetAttribute)>(handle, "cublasLtMatmulPreferenceSetAttribute");
+    api.cublasLtMatrixLayoutCreate = resolve<decltype(&::cublasLtMatrixLayoutCreate)>(handle, "cublasLtMatrixLayoutCreate");
+    api.cublasLtMatrixLayoutSetAttribute = resolve<decltype(&::cublasLtMatrixLayoutSetAttribute)>(handle, "cublasLtMatrixLayoutSetAttribute");
+    return api;
+  }();
+  return loaded;
+}
+
+}  // namespace
+
+const char* load_cublaslt() {
+  (void)lt();
+  return cublaslt_library_name().c_str();
+}
 
 namespace {
 
@@ -39,7 +105,7 @@ DeviceContext& context(int device) {
   DeviceContext& ctx = contexts[device];
   if (ctx.handle == nullptr) {
     KV_CUDA_CHECK(cudaSetDevice(device));
-    KV_CUBLAS_CHECK(cublasLtCreate(&ctx.handle));
+    KV_CUBLAS_CHECK(lt().cublasLtCreate(&ctx.handle));
     KV_CUDA_CHECK(cudaMalloc(&ctx.workspace, kWorkspaceBytes));
   }
   return ctx;
@@ -76,12 +142,12 @@ struct GemmPlan {
 cublasLtMatrixLayout_t make_layout(cudaDataType_t type, uint64_t rows, uint64_t cols, int64_t ld, int64_t batch,
                                    int64_t stride) {
   cublasLtMatrixLayout_t layout = nullptr;
-  KV_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&layout, type, rows, cols, ld));
+  KV_CUBLAS_CHECK(lt().cublasLtMatrixLayoutCreate(&layout, type, rows, cols, ld));
   if (batch > 1) {
     int32_t count = static_cast<int32_t>(batch);
-    KV_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+    KV_CUBLAS_CHECK(lt().cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
                                                      sizeof count));
-    KV_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+    KV_CUBLAS_CHECK(lt().cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
                                                      &stride, sizeof stride));
   }
   return layout;
@@ -107,36 +173,36 @@ void gemm_batched(int device, DType ab_dtype, DType c_dtype, bool trans_a, bool 
   if (it == plans.end()) {
     GemmPlan plan;
     // f32 accumulation and f32 alpha/beta for both input types; f32 inputs stay true f32 (no TF32).
-    KV_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    KV_CUBLAS_CHECK(lt().cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cudaDataType_t ab = cuda_type(ab_dtype), ct = cuda_type(c_dtype);
     // Column-major view: first operand is B (row-major), second is A.
     cublasOperation_t op_first = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t op_second = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
-    KV_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof op_first));
-    KV_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof op_second));
+    KV_CUBLAS_CHECK(lt().cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_first, sizeof op_first));
+    KV_CUBLAS_CHECK(lt().cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_second, sizeof op_second));
     plan.a = trans_b ? make_layout(ab, k, n, ldb, batch, stride_b) : make_layout(ab, n, k, ldb, batch, stride_b);
     plan.b = trans_a ? make_layout(ab, m, k, lda, batch, stride_a) : make_layout(ab, k, m, lda, batch, stride_a);
     plan.c = make_layout(ct, n, m, ldc, batch, stride_c);
 
     cublasLtMatmulPreference_t pref = nullptr;
-    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    KV_CUBLAS_CHECK(lt().cublasLtMatmulPreferenceCreate(&pref));
     size_t workspace = kWorkspaceBytes;
-    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+    KV_CUBLAS_CHECK(lt().cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
                                                          sizeof workspace));
     // cuBLASLt's A is our B (operands swap in the column-major view).
-    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_b,
+    KV_CUBLAS_CHECK(lt().cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_b,
                                                          sizeof align_b));
-    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_a,
+    KV_CUBLAS_CHECK(lt().cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_a,
                                                          sizeof align_a));
-    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c,
+    KV_CUBLAS_CHECK(lt().cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c,
                                                          sizeof align_c));
-    KV_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c,
+    KV_CUBLAS_CHECK(lt().cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c,
                                                          sizeof align_c));
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    KV_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1,
+    KV_CUBLAS_CHECK(lt().cublasLtMatmulAlgoGetHeuristic(ctx.handle, plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1,
                                                    &result, &found));
-    cublasLtMatmulPreferenceDestroy(pref);
+    lt().cublasLtMatmulPreferenceDestroy(pref);
     if (found <= 0) {
       throw_library_error("cuBLASLt", "cublasLtMatmulAlgoGetHeuristic", "no algorithm for this GEMM shape",
                           static_cast<long>(m * n * k));
@@ -146,7 +212,7 @@ void gemm_batched(int device, DType ab_dtype, DType c_dtype, bool trans_a, bool 
   }
   const GemmPlan& plan = it->second;
   lock.unlock();
-  KV_CUBLAS_CHECK(cublasLtMatmul(ctx.handle, plan.op, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c,
+  KV_CUBLAS_CHECK(lt().cublasLtMatmul(ctx.handle, plan.op, &alpha, b, plan.a, a, plan.b, &beta, c, plan.c, c, plan.c,
                                  &plan.algo, ctx.workspace, kWorkspaceBytes, stream_of(device)));
 }
 

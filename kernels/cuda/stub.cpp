@@ -17,6 +17,8 @@ namespace {
 
 }  // namespace
 
+const char* load_cublaslt() { no_backend("cuBLASLt", 0); }
+
 void gemm_batched(int device, DType, DType, bool, bool, int64_t, int64_t, int64_t, float, const void*, int64_t,
                   int64_t, const void*, int64_t, int64_t, float, void*, int64_t, int64_t, int64_t) {
   no_backend("matmul", device);

@@ -3,6 +3,8 @@
 // a GPU is present and skip cleanly elsewhere (and in CPU-only builds).
 #include <gtest/gtest.h>
 
+#include <dlfcn.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -13,6 +15,7 @@
 #include "core/rng.h"
 #include "data/shard.h"
 #include "eval/generate.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/ops.h"
 #include "layers/transformer.h"
 #include "tests/test_util.h"
@@ -52,6 +55,25 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, CudaOps, ::testing::Values(DType::F32, DType::B
 TEST(Cuda, NoDeviceIsAClearError) {
   if (device_runtime::cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present";
   testing::expect_error([] { (void)Tensor::empty({4}, DType::F32, Device::cuda(0)); }, {"cuda:0"});
+}
+
+// cuBLASLt is dlopen'ed on the first CUDA GEMM, not loaded at program start (its initialisers cost
+// ~0.4 s): without a GPU nothing has loaded it yet; loading it resolves every function kvroute uses.
+TEST(Cuda, CublasLtIsLoadedOnFirstUseWithEveryFunction) {
+  if (!device_runtime::cuda_built()) {
+    testing::expect_error([] { cuda::load_cublaslt(); }, {"cuBLASLt", "CUDA backend"});
+    return;
+  }
+  const bool fresh = device_runtime::cuda_device_count() == 0;  // no GEMM can have loaded it yet
+  void* before = dlopen("libcublasLt.so.13", RTLD_NOW | RTLD_NOLOAD);  // the toolkit of CI and the GPU machine
+  if (before) dlclose(before);
+  const std::string name = cuda::load_cublaslt();
+  if (fresh && name == "libcublasLt.so.13") {
+    EXPECT_EQ(before, nullptr) << name << " was loaded at program start";
+  }
+  void* handle = dlopen(name.c_str(), RTLD_NOW | RTLD_NOLOAD);
+  EXPECT_NE(handle, nullptr) << name;
+  if (handle) dlclose(handle);
 }
 
 TEST(Cuda, CpuKernelsRefuseBf16Clearly) {
