@@ -752,9 +752,11 @@ def test_mpi(fx, mpiexec, rng, results):
         while time.monotonic() - t0 < 90 and mpirun.poll() is None:
             for pid in descendants(mpirun.pid):
                 if pid not in ranks and exe_of(pid) == kv_real:
-                    st = proc_state(pid)
-                    if st:
-                        ranks[pid] = (rank_of(pid), st[1])
+                    # A process caught while it is being executed may not show its environment
+                    # yet: it is recorded once its rank can be read (kvroute starts in ~20 ms).
+                    st, rank = proc_state(pid), rank_of(pid)
+                    if st and rank is not None:
+                        ranks[pid] = (rank, st[1])
             try:
                 with open(metrics) as f:
                     started = sum(1 for _ in f) >= 3
