@@ -73,12 +73,9 @@ int run(Args a) {
         const eval::QAScores s =
             eval::evaluate_task(*ck.model, *tokenizer, task, r.plan, a.batch, a.max_new_tokens, *comm, &predictions);
         for (size_t i = 0; i < task.size(); ++i) {
-          json::Json line = {{"plan", r.label}, {"example", i}, {"prediction", predictions[i]},
-                             {"answers", task[i].answers}, {"em", 0.0}, {"f1", 0.0}};
-          for (const std::string& gold : task[i].answers) {
-            line["em"] = std::max(line["em"].get<double>(), eval::exact_match(predictions[i], gold));
-            line["f1"] = std::max(line["f1"].get<double>(), eval::token_f1(predictions[i], gold));
-          }
+          const eval::QAScores one = eval::score_answer(predictions[i], task[i].answers);
+          const json::Json line = {{"plan", r.label}, {"example", i}, {"prediction", predictions[i]},
+                                   {"answers", task[i].answers}, {"em", one.em}, {"f1", one.f1}};
           answers += line.dump(-1, ' ', false, json::Json::error_handler_t::replace) + "\n";  // bytes of a cut UTF-8 character: U+FFFD
         }
         r.em = s.em;

@@ -122,6 +122,17 @@ std::vector<QAExample> read_task(const std::string& path, uint64_t seed) {
   return out;
 }
 
+QAScores score_answer(std::string_view prediction, const std::vector<std::string>& golds) {
+  QAScores s;
+  s.examples = 1;
+  for (const std::string& gold : golds) {
+    s.em = std::max(s.em, exact_match(prediction, gold));
+    s.f1 = std::max(s.f1, token_f1(prediction, gold));
+    s.rouge_l = std::max(s.rouge_l, rouge_l(prediction, gold));
+  }
+  return s;
+}
+
 QAScores evaluate_task(const layers::Transformer& model, const data::Tokenizer& tokenizer,
                        const std::vector<QAExample>& examples, const layers::RoutingPlan& plan, int64_t batch,
                        int64_t max_new_tokens, dist::Communicator& comm, std::vector<std::string>* predictions) {
@@ -157,15 +168,10 @@ QAScores evaluate_task(const layers::Transformer& model, const data::Tokenizer& 
       if (!answer.empty() && answer.back() == tokenizer.eot_id()) answer.pop_back();
       const std::string text = tokenizer.decode(answer);
       const QAExample& e = examples[static_cast<size_t>(mine[k])];
-      double em = 0, f1 = 0, rl = 0;
-      for (const std::string& gold : e.answers) {
-        em = std::max(em, exact_match(text, gold));
-        f1 = std::max(f1, token_f1(text, gold));
-        rl = std::max(rl, rouge_l(text, gold));
-      }
-      sums[0] += em;
-      sums[1] += f1;
-      sums[2] += rl;
+      const QAScores one = score_answer(text, e.answers);
+      sums[0] += one.em;
+      sums[1] += one.f1;
+      sums[2] += one.rouge_l;
       sums[3] += 1;
       if (predictions) answers[static_cast<size_t>(mine[k])] = std::move(answer);
     }

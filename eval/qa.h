@@ -34,6 +34,9 @@ struct QAScores {
   int64_t examples = 0;
 };
 
+// One answer's EM, F1 and ROUGE-L, each the best over the example's gold answers (examples = 1).
+QAScores score_answer(std::string_view prediction, const std::vector<std::string>& golds);
+
 // Greedy answers for every example (at most max_new_tokens, ending at <|endoftext|>) under `plan`,
 // `batch` prompts of any lengths at a time; examples are split over ranks and the scores summed.
 // Prompts longer than max_seq_len - max_new_tokens lose tokens from the left. With `predictions`,

@@ -22,7 +22,7 @@
   do {                                                                                                \
     cublasStatus_t kv_status_ = (call);                                                               \
     if (kv_status_ != CUBLAS_STATUS_SUCCESS) {                                                        \
-      ::kvroute::throw_library_error("cuBLASLt", #call, lt().cublasLtGetStatusString(kv_status_),         \
+      ::kvroute::throw_library_error("cuBLASLt", #call, lt().cublasLtGetStatusString(kv_status_),   \
                                      static_cast<long>(kv_status_));                                  \
     }                                                                                                 \
   } while (0)
@@ -66,17 +66,19 @@ const CublasLtApi& lt() {
       throw_library_error("cuBLASLt", ("dlopen " + cublaslt_library_name()).c_str(), why ? why : "not found", 0);
     }
     CublasLtApi api;
-    api.cublasLtCreate = resolve<decltype(&::cublasLtCreate)>(handle, "cublasLtCreate");
-    api.cublasLtGetStatusString = resolve<decltype(&::cublasLtGetStatusString)>(handle, "cublasLtGetStatusString");
-    api.cublasLtMatmul = resolve<decltype(&::cublasLtMatmul)>(handle, "cublasLtMatmul");
-    api.cublasLtMatmulAlgoGetHeuristic = resolve<decltype(&::cublasLtMatmulAlgoGetHeuristic)>(handle, "cublasLtMatmulAlgoGetHeuristic");
-    api.cublasLtMatmulDescCreate = resolve<decltype(&::cublasLtMatmulDescCreate)>(handle, "cublasLtMatmulDescCreate");
-    api.cublasLtMatmulDescSetAttribute = resolve<decltype(&::cublasLtMatmulDescSetAttribute)>(handle, "cublasLtMatmulDescSetAttribute");
-    api.cublasLtMatmulPreferenceCreate = resolve<decltype(&::cublasLtMatmulPreferenceCreate)>(handle, "cublasLtMatmulPreferenceCreate");
-    api.cublasLtMatmulPreferenceDestroy = resolve<decltype(&::cublasLtMatmulPreferenceDestroy)>(handle, "cublasLtMatmulPreferenceDestroy");
-    api.cublasLtMatmulPreferenceSetAttribute = resolve<decltype(&::cublasLtMatmulPreferenceSetAttribute)>(handle, "cublasLtMatmulPreferenceSetAttribute");
-    api.cublasLtMatrixLayoutCreate = resolve<decltype(&::cublasLtMatrixLayoutCreate)>(handle, "cublasLtMatrixLayoutCreate");
-    api.cublasLtMatrixLayoutSetAttribute = resolve<decltype(&::cublasLtMatrixLayoutSetAttribute)>(handle, "cublasLtMatrixLayoutSetAttribute");
+#define KV_RESOLVE(f) api.f = resolve<decltype(&::f)>(handle, #f)
+    KV_RESOLVE(cublasLtCreate);
+    KV_RESOLVE(cublasLtGetStatusString);
+    KV_RESOLVE(cublasLtMatmul);
+    KV_RESOLVE(cublasLtMatmulAlgoGetHeuristic);
+    KV_RESOLVE(cublasLtMatmulDescCreate);
+    KV_RESOLVE(cublasLtMatmulDescSetAttribute);
+    KV_RESOLVE(cublasLtMatmulPreferenceCreate);
+    KV_RESOLVE(cublasLtMatmulPreferenceDestroy);
+    KV_RESOLVE(cublasLtMatmulPreferenceSetAttribute);
+    KV_RESOLVE(cublasLtMatrixLayoutCreate);
+    KV_RESOLVE(cublasLtMatrixLayoutSetAttribute);
+#undef KV_RESOLVE
     return api;
   }();
   return loaded;
