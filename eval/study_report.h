@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -22,14 +23,24 @@ struct StudyRow {
   PlanResult result;        // label, strategy, kept, loss, ...
 };
 
+// What a run was trained on: tokens seen and parameters (for tokens per parameter).
+struct Budget {
+  int64_t tokens = 0, parameters = 0;
+};
+
 struct StudyInfo {
   std::string name, base_config, source;
   int depth = 0;                  // layers of the study's (deep) models: kv_fraction = kept / depth
   std::vector<std::string> runs;  // run names in study order (shallow baselines last)
   double plan_split = 0;          // > 0: greedy sets chosen on [0, f) of the validation windows
+  std::map<std::string, std::string> baseline_of;   // explicit pairs: run -> its own baseline run
+  std::map<std::string, std::string> reference_of;  // run -> the same arm in the reference regime
+  std::map<std::string, Budget> budget;             // by run (absent: not reported)
 };
 
-enum class Verdict { Holds, DoesNotHold, Inconclusive };
+// Untestable: the claim's premise fails at this budget (claim 2: the deep full-cache baseline does
+// not beat the shallow models, so depth does not pay yet and a shared cache cannot be judged).
+enum class Verdict { Holds, DoesNotHold, Inconclusive, Untestable };
 const char* verdict_name(Verdict v);
 
 struct Claim {
@@ -41,9 +52,11 @@ struct Claim {
 // stochastic), against the baseline (the deep run named "baseline", else the first deep run
 // without routing):
 //   1. R-CLA at full retention is within 2% of the baseline's loss;
-//   2. at every budget with a shallow baseline, R-CLA with a shared cache beats the shallow model;
+//   2. at every budget with a shallow baseline, R-CLA with a shared cache beats the shallow model
+//      (untestable when the deep baseline with its full cache does not beat every shallow model);
 //   3. from 100% to 25% retention the baseline degrades far more (at least twice as much) than R-CLA.
-// A verdict needs the 95% interval of the per-seed paired differences to be on one side.
+// A verdict needs the 95% interval of the per-seed paired differences to be on one side. Runs
+// paired with a baseline of their own (a regime study) are not checked against the claims.
 std::vector<Claim> check_claims(const StudyInfo& info, const std::vector<StudyRow>& rows);
 
 std::string study_csv(const StudyInfo& info, const std::vector<StudyRow>& rows);

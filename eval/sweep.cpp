@@ -13,6 +13,7 @@
 
 #include "core/io.h"
 #include "core/json.h"
+#include "core/safetensors.h"
 #include "eval/evaluate.h"
 #include "kernels/ops.h"
 #include "eval/study_report.h"
@@ -68,17 +69,26 @@ Study read_study(const std::string& path) {
     KV_CHECK(root["runs"].IsSequence(), "{}: runs must be a list of {{name, overrides}}", path);
     for (const auto& r : root["runs"]) {
       KV_CHECK(r.IsMap() && r["name"], "{}: every run needs a name", path);
+      std::set<std::string> run_keys;
       for (const auto& kv : r) {
         const std::string key = kv.first.as<std::string>();
-        KV_CHECK(key == "name" || key == "overrides", "{}: run '{}': unknown key '{}' (expected name, overrides)", path,
+        KV_CHECK(key == "name" || key == "overrides" || key == "baseline" || key == "reference",
+                 "{}: run '{}': unknown key '{}' (expected name, overrides, baseline, reference)", path,
                  r["name"].as<std::string>(), key.substr(0, 60));
+        KV_CHECK(run_keys.insert(key).second, "{}: run '{}': key '{}' appears twice", path, r["name"].as<std::string>(),
+                 key);
       }
-      s.runs.push_back({r["name"].as<std::string>(), string_list(r["overrides"], path + ": runs.overrides")});
+      StudyRun run;
+      run.name = r["name"].as<std::string>();
+      run.overrides = string_list(r["overrides"], path + ": runs.overrides");
+      if (r["baseline"]) run.baseline = r["baseline"].as<std::string>();
+      if (r["reference"]) run.reference = r["reference"].as<std::string>();
+      s.runs.push_back(run);
     }
   }
   if (root["grid"]) {  // the Cartesian product of section.key: [values]
     KV_CHECK(root["grid"].IsMap(), "{}: grid must map section.key to a list of values", path);
-    std::vector<StudyRun> grid = {{"", {}}};
+    std::vector<StudyRun> grid(1);
     for (const auto& kv : root["grid"]) {
       const std::string key = kv.first.as<std::string>();
       KV_CHECK(kv.second.IsSequence(), "{}: grid.{} must be a list", path, key);
@@ -151,9 +161,29 @@ Study read_study(const std::string& path) {
              "{}: eval.plan_split {} needs eval.strategy: greedy (only the greedy planner chooses on data)", path,
              s.plan_split);
   }
-  // Validate every run's config now, so a typo fails before hours of training. The deepest runs set
-  // the study's depth, which cache fractions are relative to; a run of fewer layers is an
-  // equal-cache baseline (full cache, no routing), as are those shallow_baselines adds.
+  // Explicit pairs: a run's baseline is a run without routing of its own depth; its reference is a
+  // run with a baseline of its own (explicit or the study's). Paired runs keep their own depth.
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < s.runs.size(); ++i) index[s.runs[i].name] = i;
+  std::set<std::string> paired;
+  for (const StudyRun& r : s.runs) {
+    for (const std::string* other : {&r.baseline, &r.reference}) {
+      if (other->empty()) continue;
+      const char* what = other == &r.baseline ? "baseline" : "reference";
+      KV_CHECK(index.count(*other), "{}: run '{}': {} '{}' is not a run of the study", path, r.name, what,
+               other->substr(0, 100));
+      KV_CHECK(*other != r.name, "{}: run '{}': {} names the run itself", path, r.name, what);
+    }
+    if (!r.baseline.empty()) {
+      paired.insert(r.name);
+      paired.insert(r.baseline);
+      KV_CHECK(s.runs[index[r.baseline]].baseline.empty(), "{}: run '{}': baseline '{}' has a baseline of its own",
+               path, r.name, r.baseline);
+    }
+  }
+  // Validate every run's config now, so a typo fails before hours of training. The deepest unpaired
+  // runs set the study's depth, which cache fractions are relative to; an unpaired run of fewer
+  // layers is an equal-cache baseline (full cache, no routing), as are those shallow_baselines adds.
   std::vector<int> depths;
   for (const StudyRun& r : s.runs) {
     std::vector<std::string> all = s.overrides;
@@ -165,12 +195,20 @@ Study read_study(const std::string& path) {
       KV_FAIL("{}: run '{}': {}", path, r.name, e.what());
     }
     depths.push_back(static_cast<int>(c.model.num_layers));
-    s.depth = std::max(s.depth, depths.back());
+    if (!paired.count(r.name) || paired.size() == s.runs.size()) s.depth = std::max(s.depth, depths.back());
     if (c.router.config.policy != layers::RouterConfig::Policy::None) depths.back() = -depths.back();
+  }
+  for (const StudyRun& r : s.runs) {
+    if (r.baseline.empty()) continue;
+    const size_t b = index[r.baseline];
+    KV_CHECK(depths[b] > 0, "{}: run '{}': baseline '{}' has routing (a baseline needs router.policy=none)", path,
+             r.name, r.baseline);
+    KV_CHECK(std::abs(depths[index[r.name]]) == depths[b], "{}: run '{}' has {} layers but its baseline '{}' has {}",
+             path, r.name, std::abs(depths[index[r.name]]), r.baseline, depths[b]);
   }
   for (size_t i = 0; i < s.runs.size(); ++i) {
     const int L = std::abs(depths[i]);
-    if (L == s.depth) continue;
+    if (L == s.depth || paired.count(s.runs[i].name)) continue;
     KV_CHECK(depths[i] > 0, "{}: run '{}' has {} layers, fewer than the study's {}: a shallower run is an equal-cache "
              "baseline and needs router.policy=none", path, s.runs[i].name, L, s.depth);
     s.runs[i].shallow = true;
@@ -190,8 +228,10 @@ Study read_study(const std::string& path) {
     for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) {
       if (it->first == static_cast<size_t>(s.depth)) continue;
       if (std::find(depths.begin(), depths.end(), static_cast<int>(it->first)) != depths.end()) continue;  // given
-      StudyRun r{fmt::format("shallow-{}L", it->first),
-                 {fmt::format("model.num_layers={}", it->first), "router.policy=none"}, true};
+      StudyRun r;
+      r.name = fmt::format("shallow-{}L", it->first);
+      r.overrides = {fmt::format("model.num_layers={}", it->first), "router.policy=none"};
+      r.shallow = true;
       KV_CHECK(names.insert(r.name).second, "{}: run name '{}' is taken by shallow_baselines", path, r.name);
       std::vector<std::string> all = s.overrides;
       all.insert(all.end(), r.overrides.begin(), r.overrides.end());
@@ -286,9 +326,46 @@ std::vector<PlanResult> evaluate_replicate(const Study& study, const StudyRun& r
 
 }  // namespace
 
+namespace {
+
+// results.csv, report.md, plot.dat/plot.gp and plot.png from the rows measured so far.
+void write_report(const Study& study, const StudyInfo& info, const std::vector<StudyRow>& rows, bool print) {
+  fs::create_directories(study.out_dir);
+  io::write_file_atomic(study.out_dir + "/results.csv", study_csv(info, rows));
+  const std::string md = study_markdown(info, rows);
+  io::write_file_atomic(study.out_dir + "/report.md", md);
+  io::write_file_atomic(study.out_dir + "/plot.dat", study_plot_data(info, rows));
+  const std::string script = study.out_dir + "/plot.gp";
+  io::write_file_atomic(script, study_plot_script(info, rows, study.out_dir));
+  if (std::system(fmt::format("gnuplot '{}' 2> '{}/plot.log'", script, study.out_dir).c_str()) != 0) {
+    std::printf("sweep: gnuplot failed (see %s/plot.log); results.csv and report.md are complete\n", study.out_dir.c_str());
+  }
+  if (print) std::printf("\n%s", md.c_str());
+}
+
+// Parameters of a trained model, from its checkpoint's header-validated tensors.
+int64_t checkpoint_parameters(const std::string& checkpoint) {
+  int64_t n = 0;
+  for (const auto& [name, t] : safetensors::load(checkpoint + "/model.safetensors").tensors) n += t.numel();
+  return n;
+}
+
+}  // namespace
+
 bool run_study(const Study& study, dist::Communicator& comm) {
   const bool leader = comm.rank() == 0;
   std::vector<StudyRow> rows;
+  StudyInfo info;
+  info.name = study.name;
+  info.base_config = study.base_config;
+  info.source = study.source;
+  info.depth = study.depth;
+  info.plan_split = study.plan_split;
+  for (const StudyRun& r : study.runs) {
+    info.runs.push_back(r.name);
+    if (!r.baseline.empty()) info.baseline_of[r.name] = r.baseline;
+    if (!r.reference.empty()) info.reference_of[r.name] = r.reference;
+  }
   const std::vector<std::optional<uint64_t>> seeds =
       study.seeds.empty() ? std::vector<std::optional<uint64_t>>{std::nullopt}
                           : std::vector<std::optional<uint64_t>>(study.seeds.begin(), study.seeds.end());
@@ -338,23 +415,16 @@ bool run_study(const Study& study, dist::Communicator& comm) {
                         layers::policy_name(config.router.config.policy), static_cast<int>(config.model.num_layers),
                         std::move(p)});
       }
+      if (leader && !info.budget.count(r.name)) {
+        const int64_t batch_tokens = config.train.global_batch_tokens > 0
+                                         ? config.train.global_batch_tokens
+                                         : comm.world_size() * config.train.batch_size * config.train.seq_len;
+        info.budget[r.name] = {config.train.steps * batch_tokens, checkpoint_parameters(final_ckpt)};
+      }
+      if (leader) write_report(study, info, rows, false);  // a partial study has a report too
     }
   }
-  if (!leader) return true;
-
-  StudyInfo info{study.name, study.base_config, study.source, study.depth, {}, study.plan_split};
-  for (const StudyRun& r : study.runs) info.runs.push_back(r.name);
-  fs::create_directories(study.out_dir);
-  io::write_file_atomic(study.out_dir + "/results.csv", study_csv(info, rows));
-  const std::string md = study_markdown(info, rows);
-  io::write_file_atomic(study.out_dir + "/report.md", md);
-  io::write_file_atomic(study.out_dir + "/plot.dat", study_plot_data(info, rows));
-  const std::string script = study.out_dir + "/plot.gp";
-  io::write_file_atomic(script, study_plot_script(info, rows, study.out_dir));
-  if (std::system(fmt::format("gnuplot '{}' 2> '{}/plot.log'", script, study.out_dir).c_str()) != 0) {
-    std::printf("sweep: gnuplot failed (see %s/plot.log); results.csv and report.md are complete\n", study.out_dir.c_str());
-  }
-  std::printf("\n%s", md.c_str());
+  if (leader) write_report(study, info, rows, true);
   return true;
 }
 

@@ -5,7 +5,10 @@
 // exists is not retrained (an unfinished one resumes), one evaluated with the same settings is not
 // re-evaluated. Writes <out>/results.csv (every replicate), report.md (mean +- sd, paired
 // differences with 95% intervals, the paper's claims with verdicts; eval/study_report.h) and
-// plot.png (gnuplot, error bars).
+// plot.png (gnuplot, error bars), rewritten after every replicate so a partial study has a report.
+// A run may name its own `baseline:` (a run without routing of the same depth: a regime study
+// changes one factor in both) and a `reference:` (the same arm in the reference regime: the report
+// then gives how much the factor moves the gap to the baseline).
 #pragma once
 
 #include <string>
@@ -20,6 +23,8 @@ struct StudyRun {
   std::string name;
   std::vector<std::string> overrides;
   bool shallow = false;  // an equal-cache baseline added by shallow_baselines
+  std::string baseline;   // paired baseline run (empty: the study's baseline)
+  std::string reference;  // the same arm in the reference regime (empty: none)
 };
 
 struct Study {
@@ -37,8 +42,9 @@ struct Study {
 
 // Parses a study file; errors name the file and key.
 Study load_study(const std::string& path);
-// Runs (or resumes) the study and writes <out_dir>/results.csv, report.md, plot.png; false when a
-// training run was interrupted (SIGINT/SIGTERM: it stopped with a checkpoint, nothing reported).
+// Runs (or resumes) the study and writes <out_dir>/results.csv, report.md, plot.png after every
+// replicate; false when a training run was interrupted (SIGINT/SIGTERM: it stopped with a
+// checkpoint; the report covers the replicates finished before it).
 bool run_study(const Study& study, dist::Communicator& comm);
 
 }  // namespace kvroute::eval

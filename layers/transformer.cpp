@@ -250,7 +250,11 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
     if (shape.size() == 1) {
       view.fill_(1.0);  // norm scales
     } else {
-      fill_normal(view, seed, stream, 0.0f, static_cast<float>(config_.init_std));
+      const bool residual_out = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
+      const double std = config_.scaled_residual_init && residual_out
+                             ? config_.init_std / std::sqrt(2.0 * static_cast<double>(config_.num_layers))
+                             : config_.init_std;
+      fill_normal(view, seed, stream, 0.0f, static_cast<float>(std));
     }
     ++stream;
     p.impl()->data = view;

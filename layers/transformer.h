@@ -48,6 +48,9 @@ struct ModelConfig {
   bool tie_embeddings = true;
   bool qk_norm = true;
   double init_std = 0.02;
+  // GPT-2's scaled init: the projections that write into the residual stream (o_proj, down_proj)
+  // drawn with init_std / sqrt(2 * num_layers), so the stream's variance does not grow with depth.
+  bool scaled_residual_init = false;
   // Layers that own K/V projection weights (empty: all). CLA@k leaves the non-leaders without.
   std::vector<bool> kv_weight_layers;
 

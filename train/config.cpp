@@ -168,7 +168,8 @@ const std::vector<Section>& schema() {
         int_field("max_seq_len", REF(int64_t, c.model.max_seq_len), 1, int64_t{1} << 24),
         bool_field("tie_embeddings", REF(bool, c.model.tie_embeddings)),
         bool_field("qk_norm", REF(bool, c.model.qk_norm)),
-        float_field("init_std", REF(double, c.model.init_std), 0, 10, true)}},
+        float_field("init_std", REF(double, c.model.init_std), 0, 10, true),
+        bool_field("scaled_residual_init", REF(bool, c.model.scaled_residual_init))}},
       {"router",
        {enum_field("policy", REF(layers::RouterConfig::Policy, c.router.config.policy),
                    {layers::RouterConfig::Policy::None, layers::RouterConfig::Policy::Stochastic,
@@ -282,7 +283,7 @@ void apply_override(YAML::Node& root, const std::string& override_text) {
 
 // Model keys a fresh run takes from model.init_from (all but these) and compares when given.
 bool follows_init_source(const std::string& key) {
-  return key != "init_from" && key != "init_std" && key != "max_seq_len";
+  return key != "init_from" && key != "init_std" && key != "scaled_residual_init" && key != "max_seq_len";
 }
 
 // Completes the model section: qk_norm follows the architecture unless given; with
@@ -304,7 +305,7 @@ void resolve_model_section(RunConfig& c, const std::set<std::string>& given, con
     KV_FAIL("{}: {}", src, e.what());
   }
   for (const Field& f : model.fields) {
-    if (f.key == "init_from" || f.key == "init_std") continue;
+    if (!follows_init_source(f.key) && f.key != "max_seq_len") continue;
     const YAML::Node value = f.write(theirs);
     if (!given.count(f.key)) {
       f.read(c, value, fmt::format("{}: model.{}", origin, f.key));
@@ -419,7 +420,8 @@ std::string RunConfig::model_fingerprint() const {
   // those checkpoints keep their fingerprint; where the weights came from is not the model's shape.
   static const std::set<std::string> later_keys = {"architecture", "rope_scaling", "rope_factor",
                                                    "rope_low_freq_factor", "rope_high_freq_factor",
-                                                   "rope_original_max_position", "sliding_window"};
+                                                   "rope_original_max_position", "sliding_window",
+                                                   "scaled_residual_init"};
   const RunConfig defaults;
   for (const Section& s : schema()) {
     if (s.name != "model") continue;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "eval/stats.h"
 #include "eval/study_report.h"
@@ -47,7 +48,15 @@ TEST(Stats, TQuantilesMatchTables) {
 // A study of depth 8: baseline, an R-CLA run, and shallow baselines of 4 and 2 layers, 3 seeds.
 // loss(run, kept, seed) is given per case.
 struct Fake {
-  StudyInfo info{"fake", "base.yaml", "study.yaml", 8, {"baseline", "rcla", "shallow-4L", "shallow-2L"}, 0};
+  StudyInfo info = [] {
+    StudyInfo i;
+    i.name = "fake";
+    i.base_config = "base.yaml";
+    i.source = "study.yaml";
+    i.depth = 8;
+    i.runs = {"baseline", "rcla", "shallow-4L", "shallow-2L"};
+    return i;
+  }();
   std::vector<StudyRow> rows;
   void add(const std::string& run, bool shallow, const std::string& policy, int kept, uint64_t seed, double loss) {
     StudyRow r;
@@ -92,12 +101,81 @@ TEST(StudyReport, ClaimsHoldWhenTheNumbersSaySo) {
 }
 
 TEST(StudyReport, ClaimsFailWhenTheNumbersSaySo) {
-  Fake f(0.2, 4.0, 4.6);  // R-CLA 5% worse at full; the 4-layer shallow model beats it at 4 layers
+  Fake f(0.2, 4.2, 4.6);  // R-CLA 5% worse at full; the 4-layer shallow model beats it at 4 layers
   const std::vector<Claim> c = check_claims(f.info, f.rows);
   ASSERT_EQ(c.size(), 3u);
   EXPECT_EQ(c[0].verdict, Verdict::DoesNotHold) << c[0].evidence;
   EXPECT_EQ(c[1].verdict, Verdict::DoesNotHold) << c[1].evidence;
   EXPECT_EQ(c[2].verdict, Verdict::Holds) << c[2].evidence;  // the degradation claim is independent
+}
+
+TEST(StudyReport, EqualCacheClaimIsUntestableWhenDepthDoesNotPay) {
+  // The 4-layer shallow model (3.9) beats the deep baseline's full cache (4.0): depth does not pay
+  // at this budget, so whether a shared cache beats the shallow model says nothing about R-CLA.
+  Fake f(0.2, 3.9, 4.6);
+  const std::vector<Claim> c = check_claims(f.info, f.rows);
+  EXPECT_EQ(c[1].verdict, Verdict::Untestable) << c[1].evidence;
+  EXPECT_NE(c[1].evidence.find("shallow-4L"), std::string::npos) << c[1].evidence;
+  EXPECT_EQ(c[1].evidence.find("shallow-2L ("), std::string::npos) << c[1].evidence;  // 4.6: the deep model wins
+  EXPECT_STREQ(verdict_name(c[1].verdict), "untestable at this budget");
+}
+
+TEST(StudyReport, DegradationClaimUsesDifferencesNotARatio) {
+  // R-CLA's rise is ~0 (a ratio would explode); the claim is decided by differences with intervals.
+  Fake f(0.02, 4.3, 4.6);
+  for (StudyRow& r : f.rows)
+    if (r.run == "rcla") r.result.loss = 4.02 + (static_cast<double>(r.seed) - 2.0) * 0.01;
+  const std::vector<Claim> c = check_claims(f.info, f.rows);
+  EXPECT_EQ(c[2].verdict, Verdict::Holds) << c[2].evidence;
+  EXPECT_EQ(c[2].evidence.find("ratio"), std::string::npos) << c[2].evidence;
+  EXPECT_NE(c[2].evidence.find("baseline minus twice R-CLA: +2.0000 [+2.0000, +2.0000]"), std::string::npos)
+      << c[2].evidence;
+  // R-CLA degrading more than half as much as the baseline: not "far more".
+  Fake g(0.02, 4.3, 4.6);
+  for (StudyRow& r : g.rows)
+    if (r.run == "rcla" && r.result.kept.size() == 2) r.result.loss = 5.3 + (static_cast<double>(r.seed) - 2.0) * 0.01;
+  EXPECT_EQ(check_claims(g.info, g.rows)[2].verdict, Verdict::DoesNotHold);
+}
+
+TEST(StudyReport, RegimePairsReportTheirOwnGapAndHowTheRegimeMovesIt) {
+  // A second regime: its own baseline (4.5 at full cache) and R-CLA arm (4.55), both of 16 layers,
+  // referred to the default regime's arm (gap 0.2).
+  Fake f(0.2, 4.3, 4.6);
+  f.info.runs.insert(f.info.runs.begin() + 2, {"baseline-x", "rcla-x"});
+  f.info.baseline_of["rcla-x"] = "baseline-x";
+  f.info.reference_of["rcla-x"] = "rcla";
+  f.info.budget["baseline"] = {1840000, 2900000};
+  f.info.budget["rcla"] = {1840000, 2900000};
+  for (uint64_t seed : {1, 2, 3}) {
+    const double noise = (static_cast<double>(seed) - 2.0) * 0.01;
+    for (const auto& [run, policy, loss] : {std::tuple{"baseline-x", "none", 4.5}, {"rcla-x", "stochastic", 4.55}}) {
+      StudyRow r;
+      r.run = run;
+      r.seed = seed;
+      r.policy = policy;
+      r.num_layers = 16;
+      r.result.label = "retention 1";
+      r.result.strategy = "even";
+      for (int l = 0; l < 16; ++l) r.result.kept.push_back(l);
+      r.result.loss = loss + noise;
+      f.rows.push_back(r);
+    }
+  }
+  const std::string md = study_markdown(f.info, f.rows);
+  EXPECT_NE(md.find("Tokens per parameter: 0.63 (1.84M tokens, 2.9M parameters: baseline, rcla)."), std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| rcla | baseline | 4.2000 ± 0.0100 | 4.0000 ± 0.0100 | +0.2000 [+0.2000, +0.2000] | +5.00%"),
+            std::string::npos) << md;
+  EXPECT_NE(md.find("| rcla-x | baseline-x | 4.5500 ± 0.0100 | 4.5000 ± 0.0100 | +0.0500 [+0.0500, +0.0500] | +1.11%"),
+            std::string::npos) << md;
+  EXPECT_NE(md.find("-0.1500 [-0.1500, -0.1500] (vs rcla) |"), std::string::npos) << md;
+  // The regime arm is compared with its own baseline, never with the study's (of another depth).
+  EXPECT_NE(md.find("| rcla-x | baseline-x | retention 1 | 16 |"), std::string::npos) << md;
+  EXPECT_EQ(md.find("| baseline-x | baseline |"), std::string::npos) << md;
+  // Claims are checked on the study's own R-CLA run only.
+  for (const Claim& c : check_claims(f.info, f.rows)) EXPECT_EQ(c.statement.find("rcla-x"), std::string::npos);
+  // Its plot points are a fraction of its own 16 layers.
+  EXPECT_NE(study_plot_data(f.info, f.rows).find("\"rcla-x\"\n100.0000 4.550000"), std::string::npos);
 }
 
 TEST(StudyReport, NoisyOrMissingEvidenceIsInconclusive) {

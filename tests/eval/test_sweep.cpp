@@ -14,6 +14,7 @@
 
 #include "core/rng.h"
 #include "data/shard.h"
+#include "eval/sweep.h"
 #include "tests/test_util.h"
 
 namespace kvroute {
@@ -189,6 +190,31 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
           {"'b' has 2 layers", "equal-cache baseline", "router.policy=none"});
   refused("runs:\n  - {name: shallow-2L}\nshallow_baselines: true\neval: {retention: [1, 0.5]}\n",
           {"shallow-2L", "taken by shallow_baselines"});
+  // Regime pairs: a run's own baseline and reference must be runs of the study, a baseline without
+  // routing of the same depth.
+  refused("runs:\n  - {name: a, baseline: nope}\n", {"run 'a'", "baseline 'nope' is not a run"});
+  refused("runs:\n  - {name: a, baseline: a}\n", {"run 'a'", "names the run itself"});
+  refused("runs:\n  - {name: a, reference: zz}\n", {"run 'a'", "reference 'zz'"});
+  refused("runs:\n  - {name: a, overrides: [router.policy=stochastic]}\n  - {name: b, baseline: a}\n",
+          {"run 'b'", "baseline 'a' has routing"});
+  refused("runs:\n  - {name: a, overrides: [model.num_layers=2]}\n  - {name: b, baseline: a}\n",
+          {"run 'b' has 4 layers but its baseline 'a' has 2"});
+  refused("runs:\n  - {name: a}\n  - {name: b, baseline: a, baseline: a}\n", {"bad.yaml"});
+  refused("runs:\n  - {name: a, paired: b}\n", {"unknown key 'paired'", "baseline, reference"});
+  // A paired arm of another depth is neither the study's depth nor an equal-cache baseline.
+  std::ofstream(dir / "pairs.yaml") << "study: pairs\nbase: " << (dir / "base.yaml").string() << "\n"
+                                       "runs:\n  - {name: base, overrides: [router.policy=none]}\n"
+                                       "  - {name: r, overrides: [router.policy=stochastic]}\n"
+                                       "  - {name: base-deep, overrides: [router.policy=none, model.num_layers=8]}\n"
+                                       "  - {name: r-deep, baseline: base-deep, reference: r,\n"
+                                       "     overrides: [router.policy=stochastic, model.num_layers=8]}\n"
+                                       "eval: {retention: [1.0, 0.5]}\n";
+  const eval::Study pairs = eval::load_study((dir / "pairs.yaml").string());
+  EXPECT_EQ(pairs.depth, 4);
+  ASSERT_EQ(pairs.runs.size(), 4u);
+  for (const eval::StudyRun& r : pairs.runs) EXPECT_FALSE(r.shallow) << r.name;
+  EXPECT_EQ(pairs.runs[3].baseline, "base-deep");
+  EXPECT_EQ(pairs.runs[3].reference, "r");
 }
 
 // SIGTERM during a replicate's training: the run stops with a checkpoint, the sweep exits 130

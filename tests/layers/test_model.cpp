@@ -96,6 +96,32 @@ TEST(Model, InitialisationAndFlatBuffers) {
   EXPECT_NE(Transformer(c, 4).flat_parameters().to_vector<float>(), model.flat_parameters().to_vector<float>());
 }
 
+TEST(Model, ScaledResidualInitShrinksOnlyTheResidualOutputs) {
+  ModelConfig c = tiny_config();
+  c.init_std = 0.02;
+  c.scaled_residual_init = true;
+  const double scaled = 0.02 / std::sqrt(2.0 * 4);  // 4 layers
+  const Transformer model(c, 3), plain([&] {
+    ModelConfig p = c;
+    p.scaled_residual_init = false;
+    return p;
+  }(), 3);
+  const NamedParameters a = model.parameters(), b = plain.parameters();
+  for (size_t i = 0; i < a.size(); ++i) {
+    const std::string& name = a[i].first;
+    const std::vector<float> v = a[i].second.data().to_vector<float>(), w = b[i].second.data().to_vector<float>();
+    if (a[i].second.data().dim() == 1) continue;
+    double ss = 0;
+    for (float x : v) ss += static_cast<double>(x) * x;
+    const bool residual_out = name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight");
+    EXPECT_NEAR(std::sqrt(ss / static_cast<double>(v.size())), residual_out ? scaled : 0.02,
+                residual_out ? 0.0015 : 0.004) << name;
+    // The same draws, scaled: the other parameters are unchanged.
+    for (size_t k = 0; k < v.size(); k += 97)
+      EXPECT_FLOAT_EQ(v[k], residual_out ? static_cast<float>(w[k] / 0.02 * scaled) : w[k]) << name;
+  }
+}
+
 TEST(Model, ClaNonLeadersOwnNoKvWeights) {
   RouterConfig rc;
   rc.policy = RouterConfig::Policy::FixedGroups;

@@ -124,6 +124,16 @@ TEST(Config, OverridesApplyAndTheResolvedConfigRoundTrips) {
   EXPECT_EQ(again.to_yaml(), c.to_yaml());
   EXPECT_EQ(again.model_fingerprint(), c.model_fingerprint());
   EXPECT_NE(parse_config("model: {hidden_size: 128}", "y").model_fingerprint(), c.model_fingerprint());
+  // Checkpoints written before a model key existed keep their fingerprint (the pretrain-cpu model's,
+  // as its checkpoints of 2026-12-05 carry it); setting the new key changes it.
+  const RunConfig pretrain = load_config(fmt::format("{}/configs/pretrain-cpu.yaml", KVROUTE_SOURCE_DIR));
+  EXPECT_EQ(pretrain.model_fingerprint(),
+            "{vocab_size: 8192, hidden_size: 128, num_layers: 8, num_heads: 4, num_kv_heads: 2, head_dim: 32, "
+            "intermediate_size: 384, rope_theta: 10000, rms_norm_eps: 9.9999999999999995e-07, max_seq_len: 256, "
+            "tie_embeddings: true, qk_norm: true, init_std: 0.02, kv_weight_layers: 11111111}");
+  EXPECT_NE(load_config(fmt::format("{}/configs/pretrain-cpu.yaml", KVROUTE_SOURCE_DIR), {"model.scaled_residual_init=true"})
+                .model_fingerprint(),
+            pretrain.model_fingerprint());
   for (const char* name : {"tiny", "quickstart", "small", "gpt2-124m-like", "qwen3-0.6b-like", "qwen3-1.7b-like"}) {
     EXPECT_NO_THROW((void)load_config(fmt::format("{}/configs/{}.yaml", KVROUTE_SOURCE_DIR, name))) << name;
   }
