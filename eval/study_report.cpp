@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 
+#include "core/error.h"
 #include "eval/stats.h"
 
 namespace kvroute::eval {
@@ -301,6 +302,73 @@ std::string study_csv(const StudyInfo& info, const std::vector<StudyRow>& rows) 
                        r.result.loss, r.result.perplexity, r.result.tokens, kept);
   }
   return csv;
+}
+
+std::vector<StudyRow> study_rows_from_csv(const std::string& text, const std::string& path) {
+  static const std::string header = "run,seed,kind,policy,plan,strategy,kept,num_layers,kv_fraction,val_loss,"
+                                    "perplexity,tokens,kept_layers";
+  std::vector<StudyRow> rows;
+  size_t pos = 0, line_no = 0;
+  while (pos < text.size()) {
+    const size_t end = std::min(text.find('\n', pos), text.size());
+    const std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (line_no == 1) {
+      KV_CHECK(line == header, "{}: line 1: not a study results.csv header (expected '{}')", path, header);
+      continue;
+    }
+    if (line.empty()) continue;
+    std::vector<std::string> f;
+    for (size_t a = 0;;) {
+      const size_t b = line.find(',', a);
+      f.push_back(line.substr(a, b == std::string::npos ? std::string::npos : b - a));
+      if (b == std::string::npos) break;
+      a = b + 1;
+    }
+    KV_CHECK(f.size() == 13, "{}: line {}: expected 13 fields, got {}", path, line_no, f.size());
+    auto number = [&](const std::string& s, const char* field) {
+      size_t used = 0;
+      double v = 0;
+      try {
+        v = std::stod(s, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      KV_CHECK(used == s.size() && !s.empty() && std::isfinite(v), "{}: line {}: {} '{}' is not a finite number", path,
+               line_no, field, s.substr(0, 40));
+      return v;
+    };
+    auto integer = [&](const std::string& s, const char* field, double hi) {
+      const double v = number(s, field);
+      KV_CHECK(v >= 0 && v <= hi && v == std::floor(v), "{}: line {}: {} '{}' is not an integer in [0, {:g}]", path,
+               line_no, field, s.substr(0, 40), hi);
+      return v;
+    };
+    KV_CHECK(f[2] == "deep" || f[2] == "shallow", "{}: line {}: kind '{}': expected deep or shallow", path, line_no,
+             f[2].substr(0, 40));
+    StudyRow r;
+    r.run = f[0];
+    r.seed = static_cast<uint64_t>(integer(f[1], "seed", 9e15));
+    r.shallow = f[2] == "shallow";
+    r.policy = f[3];
+    r.result.label = f[4];
+    r.result.strategy = f[5];
+    r.num_layers = static_cast<int>(integer(f[7], "num_layers", 1 << 20));
+    r.result.loss = number(f[9], "val_loss");
+    r.result.perplexity = number(f[10], "perplexity");
+    r.result.tokens = static_cast<int64_t>(integer(f[11], "tokens", 9e15));
+    for (size_t a = 0; a < f[12].size();) {
+      const size_t b = std::min(f[12].find(' ', a), f[12].size());
+      r.result.kept.push_back(static_cast<int>(integer(f[12].substr(a, b - a), "kept_layers", 1 << 20)));
+      a = b + 1;
+    }
+    KV_CHECK(r.result.kept.size() == static_cast<size_t>(integer(f[6], "kept", 1 << 20)),
+             "{}: line {}: kept {} but {} kept layers listed", path, line_no, f[6], r.result.kept.size());
+    rows.push_back(std::move(r));
+  }
+  KV_CHECK(line_no >= 1, "{}: empty file (expected a study results.csv)", path);
+  return rows;
 }
 
 std::string study_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows) {

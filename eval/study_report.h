@@ -60,6 +60,10 @@ struct Claim {
 std::vector<Claim> check_claims(const StudyInfo& info, const std::vector<StudyRow>& rows);
 
 std::string study_csv(const StudyInfo& info, const std::vector<StudyRow>& rows);
+// The rows of a results.csv written by study_csv (`kvroute sweep --report-only` re-reports a study
+// from it, e.g. after a change of protocol, without its run directories). Errors name the file and
+// line.
+std::vector<StudyRow> study_rows_from_csv(const std::string& text, const std::string& path);
 std::string study_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows);
 // plot.dat (one block per deep run: kept %, mean, sd; then the shallow baselines) and the gnuplot
 // script that draws it into <out>/plot.png.

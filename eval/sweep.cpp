@@ -13,7 +13,7 @@
 
 #include "core/io.h"
 #include "core/json.h"
-#include "core/safetensors.h"
+#include "layers/transformer.h"
 #include "eval/evaluate.h"
 #include "kernels/ops.h"
 #include "eval/study_report.h"
@@ -343,14 +343,56 @@ void write_report(const Study& study, const StudyInfo& info, const std::vector<S
   if (print) std::printf("\n%s", md.c_str());
 }
 
-// Parameters of a trained model, from its checkpoint's header-validated tensors.
-int64_t checkpoint_parameters(const std::string& checkpoint) {
-  int64_t n = 0;
-  for (const auto& [name, t] : safetensors::load(checkpoint + "/model.safetensors").tensors) n += t.numel();
-  return n;
+// What a run trains on: tokens over all steps, and its model's parameters (built from the config).
+Budget run_budget(const train::RunConfig& config, int world_size) {
+  const int64_t batch_tokens = config.train.global_batch_tokens > 0
+                                   ? config.train.global_batch_tokens
+                                   : world_size * config.train.batch_size * config.train.seq_len;
+  return {config.train.steps * batch_tokens, layers::Transformer(config.model_config()).parameter_count()};
+}
+
+// The run's config as the study trains it (seed and run directory included).
+train::RunConfig replicate_config(const Study& study, const StudyRun& r, const std::optional<uint64_t>& seed,
+                                  std::string* run_dir) {
+  std::vector<std::string> all = study.overrides;
+  all.insert(all.end(), r.overrides.begin(), r.overrides.end());
+  *run_dir = study.out_dir + "/runs/" + r.name;
+  std::string name = r.name;
+  if (seed) {
+    all.push_back(fmt::format("train.seed={}", *seed));
+    all.push_back(fmt::format("router.seed={}", *seed));
+    *run_dir += fmt::format("/seed-{}", *seed);
+    name += fmt::format("-s{}", *seed);
+  }
+  all.push_back("train.run_dir=" + *run_dir);
+  all.push_back("train.name=" + name);
+  return train::load_config(study.base_config, all);
 }
 
 }  // namespace
+
+void report_study(const Study& study) {
+  const std::string csv = study.out_dir + "/results.csv";
+  StudyInfo info;
+  info.name = study.name;
+  info.base_config = study.base_config;
+  info.source = study.source;
+  info.depth = study.depth;
+  info.plan_split = study.plan_split;
+  for (const StudyRun& r : study.runs) {
+    info.runs.push_back(r.name);
+    if (!r.baseline.empty()) info.baseline_of[r.name] = r.baseline;
+    if (!r.reference.empty()) info.reference_of[r.name] = r.reference;
+  }
+  const std::vector<StudyRow> rows = study_rows_from_csv(io::read_file(csv, 256 << 20), csv);
+  std::string run_dir;
+  for (const StudyRun& r : study.runs) {
+    if (std::none_of(rows.begin(), rows.end(), [&](const StudyRow& row) { return row.run == r.name; })) continue;
+    const std::optional<uint64_t> seed = study.seeds.empty() ? std::nullopt : std::optional<uint64_t>(study.seeds[0]);
+    info.budget[r.name] = run_budget(replicate_config(study, r, seed, &run_dir), 1);
+  }
+  write_report(study, info, rows, true);
+}
 
 bool run_study(const Study& study, dist::Communicator& comm) {
   const bool leader = comm.rank() == 0;
@@ -371,18 +413,9 @@ bool run_study(const Study& study, dist::Communicator& comm) {
                           : std::vector<std::optional<uint64_t>>(study.seeds.begin(), study.seeds.end());
   for (const std::optional<uint64_t>& seed : seeds) {  // seed-major: a partial study has every model
     for (const StudyRun& r : study.runs) {
-      std::vector<std::string> all = study.overrides;
-      all.insert(all.end(), r.overrides.begin(), r.overrides.end());
-      std::string run_dir = study.out_dir + "/runs/" + r.name, name = r.name;
-      if (seed) {
-        all.push_back(fmt::format("train.seed={}", *seed));
-        all.push_back(fmt::format("router.seed={}", *seed));
-        run_dir += fmt::format("/seed-{}", *seed);
-        name += fmt::format("-s{}", *seed);
-      }
-      all.push_back("train.run_dir=" + run_dir);
-      all.push_back("train.name=" + name);
-      train::RunConfig config = train::load_config(study.base_config, all);
+      std::string run_dir;
+      train::RunConfig config = replicate_config(study, r, seed, &run_dir);
+      const std::string name = config.train.name;
       const std::string final_ckpt = train::checkpoint_path(config.checkpoints_dir(), config.train.steps);
       if (fs::exists(final_ckpt + "/model.safetensors")) {
         if (leader) std::printf("sweep: %s already trained (%s)\n", name.c_str(), final_ckpt.c_str());
@@ -415,12 +448,7 @@ bool run_study(const Study& study, dist::Communicator& comm) {
                         layers::policy_name(config.router.config.policy), static_cast<int>(config.model.num_layers),
                         std::move(p)});
       }
-      if (leader && !info.budget.count(r.name)) {
-        const int64_t batch_tokens = config.train.global_batch_tokens > 0
-                                         ? config.train.global_batch_tokens
-                                         : comm.world_size() * config.train.batch_size * config.train.seq_len;
-        info.budget[r.name] = {config.train.steps * batch_tokens, checkpoint_parameters(final_ckpt)};
-      }
+      if (leader && !info.budget.count(r.name)) info.budget[r.name] = run_budget(config, comm.world_size());
       if (leader) write_report(study, info, rows, false);  // a partial study has a report too
     }
   }

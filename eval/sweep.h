@@ -46,5 +46,8 @@ Study load_study(const std::string& path);
 // replicate; false when a training run was interrupted (SIGINT/SIGTERM: it stopped with a
 // checkpoint; the report covers the replicates finished before it).
 bool run_study(const Study& study, dist::Communicator& comm);
+// Rewrites report.md and plot.png from <out_dir>/results.csv alone (no run directories needed),
+// e.g. after the report's protocol changed.
+void report_study(const Study& study);
 
 }  // namespace kvroute::eval

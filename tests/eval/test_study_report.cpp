@@ -5,6 +5,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "core/error.h"
 #include "eval/stats.h"
 #include "eval/study_report.h"
 
@@ -220,6 +221,33 @@ TEST(StudyReport, CsvKeepsEveryReplicateAndMarkdownShowsMeanSd) {
   const std::string dat = study_plot_data(f.info, f.rows);
   EXPECT_NE(dat.find("\"shallow, full cache\"\n50.0000 4.300000 0.010000\n25.0000 4.600000 0.010000"),
             std::string::npos) << dat;
+}
+
+TEST(StudyReport, ResultsCsvReadsBackToTheSameRows) {
+  Fake f(0.02, 4.3, 4.6);
+  const std::string csv = study_csv(f.info, f.rows);
+  const std::vector<StudyRow> back = study_rows_from_csv(csv, "results.csv");
+  ASSERT_EQ(back.size(), f.rows.size());
+  EXPECT_EQ(study_csv(f.info, back), csv);
+  EXPECT_EQ(study_markdown(f.info, back), study_markdown(f.info, f.rows));
+  // Bad files: one error naming the file and line.
+  auto refused = [](const std::string& text, const std::string& words) {
+    try {
+      (void)study_rows_from_csv(text, "r.csv");
+      ADD_FAILURE() << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  const std::string head = csv.substr(0, csv.find('\n') + 1);
+  refused("", "r.csv: empty file");
+  refused("run,seed\n", "r.csv: line 1: not a study results.csv header");
+  refused(head + "a,1,deep,none,retention 1,even,1,8,0.1,4.0,54.6,100\n", "r.csv: line 2: expected 13 fields");
+  refused(head + "a,1,deep,none,retention 1,even,1,8,0.1,nan,54.6,100,0\n", "line 2: val_loss 'nan'");
+  refused(head + "a,-1,deep,none,retention 1,even,1,8,0.1,4,54.6,100,0\n", "line 2: seed '-1'");
+  refused(head + "a,1,wide,none,retention 1,even,1,8,0.1,4,54.6,100,0\n", "line 2: kind 'wide'");
+  refused(head + "a,1,deep,none,retention 1,even,2,8,0.1,4,54.6,100,0\n", "line 2: kept 2 but 1 kept layers");
+  refused(head + "a,1,deep,none,retention 1,even,1,8,0.1,4,54.6,100,x\n", "line 2: kept_layers 'x'");
 }
 
 }  // namespace
