@@ -42,7 +42,9 @@ class ShardWriter {
 
  private:
   void flush() {
-    write_shard(fmt::format("{}/{}_{:06d}.bin", dir_, prefix_, shards_), buffer_, width_);
+    // Into a staging directory: synced once when it is published, not shard by shard.
+    const std::string path = fmt::format("{}/{}_{:06d}.bin", dir_, prefix_, shards_);
+    io::write_file_staged(path, shard_bytes(path, buffer_, width_));
     ++shards_;
     buffer_.clear();
   }
@@ -52,25 +54,6 @@ class ShardWriter {
   int64_t shards_ = 0;
   std::vector<int32_t> buffer_;
 };
-
-// Moves the files of `tmp` into out_dir, after removing the data files of an earlier run there.
-void publish(const std::string& tmp, const std::string& out_dir) {
-  std::error_code ec;
-  fs::create_directories(out_dir, ec);
-  KV_CHECK(!ec, "{}: cannot create directory: {}", out_dir, ec.message());
-  for (const auto& entry : fs::directory_iterator(out_dir)) {  // stale shards of an earlier run
-    const std::string name = entry.path().filename().string();
-    if ((name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0 || name.rfind("sft_", 0) == 0) &&
-        entry.path().extension() == ".bin") {
-      fs::remove(entry.path());
-    }
-  }
-  for (const auto& entry : fs::directory_iterator(tmp)) {
-    fs::rename(entry.path(), fs::path(out_dir) / entry.path().filename(), ec);
-    KV_CHECK(!ec, "{}: cannot move {} into place: {}", out_dir, entry.path().string(), ec.message());
-  }
-  io::fsync_path(out_dir);
-}
 
 // --format sft: JSONL examples (data/sft.h) -> sft_train.bin, sft_val.bin, split per example.
 PrepareSummary prepare_sft(const PrepareOptions& options, const Tokenizer& tokenizer) {
@@ -131,12 +114,9 @@ PrepareSummary prepare_sft(const PrepareOptions& options, const Tokenizer& token
   summary.val_documents = static_cast<int64_t>(val.size());
   KV_CHECK(!train.empty(), "prepare: every example went to the val split (--val-fraction {})", options.val_fraction);
 
-  const std::string tmp = options.out_dir + ".tmp";
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  KV_CHECK(!ec, "{}: cannot create directory: {}", tmp, ec.message());
-  try {
+  io::StagedDirectory staged(options.out_dir);
+  const std::string& tmp = staged.path();
+  {
     const int width = token_width_for_vocab(tokenizer.vocab_size());
     write_sft_file(tmp + "/sft_train.bin", train, width);
     write_sft_file(tmp + "/sft_val.bin", val, width);
@@ -153,14 +133,9 @@ PrepareSummary prepare_sft(const PrepareOptions& options, const Tokenizer& token
                                    {"val_tokens", summary.val_tokens},
                                    {"seed", options.seed},
                                    {"val_fraction", options.val_fraction}};
-    io::write_file_durable(tmp + "/data.json", meta.dump(2) + "\n");
-    io::fsync_path(tmp);
-    publish(tmp, options.out_dir);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
+    io::write_file_staged(tmp + "/data.json", meta.dump(2) + "\n");
+    staged.publish();  // the old directory is replaced whole (checked to hold only prepared data)
   }
-  fs::remove_all(tmp, ec);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
 }
@@ -198,6 +173,23 @@ PrepareSummary prepare(const PrepareOptions& options) {
            options.out_dir);
   KV_CHECK(options.format == "text" || options.format == "sft", "prepare: --format '{}' is not text or sft",
            options.format.substr(0, 60));
+  // The output directory is replaced whole when published: it must hold nothing but prepared data.
+  io::check_output_directory(options.out_dir);
+  if (fs::is_directory(options.out_dir, exists_ec)) {
+    for (const auto& entry : fs::directory_iterator(options.out_dir)) {
+      const std::string name = entry.path().filename().string();
+      const bool prepared = name == "data.json" || ((name.rfind("train_", 0) == 0 || name.rfind("val_", 0) == 0 ||
+                                                     name.rfind("sft_", 0) == 0) && entry.path().extension() == ".bin");
+      KV_CHECK(prepared && entry.is_regular_file(exists_ec),
+               "prepare: {} holds '{}', which prepare did not write; --out must be a new directory or one holding "
+               "only prepared data", options.out_dir, name.substr(0, 100));
+    }
+  }
+  {
+    const std::string parent = io::parent_dir(fs::path(options.out_dir).lexically_normal().string());
+    fs::create_directories(parent, exists_ec);
+    KV_CHECK(!exists_ec, "prepare: cannot create {}: {}", parent, exists_ec.message());
+  }
   const auto start = std::chrono::steady_clock::now();
   Tokenizer tokenizer = Tokenizer::load(options.tokenizer_dir);
   if (options.format == "sft") return prepare_sft(options, tokenizer);
@@ -243,14 +235,11 @@ PrepareSummary prepare(const PrepareOptions& options) {
   }
   if (show) std::fprintf(stderr, "\n");
 
-  // Write into a fresh temporary directory, then swap the shards into place. The temporary
-  // directory is removed on any failure (a full disk included): a failed run leaves nothing behind.
-  const std::string tmp = options.out_dir + ".tmp";
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  KV_CHECK(!ec, "{}: cannot create directory: {}", tmp, ec.message());
-  try {
+  // Write into a private staging directory, then swap it into place whole. The staging directory is
+  // removed on any failure (a full disk included): a failed run leaves nothing behind.
+  io::StagedDirectory staged(options.out_dir);
+  const std::string& tmp = staged.path();
+  {
     const int width = token_width_for_vocab(tokenizer.vocab_size());
     ShardWriter train(tmp, "train", options.shard_tokens, width), val(tmp, "val", options.shard_tokens, width);
     const std::vector<int32_t> eot = {tokenizer.eot_id()};
@@ -286,14 +275,9 @@ PrepareSummary prepare(const PrepareOptions& options) {
                                    {"val_tokens", summary.val_tokens},
                                    {"seed", options.seed},
                                    {"val_fraction", options.val_fraction}};
-    io::write_file_durable(tmp + "/data.json", meta.dump(2) + "\n");
-    io::fsync_path(tmp);
-    publish(tmp, options.out_dir);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
+    io::write_file_staged(tmp + "/data.json", meta.dump(2) + "\n");
+    staged.publish();  // the old directory is replaced whole (checked to hold only prepared data)
   }
-  fs::remove_all(tmp, ec);
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
 }

@@ -17,7 +17,7 @@ namespace kvroute::data {
 
 int token_width_for_vocab(int64_t vocab_size) { return vocab_size <= 65536 ? 2 : 4; }
 
-void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int token_width) {
+std::string shard_bytes(const std::string& path, const std::vector<int32_t>& tokens, int token_width) {
   KV_CHECK(token_width == 2 || token_width == 4, "write_shard {}: token width must be 2 or 4, got {}", path,
            token_width);
   int32_t header[kShardHeaderInts] = {};
@@ -26,28 +26,23 @@ void write_shard(const std::string& path, const std::vector<int32_t>& tokens, in
   KV_CHECK(tokens.size() <= static_cast<size_t>(INT32_MAX), "write_shard {}: {} tokens do not fit the header", path,
            tokens.size());
   header[2] = static_cast<int32_t>(tokens.size());
-  const std::string tmp = path + ".tmp";
-  try {
-    io::OutputFile out(tmp, io::OutputFile::Mode::Truncate);
-    out.write(header, sizeof header);
-    if (token_width == 2) {
-      std::vector<uint16_t> narrow(tokens.size());
-      for (size_t i = 0; i < tokens.size(); ++i) {
-        KV_CHECK(tokens[i] >= 0 && tokens[i] < 65536, "write_shard {}: token {} does not fit uint16", path, tokens[i]);
-        narrow[i] = static_cast<uint16_t>(tokens[i]);
-      }
-      out.write(narrow.data(), narrow.size() * 2);
-    } else {
-      out.write(tokens.data(), tokens.size() * 4);
+  std::string bytes(sizeof header + tokens.size() * static_cast<size_t>(token_width), '\0');
+  std::memcpy(bytes.data(), header, sizeof header);
+  char* out = bytes.data() + sizeof header;
+  if (token_width == 2) {
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      KV_CHECK(tokens[i] >= 0 && tokens[i] < 65536, "write_shard {}: token {} does not fit uint16", path, tokens[i]);
+      const uint16_t v = static_cast<uint16_t>(tokens[i]);
+      std::memcpy(out + 2 * i, &v, 2);
     }
-    out.close();  // fsynced before the rename publishes it
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
+  } else {
+    std::memcpy(out, tokens.data(), tokens.size() * 4);
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  KV_CHECK(!ec, "{}: cannot rename from {}: {}", path, tmp, ec.message());
+  return bytes;
+}
+
+void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int token_width) {
+  io::write_file_atomic(path, shard_bytes(path, tokens, token_width));
 }
 
 Shard::Shard(const std::string& path) : path_(path) {

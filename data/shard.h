@@ -17,7 +17,9 @@ inline constexpr size_t kShardHeaderInts = 256;
 // Token width for a vocabulary: 2 bytes when every id fits in uint16, else 4.
 int token_width_for_vocab(int64_t vocab_size);
 
-// Writes `tokens` to path (through path.tmp + rename, so a crash never leaves a half shard).
+// The bytes of a shard holding `tokens` (header + little-endian ids); errors name `path`.
+std::string shard_bytes(const std::string& path, const std::vector<int32_t>& tokens, int token_width);
+// Writes `tokens` to path atomically (io::write_file_atomic: a crash never leaves a half shard).
 void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int token_width);
 
 // A validated, memory-mapped shard.

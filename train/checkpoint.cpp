@@ -15,8 +15,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// step_NNNNNNNN (at least 8 digits): a finished checkpoint; anything else (*.tmp, *.old.tmp, stray
-// files) is not one.
+// step_NNNNNNNN (at least 8 digits): a finished checkpoint; anything else (staging directories,
+// *.deleting.tmp, stray files) is not one.
 bool parse_step_name(const std::string& name, int64_t& step) {
   if (name.size() < 13 || name.size() > 23 || name.rfind("step_", 0) != 0) return false;
   step = 0;
@@ -70,15 +70,16 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState
   weights = finite_host_copies(weights, final_dir);
   const safetensors::NamedTensors optimizer = finite_host_copies({{"exp_avg", adam_m}, {"exp_avg_sq", adam_v}}, final_dir);
 
-  // Written into step_N.tmp/, every file fsynced, then renamed into place and the directory
-  // fsynced: a crash, a kill -9, a full disk or a power loss leaves the previous checkpoints intact
-  // and at most a *.tmp directory that nothing reads.
-  const std::string tmp = final_dir + ".tmp";
+  // Written into a private staging directory and swapped into place (io::StagedDirectory): a
+  // crash, a kill -9, a full disk or a power loss leaves the previous checkpoints intact (a
+  // checkpoint of the same step, after a signal right after an interval checkpoint, included) and
+  // at most a staging directory that nothing reads.
   std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  KV_CHECK(!ec, "{}: cannot create checkpoint directory: {}", tmp, ec.message());
-  try {
+  fs::create_directories(checkpoints_dir, ec);
+  KV_CHECK(!ec, "{}: cannot create the checkpoint directory: {}", checkpoints_dir, ec.message());
+  {
+    io::StagedDirectory staged(final_dir);
+    const std::string& tmp = staged.path();
     safetensors::save(tmp + "/model.safetensors", weights, {{"format", "pt"}});
     safetensors::save(tmp + "/optimizer.safetensors", optimizer, {{"optimizer", "adamw"}});
     nlohmann::ordered_json s = {{"step", state.step},
@@ -87,27 +88,12 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState
                                 {"world_size", state.world_size},
                                 {"global_batch_tokens", state.global_batch_tokens},
                                 {"fingerprint", state.fingerprint}};
-    io::write_file_durable(tmp + "/state.json", s.dump(2) + "\n");
-    io::write_file_durable(tmp + "/config.yaml", config.to_yaml());
-    io::write_file_durable(tmp + "/config.json", hf::config_json(config, DType::F32));
-    io::fsync_path(tmp);
-  } catch (...) {
-    fs::remove_all(tmp, ec);  // a full disk: free what the failed attempt took
-    throw;
+    io::write_file_staged(tmp + "/state.json", s.dump(2) + "\n");
+    io::write_file_staged(tmp + "/config.yaml", config.to_yaml());
+    io::write_file_staged(tmp + "/config.json", hf::config_json(config, DType::F32));
+    staged.publish();
   }
-  // A checkpoint of the same step (a signal right after an interval checkpoint) is swapped out,
-  // not deleted first, so some complete copy exists at every moment.
-  const std::string old = final_dir + ".old.tmp";
-  fs::remove_all(old, ec);
-  if (fs::exists(final_dir, ec)) {
-    fs::rename(final_dir, old, ec);
-    KV_CHECK(!ec, "{}: cannot move the previous copy aside: {}", final_dir, ec.message());
-  }
-  fs::rename(tmp, final_dir, ec);
-  KV_CHECK(!ec, "{}: cannot rename the finished checkpoint into place: {}", final_dir, ec.message());
-  io::fsync_path(checkpoints_dir);
   io::fsync_path(io::parent_dir(checkpoints_dir));
-  fs::remove_all(old, ec);
   // Pruning renames a checkpoint out of the step_N namespace before deleting it, so a kill in the
   // middle of a deletion never leaves a half-deleted directory under a checkpoint's name.
   std::vector<std::string> all = complete_checkpoints(checkpoints_dir);
@@ -120,7 +106,8 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState
   // the run's only writer, so any that remain now are stale.
   for (const auto& entry : fs::directory_iterator(checkpoints_dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) fs::remove_all(entry.path(), ec);
+    if ((name.size() > 4 && name.compare(name.size() - 4, 4, ".tmp") == 0) || io::is_staging_name(name))
+      fs::remove_all(entry.path(), ec);
   }
   io::fsync_path(checkpoints_dir);
   return final_dir;

@@ -479,16 +479,14 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
   const std::string checkpoint_path = fs::path(checkpoint_dir).lexically_normal().string();
   KV_CHECK(out_path != checkpoint_path, "export: --out {} is the checkpoint itself", out_dir);
   KV_CHECK(options.overwrite || !exists(out_dir), "{}: already exists (pass --overwrite to replace it)", out_dir);
-  KV_CHECK(!exists(out_dir) || fs::is_directory(out_dir, ec), "{}: exists and is not a directory", out_dir);
+  io::check_output_directory(out_path);  // a file, FIFO, device or link is never replaced
   const std::string parent = io::parent_dir(out_path);
   KV_CHECK(fs::is_directory(parent, ec), "export: the parent directory {} of --out does not exist", parent);
-  // A private staging directory next to OUT (same file system, so the final rename is atomic);
-  // nothing of the user's is ever deleted, only what this export created.
-  std::string tmp = out_path + ".export-XXXXXX";
-  KV_CHECK(::mkdtemp(tmp.data()) != nullptr, "{}: cannot create a staging directory next to it: {}", out_dir,
-           std::strerror(errno));
+  // A private staging directory next to OUT, swapped into place whole (io::StagedDirectory).
+  io::StagedDirectory staged(out_path);
+  const std::string& tmp = staged.path();
   std::string summary;
-  try {
+  {
     // Shards: tensors in checkpoint (Hugging Face) order, a new file when the next would overflow.
     std::vector<safetensors::NamedTensors> shards(1);
     std::vector<int64_t> shard_sizes(1, 0);
@@ -513,44 +511,20 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
         for (const auto& [name, t] : shards[i]) map[name] = shard_name(i, shards.size());
       }
       Json index = {{"metadata", {{"total_size", total}}}, {"weight_map", map}};
-      io::write_file_durable(tmp + "/model.safetensors.index.json", index.dump(2) + "\n");
+      io::write_file_staged(tmp + "/model.safetensors.index.json", index.dump(2) + "\n");
     }
     int64_t eos = -1;
     const std::string tokenizer_note = export_tokenizer(config, tmp, eos);
-    io::write_file_durable(tmp + "/config.json", config_json(config, options.dtype, evaluated_keep_sets(checkpoint_dir)));
+    io::write_file_staged(tmp + "/config.json", config_json(config, options.dtype, evaluated_keep_sets(checkpoint_dir)));
     Json gen = {{"do_sample", false}};
     if (eos >= 0) gen = {{"bos_token_id", eos}, {"eos_token_id", eos}, {"do_sample", false}};
-    io::write_file_durable(tmp + "/generation_config.json", gen.dump(2) + "\n");
-    io::fsync_path(tmp);
+    io::write_file_staged(tmp + "/generation_config.json", gen.dump(2) + "\n");
     summary = fmt::format("exported {} as {} ({}, {} tensors, {:.1f} MB in {} file{}; {}) to {}", checkpoint_dir,
                           arch_info(m.architecture).class_name, dtype_name(options.dtype), weights.tensors.size(),
                           static_cast<double>(total) / 1e6, shards.size(), shards.size() == 1 ? "" : "s",
                           tokenizer_note, out_dir);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
   }
-  // Replace: the old copy is moved aside first (to a name of our own), so a complete directory
-  // exists at every moment.
-  std::string old;
-  if (exists(out_dir)) {
-    old = out_path + ".old-XXXXXX";
-    KV_CHECK(::mkdtemp(old.data()) != nullptr, "{}: cannot move the previous export aside: {}", out_dir,
-             std::strerror(errno));
-    fs::rename(out_path, old, ec);  // onto the empty directory mkdtemp made
-    if (ec) fs::remove(old, ec);
-    KV_CHECK(!ec, "{}: cannot move the previous export aside: {}", out_dir, ec.message());
-  }
-  fs::rename(tmp, out_path, ec);
-  if (ec) {
-    const std::string why = ec.message();
-    std::error_code ignored;
-    if (!old.empty()) fs::rename(old, out_path, ignored);  // put the previous export back
-    fs::remove_all(tmp, ignored);
-    KV_FAIL("{}: cannot rename the finished export into place: {}", out_dir, why);
-  }
-  io::fsync_path(parent);
-  if (!old.empty()) fs::remove_all(old, ec);
+  staged.publish();
   return summary;
 }
 

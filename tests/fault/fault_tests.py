@@ -2,13 +2,15 @@
 """Fault tests for `kvroute train`: what a crash, a full disk or a dead MPI rank leaves behind.
 
   kill9   SIGKILL at seeded random points while checkpoints are written back to back: every
-          checkpoints/step_* directory without a .tmp suffix is complete (safetensors headers,
-          sizes, state.json, and `kvroute eval` loads the newest), `--resume auto` picks the newest
-          complete one and finishes; step_*.tmp leftovers (and a planted decoy) are ignored.
+          checkpoints/step_* directory that is not a temporary (a staging directory, *.tmp) is
+          complete (safetensors headers, sizes, state.json, and `kvroute eval` loads the newest),
+          `--resume auto` picks the newest complete one and finishes; temporaries (and a planted
+          decoy) are ignored.
   refuse  a fresh run (no --resume) into a run directory that holds checkpoints is refused with one
           `kvroute: error: ...` line, and the checkpoints are left as they were.
-  fsync   under strace: every file of a checkpoint is fsynced before step_N.tmp is renamed to
-          step_N, and the checkpoints directory is fsynced after the rename (kill -9 cannot tell an
+  fsync   under strace: every file of a checkpoint is synced (fsync, or syncfs of its staging
+          directory) before the staging directory is renamed to step_N, and the checkpoints
+          directory is fsynced after the rename (kill -9 cannot tell an
           fsync from none: the page cache survives a killed process). Skipped without strace.
   fsize   writes fail with EFBIG (RLIMIT_FSIZE, SIGXFSZ ignored) at several limits while the next
           checkpoint is written: the run exits non-zero with one error line, the previous
@@ -269,15 +271,23 @@ def checkpoint_problems(ckpt):
     return problems
 
 
+TEMP_NAME = re.compile(r"(\.tmp|\.(staging|aside)-[A-Za-z0-9]{6})$")
+
+
+def is_temp(name):
+    """A temporary of a write or deletion: *.tmp, or a staging / set-aside directory (core/io.h)."""
+    return TEMP_NAME.search(name) is not None
+
+
 def list_checkpoints(run_dir):
-    """(complete candidates: names of step_* without .tmp, sorted; temporaries: step_*.tmp)."""
+    """(complete candidates: names of step_* that are not temporaries, sorted; temporaries)."""
     d = os.path.join(run_dir, "checkpoints")
     try:
         names = sorted(os.listdir(d))
     except OSError:
         return [], []
-    steps = [n for n in names if n.startswith("step_") and not n.endswith(".tmp")]
-    tmps = [n for n in names if n.startswith("step_") and n.endswith(".tmp")]
+    steps = [n for n in names if n.startswith("step_") and not is_temp(n)]
+    tmps = [n for n in names if n.startswith("step_") and is_temp(n)]
     return steps, tmps
 
 
@@ -405,7 +415,7 @@ def test_kill9(fx, rng, trials, results):
             skip, seen, lag = rng.randint(0, 6), set(), rng.uniform(0.0, 0.004)
             while time.monotonic() - t0 < 60 and p.poll() is None:
                 try:
-                    fresh = {n for n in os.listdir(ckdir) if n.endswith(".tmp")} - seen
+                    fresh = {n for n in os.listdir(ckdir) if is_temp(n)} - seen
                 except OSError:
                     fresh = set()
                 if fresh:
@@ -422,7 +432,7 @@ def test_kill9(fx, rng, trials, results):
             skip, seen, give_up = rng.randint(0, 4), 0, time.monotonic() + 2.0
             while time.monotonic() < give_up and p.poll() is None:
                 try:
-                    done = [n for n in os.listdir(ckdir) if n.startswith("step_") and not n.endswith(".tmp")]
+                    done = [n for n in os.listdir(ckdir) if n.startswith("step_") and not is_temp(n)]
                 except OSError:
                     done = []
                 if len(done) > 2:
@@ -537,7 +547,7 @@ PATH_ARG = re.compile(r'(?:(?:AT_FDCWD|\d+)<([^>]*)>,\s*)?"((?:[^"\\]|\\.)*)"')
 
 
 def parse_strace(path):
-    """[(syscall, [paths], result)] in order, for fsync/fdatasync (the fd's path) and renames."""
+    """[(syscall, [paths], result)] in order, for fsync/fdatasync/syncfs (the fd's path) and renames."""
     events = []
     with open(path, errors="replace") as f:
         for line in f:
@@ -545,7 +555,7 @@ def parse_strace(path):
             if not m:
                 continue
             name, args, result = m.group(2), m.group(3), int(m.group(4))
-            if name in ("fsync", "fdatasync"):
+            if name in ("fsync", "fdatasync", "syncfs"):
                 fd = FD_PATH.match(args.strip())
                 events.append((name, [fd.group(1) if fd else args], result))
             elif name in ("rename", "renameat", "renameat2"):
@@ -563,17 +573,20 @@ def sync_problems(events):
         seen += 1
         old, new = paths
         label = os.path.basename(new)
-        if not old.endswith(".tmp"):
-            problems.append(f"{label} was renamed from {old}, not from a .tmp directory")
+        if not is_temp(os.path.basename(old)):
+            problems.append(f"{label} was renamed from {old}, not from a staging directory")
         synced_before = {os.path.normpath(p[0]) for n, p, r in events[:i] if n in ("fsync", "fdatasync") and r == 0}
         synced_after = {os.path.normpath(p[0]) for n, p, r in events[i + 1:] if n in ("fsync", "fdatasync") and r == 0}
+        # syncfs on the staging directory makes every file written into it durable at once.
+        fs_synced = {os.path.normpath(p[0]) for n, p, r in events[:i] if n == "syncfs" and r == 0}
         files = sorted(os.listdir(new)) if os.path.isdir(new) else CHECKPOINT_FILES
-        unsynced = [f for f in files if os.path.join(old, f) not in synced_before]
+        unsynced = [f for f in files
+                    if os.path.join(old, f) not in synced_before and os.path.normpath(old) not in fs_synced]
         if unsynced:
             problems.append(f"{label}: not fsynced before the rename: {', '.join(unsynced)}")
         if os.path.normpath(os.path.dirname(new)) not in synced_after:
             problems.append(f"{label}: the checkpoints directory is not fsynced after the rename")
-        notes.append(f"{label}: .tmp directory itself fsynced before the rename: "
+        notes.append(f"{label}: staging directory itself fsynced before the rename: "
                      f"{'yes' if os.path.normpath(old) in synced_before else 'no'}")
     return seen, problems, notes
 
@@ -587,7 +600,7 @@ def test_fsync(fx, results):
     run_dir = os.path.realpath(os.path.join(fx.work, "fsync_run"))
     trace = os.path.join(fx.work, "fsync.trace")
     rc, out, err = run([strace, "-f", "-qq", "-y", "-o", trace,
-                        "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
+                        "-e", "trace=fsync,fdatasync,syncfs,rename,renameat,renameat2",
                         *fx.train(run_dir, "train.steps=2", "train.checkpoint_interval=1")],
                        os.path.join(fx.work, "fsync_run"))
     if rc != 0 and ("ptrace" in err or "PTRACE" in err):
@@ -599,7 +612,7 @@ def test_fsync(fx, results):
     events = parse_strace(trace)
     seen, problems, notes = sync_problems(events)
     if seen == 0:
-        problems.append(f"no rename of a step_*.tmp directory into place seen in {trace}")
+        problems.append(f"no rename of a staging directory into place seen in {trace}")
     for n in notes:
         print(f"  {n}", flush=True)
     syncs = sum(1 for n, _, _ in events if n in ("fsync", "fdatasync"))
