@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/stats.h"
+
 namespace kvroute::bench {
 
 // Median wall time of `fn` in milliseconds over `reps` runs after `warmup` runs.
@@ -18,8 +20,7 @@ inline double median_ms(const std::function<void()>& fn, int reps, int warmup = 
     fn();
     times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median(times);
 }
 
 // Medians of two functions timed alternately (a, b, a, b, ...), so that clock-frequency drift and
@@ -38,9 +39,7 @@ inline std::pair<double, double> median_ms_interleaved(const std::function<void(
       times->push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     }
   }
-  std::sort(ta.begin(), ta.end());
-  std::sort(tb.begin(), tb.end());
-  return {ta[ta.size() / 2], tb[tb.size() / 2]};
+  return {median(ta), median(tb)};
 }
 
 }  // namespace kvroute::bench

@@ -8,6 +8,8 @@
 #include "bench/train_peers.h"
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "core/stats.h"
+#include "core/text.h"
 #include "core/allocator.h"
 #include "core/error.h"
 #include "core/rng.h"
@@ -23,10 +25,6 @@ namespace kvroute::cli {
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
 
 struct TrainArgs {
   std::string config;
@@ -95,6 +93,7 @@ int run_train(const TrainArgs& a) {
 
 struct GenerateArgs {
   std::string checkpoint, config, csv;
+  std::vector<std::string> retention_text, prompt_lengths_text, batch_sizes_text;  // comma lists as given
   std::vector<double> retention = {1.0, 0.5, 0.25};
   std::vector<int64_t> prompt_lengths = {64, 192}, batch_sizes = {1, 4};
   int64_t new_tokens = 32;
@@ -104,26 +103,6 @@ struct GenerateArgs {
   Placement placement;
   int threads = 0;
 };
-
-// "2GB", "512MiB", "1e9": bytes.
-int64_t parse_bytes(const std::string& flag, const std::string& text) {
-  size_t pos = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &pos);
-  } catch (const std::exception&) {
-    KV_FAIL("{} '{}': expected a size such as 2GB, 512MiB or 1e9", flag, text.substr(0, 60));
-  }
-  const std::string unit = text.substr(pos);
-  double scale = 0;
-  for (const auto& [name, f] : {std::pair<const char*, double>{"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9},
-                                {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}}) {
-    if (unit == name) scale = f;
-  }
-  KV_CHECK(scale > 0 && std::isfinite(value) && value >= 1 && value * scale <= 1e15,
-           "{} '{}': expected a size such as 2GB, 512MiB or 1e9", flag, text.substr(0, 60));
-  return static_cast<int64_t>(value * scale);
-}
 
 std::vector<std::vector<int32_t>> random_prompts(int64_t batch, int64_t length, int64_t vocab) {
   Philox rng(7);
@@ -182,7 +161,7 @@ int run_generate(const GenerateArgs& a) {
 
   if (!a.memory_budget.empty()) {
     // The paper's Table 5: per retention, the largest batch that runs within the budget.
-    const int64_t budget = parse_bytes("--memory-budget", a.memory_budget);
+    const int64_t budget = parse_byte_size("--memory-budget", a.memory_budget);
     const int64_t context = a.context > 0 ? a.context : a.prompt_lengths.front();
     KV_CHECK(context + a.new_tokens <= model.config().max_seq_len,
              "bench generate: --context {} + --new-tokens {} exceed model.max_seq_len {}", context, a.new_tokens,
@@ -295,18 +274,30 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   auto* gen = bench->add_subcommand("generate", "TTFT, decode tok/s, KV bytes and peak bytes per retention");
   auto* checkpoint = gen->add_option("--checkpoint", g.checkpoint, "checkpoint directory");
   gen->add_option("--config", g.config, "run config (random weights) instead of a checkpoint")->excludes(checkpoint);
-  gen->add_option("--retention", g.retention)->delimiter(',')->check(bounded(1e-9, 1.0));
-  gen->add_option("--prompt-lengths", g.prompt_lengths)->delimiter(',')->check(bounded(1, 1 << 24));
-  gen->add_option("--batch-sizes", g.batch_sizes)->delimiter(',')->check(bounded(1, 1 << 16));
+  gen->add_option("--retention", g.retention_text)->check(number_list(1e-9, 1.0));
+  gen->add_option("--prompt-lengths", g.prompt_lengths_text)->check(number_list(1, 1 << 24, true));
+  gen->add_option("--batch-sizes", g.batch_sizes_text)->check(number_list(1, 1 << 16, true));
   gen->add_option("--new-tokens", g.new_tokens)->check(bounded(1, 1 << 24));
   gen->add_option("--repeats", g.repeats, "interleaved repeats (median and min-max reported)")->check(bounded(1, 10000));
   gen->add_option("--memory-budget", g.memory_budget,
-                  "bytes (e.g. 2GB): per retention, the largest batch that runs within it at --context");
+                  "bytes (e.g. 2GB): per retention, the largest batch that runs within it at --context")
+      ->check(byte_size());
   gen->add_option("--context", g.context, "prompt length of the --memory-budget search")->check(bounded(1, 1 << 24));
-  gen->add_option("--csv", g.csv, "also write the results as CSV");
+  gen->add_option("--csv", g.csv, "also write the results as CSV")->check(non_empty());
   add_threads_option(gen, g.threads);
   add_placement_options(gen, g.placement);
-  gen->callback([gen_args, &exit_code] { exit_code = run_generate(*gen_args); });
+  gen->callback([gen_args, &exit_code] {
+    GenerateArgs& a = *gen_args;
+    if (!a.retention_text.empty()) a.retention = split_numbers(a.retention_text);
+    auto integers = [](const std::vector<std::string>& text, std::vector<int64_t>& out) {
+      if (text.empty()) return;
+      out.clear();
+      for (double v : split_numbers(text)) out.push_back(static_cast<int64_t>(v));
+    };
+    integers(a.prompt_lengths_text, a.prompt_lengths);
+    integers(a.batch_sizes_text, a.batch_sizes);
+    exit_code = run_generate(a);
+  });
 }
 
 }  // namespace kvroute::cli

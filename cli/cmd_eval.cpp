@@ -22,6 +22,7 @@ namespace {
 struct Args {
   Placement placement;
   std::string checkpoint, data, out, strategy = "even";
+  std::vector<std::string> retention_text, groups_text;  // comma lists, checked item by item
   std::vector<double> retention;
   std::vector<int> groups;
   std::vector<std::string> keep;
@@ -35,8 +36,8 @@ struct Args {
 };
 
 int run(Args a) {
-  KV_CHECK(a.plan_split == 0 || a.strategy == "greedy", "--plan-split {}: only the greedy planner (--strategy greedy) "
-           "chooses keep-sets on validation data", a.plan_split);
+  a.retention = split_numbers(a.retention_text);
+  for (double g : split_numbers(a.groups_text)) a.groups.push_back(static_cast<int>(g));
   set_num_threads(a.threads);
   eval::Checkpoint ck = eval::load_for_inference(a.checkpoint);
   std::unique_ptr<dist::Communicator> comm = dist::make_communicator(ck.config.dist.backend);
@@ -45,6 +46,8 @@ int run(Args a) {
     const int L = ck.model->num_layers();
     const std::string data = a.data.empty() ? ck.config.data.dir : a.data;
     const int64_t T = a.seq_len > 0 ? a.seq_len : ck.config.train.seq_len;
+    KV_CHECK(T <= ck.model->config().max_seq_len, "--seq-len {}: longer than the model's max_seq_len {} ({})", T,
+             ck.model->config().max_seq_len, a.checkpoint);
     if (a.retention.empty() && a.groups.empty() && a.keep.empty()) a.retention = eval::kDefaultRetention;
     // --plan-split f: the greedy planner chooses on a fraction f of the validation windows (spread
     // over the whole split); every row is measured on the rest, so sets compare on unseen data.
@@ -119,22 +122,22 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   Args& a = *args;
   auto* cmd = app.add_subcommand("eval", "validation loss and perplexity over cache-retention plans");
   cmd->add_option("--checkpoint", a.checkpoint, "checkpoint directory")->required();
-  cmd->add_option("--retention", a.retention, "retention fractions, e.g. 1,0.75,0.5")
-      ->delimiter(',')
-      ->check(bounded(1e-9, 1.0));
-  cmd->add_option("--groups", a.groups, "keep every g-th layer, e.g. 1,2,3,4")->delimiter(',')->check(bounded(1, 4096));
-  cmd->add_option("--keep", a.keep, "explicit keep-set, e.g. 0,3,7 (repeatable)");
+  cmd->add_option("--retention", a.retention_text, "retention fractions, e.g. 1,0.75,0.5")
+      ->check(number_list(1e-9, 1.0));
+  cmd->add_option("--groups", a.groups_text, "keep every g-th layer, e.g. 1,2,3,4")->check(number_list(1, 4096, true));
+  cmd->add_option("--keep", a.keep, "explicit keep-set, e.g. 0,3,7 (repeatable)")->check(layer_list());
   cmd->add_option("--strategy", a.strategy, "even | greedy (adds greedy sets of the same sizes)")
       ->check(CLI::IsMember({"even", "greedy"}));
   cmd->add_option("--plan-split", a.plan_split,
                   "greedy: choose keep-sets on this fraction of the validation windows and report every row on "
                   "the rest (0: both on all)")
       ->check(bounded(0, 0.99));
-  cmd->add_option("--data", a.data, "shard directory (default: the run's data.dir)");
+  cmd->add_option("--data", a.data, "shard directory (default: the run's data.dir)")->check(non_empty());
   cmd->add_option("--batch", a.batch, "sequences per batch")->check(bounded(1, 1 << 20));
   cmd->add_option("--seq-len", a.seq_len, "window length (default: the run's train.seq_len)")->check(bounded(0, 1 << 24));
   cmd->add_option("--batches", a.batches, "validation batches per plan (0: all)")->check(bounded(0, 1e12));
-  cmd->add_option("--out", a.out, "directory for eval.csv / eval.json, and answers.jsonl with --task (default: the checkpoint)");
+  cmd->add_option("--out", a.out, "directory for eval.csv / eval.json, and answers.jsonl with --task (default: the checkpoint)")
+      ->check(non_empty());
   cmd->add_option("--task", a.task,
                   "QA task (JSONL: prompt/response or context/question/answer[s]): greedy answers generated with "
                   "the shared cache, scored by EM, F1 and ROUGE-L");
@@ -147,7 +150,12 @@ void add_eval_command(CLI::App& app, int& exit_code) {
       ->check(bounded(0, 9.2e18));
   add_threads_option(cmd, a.threads);
   add_placement_options(cmd, a.placement);
-  cmd->callback([args, &exit_code] { exit_code = run(*args); });
+  cmd->callback([args, &exit_code] {
+    if (args->plan_split > 0 && args->strategy != "greedy")
+      usage_error("--plan-split", fmt::format("{}: only the greedy planner (--strategy greedy) chooses keep-sets on "
+                                              "validation data", args->plan_split));
+    exit_code = run(*args);
+  });
 }
 
 }  // namespace kvroute::cli

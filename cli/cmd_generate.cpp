@@ -68,7 +68,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--top-k", a.sampling.top_k, "0: off")->check(bounded(0, 1 << 24));
   cmd->add_option("--top-p", a.sampling.top_p, "1: off")->check(bounded(0.0, 1.0));
   cmd->add_option("--max-new-tokens", a.sampling.max_new_tokens)->check(bounded(1, 1 << 24));
-  cmd->add_option("--seed", a.sampling.seed);
+  cmd->add_option("--seed", a.sampling.seed, "sampling seed")->check(bounded(0, 9.2e18));
   add_threads_option(cmd, a.threads);
   add_placement_options(cmd, a.placement);
   cmd->callback([args, &exit_code] { exit_code = run(*args); });

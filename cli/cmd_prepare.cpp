@@ -37,12 +37,12 @@ void add_prepare_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<Args>();
   data::PrepareOptions& o = args->options;
   auto* cmd = app.add_subcommand("prepare", "tokenize documents into train/val shards");
-  cmd->add_option("--input", o.inputs, "text files, directories, JSONL files (--format sft: JSONL files)")->required();
+  cmd->add_option("--input", o.inputs, "text files, directories, JSONL files (--format sft: JSONL files)")->required()->check(existing_path());
   cmd->add_option("--tokenizer", o.tokenizer_dir, "tokenizer directory")->required();
-  cmd->add_option("--out", o.out_dir, "output directory for the shards")->required();
+  cmd->add_option("--out", o.out_dir, "output directory for the shards")->required()->check(non_empty());
   cmd->add_option("--val-fraction", o.val_fraction, "fraction of documents held out")->check(bounded(0.0, 0.999));
   cmd->add_option("--shard-tokens", o.shard_tokens, "tokens per shard")->check(bounded(1, 2147483647));
-  cmd->add_option("--seed", o.seed, "seed of the train/val split");
+  cmd->add_option("--seed", o.seed, "seed of the train/val split")->check(bounded(0, 9.2e18));
   cmd->add_flag("--overwrite", o.overwrite, "replace the prepared data already in --out");
   cmd->add_option("--format", o.format,
                   "text (documents -> token shards, default) or sft (JSONL prompt/response or "

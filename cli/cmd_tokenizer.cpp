@@ -80,9 +80,9 @@ void add_tokenizer_command(CLI::App& app, int& exit_code) {
 
   auto train_args = std::make_shared<TrainArgs>();
   auto* train = tokenizer->add_subcommand("train", "learn a byte-level BPE in GPT-2's file format");
-  train->add_option("--input", train_args->inputs, "text files, directories, JSONL files")->required();
+  train->add_option("--input", train_args->inputs, "text files, directories, JSONL files")->required()->check(existing_path());
   train->add_option("--vocab", train_args->vocab, "vocabulary size including <|endoftext|>")->required()->check(bounded(257, 1 << 24));
-  train->add_option("--out", train_args->out, "output directory (encoder.json, vocab.bpe)")->required();
+  train->add_option("--out", train_args->out, "output directory (encoder.json, vocab.bpe)")->required()->check(non_empty());
   train->add_flag("--overwrite", train_args->overwrite, "replace the tokenizer already in --out");
   add_threads_option(train, train_args->threads);
   train->callback([train_args, &exit_code] { exit_code = run_train(*train_args); });

@@ -1,18 +1,38 @@
 #include "cli/common.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <vector>
 
 #include "core/device_runtime.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "core/text.h"
 
 namespace kvroute::cli {
+
+namespace {
+
+// Comma-separated items, empty ones kept ("1," is two items, the second empty).
+std::vector<std::string> split_items(const std::string& text) {
+  std::vector<std::string> out(1);
+  for (char c : text) {
+    if (c == ',') {
+      out.emplace_back();
+    } else {
+      out.back() += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 CLI::Validator bounded(double lo, double hi) {
   return CLI::Validator(
@@ -21,8 +41,9 @@ CLI::Validator bounded(double lo, double hi) {
         char* end = nullptr;
         errno = 0;
         const double v = std::strtod(begin, &end);
-        if (text.empty() || end != begin + text.size() || !std::isfinite(v)) return fmt::format("'{}' is not a finite number", text);
-        if (v < lo || v > hi) return fmt::format("{} is out of range [{}, {}]", text, lo, hi);
+        if (text.empty() || end != begin + text.size() || !std::isfinite(v))
+          return fmt::format("'{}' is not a finite number", excerpt(text));
+        if (v < lo || v > hi) return fmt::format("{} is out of range [{}, {}]", excerpt(text), lo, hi);
         return "";
       },
       fmt::format("NUMBER in [{}, {}]", lo, hi));
@@ -30,7 +51,7 @@ CLI::Validator bounded(double lo, double hi) {
 
 std::vector<int> parse_layer_list(const std::string& flag, const std::string& text) {
   std::vector<int> out;
-  for (const std::string& part : CLI::detail::split(text, ',')) {
+  for (const std::string& part : split_items(text)) {
     int v = -1;
     const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
     KV_CHECK(!part.empty() && ec == std::errc() && end == part.data() + part.size() && v >= 0 && v < 4096,
@@ -39,6 +60,77 @@ std::vector<int> parse_layer_list(const std::string& flag, const std::string& te
   }
   return out;
 }
+
+CLI::Validator layer_list() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        std::vector<int> seen;
+        for (const std::string& part : split_items(text)) {
+          int v = -1;
+          const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+          if (part.empty() || ec != std::errc() || end != part.data() + part.size() || v < 0 || v >= 4096)
+            return fmt::format("'{}' in '{}' is not a layer index", excerpt(part), excerpt(text));
+          if (std::find(seen.begin(), seen.end(), v) != seen.end())
+            return fmt::format("layer {} appears twice in '{}'", v, excerpt(text));
+          seen.push_back(v);
+        }
+        return "";
+      },
+      "LAYERS (e.g. 0,3,7)");
+}
+
+CLI::Validator number_list(double lo, double hi, bool integers) {
+  const CLI::Validator one = bounded(lo, hi);
+  return CLI::Validator(
+      [one, integers](std::string& text) -> std::string {
+        for (std::string part : split_items(text)) {
+          if (part.empty()) return fmt::format("'{}' has an empty item", excerpt(text));
+          const std::string why = one(part);
+          if (!why.empty()) return why;
+          const double v = std::strtod(part.c_str(), nullptr);
+          if (integers && v != std::floor(v)) return fmt::format("'{}' is not a whole number", excerpt(part));
+        }
+        return "";
+      },
+      fmt::format("{} in [{}, {}], comma-separated", integers ? "INTEGERS" : "NUMBERS", lo, hi));
+}
+
+std::vector<double> split_numbers(const std::vector<std::string>& texts) {
+  std::vector<double> out;
+  for (const std::string& text : texts)
+    for (const std::string& part : split_items(text)) out.push_back(std::strtod(part.c_str(), nullptr));
+  return out;
+}
+
+CLI::Validator byte_size() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        try {
+          (void)parse_byte_size("size", text);
+        } catch (const Error&) {
+          return fmt::format("'{}' is not a size such as 5GB, 512MiB or 1e9", excerpt(text));
+        }
+        return "";
+      },
+      "SIZE (e.g. 5GB, 512MiB)");
+}
+
+CLI::Validator non_empty() {
+  return CLI::Validator([](std::string& text) -> std::string { return text.empty() ? "must not be empty" : ""; },
+                        "NON-EMPTY");
+}
+
+CLI::Validator existing_path() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        std::error_code ec;
+        if (text.empty()) return "must not be empty";
+        return std::filesystem::exists(text, ec) ? "" : fmt::format("{}: no such file or directory", excerpt(text));
+      },
+      "PATH");
+}
+
+void usage_error(const std::string& flag, const std::string& why) { throw CLI::ValidationError(flag, why); }
 
 void add_threads_option(CLI::App* cmd, int& threads) {
   cmd->add_option("--threads", threads, "worker threads (0: all cores)")->check(bounded(0, 1024));

@@ -20,6 +20,21 @@ CLI::Validator bounded(double lo, double hi);
 
 // A comma-separated list of layer indices ("0,3,7"), every item a whole number in [0, 4096).
 std::vector<int> parse_layer_list(const std::string& flag, const std::string& text);
+// The validator of such a list: no empty item, no layer twice ("0,1,1" is a typo, not a set).
+CLI::Validator layer_list();
+// A comma-separated list of numbers, each in [lo, hi]: no empty item ("0.5,,1"), no NaN; for an
+// option taken as text (repeatable) and split with split_numbers, so every item is checked as
+// given (CLI11's own delimiter drops empty items).
+CLI::Validator number_list(double lo, double hi, bool integers = false);
+std::vector<double> split_numbers(const std::vector<std::string>& texts);
+// A byte size ("5GB", "512MiB", "1e9"; core/text.h).
+CLI::Validator byte_size();
+// A value that must not be empty (a path given as '').
+CLI::Validator non_empty();
+// An input path that exists (a file or a directory): a usage error when it does not.
+CLI::Validator existing_path();
+// A bad combination of flags found after parsing: a usage error (exit 2) like a bad value.
+[[noreturn]] void usage_error(const std::string& flag, const std::string& why);
 
 // --threads N (0: all cores; at most 1024), applied by the command itself.
 void add_threads_option(CLI::App* cmd, int& threads);

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "dist/communicator.h"
 
 namespace {
 
@@ -42,10 +43,13 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // A bad flag or value: one line in the common format, exit 2 (the usual code for bad usage).
-    kvroute::print_error(fmt::format("{} (see kvroute {} --help)", e.what(), subcommand_name(app)));
+    if (kvroute::dist::launcher_rank() == 0)
+      kvroute::print_error(fmt::format("{} (see kvroute {} --help)", e.what(), subcommand_name(app)));
     return 2;
   } catch (const std::exception& e) {
-    kvroute::print_error(kvroute::error_text(e));
+    // Before a communicator exists (a config or flag error): every rank read the same command line
+    // and files, so under mpirun only rank 0 prints the line (mpirun reports the other exits).
+    if (kvroute::dist::launcher_rank() == 0) kvroute::print_error(kvroute::error_text(e));
     return 1;
   }
   return exit_code;

@@ -5,6 +5,8 @@
 
 #include <array>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -64,6 +66,16 @@ class Philox {
  private:
   uint64_t seed_, stream_, position_;
 };
+
+// 0..n-1 in the order of a Fisher-Yates shuffle drawn from `rng` (the project's one permutation:
+// the data split, each epoch's window order). The same draws on every machine.
+template <typename Index>
+std::vector<Index> shuffled_indices(int64_t n, Philox& rng) {
+  std::vector<Index> order(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = static_cast<Index>(i);
+  for (int64_t i = n - 1; i > 0; --i) std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(rng.uniform_int(i + 1))]);
+  return order;
+}
 
 // Fill a tensor with random values. Element i takes word (counter + i) of stream `stream` for
 // uniform; normal uses the Box-Muller pair of words 2*(counter + i/2), 2*(counter + i/2) + 1.

@@ -132,10 +132,8 @@ const std::vector<int32_t>& DataLoader::permutation(int64_t epoch) const {
   // Called with perm_mutex_ held. Fisher-Yates with Philox(seed, stream = epoch): identical on
   // every rank and machine.
   if (perm_epoch_ != epoch) {
-    perm_.resize(static_cast<size_t>(windows_));
-    for (int64_t i = 0; i < windows_; ++i) perm_[static_cast<size_t>(i)] = static_cast<int32_t>(i);
     Philox rng(options_.seed, static_cast<uint64_t>(epoch));
-    for (int64_t i = windows_ - 1; i > 0; --i) std::swap(perm_[static_cast<size_t>(i)], perm_[static_cast<size_t>(rng.uniform_int(i + 1))]);
+    perm_ = shuffled_indices<int32_t>(windows_, rng);
     perm_epoch_ = epoch;
   }
   return perm_;

@@ -55,6 +55,23 @@ class ShardWriter {
   std::vector<int32_t> buffer_;
 };
 
+// How many of n documents (or examples) go to the val split: the fraction, rounded, but at least
+// one when the fraction is > 0 and there are two or more.
+int64_t val_documents(int64_t n, double val_fraction) {
+  int64_t val_count = static_cast<int64_t>(std::llround(static_cast<double>(n) * val_fraction));
+  if (val_fraction > 0 && val_count == 0 && n >= 2) val_count = 1;
+  return val_count;
+}
+
+// Split by document: the first val_count of a seeded permutation go to val.
+std::vector<bool> val_split(int64_t n, int64_t val_count, uint64_t seed) {
+  Philox rng(seed, 0x5eed);
+  const std::vector<int64_t> order = shuffled_indices<int64_t>(n, rng);
+  std::vector<bool> is_val(static_cast<size_t>(n), false);
+  for (int64_t i = 0; i < val_count; ++i) is_val[static_cast<size_t>(order[static_cast<size_t>(i)])] = true;
+  return is_val;
+}
+
 // --format sft: JSONL examples (data/sft.h) -> sft_train.bin, sft_val.bin, split per example.
 PrepareSummary prepare_sft(const PrepareOptions& options, const Tokenizer& tokenizer) {
   const auto start = std::chrono::steady_clock::now();
@@ -76,14 +93,8 @@ PrepareSummary prepare_sft(const PrepareOptions& options, const Tokenizer& token
   }
   const int64_t n = static_cast<int64_t>(texts.size());
   KV_CHECK(n > 0, "prepare: no examples in the inputs");
-  int64_t val_count = static_cast<int64_t>(std::llround(static_cast<double>(n) * options.val_fraction));
-  if (options.val_fraction > 0 && val_count == 0 && n >= 2) val_count = 1;
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
-  Philox rng(options.seed, 0x5eed);
-  for (int64_t i = n - 1; i > 0; --i) std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(rng.uniform_int(i + 1))]);
-  std::vector<bool> is_val(static_cast<size_t>(n), false);
-  for (int64_t i = 0; i < val_count; ++i) is_val[static_cast<size_t>(order[static_cast<size_t>(i)])] = true;
+  const int64_t val_count = val_documents(n, options.val_fraction);
+  const std::vector<bool> is_val = val_split(n, val_count, options.seed);
 
   std::vector<SftExample> encoded(static_cast<size_t>(n));
   std::vector<EncodeCache> caches(static_cast<size_t>(omp_get_max_threads()));
@@ -199,15 +210,8 @@ PrepareSummary prepare(const PrepareOptions& options) {
   KV_CHECK(!documents.empty(), "prepare: no documents in the inputs");
   const int64_t n = static_cast<int64_t>(documents.size());
 
-  // Split by document: the first val_count of a seeded permutation go to val.
-  int64_t val_count = static_cast<int64_t>(std::llround(static_cast<double>(n) * options.val_fraction));
-  if (options.val_fraction > 0 && val_count == 0 && n >= 2) val_count = 1;
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = i;
-  Philox rng(options.seed, 0x5eed);
-  for (int64_t i = n - 1; i > 0; --i) std::swap(order[static_cast<size_t>(i)], order[static_cast<size_t>(rng.uniform_int(i + 1))]);
-  std::vector<bool> is_val(static_cast<size_t>(n), false);
-  for (int64_t i = 0; i < val_count; ++i) is_val[static_cast<size_t>(order[static_cast<size_t>(i)])] = true;
+  const int64_t val_count = val_documents(n, options.val_fraction);
+  const std::vector<bool> is_val = val_split(n, val_count, options.seed);
 
   // Encode in parallel, one cache per thread; results kept in document order.
   std::vector<std::vector<int32_t>> encoded(static_cast<size_t>(n));

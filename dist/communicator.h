@@ -45,6 +45,9 @@ std::unique_ptr<Communicator> make_local_communicator();
 std::unique_ptr<Communicator> make_communicator(Backend backend);
 // True when this process was started by mpirun/mpiexec (Open MPI's environment).
 bool launched_by_mpi();
+// This process's rank in the launcher's environment (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK),
+// readable before any communicator exists; 0 when not launched by mpirun.
+int launcher_rank();
 // NCCL over the GPUs of `host` (its ranks, one GPU each, picked by local rank): device tensors are
 // reduced with NCCL on a communication stream, everything else goes to `host`, which must outlive
 // the result. Fails with a clear error in builds without CUDA (nccl_communicator_stub.cpp).

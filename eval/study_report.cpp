@@ -9,7 +9,7 @@
 #include <set>
 
 #include "core/error.h"
-#include "eval/stats.h"
+#include "core/stats.h"
 
 namespace kvroute::eval {
 

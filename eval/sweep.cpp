@@ -40,12 +40,7 @@ std::vector<std::string> string_list(const YAML::Node& n, const std::string& whe
 namespace {
 
 Study read_study(const std::string& path) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(io::read_file(path, 16 << 20));
-  } catch (const YAML::Exception& e) {
-    KV_FAIL("{}: invalid YAML at line {}: {}", path, e.mark.line + 1, e.msg);
-  }
+  const YAML::Node root = train::load_yaml(io::read_file(path, 16 << 20), path);
   KV_CHECK(root.IsMap(), "{}: expected a mapping (study, base, overrides, runs | grid, seeds, shallow_baselines, eval)",
            path);
   const std::vector<std::string> known = {"study", "base", "overrides", "runs", "grid", "eval", "out", "seeds",

@@ -271,9 +271,9 @@ void apply_override(YAML::Node& root, const std::string& override_text) {
            "override '{}': expected section.key=value", override_text);
   YAML::Node value;
   try {
-    value = YAML::Load(override_text.substr(eq + 1));
-  } catch (const YAML::Exception& e) {
-    KV_FAIL("override '{}': cannot parse the value: {}", override_text, e.msg);
+    value = load_yaml(override_text.substr(eq + 1), fmt::format("override '{}'", override_text));
+  } catch (const Error& e) {
+    KV_FAIL("override '{}': cannot parse the value: {}", override_text, e.what());
   }
   const std::string section = path.substr(0, dot), key = path.substr(dot + 1);
   if (!root[section]) root[section] = YAML::Node(YAML::NodeType::Map);
@@ -352,13 +352,24 @@ void validate_cross_fields(const RunConfig& c, const std::string& src) {
 
 }  // namespace
 
-RunConfig parse_config(const std::string& yaml_text, const std::string& source, const std::vector<std::string>& overrides) {
-  YAML::Node root;
+YAML::Node load_yaml(const std::string& text, const std::string& source) {
+  std::vector<YAML::Node> docs;
   try {
-    root = YAML::Load(yaml_text);
+    docs = YAML::LoadAll(text);
   } catch (const YAML::Exception& e) {
     KV_FAIL("{}: invalid YAML at line {}, column {}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg);
   }
+  if (docs.empty()) return YAML::Node();
+  if (docs.size() > 1) {
+    const YAML::Mark m = docs[1].Mark();
+    KV_FAIL("{}: a second YAML document{} ('---'): give one document", source,
+            m.line >= 0 ? fmt::format(" at line {}", m.line + 1) : std::string());
+  }
+  return docs[0];
+}
+
+RunConfig parse_config(const std::string& yaml_text, const std::string& source, const std::vector<std::string>& overrides) {
+  YAML::Node root = load_yaml(yaml_text, source);
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   KV_CHECK(root.IsMap(), "{}: expected a mapping of sections (model, router, data, optim, train, eval, dist)", source);
   for (const std::string& o : overrides) apply_override(root, o);

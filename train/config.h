@@ -27,6 +27,11 @@ inline constexpr int64_t kMaxSteps = 99'999'999;
 // A YAML node as text for messages and overrides: a scalar as is, anything else in flow style.
 std::string yaml_text(const YAML::Node& node);
 
+// The one YAML document of `text` (configs, study files, override values): a syntax error names
+// `source`, the line and column; a second document ("---" and more) is refused, not ignored. An
+// empty text is a null node.
+YAML::Node load_yaml(const std::string& text, const std::string& source);
+
 // train.precision: fp32, or bf16 compute with fp32 master weights, gradients and optimizer state.
 enum class Precision { FP32, BF16 };
 const char* precision_name(Precision precision);

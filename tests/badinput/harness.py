@@ -872,6 +872,12 @@ def config_cases(R: Registry) -> None:
               lambda env: render_cfg(base_cfg(env.ctx)) + "model:\n  hidden_size: 64\n")
     text_case("dup-section-empty", "'train:' twice, the second empty", "fail",
               lambda env: render_cfg(base_cfg(env.ctx)) + "train:\n")
+    # A second YAML document is refused, whatever it holds (generated: each kind of second document).
+    for tag, second in [("valid", "train:\n  steps: 9\n"), ("invalid", "bogus: [\n"), ("empty", ""),
+                        ("scalar", "42\n"), ("same", None)]:
+        text_case(f"second-doc-{tag}", f"a second YAML document ({tag}) after the config", "fail",
+                  lambda env, second=second: render_cfg(base_cfg(env.ctx)) + "---\n" +
+                  (render_cfg(base_cfg(env.ctx)) if second is None else second))
     set_value("unknown-key", "model", "hidden_sizes", "32")
     set_value("unknown-section", "modle", "hidden_size", "32")
     for key, val, tag in [(("model", "hidden_size"), "abc", "str"), (("model", "hidden_size"), "[32]", "list"),
@@ -3335,6 +3341,33 @@ def cli_cases(R: Registry) -> None:
                  ("", "any")]:
         opt("eval", "--keep", v, e)
     opt("eval", "--keep=", "-1", "fail")
+    # Every flag value checked as it is parsed: a usage error (exit 2) naming the flag.
+    for v in ["abc", "0,1,1", "0,0", "0,,1", ",0"]:
+        opt("eval", "--keep", v, "fail2")
+    for v in ["0.5,,1", ",1", "1,", "0.5,abc"]:
+        opt("eval", "--retention", v, "fail2")
+    for v in ["2,,4", "2.5", "0"]:
+        opt("eval", "--groups", v, "fail2")
+    opt("eval", "--plan-split", "0.5", "fail2", name="eval-plan-split-without-greedy")
+    opt("eval", "--data", "", "fail2", name="eval-data-empty")
+    opt("eval", "--out", "", "fail2", name="eval-out-empty")
+    opt("eval", "--seq-len", "100000", "fail", name="eval-seq-len-above-max")
+    for v in ["abc", "", "0.5", "-1GB", "5XB", "nan", "1e30"]:
+        opt("bench-gen", "--memory-budget", v, "fail2", name=f"bench-gen-memory-budget-{v or 'empty'}")
+    for v in ["0.5,,1", "1,"]:
+        opt("bench-gen", "--retention", v, "fail2")
+    opt("bench-gen", "--prompt-lengths", "4,,8", "fail2")
+    opt("bench-gen", "--batch-sizes", "1.5", "fail2")
+    opt("bench-gen", "--csv", "", "fail2", name="bench-gen-csv-empty")
+    for v in ["-1", "18446744073709551616", "1e30", "abc"]:
+        opt("generate", "--seed", v, "fail2", name=f"generate-seed-{v[:10]}")
+        opt("prepare", "--seed", v, "fail2", name=f"prepare-seed-{v[:10]}")
+    opt("prepare", "--out", "", "fail2", name="prepare-out-empty")
+    opt("tok-train", "--out", "", "fail2", name="tok-train-out-empty")
+    for flag, v in [("--dtype", "f8"), ("--dtype", ""), ("--shard-size", "abc"), ("--shard-size", ""),
+                    ("--shard-size", "0.5"), ("--out", "")]:
+        add(f"export-{flag.strip('-')}-{v or 'empty'}", ["export", "{CK}", "--out", "exp", flag, v]
+            if flag != "--out" else ["export", "{CK}", "--out", v], "fail2", protect=("run",))
     opt("eval", "--batches=", "-1", "fail")
     opt("eval", "--batches", "abc", "fail2")
     for v in ["2", "0", "nan", "inf"]:

@@ -6,7 +6,7 @@
 #include <tuple>
 
 #include "core/error.h"
-#include "eval/stats.h"
+#include "core/stats.h"
 #include "eval/study_report.h"
 
 namespace kvroute::eval {

@@ -414,6 +414,21 @@ TEST(Mpi, AFailingRankBringsAllRanksDown) {
   EXPECT_NE(run("timeout 60 " + kMpirun + std::string(KVROUTE_BINARY) + " train " + cfg + kMpiBackend), 0);
 }
 
+// A config or flag error under mpirun is the same on every rank: one error line, not one per rank.
+TEST(Mpi, AConfigErrorIsPrintedOnce) {
+  const std::string dir = testing::temp_dir("mpi_config_error");
+  const std::string cfg = write_config(dir, tiny_yaml(dir + "/data", dir + "/run"));
+  for (const std::string& bad : {cfg + " model.bogus=1", cfg + " --threads abc"}) {
+    const std::string err = dir + "/stderr.txt";
+    std::system(("timeout 60 " + kMpirun + std::string(KVROUTE_BINARY) + " train " + bad + kMpiBackend + " 2> " + err +
+                 " > /dev/null").c_str());
+    std::ifstream in(err);
+    int lines = 0;
+    for (std::string line; std::getline(in, line);) lines += line.rfind("kvroute: error:", 0) == 0;
+    EXPECT_EQ(lines, 1) << bad;
+  }
+}
+
 TEST(Signals, SigtermCheckpointsAndTheRunResumes) {
   const std::string data = make_data("signal_data");
   const std::string dir = testing::temp_dir("signal");

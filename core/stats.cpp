@@ -1,10 +1,17 @@
-#include "eval/stats.h"
+#include "core/stats.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
 
-namespace kvroute::eval {
+namespace kvroute {
+
+double median(std::vector<double> x) {
+  if (x.empty()) return 0.0;
+  std::sort(x.begin(), x.end());
+  return x[x.size() / 2];
+}
 
 Summary summarize(const std::vector<double>& x) {
   Summary s;
@@ -49,4 +56,4 @@ Interval mean_ci95(const std::vector<double>& x) {
   return r;
 }
 
-}  // namespace kvroute::eval
+}  // namespace kvroute

@@ -1,10 +1,15 @@
-// Small-sample statistics for studies with replicate seeds: mean, sample standard deviation and
-// the Student-t 95% interval of a mean (of paired differences, in the study report).
+// Small statistics the project shares: the median of timings (benchmarks), and for studies with
+// replicate seeds the mean, sample standard deviation and the Student-t 95% interval of a mean
+// (of paired differences, in the study report).
 #pragma once
 
 #include <vector>
 
-namespace kvroute::eval {
+namespace kvroute {
+
+// The median: the middle value after sorting (for an even count the upper of the two middle ones,
+// so it is always a measured value); 0 for an empty list.
+double median(std::vector<double> x);
 
 struct Summary {
   int n = 0;
@@ -23,4 +28,4 @@ struct Interval {
 };
 Interval mean_ci95(const std::vector<double>& x);
 
-}  // namespace kvroute::eval
+}  // namespace kvroute
