@@ -47,6 +47,9 @@ PlanResult evaluate_keep_set(const layers::Transformer& model, const std::string
   data::ValidationLoader loader(data_dir, batch, seq_len, comm.rank(), comm.world_size(), model.config().vocab_size,
                                 part);
   auto [loss, tokens] = train::validation_loss(model, loader, r.plan, max_batches, comm);
+  // A non-finite loss is not a result: no table or file reports it.
+  KV_CHECK(std::isfinite(loss), "{}: the validation loss under {} is not finite ({}); the model's weights give "
+           "non-finite outputs", data_dir, label, loss);
   r.loss = loss;
   r.perplexity = std::exp(loss);
   r.tokens = tokens;

@@ -161,6 +161,13 @@ TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, T
              t.shape(), target->shape());
     const int64_t bad = first_nonfinite(t);
     KV_CHECK(bad < 0, "{}/optimizer.safetensors: {} holds a non-finite value at element {}", dir, name, bad);
+    if (std::string(name) == "exp_avg_sq") {  // a second moment is a mean of squares
+      const Tensor host = t.to(Device::cpu()).contiguous();
+      const float* v = host.data<float>();
+      for (int64_t i = 0; i < host.numel(); ++i)
+        KV_CHECK(v[i] >= 0.0f, "{}/optimizer.safetensors: exp_avg_sq holds a negative second moment ({}) at element "
+                 "{}", dir, v[i], i);
+    }
     target->copy_(t);
   }
   return state;

@@ -199,10 +199,45 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
                   layers::architecture_name(config_.model.architecture), kv_init_name(config_.router.kv_init));
     }
   }
+  check_first_forward();
   open_run_directory();
 }
 
 Trainer::~Trainer() = default;
+
+void Trainer::check_first_forward() {
+  if (options_.benchmark) return;
+  // Tokens 0, 1, 2, ... (no loader, no RNG: the run's state is untouched), under the full-cache
+  // plan (CLA@k models read their group leaders).
+  const int64_t T = std::min<int64_t>(config_.train.seq_len, 64);
+  Tensor inputs = Tensor::empty({1, T}, DType::I32), targets = Tensor::empty({1, T}, DType::I32);
+  for (int64_t t = 0; t < T; ++t) {
+    inputs.data<int32_t>()[t] = static_cast<int32_t>(t % config_.model.vocab_size);
+    targets.data<int32_t>()[t] = static_cast<int32_t>((t + 1) % config_.model.vocab_size);
+  }
+  // Forward and backward: weights can give a finite loss and non-finite gradients. The gradient
+  // buffer is zeroed again after (every step starts from zero anyway).
+  autograd::Variable loss_var =
+      model_->loss(inputs.to(model_->device()), targets.to(model_->device()),
+                   layers::inference_plan(model_->config(), layers::keep_retention(model_->num_layers(), 1.0)).plan);
+  double loss = loss_var.data().item();
+  loss_var.backward();
+  if (std::isfinite(loss)) {
+    const std::vector<float> g = model_->flat_gradients().to_vector<float>();
+    for (float x : g)
+      if (!std::isfinite(x)) {
+        loss = x;
+        break;
+      }
+  }
+  model_->zero_grad();
+  const std::string source = !result_.last_checkpoint.empty() ? "checkpoint " + result_.last_checkpoint
+                             : !config_.init_from.empty()     ? "model.init_from " + config_.init_from
+                                                              : "the initialisation (model.init_std)";
+  KV_CHECK(std::isfinite(loss), "{}: the first forward and backward pass give a non-finite {} ({}); the weights of "
+           "{} are not usable (nothing in the run directory was changed)", config_.source,
+           std::isfinite(loss_var.data().item()) ? "gradient" : "loss", loss, source);
+}
 
 void Trainer::resume(const std::string& from) {
   TrainState loaded = load_checkpoint(from, *model_, adam_m_, adam_v_, config_);

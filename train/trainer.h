@@ -97,6 +97,10 @@ class Trainer {
   void update(int64_t step, double lr);  // AdamW; master weights and the compute copy
   void resume(const std::string& from);
   void check_fresh_run_directory() const;
+  // One forward and backward pass on a fixed batch before the run directory is touched: weights
+  // that are finite but give a non-finite loss or gradient (an absurd checkpoint or init) fail
+  // here, naming the source, instead of after metrics.jsonl and config.yaml were rewritten.
+  void check_first_forward();
   void open_run_directory();
   bool stop_agreed();  // whether any rank was signalled (a collective: every rank calls it)
 

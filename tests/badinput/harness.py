@@ -602,7 +602,7 @@ SCHEMA = {
     ("model", "intermediate_size"): ("int", 1, True), ("model", "rope_theta"): ("float", 0, 1e12, True),
     ("model", "rms_norm_eps"): ("float", 0, 1, True), ("model", "max_seq_len"): ("int", 1, True),
     ("model", "tie_embeddings"): ("bool",), ("model", "qk_norm"): ("bool",),
-    ("model", "init_std"): ("float", 0, 10, True),
+    ("model", "init_std"): ("float", 0, 10, True), ("model", "scaled_residual_init"): ("bool",),
     ("model", "init_from"): ("path",), ("model", "architecture"): ("enum",), ("model", "rope_scaling"): ("enum",),
     ("model", "rope_factor"): ("float", 1, 1e6, False), ("model", "rope_low_freq_factor"): ("float", 0, 1e6, True),
     ("model", "rope_high_freq_factor"): ("float", 0, 1e6, True),
@@ -1638,6 +1638,57 @@ def safetensors_cases(R: Registry) -> None:
     add("opt-i32", "exp_avg_sq stored as I32", header_edit(lambda env, h: h["exp_avg_sq"].__setitem__("dtype", "I32")),
         file="optimizer.safetensors")
     add("opt-fifo", "optimizer.safetensors is a FIFO", lambda env, p: make_fifo(p), file="optimizer.safetensors")
+
+    # State that is finite but impossible (generated): a negative second moment somewhere in
+    # exp_avg_sq; weights so large the first forward pass is not finite. Refused on load or before
+    # the run directory is touched.
+    def negative_v(where: str, value: float) -> Callable:
+        def m(env: Env, p: Path) -> tuple:
+            n, h, d = st_parts(p)
+            header = json.loads(h)
+            b, e = header["exp_avg_sq"]["data_offsets"]
+            count = (e - b) // 4
+            i = {"first": 0, "last": count - 1, "random": env.rng.randrange(count)}[where]
+            d = d[:b + 4 * i] + struct.pack("<f", value) + d[b + 4 * i + 4:]
+            p.write_bytes(struct.pack("<Q", n) + h + d)
+            return f"exp_avg_sq[{i}] = {value}", "fail"
+        return m
+    for where in ("first", "last", "random"):
+        for value in (-1.0, -1e-30):
+            add(f"opt-negative-v-{where}-{value:g}", f"exp_avg_sq holds {value:g} ({where} element)",
+                negative_v(where, value), file="optimizer.safetensors")
+
+    def scaled_weights(factor: float) -> Callable:
+        def m(env: Env, p: Path) -> str:
+            n, h, d = st_parts(p)
+            header = json.loads(h)
+            body = bytearray(d)
+            for k in tensor_names(header):
+                if header[k]["dtype"] != "F32" or len(header[k]["shape"]) != 2:
+                    continue
+                b, e = header[k]["data_offsets"]
+                vals = struct.unpack(f"<{(e - b) // 4}f", bytes(body[b:e]))
+                body[b:e] = struct.pack(f"<{len(vals)}f", *[max(-3e38, min(3e38, v * factor)) for v in vals])
+            p.write_bytes(struct.pack("<Q", n) + h + bytes(body))
+            return f"every 2-D weight x {factor:g}"
+        return m
+    # x1e15 can stay finite through the norms; x1e30 gives a finite loss (eval may report it) but
+    # non-finite gradients (a resumed run must stop before touching its directory).
+    for factor, expects in ((1e15, {"eval": "any", "resume": "any"}), (1e30, {"eval": "any", "resume": "fail"})):
+        for cmd, expect in expects.items():
+            add(f"huge-weights-{factor:g}-{cmd}", f"every weight x {factor:g} ({cmd})", scaled_weights(factor),
+                cmds=[cmd], expect=expect)
+
+    def huge_final_norm(env: Env, p: Path) -> str:
+        n, h, d = st_parts(p)
+        header = json.loads(h)
+        b, e = header["model.norm.weight"]["data_offsets"]
+        d = d[:b] + struct.pack("<f", 3e38) * ((e - b) // 4) + d[e:]
+        p.write_bytes(struct.pack("<Q", n) + h + d)
+        return "model.norm.weight = 3e38 (finite; the logits are not)"
+    for cmd in ("eval", "resume"):
+        add(f"huge-final-norm-{cmd}", f"the final norm's weight 3e38: non-finite logits ({cmd})", huge_final_norm,
+            cmds=[cmd])
     add("opt-missing-file", "no optimizer.safetensors", lambda env, p: p.unlink(), file="optimizer.safetensors")
 
 
