@@ -1,5 +1,9 @@
 #include "layers/transformer.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -221,8 +225,38 @@ Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& c
 
 // ---- Transformer -------------------------------------------------------------------------------
 
+int64_t ModelConfig::parameter_count() const {
+  const int64_t H = hidden_size, q = num_heads * head_dim, kv = num_kv_heads * head_dim;
+  int64_t n = vocab_size * H * (tie_embeddings ? 1 : 2) + H;  // embeddings (+ lm_head), final norm
+  for (int64_t l = 0; l < num_layers; ++l) {
+    const bool own_kv = layer_has_kv_weights(l);
+    n += 2 * H * q + (own_kv ? 2 * H * kv : 0);                                  // q, o (+ k, v)
+    n += qk_norm ? head_dim * (own_kv ? 2 : 1) : 0;                              // q_norm (+ k_norm)
+    n += 3 * H * intermediate_size + 2 * H;                                      // MLP, two norms
+  }
+  return n;
+}
+
+void ModelConfig::check_fits_in_memory(double bytes_per_parameter, const std::string& what) const {
+  // The machine's memory, or less where the process is limited (ulimit -v / -d).
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  double have = pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0;
+  for (int resource : {RLIMIT_AS, RLIMIT_DATA}) {
+    struct rlimit lim {};
+    if (::getrlimit(resource, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY)
+      have = have > 0 ? std::min(have, static_cast<double>(lim.rlim_cur)) : static_cast<double>(lim.rlim_cur);
+  }
+  if (have <= 0) return;  // unknown: nothing to compare with
+  const double need = static_cast<double>(parameter_count()) * bytes_per_parameter;
+  KV_CHECK(need <= have,
+           "model: {} parameters (model.vocab_size {}, hidden_size {}, num_layers {}, intermediate_size {}) need "
+           "{:.1f} GB for {}, more than the {:.1f} GB of memory this process may use",
+           parameter_count(), vocab_size, hidden_size, num_layers, intermediate_size, need / 1e9, what, have / 1e9);
+}
+
 Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(config) {
   config_.validate();
+  config_.check_fits_in_memory(8, "weights and gradients");
   auto model = register_module("model", std::make_shared<Container>());
   embed_tokens_ = model->add("embed_tokens", std::make_shared<Embedding>(config_.vocab_size, config_.hidden_size));
   auto layer_list = model->add("layers", std::make_shared<Container>());

@@ -55,6 +55,12 @@ struct ModelConfig {
   std::vector<bool> kv_weight_layers;
 
   void validate() const;  // one-line errors naming the key and value
+  // Parameters of the model this config builds (tested equal to Transformer::parameter_count()),
+  // known before anything is allocated.
+  int64_t parameter_count() const;
+  // Refuses a model whose `bytes_per_parameter` (weights, gradients, optimizer state) exceed the
+  // machine's physical memory, naming the size keys, instead of an out-of-memory failure later.
+  void check_fits_in_memory(double bytes_per_parameter, const std::string& what) const;
   bool layer_has_kv_weights(int64_t layer) const;
   ops::RopeConfig rope() const;
 };

@@ -187,7 +187,7 @@ const std::vector<Section>& schema() {
       {"optim",
        {float_field("lr", REF(double, c.optim.lr), 0, 10), float_field("min_lr", REF(double, c.optim.min_lr), 0, 10),
         float_field("beta1", REF(double, c.optim.beta1), 0, 0.999999), float_field("beta2", REF(double, c.optim.beta2), 0, 0.999999),
-        float_field("eps", REF(double, c.optim.eps), 0, 1, true), float_field("weight_decay", REF(double, c.optim.weight_decay), 0, 10),
+        float_field("eps", REF(double, c.optim.eps), 1.1754943508222875e-38, 1), float_field("weight_decay", REF(double, c.optim.weight_decay), 0, 10),
         float_field("grad_clip", REF(double, c.optim.grad_clip), 0, 1e9),
         enum_field("schedule", REF(ScheduleKind, c.optim.schedule),
                    {ScheduleKind::Cosine, ScheduleKind::Constant, ScheduleKind::Wsd}, schedule_name),

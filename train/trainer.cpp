@@ -142,6 +142,7 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
   }
 
   // Model: rank 0's initial weights go to everyone (on the host, before the model moves).
+  model_config_.check_fits_in_memory(16, "f32 weights, gradients and AdamW moments");
   model_ = std::make_unique<layers::Transformer>(model_config_, config_.train.seed);
   comm_.broadcast(model_->flat_parameters(), 0);
   model_->to(device_, device_.is_cuda() ? compute_dtype(config_.train.precision) : DType::F32);
@@ -250,7 +251,11 @@ void Trainer::resume(const std::string& from) {
   state_.step = loaded.step;
   state_.tokens_seen = loaded.tokens_seen;
   state_.cursor = loaded.cursor;
-  loader_->set_cursor(state_.cursor);
+  try {
+    loader_->set_cursor(state_.cursor);
+  } catch (const Error& e) {  // name the file the cursor came from
+    KV_FAIL("{}/state.json: data_cursor: {}", from, e.what());
+  }
   result_.last_checkpoint = from;
   if (verbose_) {
     std::printf("resumed from %s at step %ld (world size %d -> %d)\n", from.c_str(), static_cast<long>(state_.step),

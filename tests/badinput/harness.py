@@ -614,7 +614,7 @@ SCHEMA = {
     ("data", "dir"): ("str",), ("data", "tokenizer"): ("str",),
     ("optim", "lr"): ("float", 0, 10, False), ("optim", "min_lr"): ("float", 0, 10, False),
     ("optim", "beta1"): ("float", 0, 0.999999, False), ("optim", "beta2"): ("float", 0, 0.999999, False),
-    ("optim", "eps"): ("float", 0, 1, True), ("optim", "weight_decay"): ("float", 0, 10, False),
+    ("optim", "eps"): ("float", 1.1754943508222875e-38, 1, False), ("optim", "weight_decay"): ("float", 0, 10, False),
     ("optim", "grad_clip"): ("float", 0, 1e9, False), ("optim", "schedule"): ("enum",),
     ("optim", "warmup_fraction"): ("float", 0, 1, False), ("optim", "decay_fraction"): ("float", 0, 1, False),
     ("train", "name"): ("str",), ("train", "run_dir"): ("str",), ("train", "steps"): ("int", 1, None),
@@ -1062,6 +1062,17 @@ def override_cases(R: Registry) -> None:
         R.add("override", name, desc or f"override {ov[:60]!r}", expect, build)
 
     add("no-equals", "noequals")
+    # Values every key accepts in range but that fail later: the message must name the key.
+    def named(name: str, ov: str, mention: list) -> None:
+        def build(env: Env) -> Spec:
+            env.cfg()
+            return Spec(["train", "cfg.yaml", ov], mention=mention)
+        R.add("override", name, f"override {ov!r} (the error names {', '.join(mention)})", "fail", build)
+    for v in ["1e-320", "1e-45", "0"]:
+        named(f"eps-{v}", f"optim.eps={v}", ["optim.eps"])
+    for key, v in [("hidden_size", "1000000"), ("intermediate_size", "4194304"), ("vocab_size", "16000000")]:
+        named(f"huge-{key}", f"model.{key}={v}", [key])
+    add("second-doc-value", "train.steps=4\n---\n5")
     add("no-value", "model.hidden_size")
     add("no-key", "=5")
     add("no-section", ".hidden_size=5")

@@ -64,6 +64,25 @@ TEST(Model, ParameterNamesFollowHuggingFaceQwen3) {
   EXPECT_EQ(model.parameter_count(), 2 * 50 * 32 + 4 * per_layer + 32);
   c.tie_embeddings = true;
   EXPECT_EQ(Transformer(c).parameter_count(), 50 * 32 + 4 * per_layer + 32);
+  // The config's own count, known before allocation, is the model's: tied or not, with or without
+  // QK-norm, with CLA non-leaders that own no K/V weights.
+  for (bool tied : {true, false})
+    for (bool qk : {true, false})
+      for (bool cla : {false, true}) {
+        ModelConfig m = tiny_config();
+        m.tie_embeddings = tied;
+        m.qk_norm = qk;
+        m.architecture = qk ? Architecture::Qwen3 : Architecture::Llama;
+        if (cla) m.kv_weight_layers = {true, false, true, false};
+        EXPECT_EQ(m.parameter_count(), Transformer(m).parameter_count()) << tied << qk << cla;
+      }
+  // A model larger than the machine is refused before any allocation, naming the size keys.
+  ModelConfig huge = tiny_config();
+  huge.hidden_size = 4'000'000;
+  huge.num_heads = 1;
+  huge.head_dim = 4'000'000;
+  huge.num_kv_heads = 1;
+  expect_error([&] { Transformer t(huge); }, {"hidden_size 4000000", "GB of memory this process may use"});
 }
 
 TEST(Model, InitialisationAndFlatBuffers) {
