@@ -23,7 +23,7 @@ struct Args {
 int run(const Args& a) {
   train::hf::ExportOptions options;
   KV_CHECK(a.dtype == "f32" || a.dtype == "bf16" || a.dtype == "f16", "--dtype '{}': expected f32, bf16 or f16",
-           a.dtype.substr(0, 60));
+           kvroute::excerpt(a.dtype, 60));
   options.dtype = parse_dtype(a.dtype);
   options.shard_bytes = parse_byte_size("--shard-size", a.shard_size);
   options.overwrite = a.overwrite;

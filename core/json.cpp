@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/io.h"
+#include "core/text.h"
 
 namespace kvroute::json {
 
@@ -47,21 +48,19 @@ Json parse(std::string_view text, const std::string& what, int max_depth) {
   } catch (const TooDeep&) {
     KV_FAIL("{}: invalid JSON: nested deeper than {} levels", what, max_depth);
   } catch (const DuplicateKey& d) {
-    KV_FAIL("{}: invalid JSON: duplicate key \"{}\"", what, d.key.substr(0, 60));
+    KV_FAIL("{}: invalid JSON: duplicate key \"{}\"", what, kvroute::excerpt(d.key, 60));
   } catch (const nlohmann::json::exception& e) {
     std::string msg = e.what();
     const size_t bracket = msg.find("] ");  // drop nlohmann's "[json.exception.parse_error.101] "
     if (msg.rfind("[json.exception", 0) == 0 && bracket != std::string::npos) msg = msg.substr(bracket + 2);
-    KV_FAIL("{}: invalid JSON: {}", what, msg.substr(0, 200));
+    KV_FAIL("{}: invalid JSON: {}", what, kvroute::excerpt(msg, 200));
   }
 }
 
 Json parse_file(const std::string& path, int max_depth) { return parse(io::read_file(path), path, max_depth); }
 
 std::string excerpt(const Json& value, size_t max_chars) {
-  std::string text = value.dump(-1, ' ', false, Json::error_handler_t::replace);
-  if (text.size() > max_chars) text = text.substr(0, max_chars) + "...";
-  return text;
+  return kvroute::excerpt(value.dump(-1, ' ', false, Json::error_handler_t::replace), max_chars);
 }
 
 int64_t get_int(const Json& object, const char* key, const std::string& what, int64_t min, int64_t max) {

@@ -1,3 +1,4 @@
+#include "core/text.h"
 #include "core/safetensors.h"
 
 #include <algorithm>
@@ -100,7 +101,7 @@ File load(const std::string& path) {
       }
       continue;
     }
-    const std::string what = fmt::format("{}: tensor '{}'", path, name.substr(0, 200));
+    const std::string what = fmt::format("{}: tensor '{}'", path, kvroute::excerpt(name, 200));
     KV_CHECK(entry.is_object() && entry.size() == 3 && entry.contains("dtype") && entry.contains("shape") &&
                  entry.contains("data_offsets"),
              "{} must be an object of exactly dtype, shape and data_offsets, got {}", what, json::excerpt(entry));

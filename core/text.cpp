@@ -12,8 +12,8 @@ std::string excerpt(std::string_view value, size_t max_chars) {
   std::string out;
   size_t shown = 0;
   for (size_t i = 0; i < value.size(); ++i) {
-    if (shown == max_chars) return out + "...";
     const unsigned char c = static_cast<unsigned char>(value[i]);
+    if (shown == max_chars && (c & 0xc0) != 0x80) return out + "...";  // cut only before a character
     if (c == '\n') {
       out += "\\n";
     } else if (c == '\t') {

@@ -9,6 +9,7 @@
 
 #include <omp.h>
 
+#include "core/text.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "core/json.h"
@@ -167,7 +168,7 @@ DataInfo read_data_info(const std::string& dir) {
   if (j.contains("tokenizer")) info.tokenizer = json::get_string(j, "tokenizer", path);
   if (j.contains("format")) info.format = json::get_string(j, "format", path);
   KV_CHECK(info.format == "tokens" || info.format == "sft", "{}: format '{}' is not tokens or sft", path,
-           info.format.substr(0, 60));
+           kvroute::excerpt(info.format, 60));
   return info;
 }
 
@@ -183,7 +184,7 @@ PrepareSummary prepare(const PrepareOptions& options) {
            "prepare: {} already holds prepared data (data.json); pass --overwrite to replace it, or choose another --out",
            options.out_dir);
   KV_CHECK(options.format == "text" || options.format == "sft", "prepare: --format '{}' is not text or sft",
-           options.format.substr(0, 60));
+           kvroute::excerpt(options.format, 60));
   // The output directory is replaced whole when published: it must hold nothing but prepared data.
   io::check_output_directory(options.out_dir);
   if (fs::is_directory(options.out_dir, exists_ec)) {
@@ -193,7 +194,7 @@ PrepareSummary prepare(const PrepareOptions& options) {
                                                      name.rfind("sft_", 0) == 0) && entry.path().extension() == ".bin");
       KV_CHECK(prepared && entry.is_regular_file(exists_ec),
                "prepare: {} holds '{}', which prepare did not write; --out must be a new directory or one holding "
-               "only prepared data", options.out_dir, name.substr(0, 100));
+               "only prepared data", options.out_dir, kvroute::excerpt(name, 100));
     }
   }
   {

@@ -17,6 +17,7 @@
 
 #include <omp.h>
 
+#include "core/text.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "core/json.h"
@@ -356,21 +357,20 @@ Doc parse_tokenizer_json(const std::string& path, int max_depth) {
   } catch (const TooDeep&) {
     KV_FAIL("{}: invalid JSON: nested deeper than {} levels", path, max_depth);
   } catch (const DuplicateKey& d) {
-    KV_FAIL("{}: invalid JSON: duplicate key \"{}\"", path, d.key.substr(0, 60));
+    KV_FAIL("{}: invalid JSON: duplicate key \"{}\"", path, kvroute::excerpt(d.key, 60));
   } catch (const nlohmann::json::exception& e) {
     std::string msg = e.what();
     const size_t bracket = msg.find("] ");
     if (msg.rfind("[json.exception", 0) == 0 && bracket != std::string::npos) msg = msg.substr(bracket + 2);
-    KV_FAIL("{}: invalid JSON: {}", path, msg.substr(0, 200));
+    KV_FAIL("{}: invalid JSON: {}", path, kvroute::excerpt(msg, 200));
   }
 }
 
 std::string cut(const Doc& value) {
-  std::string text = value.dump(-1, ' ', false, Doc::error_handler_t::replace);
-  return text.size() > 60 ? text.substr(0, 60) + "..." : text;
+  return kvroute::excerpt(value.dump(-1, ' ', false, Doc::error_handler_t::replace), 60);
 }
 
-std::string cut(const std::string& text) { return cut(Doc(text.substr(0, 200))); }
+std::string cut(const std::string& text) { return cut(Doc(kvroute::excerpt(text, 200))); }
 
 // Reads tokenizer.json: every error is "FILE: KEY.PATH: what is wrong".
 struct HfReader {
@@ -502,13 +502,13 @@ Tokenizer Tokenizer::load(const std::string& dir) {
     const size_t space = line.find(' ');
     KV_CHECK(space != std::string::npos && space > 0 && space + 1 < line.size() &&
                  line.find(' ', space + 1) == std::string::npos,
-             "{}:{}: expected 'LEFT RIGHT', got '{}'", merges_path, line_no, line.substr(0, 60));
+             "{}:{}: expected 'LEFT RIGHT', got '{}'", merges_path, line_no, kvroute::excerpt(line, 60));
     std::string left, right;
     KV_CHECK(unicode_to_bytes(line.substr(0, space), left) && unicode_to_bytes(line.substr(space + 1), right),
-             "{}:{}: '{}' is not in GPT-2's byte-level alphabet", merges_path, line_no, line.substr(0, 60));
+             "{}:{}: '{}' is not in GPT-2's byte-level alphabet", merges_path, line_no, kvroute::excerpt(line, 60));
     auto l = id_of.find(left), r = id_of.find(right), m = id_of.find(left + right);
     KV_CHECK(l != id_of.end() && r != id_of.end() && m != id_of.end(),
-             "{}:{}: merge '{}' uses or makes a token missing from {}", merges_path, line_no, line.substr(0, 60),
+             "{}:{}: merge '{}' uses or makes a token missing from {}", merges_path, line_no, kvroute::excerpt(line, 60),
              encoder_path);
     tok.merges_.emplace_back(l->second, r->second);
   }

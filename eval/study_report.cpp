@@ -8,6 +8,7 @@
 #include <optional>
 #include <set>
 
+#include "core/text.h"
 #include "core/error.h"
 #include "core/stats.h"
 
@@ -336,17 +337,17 @@ std::vector<StudyRow> study_rows_from_csv(const std::string& text, const std::st
         used = 0;
       }
       KV_CHECK(used == s.size() && !s.empty() && std::isfinite(v), "{}: line {}: {} '{}' is not a finite number", path,
-               line_no, field, s.substr(0, 40));
+               line_no, field, kvroute::excerpt(s, 40));
       return v;
     };
     auto integer = [&](const std::string& s, const char* field, double hi) {
       const double v = number(s, field);
       KV_CHECK(v >= 0 && v <= hi && v == std::floor(v), "{}: line {}: {} '{}' is not an integer in [0, {:g}]", path,
-               line_no, field, s.substr(0, 40), hi);
+               line_no, field, kvroute::excerpt(s, 40), hi);
       return v;
     };
     KV_CHECK(f[2] == "deep" || f[2] == "shallow", "{}: line {}: kind '{}': expected deep or shallow", path, line_no,
-             f[2].substr(0, 40));
+             kvroute::excerpt(f[2], 40));
     StudyRow r;
     r.run = f[0];
     r.seed = static_cast<uint64_t>(integer(f[1], "seed", 9e15));

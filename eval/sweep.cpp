@@ -11,6 +11,7 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
+#include "core/text.h"
 #include "core/io.h"
 #include "core/json.h"
 #include "layers/transformer.h"
@@ -50,7 +51,7 @@ Study read_study(const std::string& path) {
     const std::string key = kv.first.as<std::string>();
     KV_CHECK(std::find(known.begin(), known.end(), key) != known.end(),
              "{}: unknown key '{}' (expected study, base, overrides, runs, grid, seeds, shallow_baselines, eval, out)",
-             path, key.substr(0, 60));
+             path, kvroute::excerpt(key, 60));
     KV_CHECK(seen.insert(key).second, "{}: key '{}' appears twice", path, key);
   }
   Study s;
@@ -69,7 +70,7 @@ Study read_study(const std::string& path) {
         const std::string key = kv.first.as<std::string>();
         KV_CHECK(key == "name" || key == "overrides" || key == "baseline" || key == "reference",
                  "{}: run '{}': unknown key '{}' (expected name, overrides, baseline, reference)", path,
-                 r["name"].as<std::string>(), key.substr(0, 60));
+                 r["name"].as<std::string>(), kvroute::excerpt(key, 60));
         KV_CHECK(run_keys.insert(key).second, "{}: run '{}': key '{}' appears twice", path, r["name"].as<std::string>(),
                  key);
       }
@@ -109,7 +110,7 @@ Study read_study(const std::string& path) {
                              [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'; }) &&
                  r.name[0] != '.',
              "{}: run name '{}' must be 1-100 letters, digits, '-', '_' or '.' (it names a directory)", path,
-             r.name.substr(0, 100));
+             kvroute::excerpt(r.name, 100));
     KV_CHECK(names.insert(r.name).second, "{}: run name '{}' appears twice", path, r.name);
   }
   if (root["seeds"]) {
@@ -120,7 +121,7 @@ Study read_study(const std::string& path) {
       try {
         const std::string text = v.as<std::string>();
         KV_CHECK(!text.empty() && text.size() <= 19 && std::all_of(text.begin(), text.end(), ::isdigit),
-                 "{}: seeds: '{}' is not a non-negative integer", path, text.substr(0, 40));
+                 "{}: seeds: '{}' is not a non-negative integer", path, kvroute::excerpt(text, 40));
         seed = std::stoull(text);
       } catch (const YAML::Exception&) {
         KV_FAIL("{}: seeds: every seed must be a non-negative integer", path);
@@ -132,7 +133,7 @@ Study read_study(const std::string& path) {
   }
   if (root["shallow_baselines"]) {
     const std::string v = root["shallow_baselines"].as<std::string>();
-    KV_CHECK(v == "true" || v == "false", "{}: shallow_baselines must be true or false, got '{}'", path, v.substr(0, 40));
+    KV_CHECK(v == "true" || v == "false", "{}: shallow_baselines must be true or false, got '{}'", path, kvroute::excerpt(v, 40));
     s.shallow_baselines = v == "true";
   }
   if (root["eval"]) {
@@ -140,7 +141,7 @@ Study read_study(const std::string& path) {
     for (const auto& kv : root["eval"]) {
       const std::string key = kv.first.as<std::string>();
       KV_CHECK(key == "retention" || key == "batches" || key == "strategy" || key == "plan_split",
-               "{}: eval: unknown key '{}' (expected retention, batches, strategy, plan_split)", path, key.substr(0, 60));
+               "{}: eval: unknown key '{}' (expected retention, batches, strategy, plan_split)", path, kvroute::excerpt(key, 60));
     }
     if (root["eval"]["retention"]) s.retention = root["eval"]["retention"].as<std::vector<double>>();
     if (root["eval"]["batches"]) s.eval_batches = root["eval"]["batches"].as<int64_t>();
@@ -150,7 +151,7 @@ Study read_study(const std::string& path) {
     for (double r : s.retention) KV_CHECK(r > 0 && r <= 1, "{}: eval.retention {} is out of range (0, 1]", path, r);
     KV_CHECK(s.eval_batches >= 0, "{}: eval.batches {} must be >= 0", path, s.eval_batches);
     KV_CHECK(s.strategy == "even" || s.strategy == "greedy", "{}: eval.strategy '{}': expected even or greedy", path,
-             s.strategy.substr(0, 40));
+             kvroute::excerpt(s.strategy, 40));
     KV_CHECK(s.plan_split >= 0 && s.plan_split < 1, "{}: eval.plan_split {} must be in [0, 1)", path, s.plan_split);
     KV_CHECK(s.plan_split == 0 || s.strategy == "greedy",
              "{}: eval.plan_split {} needs eval.strategy: greedy (only the greedy planner chooses on data)", path,
@@ -166,7 +167,7 @@ Study read_study(const std::string& path) {
       if (other->empty()) continue;
       const char* what = other == &r.baseline ? "baseline" : "reference";
       KV_CHECK(index.count(*other), "{}: run '{}': {} '{}' is not a run of the study", path, r.name, what,
-               other->substr(0, 100));
+               kvroute::excerpt(*other, 100));
       KV_CHECK(*other != r.name, "{}: run '{}': {} names the run itself", path, r.name, what);
     }
     if (!r.baseline.empty()) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "core/text.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "core/json.h"
@@ -150,7 +151,7 @@ TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, T
   KV_CHECK(fs::is_directory(dir, ec), "{}: no such checkpoint directory", dir);
   TrainState state = read_train_state(dir);
   KV_CHECK(state.fingerprint == config.model_fingerprint(),
-           "{}: checkpoint does not match the config's model ({} vs {})", dir, state.fingerprint.substr(0, 300),
+           "{}: checkpoint does not match the config's model ({} vs {})", dir, kvroute::excerpt(state.fingerprint, 300),
            config.model_fingerprint());
   safetensors::File weights = safetensors::load(dir + "/model.safetensors");
   model.load_parameters(weights.tensors, dir + "/model.safetensors");

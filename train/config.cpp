@@ -8,6 +8,7 @@
 #include <functional>
 #include <set>
 
+#include "core/text.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "train/hf.h"
@@ -51,11 +52,7 @@ struct Section {
 };
 
 // A node's text cut to a short excerpt for error messages.
-std::string excerpt(const YAML::Node& node) {
-  std::string text = yaml_text(node);
-  if (text.size() > 60) text = text.substr(0, 60) + "...";
-  return text;
-}
+std::string excerpt(const YAML::Node& node) { return kvroute::excerpt(yaml_text(node)); }
 
 template <class T>
 T read_as(const YAML::Node& node, const std::string& where, const char* what) {
@@ -131,7 +128,7 @@ void check_run_name(const std::string& v, const std::string& where) {
                      v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+=@,") ==
                          std::string::npos;
   KV_CHECK(plain, "{}: '{}' is not a plain name (letters, digits, . _ - + = @ , ; not '.' or '..'; set train.run_dir "
-           "for another location)", where, v.substr(0, 60));
+           "for another location)", where, kvroute::excerpt(v, 60));
 }
 
 void check_nonempty(const std::string& v, const std::string& where) {
@@ -262,7 +259,7 @@ std::string nearest(const std::string& key, const std::vector<std::string>& cand
 }
 
 void apply_override(YAML::Node& root, const std::string& override_text) {
-  KV_CHECK(override_text.size() <= 4096, "override '{}...': longer than 4096 characters", override_text.substr(0, 40));
+  KV_CHECK(override_text.size() <= 4096, "override '{}...': longer than 4096 characters", kvroute::excerpt(override_text, 40));
   const size_t eq = override_text.find('=');
   const std::string path = override_text.substr(0, eq);
   const size_t dot = path.find('.');
@@ -385,7 +382,7 @@ RunConfig parse_config(const std::string& yaml_text, const std::string& source, 
     const std::string name = entry.first.as<std::string>();
     KV_CHECK(seen_sections.insert(name).second, "{}: section '{}' appears twice", source, name);
     auto section = std::find_if(schema().begin(), schema().end(), [&](const Section& s) { return s.name == name; });
-    KV_CHECK(section != schema().end(), "{}: unknown section '{}' (did you mean '{}'?)", source, name.substr(0, 60),
+    KV_CHECK(section != schema().end(), "{}: unknown section '{}' (did you mean '{}'?)", source, kvroute::excerpt(name, 60),
              nearest(name, section_names));
     KV_CHECK(entry.second.IsMap() || entry.second.IsNull(), "{}: section '{}' must be a mapping of keys", source, name);
     std::vector<std::string> keys;
@@ -398,7 +395,7 @@ RunConfig parse_config(const std::string& yaml_text, const std::string& source, 
       KV_CHECK(seen_keys.insert(key).second, "{}: key '{}.{}' appears twice", source, name, key);
       auto field = std::find_if(section->fields.begin(), section->fields.end(), [&](const Field& f) { return f.key == key; });
       KV_CHECK(field != section->fields.end(), "{}: unknown key '{}.{}' (did you mean '{}.{}'?)", source, name,
-               key.substr(0, 60), name, nearest(key, keys));
+               kvroute::excerpt(key, 60), name, nearest(key, keys));
       field->read(config, kv.second, fmt::format("{}: {}.{}", source, name, key));
       if (name == "model") model_keys.insert(key);
     }

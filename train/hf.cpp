@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 
+#include "core/text.h"
 #include "core/error.h"
 #include "core/io.h"
 #include "core/json.h"
@@ -94,7 +95,7 @@ void read_rope(const Json& j, const std::string& path, layers::ModelConfig& m) {
   if (type.empty()) type = opt_string(*scaling, "type", where);
   if (type.empty() || type == "default") return;
   KV_CHECK(type == "llama3", "{}: rope_type '{}' is not supported (kvroute implements default and llama3)", where,
-           type.substr(0, 60));
+           kvroute::excerpt(type, 60));
   m.rope_scaling = layers::RopeScaling::Llama3;
   m.rope_factor = opt_number(*scaling, "factor", where, 1, 1e6, 8.0);
   m.rope_low_freq_factor = opt_number(*scaling, "low_freq_factor", where, 1e-9, 1e6, 1.0);
@@ -117,7 +118,7 @@ void check_shard_name(const std::string& name, const std::string& index_path, co
                      name.find('\0') == std::string::npos && name != "." && name != ".." &&
                      name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0;
   KV_CHECK(plain, "{}: weight_map: '{}' maps to '{}', which is not a .safetensors file name in the model directory",
-           index_path, tensor.substr(0, 120), name.substr(0, 120));
+           index_path, kvroute::excerpt(tensor, 120), kvroute::excerpt(name, 120));
 }
 
 std::string layer_key(int64_t layer, const char* suffix) {
@@ -152,9 +153,9 @@ ModelInfo read_config(const std::string& dir) {
   }
   KV_CHECK(found != nullptr,
            "{}: architecture '{}' is not supported (kvroute imports Qwen3ForCausalLM, LlamaForCausalLM, "
-           "MistralForCausalLM)", path, (class_name.empty() ? model_type : class_name).substr(0, 80));
+           "MistralForCausalLM)", path, kvroute::excerpt(class_name.empty() ? model_type : class_name, 80));
   KV_CHECK(model_type.empty() || model_type == found->model_type, "{}: model_type '{}' does not match architectures '{}'",
-           path, model_type.substr(0, 60), found->class_name);
+           path, kvroute::excerpt(model_type, 60), found->class_name);
   m.architecture = found->arch;
   KV_CHECK(!j.contains("quantization_config") || j["quantization_config"].is_null(),
            "{}: quantization_config: quantized checkpoints are not supported (import the unquantized model)", path);
@@ -179,7 +180,7 @@ ModelInfo read_config(const std::string& dir) {
 
   const std::string act = opt_string(j, "hidden_act", path);
   KV_CHECK(act.empty() || act == "silu", "{}: hidden_act '{}' is not supported (kvroute's MLP is SwiGLU: silu)", path,
-           act.substr(0, 60));
+           kvroute::excerpt(act, 60));
   KV_CHECK(!opt_bool(j, "attention_bias", path, false), "{}: attention_bias: true is not supported (no biases)", path);
   KV_CHECK(!opt_bool(j, "mlp_bias", path, false), "{}: mlp_bias: true is not supported (no biases)", path);
   if (m.architecture == Architecture::Qwen3) {
@@ -228,7 +229,7 @@ safetensors::NamedTensors read_weights(const std::string& dir, bool tie_embeddin
     std::map<std::string, std::string> file_of;
     for (const auto& [name, file] : map.items()) {
       KV_CHECK(file.is_string(), "{}: weight_map: '{}' maps to {}, expected a file name", index_path,
-               name.substr(0, 120), json::excerpt(file));
+               kvroute::excerpt(name, 120), json::excerpt(file));
       const std::string f = file.get<std::string>();
       check_shard_name(f, index_path, name);
       if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(f);
