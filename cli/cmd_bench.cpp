@@ -1,19 +1,24 @@
 // `kvroute bench train CONFIG`: training tokens/s (median step) next to the PyTorch peers.
 // `kvroute bench generate`: TTFT, decode tokens/s, KV bytes and peak bytes per retention.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <memory>
 
 #include "bench/train_peers.h"
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "core/stats.h"
-#include "core/text.h"
 #include "core/allocator.h"
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/stats.h"
+#include "core/text.h"
 #include "core/threading.h"
+#include "data/shard.h"
 #include "eval/evaluate.h"
 #include "eval/generate.h"
 #include "kernels/ops.h"
@@ -32,7 +37,38 @@ struct TrainArgs {
   int64_t steps = 10;
   bool no_peer = false;
   bool print_peer_args = false;
+  bool random_data = false;
   int threads = 0;
+};
+
+// Shards of uniformly random tokens of the model's vocabulary in a private temporary directory,
+// enough for `tokens` training tokens and one validation window: a throughput check needs no
+// corpus. Removed when it goes out of scope.
+class RandomData {
+ public:
+  RandomData(int64_t vocab, int64_t tokens, int64_t seq_len) {
+    const char* tmp = std::getenv("TMPDIR");
+    dir_ = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/kvroute-bench-XXXXXX";
+    KV_CHECK(::mkdtemp(dir_.data()) != nullptr, "bench train: cannot create a directory for random tokens: {}",
+             std::strerror(errno));
+    Philox rng(20241206);
+    auto draw = [&](int64_t n) {
+      std::vector<int32_t> t(static_cast<size_t>(n));
+      for (auto& x : t) x = static_cast<int32_t>(rng.uniform_int(vocab));
+      return t;
+    };
+    const int width = data::token_width_for_vocab(vocab);
+    data::write_shard(dir_ + "/train_000000.bin", draw(tokens + seq_len + 1), width);
+    data::write_shard(dir_ + "/val_000000.bin", draw(2 * (seq_len + 1)), width);
+  }
+  ~RandomData() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::string dir_;
 };
 
 int run_train(const TrainArgs& a) {
@@ -47,6 +83,19 @@ int run_train(const TrainArgs& a) {
                                                                 : config.train.batch_size * config.train.seq_len;
     std::printf("%s\n", bench::peer_shape_args(config, tokens).c_str());
     return 0;
+  }
+  std::unique_ptr<RandomData> random;
+  std::error_code ec;
+  if (a.random_data || !std::filesystem::exists(config.data.dir, ec)) {
+    const int64_t per_step = config.train.global_batch_tokens > 0 ? config.train.global_batch_tokens
+                                                                  : config.train.batch_size * config.train.seq_len;
+    // Every rank draws the same tokens (the same seed); the loader gives each its slice.
+    random = std::make_unique<RandomData>(config.model.vocab_size, per_step * config.train.steps * 4,
+                                          config.train.seq_len);
+    if (!a.random_data)
+      std::printf("bench train: data.dir %s does not exist: training on random tokens of the %ld-token vocabulary\n",
+                  config.data.dir.c_str(), static_cast<long>(config.model.vocab_size));
+    config.data.dir = random->dir();
   }
   std::unique_ptr<dist::Communicator> comm = dist::make_communicator(config.dist.backend);
   train::TrainResult result;
@@ -263,6 +312,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   train->add_option("config", train_args->config, "run config (YAML)")->required();
   train->add_option("overrides", train_args->overrides, "section.key=value overrides");
   train->add_option("--steps", train_args->steps, "timed steps (median reported)")->check(bounded(1, 100000));
+  train->add_flag("--random-data", train_args->random_data,
+                  "train on random tokens of the model's vocabulary (also when data.dir does not exist)");
   train->add_flag("--no-peer", train_args->no_peer, "skip the PyTorch peer");
   train->add_flag("--print-peer-args", train_args->print_peer_args,
                   "print the PyTorch peer's model and batch arguments for the config, run nothing");

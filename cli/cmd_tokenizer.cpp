@@ -1,7 +1,8 @@
-// `kvroute tokenizer train | encode`: learn a byte-level BPE in GPT-2's file format, or print the
-// token ids of a text.
+// `kvroute tokenizer train | encode | decode`: learn a byte-level BPE in GPT-2's file format, print
+// the token ids of a text, or the text of token ids (encode's output reads back).
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include "cli/commands.h"
 #include "cli/common.h"
 #include "core/error.h"
+#include "core/text.h"
 #include "core/threading.h"
 #include "data/corpus.h"
 #include "data/tokenizer.h"
@@ -72,6 +74,59 @@ int run_encode(const EncodeArgs& a) {
   return 0;
 }
 
+struct DecodeArgs {
+  std::string dir, ids;
+};
+
+// "12 34 56" or "12,34,56" (what encode prints, or a list): ids, each a whole number in [0, 2^31).
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::vector<int32_t> ids;
+  std::string item;
+  for (size_t i = 0; i <= text.size(); ++i) {
+    const char c = i < text.size() ? text[i] : ' ';
+    if (c == ' ' || c == ',' || c == '\n' || c == '\t') {
+      if (!item.empty()) ids.push_back(static_cast<int32_t>(std::stol(item)));
+      item.clear();
+    } else {
+      item += c;
+    }
+  }
+  return ids;
+}
+
+CLI::Validator id_list() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        std::string item;
+        int count = 0;
+        for (size_t i = 0; i <= text.size(); ++i) {
+          const char c = i < text.size() ? text[i] : ' ';
+          if (c == ' ' || c == ',' || c == '\n' || c == '\t') {
+            if (item.empty()) continue;
+            if (item.size() > 10 || !std::all_of(item.begin(), item.end(), ::isdigit) || std::stoll(item) > INT32_MAX)
+              return fmt::format("'{}' is not a token id", excerpt(item));
+            item.clear();
+            ++count;
+          } else {
+            item += c;
+          }
+        }
+        return count == 0 ? "no token ids" : "";
+      },
+      "IDS (e.g. '464 3290')");
+}
+
+int run_decode(const DecodeArgs& a) {
+  data::Tokenizer tok = data::Tokenizer::load(a.dir);
+  const std::vector<int32_t> ids = parse_ids(a.ids);
+  for (int32_t id : ids)
+    KV_CHECK(tok.is_token(id), "--ids: {} is not a token of {} (vocabulary {})", id, a.dir, tok.vocab_size());
+  const std::string text = tok.decode(ids);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fputc('\n', stdout);
+  return 0;
+}
+
 }  // namespace
 
 void add_tokenizer_command(CLI::App& app, int& exit_code) {
@@ -92,6 +147,14 @@ void add_tokenizer_command(CLI::App& app, int& exit_code) {
   encode->add_option("--tokenizer", encode_args->dir, "tokenizer directory")->required();
   encode->add_option("--text", encode_args->text, "text to encode")->required();
   encode->callback([encode_args, &exit_code] { exit_code = run_encode(*encode_args); });
+
+  auto decode_args = std::make_shared<DecodeArgs>();
+  auto* decode = tokenizer->add_subcommand("decode", "print the text of token ids (the inverse of encode)");
+  decode->add_option("--tokenizer", decode_args->dir, "tokenizer directory")->required();
+  decode->add_option("--ids", decode_args->ids, "token ids, space- or comma-separated (encode's output)")
+      ->required()
+      ->check(id_list());
+  decode->callback([decode_args, &exit_code] { exit_code = run_decode(*decode_args); });
 }
 
 }  // namespace kvroute::cli

@@ -41,8 +41,9 @@ CLI::Validator bounded(double lo, double hi) {
         char* end = nullptr;
         errno = 0;
         const double v = std::strtod(begin, &end);
-        if (text.empty() || end != begin + text.size() || !std::isfinite(v))
-          return fmt::format("'{}' is not a finite number", excerpt(text));
+        const bool decimal = text.find_first_not_of("0123456789+-.eE") == std::string::npos;  // no 0x10, no inf
+        if (text.empty() || !decimal || end != begin + text.size() || !std::isfinite(v))
+          return fmt::format("'{}' is not a finite decimal number", excerpt(text));
         if (v < lo || v > hi) return fmt::format("{} is out of range [{}, {}]", excerpt(text), lo, hi);
         return "";
       },

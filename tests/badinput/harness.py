@@ -747,6 +747,9 @@ def baseline_cases(R: Registry) -> None:
     add("generate", ["generate", "--checkpoint", "{CK}", "--prompt", "the sun", "--max-new-tokens", "4",
                      "--top-k", "5", "--top-p", "0.9", "--retention", "0.5"], "sample 4 tokens")
     add("encode", ["tokenizer", "encode", "--tokenizer", "{TOK}", "--text", "hello world"], "encode a text")
+    add("decode", ["tokenizer", "decode", "--tokenizer", "{TOK}", "--ids", "104 101,108 108 111"], "decode ids")
+    add("bench-train-random", ["bench", "train", "cfg.yaml", "--steps", "1", "--no-peer", "--random-data"],
+        "bench train on random tokens (no corpus needed)")
     add("tok-train", ["tokenizer", "train", "--input", "{CORPUS}", "--vocab", "280", "--out", "tokout",
                       "--threads", "1"], "train a tokenizer")
     add("prepare", ["prepare", "--input", "{CORPUS}", "--tokenizer", "{TOK}", "--out", "dataout", "--threads", "1"],
@@ -3329,6 +3332,7 @@ TEMPLATES = {
     "generate": ["generate", "--checkpoint", "{CK}", "--prompt", "the sun", "--max-new-tokens", "4"],
     "tok-train": ["tokenizer", "train", "--input", "{CORPUS}", "--vocab", "280", "--out", "tokout", "--threads", "1"],
     "encode": ["tokenizer", "encode", "--tokenizer", "{TOK}", "--text", "hello"],
+    "decode": ["tokenizer", "decode", "--tokenizer", "{TOK}", "--ids", "104 101"],
     "prepare": ["prepare", "--input", "{CORPUS}", "--tokenizer", "{TOK}", "--out", "dataout", "--threads", "1"],
     "sweep": ["sweep", "study.yaml", "--threads", "1"],
     "bench-train": ["bench", "train", "cfg.yaml", "--steps", "1", "--no-peer"],
@@ -3340,7 +3344,7 @@ NUMERIC = {
     "train": ["--threads"], "eval": ["--batches", "--batch", "--seq-len", "--threads", "--retention", "--groups"],
     "generate": ["--max-new-tokens", "--temperature", "--top-k", "--top-p", "--retention", "--groups", "--seed",
                  "--threads"],
-    "tok-train": ["--vocab", "--threads"], "encode": [], "prepare": ["--val-fraction", "--shard-tokens", "--seed", "--threads"],
+    "tok-train": ["--vocab", "--threads"], "encode": [], "decode": [], "prepare": ["--val-fraction", "--shard-tokens", "--seed", "--threads"],
     "sweep": ["--threads"], "bench-train": ["--steps", "--threads"],
     "bench-gen": ["--prompt-lengths", "--batch-sizes", "--new-tokens", "--repeats", "--retention", "--threads"],
 }
@@ -3403,6 +3407,10 @@ def cli_cases(R: Registry) -> None:
                  ("", "any")]:
         opt("eval", "--keep", v, e)
     opt("eval", "--keep=", "-1", "fail")
+    for v in ["abc", "", "-1", "1.5", "99999999999", "1;2", " , "]:
+        opt("decode", "--ids", v, "fail2", name=f"decode-ids-{v.strip() or 'blank'}")
+    opt("decode", "--ids", "5000", "fail", name="decode-ids-beyond-vocab")
+    opt("decode", "--tokenizer", "/nonexistent", "fail")
     # Every flag value checked as it is parsed: a usage error (exit 2) naming the flag.
     for v in ["abc", "0,1,1", "0,0", "0,,1", ",0"]:
         opt("eval", "--keep", v, "fail2")
