@@ -7,7 +7,7 @@
 #include <functional>
 #include <string>
 
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "kernels/ops.h"
 #include "layers/transformer.h"
 #include "train/config.h"

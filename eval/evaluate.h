@@ -7,7 +7,7 @@
 
 #include "layers/transformer.h"
 #include "data/loader.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "train/config.h"
 
 namespace kvroute::eval {

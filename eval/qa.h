@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "data/tokenizer.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "layers/transformer.h"
 
 namespace kvroute::eval {

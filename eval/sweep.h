@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "eval/evaluate.h"
 
 namespace kvroute::eval {

@@ -16,8 +16,8 @@ BELOW = {
     "autograd": ["kernels"],
     "layers": ["autograd"],
     "data": ["core"],
-    "dist": ["layers"],
-    "train": ["dist", "layers", "data"],
+    "distributed": ["layers"],
+    "train": ["distributed", "layers", "data"],
     "eval": ["train"],
     "bench": ["train"],  # the peers library the CLI links, and the benchmarks
     "cli": ["eval", "bench"],

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "kernels/ops.h"
 #include "layers/router.h"
 #include "layers/transformer.h"

@@ -15,8 +15,8 @@
 
 #include "core/io.h"
 #include "data/loader.h"
-#include "dist/communicator.h"
-#include "dist/grad_reducer.h"
+#include "distributed/communicator.h"
+#include "distributed/grad_reducer.h"
 #include "layers/router.h"
 #include "layers/transformer.h"
 #include "train/checkpoint.h"

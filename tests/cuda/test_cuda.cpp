@@ -19,9 +19,9 @@
 #include "kernels/ops.h"
 #include "layers/transformer.h"
 #include "tests/test_util.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "train/config.h"
-#include "dist/grad_reducer.h"
+#include "distributed/grad_reducer.h"
 #include "train/trainer.h"
 
 namespace kvroute {

@@ -11,7 +11,7 @@
 
 #include "data/sft.h"
 #include "data/tokenizer.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "eval/generate.h"
 #include "eval/qa.h"
 #include "tests/test_util.h"

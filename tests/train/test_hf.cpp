@@ -12,7 +12,7 @@
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "data/shard.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "layers/transformer.h"
 #include "tests/test_util.h"
 #include "train/config.h"

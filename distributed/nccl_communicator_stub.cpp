@@ -1,6 +1,6 @@
 // Built when kvroute has no CUDA backend: asking for NCCL is a clear error.
 #include "core/error.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 
 namespace kvroute::dist {
 

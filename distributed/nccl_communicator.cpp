@@ -10,7 +10,7 @@
 
 #include "core/device_runtime.h"
 #include "core/error.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 
 namespace kvroute::dist {
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "layers/transformer.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 
 namespace kvroute::dist {
 
