@@ -49,11 +49,6 @@ int run(Args a) {
     KV_CHECK(T <= ck.model->config().max_seq_len, "--seq-len {}: longer than the model's max_seq_len {} ({})", T,
              ck.model->config().max_seq_len, a.checkpoint);
     if (a.retention.empty() && a.groups.empty() && a.keep.empty()) a.retention = eval::kDefaultRetention;
-    // --plan-split f: the greedy planner chooses on a fraction f of the validation windows (spread
-    // over the whole split); every row is measured on the rest, so sets compare on unseen data.
-    const auto [plan_part, report_part] = eval::plan_split_parts(a.plan_split);
-    std::vector<eval::PlanResult> results;
-    std::vector<int> sizes;
     std::string answers;  // answers.jsonl: one line per plan and task example
     // --task: generation-based QA metrics for every plan as well (eval/qa.h).
     std::vector<eval::QAExample> task;
@@ -66,35 +61,32 @@ int run(Args a) {
                "--task: tokenizer {} has {} tokens but the model's vocabulary is {} (a tokenizer of another model?)",
                dir, tokenizer->vocab_size(), ck.model->config().vocab_size);
     }
-    auto add = [&](const std::vector<int>& keep, const std::string& label, const std::string& strategy) {
-      results.push_back(
-          eval::evaluate_keep_set(*ck.model, data, T, a.batch, a.batches, keep, label, strategy, *comm, report_part));
-      sizes.push_back(static_cast<int>(results.back().kept.size()));
-      if (!task.empty()) {
-        eval::PlanResult& r = results.back();
-        std::vector<std::string> predictions;
-        const eval::QAScores s =
-            eval::evaluate_task(*ck.model, *tokenizer, task, r.plan, a.batch, a.max_new_tokens, *comm, &predictions);
-        for (size_t i = 0; i < task.size(); ++i) {
-          const eval::QAScores one = eval::score_answer(predictions[i], task[i].answers);
-          const json::Json line = {{"plan", r.label}, {"example", i}, {"prediction", predictions[i]},
-                                   {"answers", task[i].answers}, {"em", one.em}, {"f1", one.f1}};
-          answers += line.dump(-1, ' ', false, json::Json::error_handler_t::replace) + "\n";  // bytes of a cut UTF-8 character: U+FFFD
-        }
-        r.em = s.em;
-        r.f1 = s.f1;
-        r.rouge_l = s.rouge_l;
-        r.task_examples = s.examples;
+    auto score_task = [&](eval::PlanResult& r) {
+      if (task.empty()) return;
+      std::vector<std::string> predictions;
+      const eval::QAScores s =
+          eval::evaluate_task(*ck.model, *tokenizer, task, r.plan, a.batch, a.max_new_tokens, *comm, &predictions);
+      for (size_t i = 0; i < task.size(); ++i) {
+        const eval::QAScores one = eval::score_answer(predictions[i], task[i].answers);
+        const json::Json line = {{"plan", r.label}, {"example", i}, {"prediction", predictions[i]},
+                                 {"answers", task[i].answers}, {"em", one.em}, {"f1", one.f1}};
+        answers += line.dump(-1, ' ', false, json::Json::error_handler_t::replace) + "\n";  // bytes of a cut UTF-8 character: U+FFFD
       }
+      r.em = s.em;
+      r.f1 = s.f1;
+      r.rouge_l = s.rouge_l;
+      r.task_examples = s.examples;
     };
-    for (double r : a.retention) add(layers::keep_retention(L, r), fmt::format("retention {:g}", r), "even");
-    for (int g : a.groups) add(layers::keep_every(L, g), fmt::format("groups {}", g), "even");
-    for (const std::string& k : a.keep) add(parse_layer_list("--keep", k), "keep " + k, "list");
-    if (a.strategy == "greedy") {
-      std::vector<eval::PlanResult> greedy =
-          eval::greedy_keep_sets(*ck.model, data, T, a.batch, a.batches, sizes, *comm, plan_part, report_part);
-      results.insert(results.end(), greedy.begin(), greedy.end());
-    }
+    // --plan-split f: the greedy planner chooses on a fraction f of the validation windows (spread
+    // over the whole split); every row is measured on the rest, so sets compare on unseen data.
+    eval::PlanRequest request;
+    request.retention = a.retention;
+    request.groups = a.groups;
+    for (const std::string& k : a.keep) request.keep_sets.push_back(parse_layer_list("--keep", k));
+    request.greedy = a.strategy == "greedy";
+    request.plan_split = a.plan_split;
+    const std::vector<eval::PlanResult> results =
+        eval::evaluate_plans(*ck.model, data, T, a.batch, a.batches, request, *comm, score_task);
     if (comm->rank() != 0) return 0;
     std::printf("kvroute eval %s (%d layers, %s, %ld validation tokens%s)\n%s", a.checkpoint.c_str(), L, data.c_str(),
                 static_cast<long>(results.empty() ? 0 : results[0].tokens),

@@ -90,6 +90,38 @@ std::vector<PlanResult> greedy_keep_sets(const layers::Transformer& model, const
   return chosen;
 }
 
+std::vector<PlanResult> evaluate_plans(const layers::Transformer& model, const std::string& data_dir, int64_t seq_len,
+                                       int64_t batch, int64_t max_batches, const PlanRequest& request,
+                                       dist::Communicator& comm, const std::function<void(PlanResult&)>& on_plan) {
+  const int L = model.num_layers();
+  // Every row on the report part; the greedy planner chooses on the plan part.
+  const auto [plan_part, report_part] = plan_split_parts(request.plan_split);
+  std::vector<PlanResult> out;
+  auto measure = [&](const std::vector<int>& keep, const std::string& label, const std::string& strategy) {
+    out.push_back(evaluate_keep_set(model, data_dir, seq_len, batch, max_batches, keep, label, strategy, comm,
+                                    report_part));
+    if (on_plan) on_plan(out.back());
+  };
+  for (double r : request.retention) measure(layers::keep_retention(L, r), fmt::format("retention {:g}", r), "even");
+  for (int g : request.groups) measure(layers::keep_every(L, g), fmt::format("groups {}", g), "even");
+  for (const std::vector<int>& k : request.keep_sets)
+    measure(layers::keep_list(L, k), fmt::format("keep {}", fmt::join(k, ",")), "list");
+  if (request.implied_groups > 0) {
+    const int g = request.implied_groups;
+    const std::vector<int> implied = layers::inference_plan(model.config(), layers::keep_every(L, g)).kept;
+    if (std::none_of(out.begin(), out.end(), [&](const PlanResult& p) { return p.kept == implied; }))
+      measure(layers::keep_every(L, g), fmt::format("groups {}", g), "even");
+  }
+  if (request.greedy) {
+    std::vector<int> sizes;
+    for (const PlanResult& p : out) sizes.push_back(static_cast<int>(p.kept.size()));
+    std::vector<PlanResult> greedy =
+        greedy_keep_sets(model, data_dir, seq_len, batch, max_batches, sizes, comm, plan_part, report_part);
+    out.insert(out.end(), greedy.begin(), greedy.end());
+  }
+  return out;
+}
+
 std::pair<data::ValidationPart, data::ValidationPart> plan_split_parts(double f) {
   KV_CHECK(f >= 0 && f < 1, "plan split {}: must be in [0, 1) (0: plan and report on the whole validation split)", f);
   if (f == 0) return {{}, {}};

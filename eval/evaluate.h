@@ -2,6 +2,7 @@
 // fractions, group sizes or explicit lists (evenly spread), and the greedy retention planner.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,24 @@ std::vector<PlanResult> greedy_keep_sets(const layers::Transformer& model, const
                                          int64_t seq_len, int64_t batch, int64_t max_batches,
                                          const std::vector<int>& sizes, dist::Communicator& comm,
                                          data::ValidationPart plan_part = {}, data::ValidationPart report_part = {});
+
+// What `kvroute eval` and a study measure: plans from retention levels, group sizes and explicit
+// keep-sets (in that order), optionally the keep-set a CLA@k model's groups imply when none of
+// those gives it, and with `greedy` the greedy sets of the same sizes; `plan_split` as below.
+struct PlanRequest {
+  std::vector<double> retention;
+  std::vector<int> groups;
+  std::vector<std::vector<int>> keep_sets;
+  int implied_groups = 0;  // > 0: add "groups g" when no plan above keeps the set it implies
+  bool greedy = false;
+  double plan_split = 0;
+};
+// Evaluates every plan of `request` on `data_dir`; `on_plan` (optional) sees each evenly spread or
+// listed plan's result as it is measured (for the QA metrics of `kvroute eval --task`).
+std::vector<PlanResult> evaluate_plans(const layers::Transformer& model, const std::string& data_dir, int64_t seq_len,
+                                       int64_t batch, int64_t max_batches, const PlanRequest& request,
+                                       dist::Communicator& comm,
+                                       const std::function<void(PlanResult&)>& on_plan = nullptr);
 
 // The validation parts of a plan split f (data::ValidationPart: interleaved windows): the planner
 // chooses on [0, f), results are reported on [f, 1). f = 0: no split, both are the whole split.

@@ -289,35 +289,19 @@ std::vector<PlanResult> read_eval_json(const std::string& path) {
 // and with strategy greedy the greedy sets of the same sizes. A shallow baseline: its full cache.
 std::vector<PlanResult> evaluate_replicate(const Study& study, const StudyRun& run, const train::RunConfig& config,
                                            const layers::Transformer& model, dist::Communicator& comm) {
-  const int L = model.num_layers();
-  // Every model of the study, shallow baselines included, reports on the same validation part.
-  const auto [plan_part, report_part] = plan_split_parts(study.plan_split);
-  auto measure = [&](const std::vector<int>& keep, const std::string& label) {
-    return evaluate_keep_set(model, config.data.dir, config.train.seq_len, config.train.batch_size, study.eval_batches,
-                             keep, label, "even", comm, report_part);
-  };
-  std::vector<PlanResult> out;
+  PlanRequest request;
+  request.plan_split = study.plan_split;  // every model, shallow baselines included, reports on the same part
   if (run.shallow) {
-    out.push_back(measure(layers::keep_retention(L, 1.0), "retention 1"));
-    return out;
+    request.retention = {1.0};
+  } else {
+    request.retention = study.retention;
+    const auto policy = config.router.config.policy;
+    if (policy == layers::RouterConfig::Policy::FixedGroups || policy == layers::RouterConfig::Policy::RandomFixedGroups)
+      request.implied_groups = config.router.config.group_size;
+    request.greedy = study.strategy == "greedy";
   }
-  for (double r : study.retention) out.push_back(measure(layers::keep_retention(L, r), fmt::format("retention {:g}", r)));
-  const auto policy = config.router.config.policy;
-  if (policy == layers::RouterConfig::Policy::FixedGroups || policy == layers::RouterConfig::Policy::RandomFixedGroups) {
-    const int g = config.router.config.group_size;
-    const std::vector<int> implied = layers::inference_plan(model.config(), layers::keep_every(L, g)).kept;
-    if (std::none_of(out.begin(), out.end(), [&](const PlanResult& p) { return p.kept == implied; }))
-      out.push_back(measure(layers::keep_every(L, g), fmt::format("groups {}", g)));
-  }
-  if (study.strategy == "greedy") {
-    std::vector<int> sizes;
-    for (const PlanResult& p : out) sizes.push_back(static_cast<int>(p.kept.size()));
-    std::vector<PlanResult> greedy = greedy_keep_sets(model, config.data.dir, config.train.seq_len,
-                                                      config.train.batch_size, study.eval_batches, sizes, comm,
-                                                      plan_part, report_part);
-    out.insert(out.end(), greedy.begin(), greedy.end());
-  }
-  return out;
+  return evaluate_plans(model, config.data.dir, config.train.seq_len, config.train.batch_size, study.eval_batches,
+                        request, comm);
 }
 
 }  // namespace
