@@ -18,24 +18,27 @@ struct DuplicateKey {
 
 }  // namespace
 
-Json parse(std::string_view text, const std::string& what, int max_depth) {
+namespace {
+
+template <class Doc>
+Doc parse_bounded(std::string_view text, const std::string& what, int max_depth) {
   // The parser itself is iterative; the callback bounds the depth (and so the recursion of
   // every later walk, dump and destructor) and sees each object's keys to refuse duplicates.
   std::vector<std::set<std::string>> keys;
-  auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) -> bool {
+  auto callback = [&](int depth, typename Doc::parse_event_t event, Doc& parsed) -> bool {
     switch (event) {
-      case Json::parse_event_t::object_start:
-      case Json::parse_event_t::array_start:
+      case Doc::parse_event_t::object_start:
+      case Doc::parse_event_t::array_start:
         if (depth >= max_depth) throw TooDeep{};
         keys.emplace_back();  // arrays hold no keys; an entry keeps the stack aligned with depth
         break;
-      case Json::parse_event_t::object_end:
-      case Json::parse_event_t::array_end:
+      case Doc::parse_event_t::object_end:
+      case Doc::parse_event_t::array_end:
         if (!keys.empty()) keys.pop_back();
         break;
-      case Json::parse_event_t::key:
-        if (!keys.empty() && !keys.back().insert(parsed.get<std::string>()).second) {
-          throw DuplicateKey{parsed.get<std::string>()};
+      case Doc::parse_event_t::key:
+        if (!keys.empty() && !keys.back().insert(parsed.template get<std::string>()).second) {
+          throw DuplicateKey{parsed.template get<std::string>()};
         }
         break;
       default:
@@ -44,7 +47,7 @@ Json parse(std::string_view text, const std::string& what, int max_depth) {
     return true;
   };
   try {
-    return Json::parse(text.begin(), text.end(), callback);
+    return Doc::parse(text.begin(), text.end(), callback);
   } catch (const TooDeep&) {
     KV_FAIL("{}: invalid JSON: nested deeper than {} levels", what, max_depth);
   } catch (const DuplicateKey& d) {
@@ -55,6 +58,16 @@ Json parse(std::string_view text, const std::string& what, int max_depth) {
     if (msg.rfind("[json.exception", 0) == 0 && bracket != std::string::npos) msg = msg.substr(bracket + 2);
     KV_FAIL("{}: invalid JSON: {}", what, kvroute::excerpt(msg, 200));
   }
+}
+
+}  // namespace
+
+Json parse(std::string_view text, const std::string& what, int max_depth) {
+  return parse_bounded<Json>(text, what, max_depth);
+}
+
+nlohmann::json parse_unordered(std::string_view text, const std::string& what, int max_depth) {
+  return parse_bounded<nlohmann::json>(text, what, max_depth);
 }
 
 Json parse_file(const std::string& path, int max_depth) { return parse(io::read_file(path), path, max_depth); }

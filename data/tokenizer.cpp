@@ -325,45 +325,7 @@ namespace {
 using Doc = nlohmann::json;
 
 Doc parse_tokenizer_json(const std::string& path, int max_depth) {
-  const std::string text = io::read_file(path);
-  struct TooDeep {};
-  struct DuplicateKey {
-    std::string key;
-  };
-  std::vector<std::unordered_set<std::string>> keys;
-  auto callback = [&](int depth, Doc::parse_event_t event, Doc& parsed) -> bool {
-    switch (event) {
-      case Doc::parse_event_t::object_start:
-      case Doc::parse_event_t::array_start:
-        if (depth >= max_depth) throw TooDeep{};
-        keys.emplace_back();
-        break;
-      case Doc::parse_event_t::object_end:
-      case Doc::parse_event_t::array_end:
-        if (!keys.empty()) keys.pop_back();
-        break;
-      case Doc::parse_event_t::key:
-        if (!keys.empty() && !keys.back().insert(parsed.get<std::string>()).second) {
-          throw DuplicateKey{parsed.get<std::string>()};
-        }
-        break;
-      default:
-        break;
-    }
-    return true;
-  };
-  try {
-    return Doc::parse(text.begin(), text.end(), callback);
-  } catch (const TooDeep&) {
-    KV_FAIL("{}: invalid JSON: nested deeper than {} levels", path, max_depth);
-  } catch (const DuplicateKey& d) {
-    KV_FAIL("{}: invalid JSON: duplicate key \"{}\"", path, kvroute::excerpt(d.key, 60));
-  } catch (const nlohmann::json::exception& e) {
-    std::string msg = e.what();
-    const size_t bracket = msg.find("] ");
-    if (msg.rfind("[json.exception", 0) == 0 && bracket != std::string::npos) msg = msg.substr(bracket + 2);
-    KV_FAIL("{}: invalid JSON: {}", path, kvroute::excerpt(msg, 200));
-  }
+  return json::parse_unordered(io::read_file(path), path, max_depth);
 }
 
 std::string cut(const Doc& value) {

@@ -17,6 +17,7 @@
 #include "core/device_runtime.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "core/json.h"
 #include "core/threading.h"
 #include "data/prepare.h"
 #include "kernels/ops.h"
@@ -40,8 +41,13 @@ void truncate_metrics(const std::string& path, int64_t step) {
   std::istringstream in(io::read_file(path, uint64_t{4} << 30));
   std::string kept, line;
   while (std::getline(in, line)) {
-    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    // A torn last line from a crash (invalid JSON) is dropped.
+    // A torn last line from a crash (invalid JSON) is dropped; the parse is the bounded one.
+    json::Json j;
+    try {
+      j = json::parse(line, path);
+    } catch (const Error&) {
+      continue;
+    }
     if (j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["step"].get<int64_t>() <= step) {
       kept += line + "\n";
     }
