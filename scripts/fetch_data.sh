@@ -6,6 +6,9 @@
 #   scripts/fetch_data.sh                 # corpus: State of the Union, Moby Dick, SpamAssassin ham bodies
 #   scripts/fetch_data.sh --with-spam     # also the spam folders
 #   scripts/fetch_data.sh --tokenizer-only  # just the tokenizers (for the tests)
+#   scripts/fetch_data.sh --docs          # also English prose from Debian documentation packages
+#                                         # (python3-doc, postgresql-doc, linux-doc, debian-reference-en,
+#                                         # perl-doc; ~56 MB, scripts/make_docs_corpus.py) -> data/raw/docs
 #
 # Results: data/raw/gpt2/{encoder.json,vocab.bpe}; data/raw/cl100k/tokenizer.json (cl100k_base from
 # js-tiktoken's ranks, converted to a Hugging Face tokenizer.json by tests/data/make_cl100k_fixture.js);
@@ -15,11 +18,13 @@ cd "$(dirname "$0")/.."
 
 with_spam=0
 tokenizer_only=0
+docs=0
 for arg in "$@"; do
   case "$arg" in
     --with-spam) with_spam=1 ;;
     --tokenizer-only) tokenizer_only=1 ;;
-    *) echo "fetch_data: unknown option '$arg' (expected --with-spam or --tokenizer-only)" >&2; exit 2 ;;
+    --docs) docs=1 ;;
+    *) echo "fetch_data: unknown option '$arg' (expected --with-spam, --tokenizer-only or --docs)" >&2; exit 2 ;;
   esac
 done
 
@@ -88,3 +93,15 @@ if [[ ! -f "$marker" ]]; then
   touch "$marker"
 fi
 echo "fetch_data: corpus in $corpus: $(find "$corpus" -type f -name '*.txt' | wc -l) documents, $(du -sh "$corpus" | cut -f1)"
+
+# --docs: a second, larger corpus of English prose from Debian documentation packages, kept apart
+# from the quickstart corpus (prepare it into its own directory; docs/data.md).
+if [[ $docs == 1 ]]; then
+  if [[ ! -f "$raw/docs/.complete" || scripts/make_docs_corpus.py -nt "$raw/docs/.complete" ]]; then
+    KVROUTE_EXTRA_PACKAGES="python3-doc postgresql-doc linux-doc debian-reference-en perl-doc" scripts/setup.sh
+    rm -rf "$raw/docs"
+    /usr/bin/python3 scripts/make_docs_corpus.py --out "$raw/docs"
+    touch "$raw/docs/.complete"  # a dot-file: prepare skips it
+  fi
+  echo "fetch_data: documentation corpus in $raw/docs: $(find "$raw/docs" -type f -name '*.txt' | wc -l) documents, $(du -sh "$raw/docs" | cut -f1)"
+fi

@@ -2,7 +2,8 @@
 // Writes tests/data/unicode_cases.json: strings with letters and digits that Unicode 15.0, 15.1 and
 // 16.0 added, and U+180E, with the ids that Hugging Face's Rust `tokenizers` library (through its
 // Node bindings, the npm package @anush008/tokenizers) gives them with data/raw/cl100k/tokenizer.json.
-// Same layout as cl100k_cases.json: a JSON array of {"text", "ids"}, special tokens not in the texts.
+// Same layout as cl100k_cases.json: a JSON array of {"text", "ids"}, special tokens not in the texts
+// (this library renumbers the file's added tokens, 100257..100260 and 100276, to 100256..100260).
 //
 //   mkdir -p /tmp/unicode-fixture && (cd /tmp/unicode-fixture && npm install @anush008/tokenizers@0.6.0)
 //   node tests/data/make_unicode_cases.js --tokenizers /tmp/unicode-fixture/node_modules/@anush008/tokenizers
@@ -14,13 +15,13 @@
 // instead of writing it.
 //
 // @anush008/tokenizers 0.6.0 is built on tokenizers 0.22.2, whose Split pre-tokenizer runs Oniguruma
-// (the onig crate, 6.5.1): its \p{L} and \p{N} are exactly Unicode 16.0's Letter and Number, and its
-// \s is White_Space (25 code points; U+180E is not in it since Unicode 6.3). PCRE2 10.42 (Unicode
-// 14.0) has none of the letters and digits below and counts U+180E as \s. The script checks, for
-// every non-ASCII code point in the strings, that the library's \p{L}, \p{N} and \s give what Node's
-// own Unicode tables say (Node's ICU must know Unicode 16 or later: `node -p process.versions.unicode`),
-// Unicode 17.0's additions excepted (the library does not have them: they must stay non-letters), and
-// stops if a library of another Unicode version is used.
+// (the onig crate 6.5.1; Oniguruma 6.9.10's tables): its \p{L} and \p{N} are exactly Unicode 16.0's
+// Letter and Number, and its \s is White_Space (25 code points; U+180E is not in it since Unicode
+// 6.3). PCRE2 10.42 (Unicode 14.0) has none of the letters and digits below and counts U+180E as \s.
+// The script checks, for every non-ASCII code point in the strings, that the library's \p{L}, \p{N}
+// and \s give what Node's own Unicode tables say (Node's ICU must know Unicode 16 or later:
+// `node -p process.versions.unicode`), Unicode 17.0's additions excepted (the library does not have
+// them: they must stay non-letters), and stops if a library of another Unicode version is used.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -32,7 +33,13 @@ function arg(name) {
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 const pkgDir = arg('--tokenizers');
-const { Tokenizer } = require(pkgDir ? path.resolve(pkgDir) : '@anush008/tokenizers');
+let Tokenizer;
+try {
+  ({ Tokenizer } = require(pkgDir ? path.resolve(pkgDir) : '@anush008/tokenizers'));
+} catch (e) {
+  console.error('make_unicode_cases: @anush008/tokenizers not found: give --tokenizers DIR or NODE_PATH (see the top of this file)');
+  process.exit(1);
+}
 const tokenizerJson = path.join(root, 'data/raw/cl100k/tokenizer.json');
 if (!fs.existsSync(tokenizerJson)) {
   console.error('make_unicode_cases: data/raw/cl100k/tokenizer.json missing: run scripts/fetch_data.sh --tokenizer-only');
