@@ -111,9 +111,79 @@ struct PreTokenizer::Impl {
   pcre2_code* code = nullptr;
 };
 
-PreTokenizer::PreTokenizer(std::string_view pattern, std::string_view what) : impl_(std::make_unique<Impl>()) {
+namespace {
+
+// Unicode 16.0, the version of Hugging Face's tokenizers (Oniguruma 6.9.10), against PCRE2 10.42's
+// Unicode 14 tables: the code points 16.0 adds to \p{L} (9,272) and \p{N} (120), as ranges; every
+// PCRE2 letter and number is still one (tests/data/unicode_cases.json, generated from the Rust
+// library by tests/data/make_unicode_cases.js, checks the result).
+constexpr std::string_view kLetters16 =
+    "\\x{1c89}-\\x{1c8a}\\x{a7cb}-\\x{a7cd}\\x{a7da}-\\x{a7dc}\\x{105c0}-\\x{105f3}\\x{10d4a}-\\x{10d65}"
+    "\\x{10d6f}-\\x{10d85}\\x{10ec2}-\\x{10ec4}\\x{1123f}-\\x{11240}\\x{11380}-\\x{11389}\\x{1138b}\\x{1138e}"
+    "\\x{11390}-\\x{113b5}\\x{113b7}\\x{113d1}\\x{113d3}\\x{11bc0}-\\x{11be0}\\x{11f02}\\x{11f04}-\\x{11f10}"
+    "\\x{11f12}-\\x{11f33}\\x{1342f}\\x{13441}-\\x{13446}\\x{13460}-\\x{143fa}\\x{16100}-\\x{1611d}"
+    "\\x{16d40}-\\x{16d6c}\\x{18cff}\\x{1b132}\\x{1b155}\\x{1df25}-\\x{1df2a}\\x{1e030}-\\x{1e06d}"
+    "\\x{1e4d0}-\\x{1e4eb}\\x{1e5d0}-\\x{1e5ed}\\x{1e5f0}\\x{2b739}\\x{2ebf0}-\\x{2ee5d}\\x{31350}-\\x{323af}";
+constexpr std::string_view kNumbers16 =
+    "\\x{10d40}-\\x{10d49}\\x{116d0}-\\x{116e3}\\x{11bf0}-\\x{11bf9}\\x{11f50}-\\x{11f59}\\x{16130}-\\x{16139}"
+    "\\x{16d70}-\\x{16d79}\\x{1ccf0}-\\x{1ccf9}\\x{1d2c0}-\\x{1d2d3}\\x{1e4f0}-\\x{1e4f9}\\x{1e5f1}-\\x{1e5fa}";
+// Unicode White_Space (25 code points): PCRE2's \s with UCP also takes U+180E, Hugging Face's not.
+constexpr std::string_view kWhiteSpace =
+    "\\t-\\r\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}";
+
+}  // namespace
+
+std::string unicode16_pattern(std::string_view pattern) {
+  // Rewrites \p{L}, \p{N}, \s and \S (outside a class: \S only) so the classes are Unicode 16.0's;
+  // escapes are copied as they are, and the position inside or outside a [...] class is tracked.
+  std::string out;
+  bool in_class = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      const std::string_view rest = pattern.substr(i);
+      auto add_class = [&](std::string_view original, std::string_view extra) {
+        out += in_class ? std::string(original) + std::string(extra)
+                        : "[" + std::string(original) + std::string(extra) + "]";
+      };
+      if (rest.starts_with("\\p{L}")) {
+        add_class("\\p{L}", kLetters16);
+        i += 4;
+      } else if (rest.starts_with("\\p{N}")) {
+        add_class("\\p{N}", kNumbers16);
+        i += 4;
+      } else if (rest.starts_with("\\s")) {
+        out += in_class ? std::string(kWhiteSpace) : "[" + std::string(kWhiteSpace) + "]";
+        i += 1;
+      } else if (rest.starts_with("\\S") && !in_class) {
+        out += "[^" + std::string(kWhiteSpace) + "]";
+        i += 1;
+      } else {
+        out += pattern.substr(i, 2);
+        i += 1;
+      }
+      continue;
+    }
+    if (c == '[' && !in_class) {
+      in_class = true;
+      out += c;
+      // A ']' or '^]' right after the opening bracket is a literal, not the end of the class.
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += pattern[++i];
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];
+      continue;
+    }
+    if (c == ']' && in_class) in_class = false;
+    out += c;
+  }
+  return out;
+}
+
+PreTokenizer::PreTokenizer(std::string_view pattern_as_given, std::string_view what)
+    : impl_(std::make_unique<Impl>()) {
   int error = 0;
   PCRE2_SIZE offset = 0;
+  const std::string rewritten = unicode16_pattern(pattern_as_given);
+  const std::string_view pattern = rewritten;
   impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                               PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error, &offset, nullptr);
   if (impl_->code == nullptr) {

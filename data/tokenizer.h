@@ -21,6 +21,11 @@ inline constexpr const char* kEndOfText = "<|endoftext|>";
 inline constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
+// `pattern` with \p{L}, \p{N}, \s and \S spelled as Unicode 16.0's classes (Hugging Face's
+// tokenizers), which PCRE2 10.42's Unicode 14 tables are not: 16.0's added letters and digits, and
+// White_Space without U+180E. Every PreTokenizer compiles the rewritten pattern.
+std::string unicode16_pattern(std::string_view pattern);
+
 // Splits text into pre-tokens by one pattern: every match is a piece, and so is every stretch of
 // text between matches (Hugging Face's Split with behavior "Isolated"). Thread-safe.
 class PreTokenizer {

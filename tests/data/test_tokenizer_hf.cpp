@@ -128,6 +128,44 @@ TEST(HfTokenizer, Cl100kMatchesJsTiktokenOnFixtureStrings) {
   EXPECT_EQ(mismatches, 0);
 }
 
+// Letters and digits of Unicode 15 and 16 (CJK Extensions H and I, Kawi, Nag Mundari, Garay, ...)
+// and U+180E, against ids from Hugging Face's Rust tokenizers (tests/data/make_unicode_cases.js):
+// its \p{L}, \p{N} and \s are Unicode 16.0's, PCRE2 10.42's are Unicode 14's (54 of these 119
+// strings differed before the pattern rewrite, unicode16_pattern).
+TEST(HfTokenizer, Cl100kMatchesTheRustLibraryOnUnicode16Characters) {
+  REQUIRE_CL100K();
+  const Tokenizer& tok = *cl100k();
+  const nlohmann::json cases = read_cases("unicode_cases.json");
+  ASSERT_GE(cases.size(), 100u);
+  int mismatches = 0;
+  for (const auto& c : cases) {
+    const std::string text = c["text"];
+    const std::vector<int32_t> ids = tok.encode(text);
+    if (ids != c["ids"].get<std::vector<int32_t>>() && ++mismatches <= 5) {
+      ADD_FAILURE() << "text " << nlohmann::json(text).dump() << ": got " << fmt::format("{}", ids) << " expected "
+                    << fmt::format("{}", c["ids"].get<std::vector<int32_t>>());
+    }
+    EXPECT_EQ(tok.decode(ids), text);
+  }
+  EXPECT_EQ(mismatches, 0);
+}
+
+TEST(HfTokenizer, Unicode16RewriteKeepsEscapesAndClasses) {
+  // Outside a class a bracket is added; inside, the ranges join the class; other escapes stay.
+  const std::string p = unicode16_pattern(R"(\p{L}+|[^\s\p{N}]|\S|\\p{L}|[\]\p{L}]|\d)");
+  EXPECT_EQ(p.find(R"([\p{L}\x{1c89}-\x{1c8a})"), 0u) << p;      // a class around \p{L} and its ranges
+  EXPECT_NE(p.find(R"([^\t-\r\x{20})"), std::string::npos) << p;  // \s inside [^...], no extra bracket
+  EXPECT_NE(p.find(R"(\p{N}\x{10d40})"), std::string::npos) << p;  // \p{N}'s ranges join the class
+  EXPECT_NE(p.find(R"(|\\p{L}|)"), std::string::npos) << p;        // an escaped backslash stays
+  EXPECT_NE(p.find(R"([\]\p{L}\x{1c89})"), std::string::npos) << p; // an escaped ']' does not end the class
+  EXPECT_NE(p.find(R"(|\d)"), std::string::npos) << p;
+  // U+180E is not whitespace to Hugging Face: it stays with the word before it.
+  const PreTokenizer ws(R"(\s+|\S+)");
+  std::vector<std::string> pieces;
+  ws.split("x\u180E y", [&](std::string_view piece) { pieces.emplace_back(piece); });
+  EXPECT_EQ(pieces, (std::vector<std::string>{"x\u180E", " ", "y"}));
+}
+
 // tiktoken's pattern (case-insensitive group, possessive quantifiers), the spelling Llama 3's and
 // Hugging Face's converted files use, and js-tiktoken's (case variants spelled out) split alike.
 TEST(HfTokenizer, Cl100kPatternSpellingsSplitAlike) {
