@@ -754,6 +754,9 @@ def baseline_cases(R: Registry) -> None:
                       "--threads", "1"], "train a tokenizer")
     add("prepare", ["prepare", "--input", "{CORPUS}", "--tokenizer", "{TOK}", "--out", "dataout", "--threads", "1"],
         "prepare shards")
+    add("prepare-tiny-shards", ["prepare", "--input", "{CORPUS}", "--tokenizer", "{TOK}", "--out", "dataout",
+                                     "--threads", "1", "--shard-tokens", "8"],
+        "8-token shards (about ten thousand files: synced once, not one by one)")
     add("bench-gen", ["bench", "generate", "--checkpoint", "{CK}", "--prompt-lengths", "4", "--batch-sizes", "1",
                       "--new-tokens", "2", "--repeats", "1", "--threads", "1"], "bench generate on a checkpoint copy")
     add("bench-train", ["bench", "train", "cfg.yaml", "--steps", "1", "--no-peer"], "bench train, no peer")
