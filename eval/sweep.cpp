@@ -349,10 +349,8 @@ train::RunConfig replicate_config(const Study& study, const StudyRun& r, const s
   return train::load_config(study.base_config, all);
 }
 
-}  // namespace
-
-void report_study(const Study& study) {
-  const std::string csv = study.out_dir + "/results.csv";
+// What the report needs to know of the study (budgets are added as runs are known).
+StudyInfo study_info(const Study& study) {
   StudyInfo info;
   info.name = study.name;
   info.base_config = study.base_config;
@@ -364,6 +362,14 @@ void report_study(const Study& study) {
     if (!r.baseline.empty()) info.baseline_of[r.name] = r.baseline;
     if (!r.reference.empty()) info.reference_of[r.name] = r.reference;
   }
+  return info;
+}
+
+}  // namespace
+
+void report_study(const Study& study) {
+  const std::string csv = study.out_dir + "/results.csv";
+  StudyInfo info = study_info(study);
   const std::vector<StudyRow> rows = study_rows_from_csv(io::read_file(csv, 256 << 20), csv);
   std::string run_dir;
   for (const StudyRun& r : study.runs) {
@@ -377,17 +383,7 @@ void report_study(const Study& study) {
 bool run_study(const Study& study, dist::Communicator& comm) {
   const bool leader = comm.rank() == 0;
   std::vector<StudyRow> rows;
-  StudyInfo info;
-  info.name = study.name;
-  info.base_config = study.base_config;
-  info.source = study.source;
-  info.depth = study.depth;
-  info.plan_split = study.plan_split;
-  for (const StudyRun& r : study.runs) {
-    info.runs.push_back(r.name);
-    if (!r.baseline.empty()) info.baseline_of[r.name] = r.baseline;
-    if (!r.reference.empty()) info.reference_of[r.name] = r.reference;
-  }
+  StudyInfo info = study_info(study);
   const std::vector<std::optional<uint64_t>> seeds =
       study.seeds.empty() ? std::vector<std::optional<uint64_t>>{std::nullopt}
                           : std::vector<std::optional<uint64_t>>(study.seeds.begin(), study.seeds.end());
