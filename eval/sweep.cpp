@@ -380,10 +380,46 @@ void report_study(const Study& study) {
   write_report(study, info, rows, true);
 }
 
+namespace {
+
+// The rows a replicate left in an earlier results.csv, when they cover every plan this study
+// measures (its retention levels; greedy sets with strategy greedy) and the model is the same kind.
+std::vector<StudyRow> recorded_rows(const std::vector<StudyRow>& recorded, const Study& study, const StudyRun& run,
+                                    uint64_t seed, const train::RunConfig& config) {
+  std::vector<StudyRow> out;
+  for (const StudyRow& row : recorded)
+    if (row.run == run.name && row.seed == seed) out.push_back(row);
+  const std::vector<double> levels = run.shallow ? std::vector<double>{1.0} : study.retention;
+  for (double r : levels) {
+    const std::string label = fmt::format("retention {:g}", r);
+    if (std::none_of(out.begin(), out.end(), [&](const StudyRow& row) { return row.result.label == label; })) return {};
+  }
+  if (!run.shallow && study.strategy == "greedy" &&
+      std::none_of(out.begin(), out.end(), [](const StudyRow& row) { return row.result.strategy == "greedy"; }))
+    return {};
+  for (const StudyRow& row : out)
+    if (row.num_layers != config.model.num_layers || row.policy != layers::policy_name(config.router.config.policy))
+      return {};
+  return out;
+}
+
+}  // namespace
+
 bool run_study(const Study& study, dist::Communicator& comm) {
   const bool leader = comm.rank() == 0;
   std::vector<StudyRow> rows;
   StudyInfo info = study_info(study);
+  // Replicates whose run directories are gone (a study carried over to another machine) but whose
+  // results were committed: taken from results.csv instead of being trained again.
+  std::vector<StudyRow> recorded;
+  const std::string csv_path = study.out_dir + "/results.csv";
+  if (fs::exists(csv_path)) {
+    try {
+      recorded = study_rows_from_csv(io::read_file(csv_path, 256 << 20), csv_path);
+    } catch (const Error& e) {
+      if (leader) std::printf("sweep: note: %s; every replicate without a run directory is trained\n", e.what());
+    }
+  }
   const std::vector<std::optional<uint64_t>> seeds =
       study.seeds.empty() ? std::vector<std::optional<uint64_t>>{std::nullopt}
                           : std::vector<std::optional<uint64_t>>(study.seeds.begin(), study.seeds.end());
@@ -393,6 +429,17 @@ bool run_study(const Study& study, dist::Communicator& comm) {
       train::RunConfig config = replicate_config(study, r, seed, &run_dir);
       const std::string name = config.train.name;
       const std::string final_ckpt = train::checkpoint_path(config.checkpoints_dir(), config.train.steps);
+      const uint64_t row_seed = seed ? *seed : config.train.seed;
+      if (!fs::exists(run_dir)) {
+        std::vector<StudyRow> kept = recorded_rows(recorded, study, r, row_seed, config);
+        if (!kept.empty()) {
+          if (leader) std::printf("sweep: %s recorded in %s (no run directory): not trained again\n", name.c_str(),
+                                  csv_path.c_str());
+          rows.insert(rows.end(), kept.begin(), kept.end());
+          if (leader && !info.budget.count(r.name)) info.budget[r.name] = run_budget(config, comm.world_size());
+          continue;
+        }
+      }
       if (fs::exists(final_ckpt + "/model.safetensors")) {
         if (leader) std::printf("sweep: %s already trained (%s)\n", name.c_str(), final_ckpt.c_str());
       } else {
@@ -420,7 +467,7 @@ bool run_study(const Study& study, dist::Communicator& comm) {
         }
       }
       for (PlanResult& p : results) {
-        rows.push_back({r.name, seed ? *seed : config.train.seed, r.shallow,
+        rows.push_back({r.name, row_seed, r.shallow,
                         layers::policy_name(config.router.config.policy), static_cast<int>(config.model.num_layers),
                         std::move(p)});
       }

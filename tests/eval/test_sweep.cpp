@@ -165,6 +165,26 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
   EXPECT_EQ(fs::last_write_time(ck), written);
   EXPECT_NE(fs::last_write_time(out / "runs/rcla/seed-4/eval.json"), evaluated);
 
+  // Carried over without its run directories (only results.csv committed): nothing is trained
+  // again and the report is the same; a replicate missing from results.csv is trained.
+  const std::string report_before = (std::stringstream() << std::ifstream(out / "report.md").rdbuf()).str();
+  fs::remove_all(out / "runs");
+  std::string fourth = run_capture(cmd, &rc);
+  ASSERT_EQ(rc, 0) << fourth;
+  EXPECT_EQ(fourth.find("sweep: training"), std::string::npos) << fourth;
+  EXPECT_NE(fourth.find("rcla-s4 recorded in"), std::string::npos) << fourth;
+  EXPECT_EQ((std::stringstream() << std::ifstream(out / "report.md").rdbuf()).str(), report_before);
+  std::string csv_text = (std::stringstream() << std::ifstream(out / "results.csv").rdbuf()).str();
+  std::string kept_csv;
+  std::istringstream lines(csv_text);
+  for (std::string line; std::getline(lines, line);)
+    if (line.rfind("rcla,4,", 0) != 0) kept_csv += line + "\n";
+  std::ofstream(out / "results.csv") << kept_csv;
+  std::string fifth = run_capture(cmd, &rc);
+  ASSERT_EQ(rc, 0) << fifth;
+  EXPECT_NE(fifth.find("sweep: training rcla-s4"), std::string::npos) << fifth;
+  EXPECT_EQ(fifth.find("sweep: training baseline-s3"), std::string::npos) << fifth;
+
   // Bad studies: one line naming the file and the problem, before any training.
   auto refused = [&](const std::string& body, const std::vector<std::string>& words) {
     std::ofstream(dir / "bad.yaml") << "study: bad\nbase: " << (dir / "base.yaml").string() << "\n" << body;
