@@ -322,12 +322,13 @@ void validate_cross_fields(const RunConfig& c, const std::string& src) {
   }
   // Sizes that pass each key's range can still multiply into an absurd model or batch: estimate the
   // parameter count and the largest activation (the logits) in doubles, before anything allocates.
+  // (Each key's range keeps the count below 2^60, so it cannot overflow.)
   const layers::ModelConfig& m = c.model;
-  const double params = static_cast<double>(m.vocab_size) * static_cast<double>(m.hidden_size) * (m.tie_embeddings ? 1 : 2) +
-                        static_cast<double>(m.num_layers) * static_cast<double>(m.hidden_size) *
-                            (static_cast<double>((m.num_heads + 2 * m.num_kv_heads) * m.head_dim) * 2 +
-                             3.0 * static_cast<double>(m.intermediate_size));
-  KV_CHECK(params <= 1e12, "{}: the model would have {:.3g} parameters (limit 1e12): check model.*", src, params);
+  const double params = static_cast<double>(c.model_config().parameter_count());
+  KV_CHECK(params <= 1e12,
+           "{}: the model would have {:.3g} parameters (limit 1e12): model.vocab_size {}, hidden_size {}, num_layers {}, "
+           "intermediate_size {}, num_heads {} x head_dim {}", src, params, m.vocab_size, m.hidden_size, m.num_layers,
+           m.intermediate_size, m.num_heads, m.head_dim);
   const double logits = static_cast<double>(c.train.batch_size) * static_cast<double>(c.train.seq_len) *
                         static_cast<double>(m.vocab_size);
   KV_CHECK(logits <= 1e12, "{}: train.batch_size x train.seq_len x model.vocab_size = {:.3g} logits per micro-batch "

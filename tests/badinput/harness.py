@@ -1069,15 +1069,18 @@ def override_cases(R: Registry) -> None:
 
     add("no-equals", "noequals")
     # Values every key accepts in range but that fail later: the message must name the key.
-    def named(name: str, ov: str, mention: list) -> None:
+    def named(name: str, ovs: list, mention: list) -> None:
         def build(env: Env) -> Spec:
             env.cfg()
-            return Spec(["train", "cfg.yaml", ov], mention=mention)
-        R.add("override", name, f"override {ov!r} (the error names {', '.join(mention)})", "fail", build)
+            return Spec(["train", "cfg.yaml", *ovs], mention=mention)
+        R.add("override", name, f"overrides {' '.join(ovs)!r} (the error names {', '.join(mention)})", "fail", build)
     for v in ["1e-320", "1e-45", "0"]:
-        named(f"eps-{v}", f"optim.eps={v}", ["optim.eps"])
-    for key, v in [("hidden_size", "1000000"), ("intermediate_size", "4194304"), ("vocab_size", "16000000")]:
-        named(f"huge-{key}", f"model.{key}={v}", [key])
+        named(f"eps-{v}", [f"optim.eps={v}"], ["optim.eps"])
+    # Models of 10^12+ parameters: more than any machine's memory (and any sanitizer's limits).
+    for key, v, other in [("hidden_size", "1000000", "model.vocab_size=1000000"),
+                          ("intermediate_size", "4194304", "model.hidden_size=100000"),
+                          ("vocab_size", "16000000", "model.hidden_size=100000")]:
+        named(f"huge-{key}", [f"model.{key}={v}", other], [key])
     add("second-doc-value", "train.steps=4\n---\n5")
     add("no-value", "model.hidden_size")
     add("no-key", "=5")
