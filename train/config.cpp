@@ -350,20 +350,50 @@ void validate_cross_fields(const RunConfig& c, const std::string& src) {
 
 }  // namespace
 
+namespace {
+
+// The line (1-based) where a second YAML document starts, or 0: a "---" after content, or content
+// after a "..." end marker. Read from the text, because yaml-cpp's LoadAll can loop without end on
+// some malformed input (found by the config fuzzer) where Load stops after the first document.
+int second_document_line(const std::string& text) {
+  bool content = false, ended = false;
+  int line_no = 0;
+  for (size_t pos = 0; pos <= text.size();) {
+    const size_t end = std::min(text.find('\n', pos), text.size());
+    std::string_view line(text.data() + pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    auto marker = [&](std::string_view m) {
+      return line.substr(0, 3) == m && (line.size() == 3 || line[3] == ' ' || line[3] == '\t');
+    };
+    const size_t first = line.find_first_not_of(" \t");
+    const bool blank = first == std::string_view::npos || line[first] == '#';
+    if (marker("---")) {
+      if (content || ended) return line_no;
+      const size_t rest = line.find_first_not_of(" \t", 3);
+      content = rest != std::string_view::npos && line[rest] != '#';
+    } else if (marker("...")) {
+      ended = ended || content;
+    } else if (!blank && line[0] != '%') {
+      if (ended) return line_no;
+      content = true;
+    }
+    if (end == text.size()) break;
+  }
+  return 0;
+}
+
+}  // namespace
+
 YAML::Node load_yaml(const std::string& text, const std::string& source) {
-  std::vector<YAML::Node> docs;
+  if (const int line = second_document_line(text); line > 0)
+    KV_FAIL("{}: a second YAML document at line {} ('---' or content after '...'): give one document", source, line);
   try {
-    docs = YAML::LoadAll(text);
+    return YAML::Load(text);
   } catch (const YAML::Exception& e) {
     KV_FAIL("{}: invalid YAML at line {}, column {}: {}", source, e.mark.line + 1, e.mark.column + 1, e.msg);
   }
-  if (docs.empty()) return YAML::Node();
-  if (docs.size() > 1) {
-    const YAML::Mark m = docs[1].Mark();
-    KV_FAIL("{}: a second YAML document{} ('---'): give one document", source,
-            m.line >= 0 ? fmt::format(" at line {}", m.line + 1) : std::string());
-  }
-  return docs[0];
 }
 
 RunConfig parse_config(const std::string& yaml_text, const std::string& source, const std::vector<std::string>& overrides) {

@@ -134,6 +134,13 @@ TEST(Config, OverridesApplyAndTheResolvedConfigRoundTrips) {
   EXPECT_NE(load_config(fmt::format("{}/configs/pretrain-cpu.yaml", KVROUTE_SOURCE_DIR), {"model.scaled_residual_init=true"})
                 .model_fingerprint(),
             pretrain.model_fingerprint());
+  // One YAML document: a leading '---' and a closing '...' are fine; a second document is refused.
+  EXPECT_EQ(parse_config("--- # the run\ntrain: {steps: 5}\n...\n# done\n", "d.yaml").train.steps, 5);
+  expect_error([] { (void)parse_config("train: {steps: 5}\n---\ntrain: {steps: 6}\n", "d.yaml"); },
+               {"d.yaml", "second YAML document at line 2"});
+  expect_error([] { (void)parse_config("train: {steps: 5}\n...\ntrain: {steps: 6}\n", "d.yaml"); },
+               {"d.yaml", "second YAML document at line 3"});
+  expect_error([] { (void)parse_config("train: {steps: 5}\n--- \n", "d.yaml"); }, {"second YAML document"});
   for (const char* name : {"tiny", "quickstart", "small", "gpt2-124m-like", "qwen3-0.6b-like", "qwen3-1.7b-like"}) {
     EXPECT_NO_THROW((void)load_config(fmt::format("{}/configs/{}.yaml", KVROUTE_SOURCE_DIR, name))) << name;
   }
