@@ -229,13 +229,9 @@ void Trainer::check_first_forward() {
                    layers::inference_plan(model_->config(), layers::keep_retention(model_->num_layers(), 1.0)).plan);
   double loss = loss_var.data().item();
   loss_var.backward();
-  if (std::isfinite(loss)) {
-    const std::vector<float> g = model_->flat_gradients().to_vector<float>();
-    for (float x : g)
-      if (!std::isfinite(x)) {
-        loss = x;
-        break;
-      }
+  if (std::isfinite(loss)) {  // the gradient's norm on its device (no host copy of the buffer)
+    const double norm = ops::squared_norm(model_->flat_gradients()).item();
+    if (!std::isfinite(norm)) loss = norm;
   }
   model_->zero_grad();
   const std::string source = !result_.last_checkpoint.empty() ? "checkpoint " + result_.last_checkpoint
