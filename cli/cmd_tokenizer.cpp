@@ -78,47 +78,38 @@ struct DecodeArgs {
   std::string dir, ids;
 };
 
-// "12 34 56" or "12,34,56" (what encode prints, or a list): ids, each a whole number in [0, 2^31).
-std::vector<int32_t> parse_ids(const std::string& text) {
-  std::vector<int32_t> ids;
-  std::string item;
-  for (size_t i = 0; i <= text.size(); ++i) {
-    const char c = i < text.size() ? text[i] : ' ';
+// The items of "12 34 56" or "12,34,56" (what encode prints, or a list): separators are spaces,
+// commas, tabs and newlines; empty items are skipped.
+std::vector<std::string> id_items(const std::string& text) {
+  std::vector<std::string> items(1);
+  for (char c : text) {
     if (c == ' ' || c == ',' || c == '\n' || c == '\t') {
-      if (!item.empty()) ids.push_back(static_cast<int32_t>(std::stol(item)));
-      item.clear();
+      if (!items.back().empty()) items.emplace_back();
     } else {
-      item += c;
+      items.back() += c;
     }
   }
-  return ids;
+  if (items.back().empty()) items.pop_back();
+  return items;
 }
 
+// Each item a whole number in [0, 2^31).
 CLI::Validator id_list() {
   return CLI::Validator(
       [](std::string& text) -> std::string {
-        std::string item;
-        int count = 0;
-        for (size_t i = 0; i <= text.size(); ++i) {
-          const char c = i < text.size() ? text[i] : ' ';
-          if (c == ' ' || c == ',' || c == '\n' || c == '\t') {
-            if (item.empty()) continue;
-            if (item.size() > 10 || !std::all_of(item.begin(), item.end(), ::isdigit) || std::stoll(item) > INT32_MAX)
-              return fmt::format("'{}' is not a token id", excerpt(item));
-            item.clear();
-            ++count;
-          } else {
-            item += c;
-          }
-        }
-        return count == 0 ? "no token ids" : "";
+        const std::vector<std::string> items = id_items(text);
+        for (const std::string& item : items)
+          if (item.size() > 10 || !std::all_of(item.begin(), item.end(), ::isdigit) || std::stoll(item) > INT32_MAX)
+            return fmt::format("'{}' is not a token id", excerpt(item));
+        return items.empty() ? "no token ids" : "";
       },
       "IDS (e.g. '464 3290')");
 }
 
 int run_decode(const DecodeArgs& a) {
   data::Tokenizer tok = data::Tokenizer::load(a.dir);
-  const std::vector<int32_t> ids = parse_ids(a.ids);
+  std::vector<int32_t> ids;
+  for (const std::string& item : id_items(a.ids)) ids.push_back(static_cast<int32_t>(std::stol(item)));
   for (int32_t id : ids)
     KV_CHECK(tok.is_token(id), "--ids: {} is not a token of {} (vocabulary {})", id, a.dir, tok.vocab_size());
   const std::string text = tok.decode(ids);
