@@ -31,18 +31,19 @@ struct ScaleNode final : Node {
 struct MatmulNode final : Node {
   Tensor a, b;
   bool trans_a = false, trans_b = false;
+  ops::Execution ex;
   const char* name() const override { return "matmul"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     // C = op(a) op(b):  dA = g op(b)^T (transposed back when trans_a), dB = op(a)^T g likewise.
-    Tensor da = trans_a ? ops::matmul(b, g, trans_b, true) : ops::matmul(g, b, false, !trans_b);
+    Tensor da = trans_a ? ops::matmul(b, g, trans_b, true, ex) : ops::matmul(g, b, false, !trans_b, ex);
     Tensor db;
     if (b.dim() == 2 && a.dim() > 2) {
       // b is shared across the batch: fold the batch into rows (trans_a is false here).
       Tensor a2 = a.reshape({-1, a.size(-1)});
       Tensor g2 = g.reshape({-1, g.size(-1)});
-      db = trans_b ? ops::matmul(g2, a2, true, false) : ops::matmul(a2, g2, true, false);
+      db = trans_b ? ops::matmul(g2, a2, true, false, ex) : ops::matmul(a2, g2, true, false, ex);
     } else {
-      db = trans_b ? ops::matmul(g, a, true, trans_a) : ops::matmul(a, g, !trans_a, false);
+      db = trans_b ? ops::matmul(g, a, true, trans_a, ex) : ops::matmul(a, g, !trans_a, false, ex);
     }
     return {da, db};
   }
@@ -51,12 +52,13 @@ struct MatmulNode final : Node {
 
 struct LinearNode final : Node {
   Tensor x, weight;
+  ops::Execution ex;
   const char* name() const override { return "linear"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor g2 = g.reshape({-1, g.size(-1)});
     Tensor x2 = x.reshape({-1, x.size(-1)});
-    Tensor dx = ops::matmul(g2, weight).view(x.shape());  // [N, out] @ [out, in]
-    Tensor dw = ops::matmul(g2, x2, true, false, DType::F32);  // [out, N] @ [N, in], f32 accumulation
+    Tensor dx = ops::matmul(g2, weight, false, false, ex).view(x.shape());  // [N, out] @ [out, in]
+    Tensor dw = ops::matmul(g2, x2, true, false, DType::F32, ex);  // [out, N] @ [N, in], f32 accumulation
     return {dx, dw};
   }
   void release_saved() override { x = weight = Tensor(); }
@@ -128,10 +130,11 @@ struct SwigluNode final : Node {
 struct AttentionNode final : Node {
   Tensor q, k, v, out, lse;
   float softmax_scale = 1.0f;
+  ops::Execution ex;
   const char* name() const override { return "causal_attention"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor dq = empty_like(q), dk = empty_like(k), dv = empty_like(v);
-    ops::attention_backward(g, q, k, v, out, lse, softmax_scale, dq, dk, dv);
+    ops::attention_backward(g, q, k, v, out, lse, softmax_scale, dq, dk, dv, ex);
     return {dq, dk, dv};
   }
   void release_saved() override { q = k = v = out = lse = Tensor(); }
@@ -171,32 +174,34 @@ Variable scale(const Variable& a, float s) {
   return make_result(ops::scale(a.data(), s), node, {a.gradient_edge()});
 }
 
-Variable matmul(const Variable& a, const Variable& b, bool trans_a, bool trans_b) {
+Variable matmul(const Variable& a, const Variable& b, bool trans_a, bool trans_b, const ops::Execution& ex) {
   KV_CHECK(!(b.data().dim() == 2 && a.data().dim() > 2 && trans_a),
            "matmul: a batched A{} transposed against a shared 2-D B{} is not differentiable; reshape A first",
            a.shape(), b.shape());
   auto node = std::make_shared<MatmulNode>();
-  Tensor out = ops::matmul(a.data(), b.data(), trans_a, trans_b);
+  Tensor out = ops::matmul(a.data(), b.data(), trans_a, trans_b, ex);
   if (grad_enabled()) {
     node->a = a.data();
     node->b = b.data();
     node->trans_a = trans_a;
     node->trans_b = trans_b;
+    node->ex = ex;
   }
   return make_result(out, node, {a.gradient_edge(), b.gradient_edge()});
 }
 
-Variable linear(const Variable& x, const Variable& weight) {
+Variable linear(const Variable& x, const Variable& weight, const ops::Execution& ex) {
   KV_CHECK(weight.data().dim() == 2 && x.data().dim() >= 1 && x.data().size(-1) == weight.data().size(1),
            "linear: input {} does not match weight {} ([out, in])", x.shape(), weight.shape());
   Tensor x2 = x.data().reshape({-1, x.data().size(-1)});
   Shape out_shape = x.shape();
   out_shape.back() = weight.data().size(0);
-  Tensor out = ops::matmul(x2, weight.data(), false, true).view(out_shape);
+  Tensor out = ops::matmul(x2, weight.data(), false, true, ex).view(out_shape);
   auto node = std::make_shared<LinearNode>();
   if (grad_enabled()) {
     node->x = x.data();
     node->weight = weight.data();
+    node->ex = ex;
   }
   return make_result(out, node, {x.gradient_edge(), weight.gradient_edge()});
 }
@@ -268,12 +273,13 @@ Variable swiglu(const Variable& gate, const Variable& up) {
   return make_result(out, node, {gate.gradient_edge(), up.gradient_edge()});
 }
 
-Variable causal_attention(const Variable& q, const Variable& k, const Variable& v, float softmax_scale) {
+Variable causal_attention(const Variable& q, const Variable& k, const Variable& v, float softmax_scale,
+                          const ops::Execution& ex) {
   const Tensor& qd = q.data();
   KV_CHECK(qd.dim() == 4, "causal_attention: q must be [B, T, H, D], got {}", qd.shape());
   Tensor out = empty_like(qd);
   Tensor lse = Tensor::empty({qd.size(0), qd.size(2), qd.size(1)}, DType::F32, qd.device());
-  ops::attention_forward(qd, k.data(), v.data(), softmax_scale, out, lse);
+  ops::attention_forward(qd, k.data(), v.data(), softmax_scale, out, lse, ex);
   auto node = std::make_shared<AttentionNode>();
   if (grad_enabled()) {
     node->q = qd;
@@ -282,6 +288,7 @@ Variable causal_attention(const Variable& q, const Variable& k, const Variable& 
     node->out = out;
     node->lse = lse;
     node->softmax_scale = softmax_scale;
+    node->ex = ex;
   }
   return make_result(out, node, {q.gradient_edge(), k.gradient_edge(), v.gradient_edge()});
 }

@@ -12,10 +12,13 @@ namespace kvroute::autograd {
 Variable add(const Variable& a, const Variable& b);  // same shape
 Variable mul(const Variable& a, const Variable& b);  // same shape, element-wise
 Variable scale(const Variable& a, float s);
+// The GEMMs and the attention take the model's ops::Execution (bf16 CPU GEMMs, the CUDA attention
+// kernel); the backward runs with the setting of the forward.
 // op(a) @ op(b) on the last two dims; b may be 2-D (shared across a's batch, then trans_a = false).
-Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false);
+Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false,
+                const ops::Execution& ex = {});
 // x [..., in] @ weight[out, in]^T (Hugging Face / torch.nn.Linear layout, no bias).
-Variable linear(const Variable& x, const Variable& weight);
+Variable linear(const Variable& x, const Variable& weight, const ops::Execution& ex = {});
 Variable reshape(const Variable& x, const Shape& shape);
 Variable sum(const Variable& x);   // 0-dim
 Variable mean(const Variable& x);  // 0-dim
@@ -29,7 +32,8 @@ Variable rope(const Variable& x, const ops::RopeConfig& config, int64_t position
 // silu(gate) * up.
 Variable swiglu(const Variable& gate, const Variable& up);
 // Causal GQA attention: q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] (possibly another layer's).
-Variable causal_attention(const Variable& q, const Variable& k, const Variable& v, float softmax_scale);
+Variable causal_attention(const Variable& q, const Variable& k, const Variable& v, float softmax_scale,
+                          const ops::Execution& ex = {});
 // Mean cross-entropy of logits [N, V] against targets [N], ignoring ignore_index; d(logits) is
 // computed in the forward pass (fused) and only scaled in the backward. With overwrite_logits the
 // gradient is written over the logits buffer (saving one [N, V] tensor): the logits variable must

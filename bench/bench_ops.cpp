@@ -119,7 +119,7 @@ void bench_cross_entropy(int reps) {
 
 // The GPU ops at the 124M benchmark model's shapes (B=16, T=1024, hidden 768, 12/4 heads, D=64,
 // intermediate 2048, vocab 50304), bf16 storage: the numbers that choose between the two
-// attention kernels (ops::set_attention_kernel) and show where a step's time goes.
+// attention kernels (ops::Execution::attention, train.attention) and show where a step's time goes.
 void bench_gpu(int reps) {
   if (device_runtime::cuda_device_count() == 0) {
     std::printf("gpu: no CUDA device%s; skipped\n\n", device_runtime::cuda_built() ? "" : " (built without CUDA)");
@@ -154,18 +154,16 @@ void bench_gpu(int reps) {
          dv = Tensor::empty(v.shape(), DType::BF16, gpu);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const double causal_pairs = static_cast<double>(B) * Hq * T * (T + 1) / 2;
-  const ops::AttentionKernel chosen = ops::attention_kernel();
   for (ops::AttentionKernel attention : {ops::AttentionKernel::CudaCores, ops::AttentionKernel::TensorCores}) {
-    ops::set_attention_kernel(attention);
-    const double fwd = timed([&] { ops::attention_forward(q, k, v, scale, out, lse); });
-    const double bwd = timed([&] { ops::attention_backward(dout, q, k, v, out, lse, scale, dq, dk, dv); });
+    const ops::Execution ex{.attention = attention};
+    const double fwd = timed([&] { ops::attention_forward(q, k, v, scale, out, lse, ex); });
+    const double bwd = timed([&] { ops::attention_backward(dout, q, k, v, out, lse, scale, dq, dk, dv, ex); });
     std::printf("gpu attention bf16 %-12s B=%ld T=%ld Hq=%ld Hkv=%ld D=%ld  fwd %.3f ms (%.0f TFLOP/s)  bwd %.3f ms "
                 "(%.0f TFLOP/s, 2.5x fwd FLOPs)\n",
                 ops::attention_kernel_name(attention), static_cast<long>(B), static_cast<long>(T),
                 static_cast<long>(Hq), static_cast<long>(Hkv), static_cast<long>(D), fwd,
                 4.0 * causal_pairs * D / (fwd * 1e-3) / 1e12, bwd, 10.0 * causal_pairs * D / (bwd * 1e-3) / 1e12);
   }
-  ops::set_attention_kernel(chosen);
   Tensor logits = dev({N, V}, 26);
   Tensor targets = Tensor::empty({N}, DType::I32);
   Philox rng(27);
@@ -175,7 +173,7 @@ void bench_gpu(int reps) {
               static_cast<long>(V), ce, 3.0 * N * V * 2 / (ce * 1e-3) / 1e9);
 }
 
-// bf16 GEMMs (ops::set_cpu_matmul_bf16: operands rounded to bf16, f32 accumulation, oneDNN) against
+// bf16 GEMMs (ops::Execution::cpu_bf16_gemm: operands rounded to bf16, f32 accumulation, oneDNN) against
 // f32 (OpenBLAS) through the same entry point, interleaved; the rounding of the operands is
 // included, as in training.
 void bench_gemm_bf16(int reps) {
@@ -183,9 +181,8 @@ void bench_gemm_bf16(int reps) {
     std::printf("gemm bf16: skipped: %s\n\n", ops::cpu_bf16_fallback_notice().c_str());
     return;
   }
-  ops::set_cpu_matmul_bf16(true);
-  std::printf("%s\n", ops::cpu_matmul_description().c_str());
-  ops::set_cpu_matmul_bf16(false);
+  const ops::Execution bf16_gemm{.cpu_bf16_gemm = true};
+  std::printf("%s\n", ops::cpu_matmul_description(bf16_gemm).c_str());
   std::printf("%-14s %-22s %10s %10s %10s %10s %8s\n", "gemm", "m x n x k", "f32 ms", "bf16 ms", "f32 GF/s",
               "bf16 GF/s", "speedup");
   double total32 = 0, total16 = 0;
@@ -194,16 +191,8 @@ void bench_gemm_bf16(int reps) {
     Tensor b = random(s.tb ? Shape{s.n, s.k} : Shape{s.k, s.n}, 2);
     Tensor c = Tensor::empty({s.m, s.n});
     auto [f32, bf16] = bench::median_ms_interleaved(
-        [&] {
-          ops::set_cpu_matmul_bf16(false);
-          ops::matmul_into(a, b, c, s.ta, s.tb);
-        },
-        [&] {
-          ops::set_cpu_matmul_bf16(true);
-          ops::matmul_into(a, b, c, s.ta, s.tb);
-        },
+        [&] { ops::matmul_into(a, b, c, s.ta, s.tb); }, [&] { ops::matmul_into(a, b, c, s.ta, s.tb, 1.0f, 0.0f, bf16_gemm); },
         reps);
-    ops::set_cpu_matmul_bf16(false);
     total32 += f32;
     total16 += bf16;
     const double gflop = 2.0 * static_cast<double>(s.m) * s.n * s.k * 1e-9;

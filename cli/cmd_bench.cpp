@@ -123,7 +123,8 @@ int run_train(const TrainArgs& a) {
                         train::precision_name(config.train.precision))
           : fmt::format("{} rank{} x {} thread{}, {}, {}", comm->world_size(), comm->world_size() == 1 ? "" : "s",
                         threads, threads == 1 ? "" : "s", train::precision_name(config.train.precision),
-                        ops::cpu_matmul_description());
+                        ops::cpu_matmul_description(
+                            train::execution(config.train.device, config.train.precision, config.train.attention).ops));
   std::printf("kvroute bench train %s: %s, global batch %ld tokens (B=%ld T=%ld), share_prob %.2f: %.1f ms/step, "
               "%.0f tok/s, %s\n",
               a.config.c_str(), where.c_str(), static_cast<long>(result.global_batch_tokens),
@@ -201,7 +202,7 @@ int run_generate(const GenerateArgs& a) {
   place_model(model, a.placement, 0, attention);
   const int L = model.num_layers();
   const int64_t V = model.config().vocab_size;
-  const std::string gemm = model.device().is_cuda() ? "" : ", " + ops::cpu_matmul_description();
+  const std::string gemm = model.device().is_cuda() ? "" : ", " + ops::cpu_matmul_description(model.execution());
   std::printf("bench generate: %d layers, hidden %ld, %ld KV heads x %ld, %s %s, KV cache %s, %d threads, %s%s\n", L,
               static_cast<long>(model.config().hidden_size), static_cast<long>(model.config().num_kv_heads),
               static_cast<long>(model.config().head_dim), model.device().str().c_str(),

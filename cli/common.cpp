@@ -169,16 +169,13 @@ void add_placement_options(CLI::App* cmd, Placement& p) {
 }
 
 void place_model(layers::Transformer& model, const Placement& p, int local_rank, ops::AttentionKernel attention) {
-  if (p.device == Device::Kind::CPU) {
-    // The model stays f32 on the CPU; bf16 rounds the GEMM operands (oneDNN), where the CPU can.
-    const bool want_bf16 = p.precision == train::Precision::BF16;
-    if (!ops::set_cpu_matmul_bf16(want_bf16) && want_bf16 && local_rank == 0) {
-      std::fprintf(stderr, "kvroute: notice: %s\n", ops::cpu_bf16_fallback_notice().c_str());
-    }
-    return;
+  const train::Execution execution = train::execution(p.device, p.precision, attention);
+  if (!execution.notice.empty() && local_rank == 0) std::fprintf(stderr, "kvroute: notice: %s\n", execution.notice.c_str());
+  // The model stays f32 on the CPU; bf16 rounds the GEMM operands (oneDNN), where the CPU can.
+  if (p.device == Device::Kind::CUDA) {
+    model.to(device_runtime::select_cuda_device(local_rank, "--device cuda"), execution.compute_dtype);
   }
-  ops::set_attention_kernel(attention);
-  model.to(device_runtime::select_cuda_device(local_rank, "--device cuda"), train::compute_dtype(p.precision));
+  model.set_execution(execution.ops);
 }
 
 int on_all_ranks(dist::Communicator& comm, const std::function<int()>& fn) {

@@ -458,7 +458,9 @@ bool run_study(const Study& study, dist::Communicator& comm) {
         results = read_eval_json(eval_path);
       } else {
         Checkpoint ck = load_for_inference(final_ckpt);
-        ops::set_cpu_matmul_bf16(config.train.precision == train::Precision::BF16);  // evaluate as trained
+        // Evaluated on the CPU in the precision it was trained in.
+        ck.model->set_execution(
+            train::execution(Device::Kind::CPU, config.train.precision, config.train.attention).ops);
         results = evaluate_replicate(study, r, config, *ck.model, comm);
         if (leader) {
           io::write_file_atomic(eval_path, format_json(results, ck.model->num_layers()));

@@ -51,8 +51,18 @@ struct AttentionShape {
 
 // Which kernel a CUDA attention call runs (the CPU has one). TensorCores applies to bf16 storage
 // on sm_80+ with head_dim 32, 64 or 128 and 16-byte aligned rows; any other call falls back to the
-// CUDA-core kernel. The op layer holds the process-wide choice (ops::set_attention_kernel).
+// CUDA-core kernel.
 enum class AttentionKernel { CudaCores, TensorCores };
+
+// How the ops of one model run: passed to each GEMM and attention call, never a process-wide mode.
+// Built once from train.device/precision/attention or --device/--precision (train::execution) and
+// carried by the model (layers::Transformer::execution()); the default is plain f32.
+struct Execution {
+  // CPU GEMMs: operands rounded to bf16, f32 accumulation (oneDNN), as PyTorch's CPU autocast
+  // does; only true where the CPU has bf16 instructions (ops::cpu_bf16_supported).
+  bool cpu_bf16_gemm = false;
+  AttentionKernel attention = AttentionKernel::CudaCores;  // the CUDA attention kernel
+};
 
 // AdamW hyper-parameters (torch.optim.AdamW's names and defaults, except weight_decay 0).
 struct AdamWConfig {

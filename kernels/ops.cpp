@@ -4,7 +4,6 @@
 // kernels/cuda/stub.cpp, whose functions fail with an error naming the op.
 #include "kernels/ops.h"
 
-#include <atomic>
 #include <cmath>
 #include <initializer_list>
 
@@ -120,7 +119,7 @@ bool describe_matrix(const Tensor& x, bool trans, int64_t batch, BlasMatrix& m) 
 // ---- GEMM ------------------------------------------------------------------------------------
 
 void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans_a, bool trans_b, float alpha,
-                 float beta) {
+                 float beta, const Execution& ex) {
   const char* op = "matmul";
   const auto [device, dtype] = check_floats(op, {&a_in, &b_in});
   KV_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: operands must have at least 2 dims, got A{} B{}",
@@ -166,7 +165,8 @@ void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans
   if (device.is_cuda()) {
     cuda::gemm_batched(device.index, dtype, out.dtype(), ma.trans, mb.trans, gemm_m, n, k, alpha, ma.ptr, ma.ld,
                        ma.batch_stride, mb.ptr, mb.ld, mb.batch_stride, beta, c, n, gemm_m * n, gemm_batch);
-  } else if (cpu_matmul_bf16()) {
+  } else if (ex.cpu_bf16_gemm) {
+    KV_CHECK(cpu::bf16_gemm_supported(), "matmul: {}", cpu_bf16_fallback_notice());
     cpu::gemm_batched_bf16(ma.trans, mb.trans, gemm_m, n, k, alpha, static_cast<const float*>(ma.ptr), ma.ld,
                            ma.batch_stride, static_cast<const float*>(mb.ptr), mb.ld, mb.batch_stride, beta,
                            static_cast<float*>(c), n, gemm_m * n, gemm_batch);
@@ -177,10 +177,6 @@ void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans
   }
 }
 
-namespace {
-std::atomic<bool> g_cpu_matmul_bf16{false};  // read by every CPU matmul
-}  // namespace
-
 bool cpu_bf16_supported() { return cpu::bf16_gemm_supported(); }
 
 std::string cpu_bf16_fallback_notice() {
@@ -189,22 +185,14 @@ std::string cpu_bf16_fallback_notice() {
                      cpu::cpu_isa_name());
 }
 
-bool set_cpu_matmul_bf16(bool bf16) {
-  const bool effective = bf16 && cpu::bf16_gemm_supported();
-  g_cpu_matmul_bf16.store(effective, std::memory_order_relaxed);
-  return effective;
-}
-
-bool cpu_matmul_bf16() { return g_cpu_matmul_bf16.load(std::memory_order_relaxed); }
-
-std::string cpu_matmul_description() {
-  if (cpu_matmul_bf16()) {
+std::string cpu_matmul_description(const Execution& ex) {
+  if (ex.cpu_bf16_gemm) {
     return fmt::format("bf16 GEMMs via oneDNN {} (ISA {})", cpu::bf16_gemm_impl(), cpu::cpu_isa_name());
   }
   return fmt::format("f32 GEMMs via OpenBLAS (ISA {})", cpu::cpu_isa_name());
 }
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DType out_dtype) {
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DType out_dtype, const Execution& ex) {
   check_floats("matmul", {&a, &b});
   KV_CHECK(a.dim() >= 2, "matmul: A must have at least 2 dims, got {}", a.str());
   KV_CHECK(b.dim() >= 2, "matmul: B must have at least 2 dims, got {}", b.str());
@@ -212,13 +200,13 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DTyp
   shape.push_back(trans_a ? a.size(-1) : a.size(-2));
   shape.push_back(trans_b ? b.size(-2) : b.size(-1));
   Tensor out = Tensor::empty(shape, out_dtype, a.device());
-  matmul_into(a, b, out, trans_a, trans_b);
+  matmul_into(a, b, out, trans_a, trans_b, 1.0f, 0.0f, ex);
   return out;
 }
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, const Execution& ex) {
   KV_CHECK(a.defined(), "matmul: undefined tensor argument");
-  return matmul(a, b, trans_a, trans_b, a.dtype());
+  return matmul(a, b, trans_a, trans_b, a.dtype(), ex);
 }
 
 // ---- Element-wise ------------------------------------------------------------------------------
@@ -487,14 +475,6 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, T
 
 // ---- Attention ---------------------------------------------------------------------------------
 
-namespace {
-std::atomic<AttentionKernel> g_attention_kernel{AttentionKernel::CudaCores};  // read by every call
-}  // namespace
-
-void set_attention_kernel(AttentionKernel kernel) { g_attention_kernel.store(kernel, std::memory_order_relaxed); }
-
-AttentionKernel attention_kernel() { return g_attention_kernel.load(std::memory_order_relaxed); }
-
 const char* attention_kernel_name(AttentionKernel kernel) {
   switch (kernel) {
     case AttentionKernel::CudaCores: return "cuda_cores";
@@ -531,7 +511,7 @@ AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k,
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale, Tensor& out,
-                       Tensor& lse) {
+                       Tensor& lse, const Execution& ex) {
   const char* op = "attention_forward";
   // On the CPU, K/V may be bf16 with f32 queries: a bf16 KV cache (--precision bf16), read widened.
   const bool bf16_kv = !q.device().is_cuda() && q.defined() && q.dtype() == DType::F32 && k.defined() &&
@@ -558,7 +538,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
     vc = v.contiguous();
   }
   if (device.is_cuda()) {
-    cuda::attention_forward(device.index, dtype, s, attention_kernel(), qc.raw_data(), kc.raw_data(), vc.raw_data(),
+    cuda::attention_forward(device.index, dtype, s, ex.attention, qc.raw_data(), kc.raw_data(), vc.raw_data(),
                             softmax_scale, out.raw_data(), lse.data<float>());
   } else if (bf16_kv) {
     cpu::attention_forward_bf16_kv(s, qc.data<float>(), static_cast<const uint16_t*>(kc.raw_data()),
@@ -571,7 +551,8 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
 }
 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
-                        const Tensor& lse, float softmax_scale, Tensor& dq, Tensor& dk, Tensor& dv) {
+                        const Tensor& lse, float softmax_scale, Tensor& dq, Tensor& dk, Tensor& dv,
+                        const Execution& ex) {
   const char* op = "attention_backward";
   const auto [device, dtype] = check_floats(op, {&dout, &q, &k, &v, &out});
   check_f32_operand(op, "lse", lse, device);
@@ -587,7 +568,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   Tensor gc = dout.contiguous(), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   Tensor oc = out.contiguous(), lc = lse.contiguous();
   if (device.is_cuda()) {
-    cuda::attention_backward(device.index, dtype, s, attention_kernel(), gc.raw_data(), qc.raw_data(), kc.raw_data(),
+    cuda::attention_backward(device.index, dtype, s, ex.attention, gc.raw_data(), qc.raw_data(), kc.raw_data(),
                              vc.raw_data(), oc.raw_data(), lc.data<float>(), softmax_scale, dq.raw_data(),
                              dk.raw_data(), dv.raw_data());
   } else {

@@ -22,23 +22,19 @@ namespace kvroute::ops {
 // a: [..., M, K] ([..., K, M] if trans_a); b: [..., K, N] ([..., N, K] if trans_b) or 2-D (shared
 // by every batch); out: [..., M, N]. Transposed views (strides) are read in place, not copied.
 // a and b share a dtype; out has it too, or is f32 (bf16 inputs accumulated into an f32 result,
-// how parameter gradients are formed in mixed precision).
+// how parameter gradients are formed in mixed precision). On the CPU, ex.cpu_bf16_gemm rounds the
+// f32 operands to bf16 and accumulates in f32 (oneDNN); tensors stay f32.
 void matmul_into(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a = false,
-                 bool trans_b = false, float alpha = 1.0f, float beta = 0.0f);
-Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false);
-Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DType out_dtype);
+                 bool trans_b = false, float alpha = 1.0f, float beta = 0.0f, const Execution& ex = {});
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false,
+              const Execution& ex = {});
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DType out_dtype,
+              const Execution& ex = {});
 
-// CPU GEMM precision, one process-wide setting read by every CPU matmul (the Trainer and the
-// inference commands set it from train.precision / --precision): false = f32 (OpenBLAS sgemm),
-// true = bf16 operands with f32 accumulation (oneDNN), as PyTorch's CPU autocast does. Tensors
-// stay f32; only the GEMMs' operands are rounded. Returns the mode in effect: bf16 is refused
-// (false) where the CPU has no bf16 instructions. The CPU attention kernel's tile products stay f32.
-bool set_cpu_matmul_bf16(bool bf16);
-bool cpu_matmul_bf16();
-// One line naming the CPU GEMM path in effect, for logs and benchmarks, e.g.
+// One line naming the CPU GEMM path `ex` takes, for logs and benchmarks, e.g.
 // "bf16 GEMMs via oneDNN brg:avx512_core_bf16 (ISA avx512_core_bf16)" or "f32 GEMMs via OpenBLAS
 // (ISA avx2)".
-std::string cpu_matmul_description();
+std::string cpu_matmul_description(const Execution& ex);
 // Whether this CPU can run bf16 GEMMs; the one-line notice printed when bf16 falls back to f32.
 bool cpu_bf16_supported();
 std::string cpu_bf16_fallback_notice();
@@ -93,18 +89,17 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, T
 // scaled scores, saved for the backward. Tiled online softmax: no [T, T] score matrix is stored.
 // k/v may be a prefix view (dim 1) of a larger [B, T_max, Hkv, D] KV cache: read in place. On the
 // CPU, k and v may be bf16 with f32 q (a bf16 KV cache, forward only): read widened to f32.
+// ex.attention picks the CUDA kernel (the CPU has one).
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale,
-                       Tensor& out, Tensor& lse);
+                       Tensor& out, Tensor& lse, const Execution& ex = {});
 // Recomputes the scores tile by tile from q, k and lse. dq, dk, dv are overwritten.
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                         const Tensor& out, const Tensor& lse, float softmax_scale, Tensor& dq,
-                        Tensor& dk, Tensor& dv);
+                        Tensor& dk, Tensor& dv, const Execution& ex = {});
 
-// The CUDA attention kernel, one process-wide setting read by every call above on a CUDA device
-// (AttentionKernel is in kernels/kernel_args.h). CudaCores is the default until the two kernels
-// are measured against each other; TensorCores falls back to it where it does not apply.
-void set_attention_kernel(AttentionKernel kernel);
-AttentionKernel attention_kernel();
+// The CUDA attention kernels (AttentionKernel in kernels/kernel_args.h). CudaCores is the default
+// until the two kernels are measured against each other; TensorCores falls back to it where it
+// does not apply.
 const char* attention_kernel_name(AttentionKernel kernel);  // "cuda_cores" or "tensor_cores"
 // The kernel of that name; any other name is an error naming it and the choices.
 AttentionKernel parse_attention_kernel(const std::string& name);

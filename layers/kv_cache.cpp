@@ -8,7 +8,7 @@
 namespace kvroute::layers {
 
 DType kv_cache_dtype(const Transformer& model) {
-  if (!model.device().is_cuda() && ops::cpu_matmul_bf16()) return DType::BF16;
+  if (!model.device().is_cuda() && model.execution().cpu_bf16_gemm) return DType::BF16;
   return model.compute_dtype();
 }
 

@@ -11,7 +11,7 @@
 namespace kvroute::layers {
 
 // The dtype of a deployed cache for `model`: its compute dtype; on the CPU with bf16 GEMMs
-// (ops::cpu_matmul_bf16, --precision bf16) bf16, half the bytes, which the CPU attention reads
+// (the model's execution().cpu_bf16_gemm, --precision bf16) bf16, half the bytes, which the CPU attention reads
 // widened to f32.
 DType kv_cache_dtype(const Transformer& model);
 

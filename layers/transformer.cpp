@@ -89,7 +89,7 @@ bool ModelConfig::layer_has_kv_weights(int64_t layer) const {
 Linear::Linear(int64_t in_features, int64_t out_features)
     : weight_(register_parameter("weight", {out_features, in_features})) {}
 
-Variable Linear::forward(const Variable& x) const { return ag::linear(x, weight_); }
+Variable Linear::forward(const Variable& x, const ops::Execution& ex) const { return ag::linear(x, weight_, ex); }
 
 Embedding::Embedding(int64_t vocab_size, int64_t dim) : weight_(register_parameter("weight", {vocab_size, dim})) {}
 
@@ -122,23 +122,24 @@ Attention::Attention(const ModelConfig& c, bool has_kv_weights)
   }
 }
 
-LayerKV Attention::project_kv(const Variable& h, int64_t position_offset) const {
+LayerKV Attention::project_kv(const Variable& h, int64_t position_offset, const ops::Execution& ex) const {
   KV_CHECK(has_kv_weights(), "attention: this layer has no K/V projections (a CLA non-leader)");
   const int64_t B = h.data().size(0), T = h.data().size(1);
-  Variable k = ag::reshape(k_proj_->forward(h), {B, T, num_kv_heads_, head_dim_});
+  Variable k = ag::reshape(k_proj_->forward(h, ex), {B, T, num_kv_heads_, head_dim_});
   if (k_norm_) k = k_norm_->forward(k);
   k = rotary_.apply(k, position_offset);
-  Variable v = ag::reshape(v_proj_->forward(h), {B, T, num_kv_heads_, head_dim_});
+  Variable v = ag::reshape(v_proj_->forward(h, ex), {B, T, num_kv_heads_, head_dim_});
   return {k, v};
 }
 
-Variable Attention::forward(const Variable& h, const LayerKV& kv, int64_t position_offset) const {
+Variable Attention::forward(const Variable& h, const LayerKV& kv, int64_t position_offset,
+                           const ops::Execution& ex) const {
   const int64_t B = h.data().size(0), T = h.data().size(1);
-  Variable q = ag::reshape(q_proj_->forward(h), {B, T, num_heads_, head_dim_});
+  Variable q = ag::reshape(q_proj_->forward(h, ex), {B, T, num_heads_, head_dim_});
   if (q_norm_) q = q_norm_->forward(q);
   q = rotary_.apply(q, position_offset);
-  Variable attn = ag::causal_attention(q, kv.k, kv.v, softmax_scale_);
-  return o_proj_->forward(ag::reshape(attn, {B, T, num_heads_ * head_dim_}));
+  Variable attn = ag::causal_attention(q, kv.k, kv.v, softmax_scale_, ex);
+  return o_proj_->forward(ag::reshape(attn, {B, T, num_heads_ * head_dim_}), ex);
 }
 
 SwiGLU::SwiGLU(int64_t hidden, int64_t intermediate) {
@@ -147,8 +148,8 @@ SwiGLU::SwiGLU(int64_t hidden, int64_t intermediate) {
   down_proj_ = register_module("down_proj", std::make_shared<Linear>(intermediate, hidden));
 }
 
-Variable SwiGLU::forward(const Variable& x) const {
-  return down_proj_->forward(ag::swiglu(gate_proj_->forward(x), up_proj_->forward(x)));
+Variable SwiGLU::forward(const Variable& x, const ops::Execution& ex) const {
+  return down_proj_->forward(ag::swiglu(gate_proj_->forward(x, ex), up_proj_->forward(x, ex)), ex);
 }
 
 DecoderLayer::DecoderLayer(const ModelConfig& c, bool has_kv_weights) {
@@ -161,14 +162,15 @@ DecoderLayer::DecoderLayer(const ModelConfig& c, bool has_kv_weights) {
 }
 
 Variable DecoderLayer::forward(const Variable& x, LayerKV* kv_out, const std::vector<LayerKV>& kv_by_layer, int source,
-                               int64_t position_offset) const {
+                               int64_t position_offset, const ops::Execution& ex) const {
   Variable h = input_layernorm_->forward(x);
-  if (kv_out != nullptr) *kv_out = self_attn_->project_kv(h, position_offset);  // kv_out points into kv_by_layer
-  Variable y = ag::add(x, self_attn_->forward(h, kv_by_layer[static_cast<size_t>(source)], position_offset));
-  return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y)));
+  if (kv_out != nullptr) *kv_out = self_attn_->project_kv(h, position_offset, ex);  // kv_out points into kv_by_layer
+  Variable y = ag::add(x, self_attn_->forward(h, kv_by_layer[static_cast<size_t>(source)], position_offset, ex));
+  return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y), ex));
 }
 
-Variable DecoderLayer::forward_cached(const Variable& x, KVCache& cache, int layer, int source) const {
+Variable DecoderLayer::forward_cached(const Variable& x, KVCache& cache, int layer, int source,
+                                      const ops::Execution& ex) const {
   const int64_t pos = cache.length(), T = x.data().size(1);
   Variable h = input_layernorm_->forward(x);
   if (cache.ragged()) {
@@ -179,22 +181,22 @@ Variable DecoderLayer::forward_cached(const Variable& x, KVCache& cache, int lay
       const int64_t at = cache.row_length(b);
       Variable hb(h.data().slice(0, b, b + 1));
       if (cache.holds(layer)) {
-        LayerKV fresh = self_attn_->project_kv(hb, at);
+        LayerKV fresh = self_attn_->project_kv(hb, at, ex);
         cache.write_row(layer, b, fresh.k.data(), fresh.v.data());
       }
       LayerKV kv{Variable(cache.row_keys(source, b, at + T)), Variable(cache.row_values(source, b, at + T))};
-      attn.slice(0, b, b + 1).copy_(self_attn_->forward(hb, kv, at).data());
+      attn.slice(0, b, b + 1).copy_(self_attn_->forward(hb, kv, at, ex).data());
     }
     Variable y = ag::add(x, Variable(attn));
-    return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y)));
+    return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y), ex));
   }
   if (cache.holds(layer)) {
-    LayerKV fresh = self_attn_->project_kv(h, pos);
+    LayerKV fresh = self_attn_->project_kv(h, pos, ex);
     cache.write(layer, fresh.k.data(), fresh.v.data());
   }
   LayerKV kv{Variable(cache.keys(source, pos + T)), Variable(cache.values(source, pos + T))};
-  Variable y = ag::add(x, self_attn_->forward(h, kv, pos));
-  return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y)));
+  Variable y = ag::add(x, self_attn_->forward(h, kv, pos, ex));
+  return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y), ex));
 }
 
 Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& cache,
@@ -204,7 +206,8 @@ Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& c
            tokens.shape(), cache.batch());
   Variable x = model.embed_tokens_->forward(tokens);
   for (int l = 0; l < model.num_layers(); ++l) {
-    x = model.layers_[static_cast<size_t>(l)]->forward_cached(x, cache, l, cache.plan()[static_cast<size_t>(l)]);
+    x = model.layers_[static_cast<size_t>(l)]->forward_cached(x, cache, l, cache.plan()[static_cast<size_t>(l)],
+                                                                model.execution_);
   }
   if (logit_positions != nullptr) {
     const int64_t B = tokens.size(0), T = tokens.size(1);
@@ -383,13 +386,13 @@ Variable Transformer::final_hidden(const Tensor& tokens, const RoutingPlan& plan
     // A layer computes K/V only if some layer (itself or a later one) reads them.
     const bool compute = needed[l] || (compute_unused_kv_ && config_.layer_has_kv_weights(l));
     LayerKV* kv_out = compute ? &kv[static_cast<size_t>(l)] : nullptr;
-    x = layers_[static_cast<size_t>(l)]->forward(x, kv_out, kv, plan[l], position_offset);
+    x = layers_[static_cast<size_t>(l)]->forward(x, kv_out, kv, plan[l], position_offset, execution_);
   }
   return norm_->forward(x);
 }
 
 Variable Transformer::head(const Variable& hidden) const {
-  return ag::linear(hidden, lm_head_ ? lm_head_->weight() : embed_tokens_->weight());
+  return ag::linear(hidden, lm_head_ ? lm_head_->weight() : embed_tokens_->weight(), execution_);
 }
 
 Variable Transformer::logits(const Tensor& tokens, const RoutingPlan& plan, int64_t position_offset) const {

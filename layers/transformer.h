@@ -68,7 +68,7 @@ struct ModelConfig {
 class Linear final : public Module {
  public:
   Linear(int64_t in_features, int64_t out_features);
-  Variable forward(const Variable& x) const;
+  Variable forward(const Variable& x, const ops::Execution& ex) const;
   const Variable& weight() const { return weight_; }
 
  private:
@@ -113,9 +113,9 @@ class Attention final : public Module {
  public:
   Attention(const ModelConfig& config, bool has_kv_weights);
   bool has_kv_weights() const { return k_proj_ != nullptr; }
-  LayerKV project_kv(const Variable& h, int64_t position_offset) const;
+  LayerKV project_kv(const Variable& h, int64_t position_offset, const ops::Execution& ex) const;
   // Attention of this layer's queries (from h) over `kv`, then the output projection.
-  Variable forward(const Variable& h, const LayerKV& kv, int64_t position_offset) const;
+  Variable forward(const Variable& h, const LayerKV& kv, int64_t position_offset, const ops::Execution& ex) const;
 
  private:
   int64_t num_heads_, num_kv_heads_, head_dim_;
@@ -128,7 +128,7 @@ class Attention final : public Module {
 class SwiGLU final : public Module {
  public:
   SwiGLU(int64_t hidden, int64_t intermediate);
-  Variable forward(const Variable& x) const;
+  Variable forward(const Variable& x, const ops::Execution& ex) const;
 
  private:
   std::shared_ptr<Linear> gate_proj_, up_proj_, down_proj_;
@@ -140,10 +140,10 @@ class DecoderLayer final : public Module {
   // Pre-norm: h = norm(x); K/V of h when `kv_out` is given (some layer reads them); then
   // x + attn(h, kv_in) and x + mlp(norm(x)).
   Variable forward(const Variable& x, LayerKV* kv_out, const std::vector<LayerKV>& kv_by_layer, int source,
-                   int64_t position_offset) const;
+                   int64_t position_offset, const ops::Execution& ex) const;
   // Cached step: new K/V (when this layer keeps a cache) go into `cache`, attention reads the
   // cache of layer `source` up to the new tokens.
-  Variable forward_cached(const Variable& x, KVCache& cache, int layer, int source) const;
+  Variable forward_cached(const Variable& x, KVCache& cache, int layer, int source, const ops::Execution& ex) const;
 
  private:
   std::shared_ptr<Attention> self_attn_;
@@ -174,6 +174,10 @@ class Transformer final : public Module {
   void to(Device device, DType compute_dtype = DType::F32);
   Device device() const { return flat_params_.device(); }
   DType compute_dtype() const { return flat_compute_.defined() ? flat_compute_.dtype() : DType::F32; }
+  // How the ops run (bf16 CPU GEMMs, the CUDA attention kernel): set once where the model is
+  // placed (train::execution builds it from the run's settings); every layer passes it to its ops.
+  void set_execution(const ops::Execution& ex) { execution_ = ex; }
+  const ops::Execution& execution() const { return execution_; }
   // The bf16 copy the forward reads (undefined in f32 mode); refresh_compute_copy() re-derives it
   // from the master weights after they were written directly.
   Tensor* compute_copy() { return flat_compute_.defined() ? &flat_compute_ : nullptr; }
@@ -216,6 +220,7 @@ class Transformer final : public Module {
   Tensor flat_params_, flat_grads_;
   Tensor flat_compute_;  // bf16 copy of flat_params_ in mixed precision; undefined otherwise
   bool compute_unused_kv_ = false;
+  ops::Execution execution_;
 };
 
 }  // namespace kvroute::layers

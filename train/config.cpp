@@ -1,5 +1,7 @@
 #include "train/config.h"
 
+#include "kernels/ops.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -17,7 +19,18 @@ namespace kvroute::train {
 
 const char* precision_name(Precision precision) { return precision == Precision::BF16 ? "bf16" : "fp32"; }
 
-DType compute_dtype(Precision precision) { return precision == Precision::BF16 ? DType::BF16 : DType::F32; }
+Execution execution(Device::Kind device, Precision precision, ops::AttentionKernel attention) {
+  Execution ex;
+  ex.ops.attention = attention;
+  const bool bf16 = precision == Precision::BF16;
+  if (device == Device::Kind::CUDA) {
+    ex.compute_dtype = bf16 ? DType::BF16 : DType::F32;
+  } else if (bf16) {
+    ex.ops.cpu_bf16_gemm = ops::cpu_bf16_supported();
+    if (!ex.ops.cpu_bf16_gemm) ex.notice = ops::cpu_bf16_fallback_notice();
+  }
+  return ex;
+}
 
 const char* device_kind_name(Device::Kind kind) { return kind == Device::Kind::CUDA ? "cuda" : "cpu"; }
 

@@ -137,21 +137,17 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
                 ? device_runtime::select_cuda_device(comm_.local_rank(), config_.source + ": train.device cuda")
                 : Device::cpu();
   set_num_threads(threads_per_rank(config_.train.threads, world > 1 ? comm_.local_size() : 1));
-  ops::set_attention_kernel(config_.train.attention);
   // CPU bf16: the model stays f32 (master weights, activations); GEMM operands are rounded to
   // bf16 and accumulated in f32 (oneDNN), or stay f32 with a notice where the CPU lacks bf16.
-  if (!device_.is_cuda()) {
-    const bool want_bf16 = config_.train.precision == Precision::BF16;
-    if (!ops::set_cpu_matmul_bf16(want_bf16) && want_bf16 && leader_) {
-      std::fprintf(stderr, "kvroute: notice: %s\n", ops::cpu_bf16_fallback_notice().c_str());
-    }
-  }
+  const Execution execution = train::execution(config_.train.device, config_.train.precision, config_.train.attention);
+  if (!execution.notice.empty() && leader_) std::fprintf(stderr, "kvroute: notice: %s\n", execution.notice.c_str());
 
   // Model: rank 0's initial weights go to everyone (on the host, before the model moves).
   model_config_.check_fits_in_memory(16, "f32 weights, gradients and AdamW moments");
   model_ = std::make_unique<layers::Transformer>(model_config_, config_.train.seed);
   comm_.broadcast(model_->flat_parameters(), 0);
-  model_->to(device_, device_.is_cuda() ? compute_dtype(config_.train.precision) : DType::F32);
+  model_->to(device_, execution.compute_dtype);
+  model_->set_execution(execution.ops);
   // GPU ranks reduce gradients with NCCL, bucket by bucket while the backward pass runs.
   if (device_.is_cuda() && world > 1) {
     nccl_ = dist::make_nccl_communicator(comm_);
@@ -396,7 +392,7 @@ void Trainer::log(const StepStats& s) {
     const std::string memory =
         device_.is_cuda() ? fmt::format(" | peak {:.1f} GiB", static_cast<double>(peak_bytes) / (1 << 30)) : "";
     // The first line also names the CPU GEMM path (instruction set and library) the numbers come from.
-    const std::string gemm = !device_.is_cuda() && !logged_once_ ? " | " + ops::cpu_matmul_description() : "";
+    const std::string gemm = !device_.is_cuda() && !logged_once_ ? " | " + ops::cpu_matmul_description(model_->execution()) : "";
     logged_once_ = true;
     std::printf("%sstep %ld/%ld | loss %.4f | lr %.3e | grad norm %.3f | %.0f tok/s | %s%s | ETA %s%s\n", bar.c_str(),
                 static_cast<long>(s.step), static_cast<long>(steps), s.loss, s.lr, s.grad_norm, tok_s, mfu.c_str(),

@@ -293,7 +293,7 @@ unsigned query_blocks(int64_t rows) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// The op layer's choice (ops::set_attention_kernel): the tensor-core kernel when asked for and it
+// The caller's choice (ops::Execution::attention): the tensor-core kernel when asked for and it
 // applies (bf16, sm_80+, head_dim 32/64/128, 16-byte aligned rows); the CUDA-core kernel otherwise.
 bool use_tensor_cores(int device, DType dtype, const ops::AttentionShape& s, ops::AttentionKernel kernel,
                       std::initializer_list<const void*> pointers) {

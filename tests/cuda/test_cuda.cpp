@@ -243,7 +243,10 @@ struct AttentionCase {
   int64_t batch, q_len, kv_len, q_heads, kv_heads, head_dim;
 };
 
-void check_attention_against_cpu(DType dt, const std::vector<AttentionCase>& cases, uint64_t seed) {
+// `kernel` is the CUDA kernel under test (the CPU has one).
+void check_attention_against_cpu(DType dt, const std::vector<AttentionCase>& cases, uint64_t seed,
+                                 ops::AttentionKernel kernel = ops::AttentionKernel::CudaCores) {
+  const ops::Execution ex{.attention = kernel};
   for (const AttentionCase& c : cases) {
     SCOPED_TRACE(::testing::Message() << "B=" << c.batch << " Tq=" << c.q_len << " Tk=" << c.kv_len << " Hq="
                                       << c.q_heads << " Hkv=" << c.kv_heads << " D=" << c.head_dim);
@@ -255,7 +258,7 @@ void check_attention_against_cpu(DType dt, const std::vector<AttentionCase>& cas
     ops::attention_forward(q, k, v, scale, out, lse);
     Tensor gq = on_gpu(q, dt), gk = on_gpu(k, dt), gv = on_gpu(v, dt);
     Tensor gout = Tensor::empty(q.shape(), dt, kGpu), glse = Tensor::empty(lse.shape(), DType::F32, kGpu);
-    ops::attention_forward(gq, gk, gv, scale, gout, glse);
+    ops::attention_forward(gq, gk, gv, scale, gout, glse, ex);
     EXPECT_LT(error(gout, out), tolerance(dt, 1e-5));
     EXPECT_LT(error(glse, lse), dt == DType::BF16 ? 1e-3 : 1e-5);  // bf16 P in the tensor-core kernel
 
@@ -265,7 +268,7 @@ void check_attention_against_cpu(DType dt, const std::vector<AttentionCase>& cas
     // The GPU backward reads the GPU forward's own output (what training does).
     Tensor gdq = Tensor::empty(q.shape(), dt, kGpu), gdk = Tensor::empty(k.shape(), dt, kGpu),
            gdv = Tensor::empty(v.shape(), dt, kGpu);
-    ops::attention_backward(on_gpu(dout, dt), gq, gk, gv, gout, glse, scale, gdq, gdk, gdv);
+    ops::attention_backward(on_gpu(dout, dt), gq, gk, gv, gout, glse, scale, gdq, gdk, gdv, ex);
     // bf16: the products of the backward round P and dS to bf16 on the tensor cores.
     EXPECT_LT(error(gdq, dq), tolerance(dt, 1e-4) * 2);
     EXPECT_LT(error(gdk, dk), tolerance(dt, 1e-4) * 2);
@@ -273,7 +276,7 @@ void check_attention_against_cpu(DType dt, const std::vector<AttentionCase>& cas
     // Deterministic: a second backward is bit-identical.
     Tensor gdq2 = Tensor::empty(q.shape(), dt, kGpu), gdk2 = Tensor::empty(k.shape(), dt, kGpu),
            gdv2 = Tensor::empty(v.shape(), dt, kGpu);
-    ops::attention_backward(on_gpu(dout, dt), gq, gk, gv, gout, glse, scale, gdq2, gdk2, gdv2);
+    ops::attention_backward(on_gpu(dout, dt), gq, gk, gv, gout, glse, scale, gdq2, gdk2, gdv2, ex);
     EXPECT_EQ(gdk2.to_vector<float>(), gdk.to_vector<float>());
     EXPECT_EQ(gdv2.to_vector<float>(), gdv.to_vector<float>());
     EXPECT_EQ(gdq2.to_vector<float>(), gdq.to_vector<float>());
@@ -290,30 +293,15 @@ TEST_P(CudaOps, AttentionForwardBackward) {
                               60);
 }
 
-// Selects the CUDA attention kernel for one scope, then restores the previous choice.
-class ScopedAttentionKernel {
- public:
-  explicit ScopedAttentionKernel(ops::AttentionKernel kernel) : previous_(ops::attention_kernel()) {
-    ops::set_attention_kernel(kernel);
-  }
-  ~ScopedAttentionKernel() { ops::set_attention_kernel(previous_); }
-  ScopedAttentionKernel(const ScopedAttentionKernel&) = delete;
-  ScopedAttentionKernel& operator=(const ScopedAttentionKernel&) = delete;
-
- private:
-  ops::AttentionKernel previous_;
-};
-
 TEST(Cuda, TensorCoreAttentionMatchesCpu) {
   SKIP_WITHOUT_GPU();
-  ScopedAttentionKernel kernel(ops::AttentionKernel::TensorCores);
   // Block edges (64-row blocks, 64-key tiles, 32-query tiles), GQA groups, decoding shapes.
   check_attention_against_cpu(DType::BF16,
                               {AttentionCase{2, 37, 37, 4, 2, 32}, AttentionCase{1, 5, 70, 4, 1, 64},
                                AttentionCase{2, 64, 64, 6, 6, 128}, AttentionCase{1, 130, 130, 4, 2, 64},
                                AttentionCase{1, 1, 129, 8, 2, 64}, AttentionCase{2, 200, 257, 6, 2, 128},
                                AttentionCase{1, 96, 96, 3, 1, 32}},
-                              160);
+                              160, ops::AttentionKernel::TensorCores);
   testing::expect_error([] { (void)ops::parse_attention_kernel("fastest"); },
                         {"'fastest'", "cuda_cores, tensor_cores"});
 }
@@ -433,12 +421,12 @@ TEST(Cuda, Bf16GradientsFollowF32) {
 
 TEST(Cuda, Bf16ModelWithTensorCoreAttentionFollowsF32) {
   SKIP_WITHOUT_GPU();
-  ScopedAttentionKernel kernel(ops::AttentionKernel::TensorCores);
   layers::ModelConfig c = gpu_model_config();
   c.head_dim = 32;
   layers::Transformer f32_model(c, 9), bf16_model(c, 9);
   f32_model.to(kGpu);
   bf16_model.to(kGpu, DType::BF16);
+  bf16_model.set_execution({.attention = ops::AttentionKernel::TensorCores});
   Tensor inputs = random_tokens({4, 48}, 97, 5), targets = random_tokens({4, 48}, 97, 6);
   const layers::RoutingPlan plan = {0, 0, 2, 1};
   autograd::Variable a = f32_model.loss(inputs, targets, plan);

@@ -153,7 +153,8 @@ TEST(Generation, KvBytesAreExactlyKeptOverLayersOfAFullCache) {
 TEST(Generation, Bf16OnTheCpuHalvesTheCache) {
   if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
   layers::Transformer model(config(), 13);
-  ASSERT_TRUE(ops::set_cpu_matmul_bf16(true));
+  EXPECT_EQ(layers::kv_cache_dtype(model), DType::F32);
+  model.set_execution({.cpu_bf16_gemm = true});
   EXPECT_EQ(layers::kv_cache_dtype(model), DType::BF16);
   const layers::RoutingPlan plan = layers::plan_from_keep_set(6, layers::keep_retention(6, 0.5));
   layers::KVCache half(model.config(), plan, 2, 50, model.device(), layers::kv_cache_dtype(model));
@@ -166,7 +167,7 @@ TEST(Generation, Bf16OnTheCpuHalvesTheCache) {
   const std::vector<std::vector<int32_t>> batched = generate(model, prompts, plan, greedy);
   std::vector<std::vector<int32_t>> single;
   for (const auto& p : prompts) single.push_back(generate(model, {p}, plan, greedy)[0]);
-  ops::set_cpu_matmul_bf16(false);
+  model.set_execution({});
   EXPECT_EQ(layers::kv_cache_dtype(model), DType::F32);
   const std::vector<std::vector<int32_t>> f32 = generate(model, prompts, plan, greedy);
   for (size_t b = 0; b < prompts.size(); ++b) {

@@ -209,7 +209,7 @@ TEST(Attention, ShapeErrors) {
 // The CUDA kernel is chosen by name (a config value): both names round-trip, anything else is an
 // error naming the value and the choices, and the choice leaves the CPU kernel alone.
 TEST(Attention, KernelChoiceByName) {
-  EXPECT_EQ(ops::attention_kernel(), ops::AttentionKernel::CudaCores);  // the default
+  EXPECT_EQ(ops::Execution{}.attention, ops::AttentionKernel::CudaCores);  // the default
   EXPECT_STREQ(ops::attention_kernel_name(ops::AttentionKernel::CudaCores), "cuda_cores");
   EXPECT_STREQ(ops::attention_kernel_name(ops::AttentionKernel::TensorCores), "tensor_cores");
   for (ops::AttentionKernel kernel : {ops::AttentionKernel::CudaCores, ops::AttentionKernel::TensorCores}) {
@@ -222,10 +222,7 @@ TEST(Attention, KernelChoiceByName) {
   Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({1, 2, 9});
   ops::attention_forward(q, k, v, 0.2f, out, lse);
   const std::vector<float> cuda_cores = out.to_vector<float>();
-  ops::set_attention_kernel(ops::AttentionKernel::TensorCores);
-  EXPECT_EQ(ops::attention_kernel(), ops::AttentionKernel::TensorCores);
-  ops::attention_forward(q, k, v, 0.2f, out, lse);
-  ops::set_attention_kernel(ops::AttentionKernel::CudaCores);
+  ops::attention_forward(q, k, v, 0.2f, out, lse, {.attention = ops::AttentionKernel::TensorCores});
   EXPECT_EQ(out.to_vector<float>(), cuda_cores);
 }
 

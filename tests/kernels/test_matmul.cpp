@@ -123,12 +123,8 @@ Tensor round_to_bf16(const Tensor& t) {
   return Tensor::from_vector(v, t.shape());
 }
 
-// Restores the process-wide f32 mode whatever a test does.
-struct Bf16Mode {
-  Bf16Mode() { enabled = ops::set_cpu_matmul_bf16(true); }
-  ~Bf16Mode() { ops::set_cpu_matmul_bf16(false); }
-  bool enabled = false;
-};
+// bf16 GEMMs are asked for per call (ops::Execution), not as a process-wide mode.
+const ops::Execution kBf16{.cpu_bf16_gemm = true};
 
 const std::vector<GemmCase>& bf16_cases() {
   static const std::vector<GemmCase> cases = {
@@ -143,13 +139,11 @@ const std::vector<GemmCase>& bf16_cases() {
 
 TEST(MatmulBf16, EqualsTheF32ProductOfBf16RoundedOperands) {
   if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
-  Bf16Mode mode;
-  ASSERT_TRUE(mode.enabled);
-  EXPECT_NE(ops::cpu_matmul_description().find("oneDNN"), std::string::npos) << ops::cpu_matmul_description();
+  EXPECT_NE(ops::cpu_matmul_description(kBf16).find("oneDNN"), std::string::npos) << ops::cpu_matmul_description(kBf16);
   uint64_t seed = 100;
   for (const GemmCase& gc : bf16_cases()) {
     Tensor a = random_tensor(gc.a, seed++), b = random_tensor(gc.b, seed++);
-    Tensor out = ops::matmul(a, b, gc.ta, gc.tb);
+    Tensor out = ops::matmul(a, b, gc.ta, gc.tb, kBf16);
     Tensor zero = Tensor::zeros(out.shape());
     // Exact up to f32 accumulation once the operands are rounded (products of bf16 values are exact
     // in f32), and within bf16's rounding (each product off by < 2^-8 of its size) of the f32 GEMM.
@@ -166,38 +160,38 @@ TEST(MatmulBf16, EqualsTheF32ProductOfBf16RoundedOperands) {
 
 TEST(MatmulBf16, AlphaBetaAccumulateAndTransposedViews) {
   if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
-  Bf16Mode mode;
   Tensor a = random_tensor({3, 20, 10}, 1), b = random_tensor({3, 10, 6}, 2);
   Tensor c = random_tensor({3, 20, 6}, 3);
   Tensor c0 = c.clone();
-  ops::matmul_into(a, b, c, false, false, 0.5f, 2.0f);  // how parameter gradients accumulate
+  ops::matmul_into(a, b, c, false, false, 0.5f, 2.0f, kBf16);  // how parameter gradients accumulate
   EXPECT_LT(gemm_error(c, reference_gemm(round_to_bf16(a), round_to_bf16(b), false, false, 0.5f, 2.0f, c0)), 1e-5);
   // The same shape twice with other alpha/beta: cached primitives are keyed by them.
   Tensor c1 = c0.clone();
-  ops::matmul_into(a, b, c1, false, false, 1.0f, 1.0f);
+  ops::matmul_into(a, b, c1, false, false, 1.0f, 1.0f, kBf16);
   EXPECT_LT(gemm_error(c1, reference_gemm(round_to_bf16(a), round_to_bf16(b), false, false, 1.0f, 1.0f, c0)), 1e-5);
-  Tensor via_view = ops::matmul(a.transpose(1, 2).contiguous().transpose(1, 2), b);
-  Tensor via_plain = ops::matmul(a, b);
+  Tensor via_view = ops::matmul(a.transpose(1, 2).contiguous().transpose(1, 2), b, false, false, kBf16);
+  Tensor via_plain = ops::matmul(a, b, false, false, kBf16);
   EXPECT_EQ(via_view.to_vector<float>(), via_plain.to_vector<float>());
   // Non-finite operands propagate (the trainer's non-finite checks rely on it).
   Tensor bad = a.clone();
   bad.data<float>()[0] = std::nanf("");
-  std::vector<float> out = ops::matmul(bad, b).to_vector<float>();
+  std::vector<float> out = ops::matmul(bad, b, false, false, kBf16).to_vector<float>();
   EXPECT_TRUE(std::isnan(out[0]));
   bad.data<float>()[0] = INFINITY;
-  out = ops::matmul(bad, b).to_vector<float>();
+  out = ops::matmul(bad, b, false, false, kBf16).to_vector<float>();
+  // The default execution is f32: the same call without kBf16 is not rounded.
+  EXPECT_NE(ops::matmul(a, b).to_vector<float>(), via_plain.to_vector<float>());
   EXPECT_FALSE(std::isfinite(out[0]));
 }
 
 TEST(MatmulBf16, ResultsDoNotDependOnTheThreadCount) {
   if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
-  Bf16Mode mode;
   Tensor a = random_tensor({512, 256}, 11), b = random_tensor({768, 256}, 12);
   std::vector<std::vector<float>> results;
   const int before = num_threads();
   for (int t : {1, 2, 3}) {
     set_num_threads(t);
-    results.push_back(ops::matmul(a, b, false, true).to_vector<float>());
+    results.push_back(ops::matmul(a, b, false, true, kBf16).to_vector<float>());
   }
   set_num_threads(before);
   EXPECT_EQ(results[0], results[1]);
@@ -211,14 +205,13 @@ TEST(MatmulBf16Fallback, WithoutBf16InstructionsTheGemmsStayF32) {
     GTEST_SKIP() << "this CPU has bf16 instructions; ctest -R cpu_bf16_fallback forces the fallback";
   }
   EXPECT_FALSE(ops::cpu_bf16_supported());
-  EXPECT_FALSE(ops::set_cpu_matmul_bf16(true));
-  EXPECT_FALSE(ops::cpu_matmul_bf16());
   EXPECT_NE(ops::cpu_bf16_fallback_notice().find("no bf16 instructions"), std::string::npos);
-  EXPECT_NE(ops::cpu_matmul_description().find("f32 GEMMs via OpenBLAS"), std::string::npos);
+  EXPECT_NE(ops::cpu_matmul_description({}).find("f32 GEMMs via OpenBLAS"), std::string::npos);
   Tensor a = random_tensor({40, 30}, 21), b = random_tensor({30, 20}, 22);
   Tensor zero = Tensor::zeros({40, 20});
   EXPECT_LT(gemm_error(ops::matmul(a, b), reference_gemm(a, b, false, false, 1, 0, zero)), 1e-5);
-  ops::set_cpu_matmul_bf16(false);
+  // A bf16 GEMM asked for anyway is an error naming why, not a silent f32 one.
+  expect_error([&] { (void)ops::matmul(a, b, false, false, kBf16); }, {"matmul", "no bf16 instructions"});
 }
 
 }  // namespace
