@@ -20,10 +20,12 @@
 #include "core/threading.h"
 #include "data/shard.h"
 #include "eval/evaluate.h"
-#include "eval/generate.h"
+#include "eval/generation_bench.h"
 #include "kernels/ops.h"
 #include "layers/inference_plan.h"
 #include "layers/kv_cache.h"
+#include "train/execution.h"
+#include "train/init_from.h"
 #include "train/trainer.h"
 
 namespace kvroute::cli {
@@ -77,7 +79,7 @@ int run_train(const TrainArgs& a) {
   const int64_t warmup = 2;
   all.push_back(fmt::format("train.steps={}", a.steps + warmup));
   all.push_back(fmt::format("train.log_interval={}", a.steps + warmup));
-  train::RunConfig config = train::load_config(a.config, all);
+  train::RunConfig config = train::load_run_config(a.config, all);
   if (a.print_peer_args) {  // for bench/cpu_bf16_vs_torch.sh: the PyTorch peer's arguments, nothing run
     const int64_t tokens = config.train.global_batch_tokens > 0 ? config.train.global_batch_tokens
                                                                 : config.train.batch_size * config.train.seq_len;
@@ -144,44 +146,16 @@ int run_train(const TrainArgs& a) {
 struct GenerateArgs {
   std::string checkpoint, config, csv;
   std::vector<std::string> retention_text, prompt_lengths_text, batch_sizes_text;  // comma lists as given
-  std::vector<double> retention = {1.0, 0.5, 0.25};
-  std::vector<int64_t> prompt_lengths = {64, 192}, batch_sizes = {1, 4};
-  int64_t new_tokens = 32;
-  int repeats = 3;
+  std::vector<double> retention = eval::GenerationBench{}.retention;  // the benchmark's defaults
+  std::vector<int64_t> prompt_lengths = eval::GenerationBench{}.prompt_lengths;
+  std::vector<int64_t> batch_sizes = eval::GenerationBench{}.batch_sizes;
+  int64_t new_tokens = eval::GenerationBench{}.new_tokens;
+  int repeats = eval::GenerationBench{}.repeats;
   std::string memory_budget;  // --memory-budget: the largest batch that runs within it, per retention
   int64_t context = 0;        // prompt length of the --memory-budget search (default: the first prompt length)
   Placement placement;
   int threads = 0;
 };
-
-std::vector<std::vector<int32_t>> random_prompts(int64_t batch, int64_t length, int64_t vocab) {
-  Philox rng(7);
-  std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(batch), std::vector<int32_t>(static_cast<size_t>(length)));
-  for (auto& p : prompts)
-    for (auto& t : p) t = static_cast<int32_t>(rng.uniform_int(vocab));
-  return prompts;
-}
-
-// Whether `batch` prompts of `context` tokens generate `new_tokens` within `budget` bytes of the
-// model's allocator (weights, cache and activations all count): run, not computed.
-bool fits(const layers::Transformer& model, const layers::RoutingPlan& plan, int64_t batch, int64_t context,
-          int64_t new_tokens, int64_t budget, eval::GenerationStats& stats) {
-  Allocator& memory = allocator_for(model.device());
-  memory.empty_cache();
-  memory.set_limit(static_cast<size_t>(budget));
-  eval::SamplingOptions o;
-  o.temperature = 0;
-  o.max_new_tokens = new_tokens;
-  bool ok = true;
-  try {
-    eval::generate(model, random_prompts(batch, context, model.config().vocab_size), plan, o, &stats);
-  } catch (const MemoryBudgetExceeded&) {
-    ok = false;
-  }
-  memory.set_limit(0);
-  memory.empty_cache();
-  return ok;
-}
 
 int run_generate(const GenerateArgs& a) {
   set_num_threads(a.threads);
@@ -193,7 +167,7 @@ int run_generate(const GenerateArgs& a) {
     ck = eval::load_for_inference(a.checkpoint);
     attention = ck.config.train.attention;
   } else {
-    train::RunConfig c = train::load_config(a.config);
+    train::RunConfig c = train::load_run_config(a.config);
     if (a.threads == 0) set_num_threads(static_cast<int>(c.train.threads));
     owned = std::make_unique<layers::Transformer>(c.model_config(), 1);
     attention = c.train.attention;
@@ -201,7 +175,6 @@ int run_generate(const GenerateArgs& a) {
   layers::Transformer& model = owned ? *owned : *ck.model;
   place_model(model, a.placement, 0, attention);
   const int L = model.num_layers();
-  const int64_t V = model.config().vocab_size;
   const std::string gemm = model.device().is_cuda() ? "" : ", " + ops::cpu_matmul_description(model.execution());
   std::printf("bench generate: %d layers, hidden %ld, %ld KV heads x %ld, %s %s, KV cache %s, %d threads, %s%s\n", L,
               static_cast<long>(model.config().hidden_size), static_cast<long>(model.config().num_kv_heads),
@@ -209,96 +182,16 @@ int run_generate(const GenerateArgs& a) {
               dtype_name(model.compute_dtype()), dtype_name(layers::kv_cache_dtype(model)), num_threads(),
               bench::cpu_description().c_str(), gemm.c_str());
 
+  eval::BenchOutput out;
   if (!a.memory_budget.empty()) {
     // The paper's Table 5: per retention, the largest batch that runs within the budget.
-    const int64_t budget = parse_byte_size("--memory-budget", a.memory_budget);
-    const int64_t context = a.context > 0 ? a.context : a.prompt_lengths.front();
-    KV_CHECK(context + a.new_tokens <= model.config().max_seq_len,
-             "bench generate: --context {} + --new-tokens {} exceed model.max_seq_len {}", context, a.new_tokens,
-             model.config().max_seq_len);
-    std::printf("memory budget %ld bytes, context %ld, %ld new tokens\n%-10s %-6s %10s %14s %14s\n",
-                static_cast<long>(budget), static_cast<long>(context), static_cast<long>(a.new_tokens), "retention",
-                "kept", "max batch", "KV bytes", "peak bytes");
-    std::string csv = "retention,kept,num_layers,context,new_tokens,budget_bytes,max_batch,kv_bytes,peak_bytes\n";
-    for (double r : a.retention) {
-      const layers::InferencePlan p = layers::inference_plan(model.config(), layers::keep_retention(L, r));
-      eval::GenerationStats best, trial;
-      int64_t ok = 0, bad = 0;
-      for (int64_t b = 1; b <= (int64_t{1} << 16); b *= 2) {  // doubling, then bisection
-        if (fits(model, p.plan, b, context, a.new_tokens, budget, trial)) {
-          ok = b;
-          best = trial;
-        } else {
-          bad = b;
-          break;
-        }
-      }
-      while (bad > 0 && bad - ok > 1) {
-        const int64_t mid = (ok + bad) / 2;
-        if (fits(model, p.plan, mid, context, a.new_tokens, budget, trial)) {
-          ok = mid;
-          best = trial;
-        } else {
-          bad = mid;
-        }
-      }
-      std::printf("%-10g %2zu/%-3d %10ld %14ld %14ld\n", r, p.kept.size(), L, static_cast<long>(ok),
-                  static_cast<long>(best.kv_bytes), static_cast<long>(best.peak_bytes));
-      csv += fmt::format("{},{},{},{},{},{},{},{},{}\n", r, p.kept.size(), L, context, a.new_tokens, budget, ok,
-                         best.kv_bytes, best.peak_bytes);
-    }
-    if (!a.csv.empty()) write_file(a.csv, csv);
-    return 0;
+    out = eval::bench_memory_budget(model, {a.retention, a.context > 0 ? a.context : a.prompt_lengths.front(),
+                                            a.new_tokens, parse_byte_size("--memory-budget", a.memory_budget)});
+  } else {
+    out = eval::bench_generation(model, {a.retention, a.prompt_lengths, a.batch_sizes, a.new_tokens, a.repeats});
   }
-
-  struct Row {
-    double retention;
-    int64_t prompt, batch;
-    layers::RoutingPlan plan;
-    std::vector<eval::GenerationStats> runs;
-  };
-  std::vector<Row> rows;
-  for (int64_t tp : a.prompt_lengths) {
-    KV_CHECK(tp + a.new_tokens <= model.config().max_seq_len,
-             "bench generate: prompt {} + --new-tokens {} exceed model.max_seq_len {}", tp, a.new_tokens,
-             model.config().max_seq_len);
-    for (int64_t b : a.batch_sizes)
-      for (double r : a.retention)
-        rows.push_back({r, tp, b, layers::inference_plan(model.config(), layers::keep_retention(L, r)).plan, {}});
-  }
-  eval::SamplingOptions o;
-  o.temperature = 0;
-  o.max_new_tokens = a.new_tokens;
-  // Repeats interleaved (every configuration once per round), so drift in the machine's speed
-  // spreads over all of them instead of favouring the ones measured first.
-  for (int rep = 0; rep < a.repeats; ++rep) {
-    for (Row& row : rows) {
-      row.runs.emplace_back();
-      eval::generate(model, random_prompts(row.batch, row.prompt, V), row.plan, o, &row.runs.back());
-    }
-  }
-  std::printf("%-10s %-6s %-7s %-6s %22s %30s %12s %12s\n", "retention", "kept", "prompt", "batch",
-              "TTFT ms med [min-max]", "decode tok/s med [min-max]", "KV bytes", "peak bytes");
-  std::string csv =
-      "retention,kept,num_layers,prompt,batch,new_tokens,repeats,ttft_ms_median,ttft_ms_min,ttft_ms_max,"
-      "decode_tok_s_median,decode_tok_s_min,decode_tok_s_max,kv_bytes,peak_bytes\n";
-  for (const Row& row : rows) {
-    std::vector<double> ttft, tps;
-    for (const auto& s : row.runs) {
-      ttft.push_back(s.ttft_ms);
-      tps.push_back(s.decode_tokens_per_s);
-    }
-    const auto [tmin, tmax] = std::minmax_element(ttft.begin(), ttft.end());
-    const auto [dmin, dmax] = std::minmax_element(tps.begin(), tps.end());
-    const eval::GenerationStats& s = row.runs.front();
-    std::printf("%-10g %2d/%-3d %-7ld %-6ld %8.1f [%6.1f-%6.1f] %10.1f [%8.1f-%8.1f] %12ld %12ld\n", row.retention,
-                s.kept_layers, L, static_cast<long>(row.prompt), static_cast<long>(row.batch), median(ttft), *tmin,
-                *tmax, median(tps), *dmin, *dmax, static_cast<long>(s.kv_bytes), static_cast<long>(s.peak_bytes));
-    csv += fmt::format("{},{},{},{},{},{},{},{:.3f},{:.3f},{:.3f},{:.2f},{:.2f},{:.2f},{},{}\n", row.retention,
-                       s.kept_layers, L, row.prompt, row.batch, a.new_tokens, a.repeats, median(ttft), *tmin, *tmax,
-                       median(tps), *dmin, *dmax, s.kv_bytes, s.peak_bytes);
-  }
-  if (!a.csv.empty()) write_file(a.csv, csv);
+  std::fputs(out.table.c_str(), stdout);
+  if (!a.csv.empty()) write_file(a.csv, out.csv);
   return 0;
 }
 

@@ -1,6 +1,6 @@
 // `kvroute export CHECKPOINT --out DIR [--dtype f32|bf16|f16] [--shard-size 5GB] [--overwrite]`: a
 // checkpoint as a Hugging Face model directory that transformers' from_pretrained of the model's
-// architecture (Qwen3/Llama/Mistral) loads unchanged (train/hf.h).
+// architecture (Qwen3/Llama/Mistral) loads unchanged (train/export.h, train/hf.h).
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -9,7 +9,7 @@
 #include "cli/common.h"
 #include "core/text.h"
 #include "core/error.h"
-#include "train/hf.h"
+#include "train/export.h"
 
 namespace kvroute::cli {
 

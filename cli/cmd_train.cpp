@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "train/init_from.h"
 #include "train/trainer.h"
 
 namespace kvroute::cli {
@@ -21,7 +22,7 @@ struct Args {
 int run(const Args& a) {
   std::vector<std::string> all = a.overrides;
   add_threads_override(all, a.threads);
-  train::RunConfig config = train::load_config(a.config, all);
+  train::RunConfig config = train::load_run_config(a.config, all);
   std::unique_ptr<dist::Communicator> comm = dist::make_communicator(config.dist.backend);
   return on_all_ranks(*comm, [&] {
     if (comm->rank() == 0) {

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "core/text.h"
+#include "train/execution.h"
 
 namespace kvroute::cli {
 

@@ -1,5 +1,7 @@
 #include "core/json.h"
 
+#include <cmath>
+
 #include <set>
 #include <vector>
 
@@ -85,6 +87,45 @@ int64_t get_int(const Json& object, const char* key, const std::string& what, in
   const int64_t x = v.get<int64_t>();
   KV_CHECK(x >= min && x <= max, "{}: \"{}\" = {} is out of range [{}, {}]", what, key, x, min, max);
   return x;
+}
+
+double get_number(const Json& object, const char* key, const std::string& what, double min, double max) {
+  KV_CHECK(object.is_object() && object.contains(key), "{}: missing key \"{}\"", what, key);
+  const Json& v = object.at(key);
+  KV_CHECK(v.is_number(), "{}: \"{}\" must be a number, got {}", what, key, excerpt(v));
+  const double d = v.get<double>();
+  KV_CHECK(std::isfinite(d) && d >= min && d <= max, "{}: \"{}\" = {} is out of range [{}, {}]", what, key,
+           excerpt(v), min, max);
+  return d;
+}
+
+bool get_bool(const Json& object, const char* key, const std::string& what) {
+  KV_CHECK(object.is_object() && object.contains(key), "{}: missing key \"{}\"", what, key);
+  const Json& v = object.at(key);
+  KV_CHECK(v.is_boolean(), "{}: \"{}\" must be true or false, got {}", what, key, excerpt(v));
+  return v.get<bool>();
+}
+
+bool has(const Json& object, const char* key) {
+  return object.is_object() && object.contains(key) && !object.at(key).is_null();
+}
+
+int64_t opt_int(const Json& object, const char* key, const std::string& what, int64_t min, int64_t max,
+                int64_t fallback) {
+  return has(object, key) ? get_int(object, key, what, min, max) : fallback;
+}
+
+double opt_number(const Json& object, const char* key, const std::string& what, double min, double max,
+                  double fallback) {
+  return has(object, key) ? get_number(object, key, what, min, max) : fallback;
+}
+
+bool opt_bool(const Json& object, const char* key, const std::string& what, bool fallback) {
+  return has(object, key) ? get_bool(object, key, what) : fallback;
+}
+
+std::string opt_string(const Json& object, const char* key, const std::string& what, const std::string& fallback) {
+  return has(object, key) ? get_string(object, key, what) : fallback;
 }
 
 std::string get_string(const Json& object, const char* key, const std::string& what) {

@@ -20,6 +20,8 @@
 #include "eval/study_report.h"
 #include "layers/inference_plan.h"
 #include "train/checkpoint.h"
+#include "train/execution.h"
+#include "train/init_from.h"
 #include "train/trainer.h"
 
 namespace kvroute::eval {
@@ -186,7 +188,7 @@ Study read_study(const std::string& path) {
     all.insert(all.end(), r.overrides.begin(), r.overrides.end());
     train::RunConfig c;
     try {
-      c = train::load_config(s.base_config, all);
+      c = train::load_run_config(s.base_config, all);
     } catch (const Error& e) {
       KV_FAIL("{}: run '{}': {}", path, r.name, e.what());
     }
@@ -232,7 +234,7 @@ Study read_study(const std::string& path) {
       std::vector<std::string> all = s.overrides;
       all.insert(all.end(), r.overrides.begin(), r.overrides.end());
       try {
-        (void)train::load_config(s.base_config, all);
+        (void)train::load_run_config(s.base_config, all);
       } catch (const Error& e) {
         KV_FAIL("{}: shallow baseline '{}': {}", path, r.name, e.what());
       }
@@ -346,7 +348,7 @@ train::RunConfig replicate_config(const Study& study, const StudyRun& r, const s
   }
   all.push_back("train.run_dir=" + *run_dir);
   all.push_back("train.name=" + name);
-  return train::load_config(study.base_config, all);
+  return train::load_run_config(study.base_config, all);
 }
 
 // What the report needs to know of the study (budgets are added as runs are known).

@@ -1,36 +1,20 @@
 #include "train/config.h"
 
-#include "kernels/ops.h"
-
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <functional>
 #include <set>
 
 #include "core/text.h"
 #include "core/error.h"
 #include "core/io.h"
-#include "train/hf.h"
 
 namespace kvroute::train {
 
 const char* precision_name(Precision precision) { return precision == Precision::BF16 ? "bf16" : "fp32"; }
 
-Execution execution(Device::Kind device, Precision precision, ops::AttentionKernel attention) {
-  Execution ex;
-  ex.ops.attention = attention;
-  const bool bf16 = precision == Precision::BF16;
-  if (device == Device::Kind::CUDA) {
-    ex.compute_dtype = bf16 ? DType::BF16 : DType::F32;
-  } else if (bf16) {
-    ex.ops.cpu_bf16_gemm = ops::cpu_bf16_supported();
-    if (!ex.ops.cpu_bf16_gemm) ex.notice = ops::cpu_bf16_fallback_notice();
-  }
-  return ex;
-}
 
 const char* device_kind_name(Device::Kind kind) { return kind == Device::Kind::CUDA ? "cuda" : "cpu"; }
 
@@ -44,6 +28,8 @@ std::string yaml_text(const YAML::Node& node) {
 }
 
 layers::ModelConfig RunConfig::model_config() const {
+  // A programming error, not a user's: every path that builds a model resolves init_from first.
+  KV_CHECK(!init_from_pending, "{}: model.init_from {} was not read yet (train::resolve_init_from)", source, init_from);
   layers::ModelConfig m = model;
   m.kv_weight_layers = layers::KVRouter(router.config, static_cast<int>(model.num_layers)).layers_with_kv_weights();
   return m;
@@ -296,34 +282,18 @@ bool follows_init_source(const std::string& key) {
   return key != "init_from" && key != "init_std" && key != "scaled_residual_init" && key != "max_seq_len";
 }
 
-// Completes the model section: qk_norm follows the architecture unless given; with
-// model.init_from, keys left out come from the source's config and keys given must agree with it.
-void resolve_model_section(RunConfig& c, const std::set<std::string>& given, const std::string& src) {
-  if (!given.count("qk_norm")) c.model.qk_norm = c.model.architecture == layers::Architecture::Qwen3;
+// qk_norm follows the architecture unless given. With model.init_from, the keys left out come from
+// the source later (take_model_from); parsing only notes that it must be read.
+void complete_model_section(RunConfig& c) {
+  if (!c.model_keys_given.count("qk_norm")) c.model.qk_norm = c.model.architecture == layers::Architecture::Qwen3;
   if (c.init_from.empty()) return;
   const Section& model = schema().front();
   bool all_given = true;
-  for (const Field& f : model.fields) all_given = all_given && (given.count(f.key) || !follows_init_source(f.key));
-  std::error_code ec;
-  // A run's own config.yaml gives every key: its source need not exist any more (eval, export).
-  if (all_given && !std::filesystem::exists(c.init_from, ec)) return;
-  std::string origin;
-  RunConfig theirs;
-  try {
-    theirs.model = hf::source_model_config(c.init_from, &origin);
-  } catch (const Error& e) {
-    KV_FAIL("{}: {}", src, e.what());
-  }
   for (const Field& f : model.fields) {
-    if (!follows_init_source(f.key) && f.key != "max_seq_len") continue;
-    const YAML::Node value = f.write(theirs);
-    if (!given.count(f.key)) {
-      f.read(c, value, fmt::format("{}: model.{}", origin, f.key));
-    } else if (follows_init_source(f.key) && yaml_text(f.write(c)) != yaml_text(value)) {
-      KV_FAIL("{}: model.{} is {} but model.init_from {} has {} (leave model.{} out to take the model's)", src, f.key,
-              yaml_text(f.write(c)), origin, yaml_text(value), f.key);
-    }
+    all_given = all_given && (c.model_keys_given.count(f.key) || !follows_init_source(f.key));
   }
+  // A run's own config.yaml gives every key: its source need not exist any more (eval, export).
+  c.init_from_pending = !all_given;
 }
 
 void validate_cross_fields(const RunConfig& c, const std::string& src) {
@@ -417,7 +387,6 @@ RunConfig parse_config(const std::string& yaml_text, const std::string& source, 
 
   RunConfig config;
   config.source = source;
-  std::set<std::string> model_keys;  // the model keys the YAML gives
   std::vector<std::string> section_names;
   for (const Section& s : schema()) section_names.push_back(s.name);
   std::set<std::string> seen_sections;
@@ -441,12 +410,30 @@ RunConfig parse_config(const std::string& yaml_text, const std::string& source, 
       KV_CHECK(field != section->fields.end(), "{}: unknown key '{}.{}' (did you mean '{}.{}'?)", source, name,
                kvroute::excerpt(key, 60), name, nearest(key, keys));
       field->read(config, kv.second, fmt::format("{}: {}.{}", source, name, key));
-      if (name == "model") model_keys.insert(key);
+      if (name == "model") config.model_keys_given.insert(key);
     }
   }
-  resolve_model_section(config, model_keys, source);
-  validate_cross_fields(config, source);
+  complete_model_section(config);
+  // A model section still to be completed from init_from is checked once it is (take_model_from).
+  if (!config.init_from_pending) validate_cross_fields(config, source);
   return config;
+}
+
+void take_model_from(RunConfig& c, const layers::ModelConfig& source, const std::string& origin) {
+  RunConfig theirs;
+  theirs.model = source;
+  for (const Field& f : schema().front().fields) {
+    if (!follows_init_source(f.key) && f.key != "max_seq_len") continue;
+    const YAML::Node value = f.write(theirs);
+    if (!c.model_keys_given.count(f.key)) {
+      f.read(c, value, fmt::format("{}: model.{}", origin, f.key));
+    } else if (follows_init_source(f.key) && yaml_text(f.write(c)) != yaml_text(value)) {
+      KV_FAIL("{}: model.{} is {} but model.init_from {} has {} (leave model.{} out to take the model's)", c.source,
+              f.key, yaml_text(f.write(c)), origin, yaml_text(value), f.key);
+    }
+  }
+  c.init_from_pending = false;
+  validate_cross_fields(c, c.source);
 }
 
 RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -36,18 +37,6 @@ YAML::Node load_yaml(const std::string& text, const std::string& source);
 enum class Precision { FP32, BF16 };
 const char* precision_name(Precision precision);
 
-// How a model runs, decided in this one place from a device, a precision and an attention kernel
-// (a run's train.device/precision/attention, an inference command's --device/--precision) and
-// carried by the model (Transformer::to and set_execution): the dtype its forward computes in (bf16
-// on CUDA with bf16; the CPU keeps f32 tensors) and the ops' setting (bf16 CPU GEMMs where the CPU
-// has bf16 instructions). `notice` is set when bf16 was asked for on a CPU without them: it falls
-// back to f32 GEMMs, and the caller prints the notice once.
-struct Execution {
-  DType compute_dtype = DType::F32;
-  ops::Execution ops;
-  std::string notice;
-};
-Execution execution(Device::Kind device, Precision precision, ops::AttentionKernel attention);
 // train.device: cpu | cuda.
 const char* device_kind_name(Device::Kind kind);
 
@@ -126,6 +115,11 @@ struct RunConfig {
   EvalSection eval;
   DistSection dist;
   std::string source;  // the file it came from
+  // Set by parsing when model.init_from must still be read (the YAML leaves model keys out): they
+  // are defaults until train::resolve_init_from (train/init_from.h) takes them from the source, and
+  // model_config() refuses to build the model before that. Parsing never reads the source.
+  bool init_from_pending = false;
+  std::set<std::string> model_keys_given;  // the model keys the YAML (with overrides) gives
 
   std::string run_dir() const { return train.run_dir.empty() ? "runs/" + train.name : train.run_dir; }
   std::string checkpoints_dir() const { return run_dir() + "/checkpoints"; }
@@ -138,7 +132,13 @@ struct RunConfig {
   std::string model_fingerprint() const;
 };
 
+// Completes the model section from `source` (the model section of model.init_from, read from
+// `origin`): keys the YAML left out are taken, keys it gave must agree (max_seq_len may be
+// smaller; init_std and scaled_residual_init are the run's). Then validates the whole config.
+void take_model_from(RunConfig& config, const layers::ModelConfig& source, const std::string& origin);
+
 // Reads `path`, applies `overrides` ("section.key=value"), validates. Errors name the file.
+// model.init_from is not read here (see RunConfig::init_from_pending).
 RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 // The same from YAML text (`source` names it in errors).
 RunConfig parse_config(const std::string& yaml_text, const std::string& source,

@@ -1,7 +1,8 @@
-// Hugging Face interop: model directories of Qwen3ForCausalLM, LlamaForCausalLM and
-// MistralForCausalLM in (config.json in the transformers 4.x or 5.x style; model.safetensors or
-// shards with model.safetensors.index.json; F32/BF16/F16 tensors), and kvroute checkpoints out in
-// the same layout. One place for the mapping between Hugging Face configs and layers::ModelConfig.
+// Hugging Face model directories of Qwen3ForCausalLM, LlamaForCausalLM and MistralForCausalLM:
+// config.json in the transformers 4.x or 5.x style (hf_config.cpp, the one mapping between Hugging
+// Face configs and layers::ModelConfig, both ways) and weights in model.safetensors or shards with
+// model.safetensors.index.json, F32/BF16/F16 (hf_weights.cpp). Starting a run from one is
+// train/init_from.h; writing one from a checkpoint is train/export.h.
 #pragma once
 
 #include <cstdint>
@@ -33,31 +34,11 @@ ModelInfo read_config(const std::string& dir);
 // rotary inv_freq buffers of old checkpoints are skipped. Errors name the file and the tensor.
 safetensors::NamedTensors read_weights(const std::string& dir, bool tie_embeddings);
 
-// The model section of `init_from` (a Hugging Face directory or a kvroute checkpoint) and where it
-// came from ("DIR/config.json" or "DIR/config.yaml").
-layers::ModelConfig source_model_config(const std::string& init_from, std::string* origin = nullptr);
-
-// Fresh start from config.init_from: copies its weights into `model`, checking every shape. When
-// the run's router leaves layers without K/V weights (CLA@k) and the source has them, the router's
-// kv_init decides: drop the non-leaders' K/V, or average each group's K/V (and k_norm) into its
-// leader. A source without K/V weights for a layer the run needs is an error.
-void load_initial_weights(const RunConfig& config, layers::Transformer& model);
+// "Qwen3ForCausalLM", "LlamaForCausalLM" or "MistralForCausalLM".
+const char* architecture_class_name(layers::Architecture architecture);
 
 // config.json of the run's architecture, as transformers writes it, plus a "kvroute" block
 // (router settings and `evaluated`, the keep-sets the model was evaluated with, if any).
 std::string config_json(const RunConfig& config, DType dtype, const std::string& evaluated_json = "");
-
-struct ExportOptions {
-  DType dtype = DType::F32;  // F32, BF16 or F16
-  int64_t shard_bytes = int64_t{5} << 30;
-  bool overwrite = false;
-};
-
-// Writes CHECKPOINT's model as a Hugging Face directory OUT: config.json, generation_config.json,
-// model.safetensors (or shards + index), and the tokenizer files of data.tokenizer when they
-// exist. Written to OUT.tmp and renamed; an existing OUT is replaced only with `overwrite`.
-// Returns a one-line summary.
-std::string export_checkpoint(const std::string& checkpoint_dir, const std::string& out_dir,
-                              const ExportOptions& options);
 
 }  // namespace kvroute::train::hf

@@ -22,7 +22,8 @@
 #include "data/prepare.h"
 #include "kernels/ops.h"
 #include "layers/inference_plan.h"
-#include "train/hf.h"
+#include "train/init_from.h"
+#include "train/execution.h"
 
 namespace kvroute::train {
 
@@ -123,14 +124,22 @@ TrainResult run_training(const RunConfig& config, dist::Communicator& comm, cons
 
 // ---- Trainer: construction -----------------------------------------------------------------------
 
+namespace {
+// The config with its model section completed from model.init_from, when it waits for it.
+RunConfig resolved(RunConfig config) {
+  resolve_init_from(config);
+  return config;
+}
+}  // namespace
+
 Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainOptions& options)
-    : config_(config),
+    : config_(resolved(config)),
       comm_(comm),
       options_(options),
       leader_(comm.rank() == 0),
       verbose_(leader_ && !options.quiet),
-      model_config_(config.model_config()),
-      router_(config.router.config, static_cast<int>(config.model.num_layers)) {
+      model_config_(config_.model_config()),
+      router_(config_.router.config, static_cast<int>(config_.model.num_layers)) {
   const int world = comm_.world_size();
   check_fresh_run_directory();  // before anything is built or written
   device_ = config_.train.device == Device::Kind::CUDA
@@ -196,7 +205,7 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
     resume(from);
   } else if (!config_.init_from.empty()) {
     // A fresh run from existing weights: step 0, a fresh optimizer, the run's schedule.
-    hf::load_initial_weights(config_, *model_);
+    load_initial_weights(config_, *model_);
     if (verbose_) {
       std::printf("initialised from %s (%s, router.kv_init %s)\n", config_.init_from.c_str(),
                   layers::architecture_name(config_.model.architecture), kv_init_name(config_.router.kv_init));

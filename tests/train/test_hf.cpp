@@ -16,7 +16,9 @@
 #include "layers/transformer.h"
 #include "tests/test_util.h"
 #include "train/config.h"
+#include "train/export.h"
 #include "train/hf.h"
+#include "train/init_from.h"
 #include "train/trainer.h"
 
 #ifndef KVROUTE_FIXTURE_DIR
@@ -63,12 +65,19 @@ void edit_json(const std::string& path, const std::function<void(nlohmann::order
   std::ofstream(path) << j.dump(2);
 }
 
+// A config with model.init_from read, as the trainer, sweep and bench see it.
+RunConfig resolved_config(const std::string& yaml, const std::string& source) {
+  RunConfig config = parse_config(yaml, source);
+  resolve_init_from(config);
+  return config;
+}
+
 // A kvroute checkpoint (config.yaml + model.safetensors) holding an imported model, for export.
 std::string make_checkpoint(const std::string& hf_dir, const std::string& out, const std::string& extra_yaml = "") {
   fs::create_directories(out);
-  RunConfig config = parse_config("model: {init_from: " + hf_dir + "}\ntrain: {seq_len: 16}\n" + extra_yaml, "test.yaml");
+  RunConfig config = resolved_config("model: {init_from: " + hf_dir + "}\ntrain: {seq_len: 16}\n" + extra_yaml, "test.yaml");
   layers::Transformer model(config.model_config(), 0);
-  hf::load_initial_weights(config, model);
+  load_initial_weights(config, model);
   std::ofstream(out + "/config.yaml") << config.to_yaml();
   safetensors::save(out + "/model.safetensors", model.master_parameters());
   return out;
@@ -198,7 +207,7 @@ TEST(HfExport, RefusesAModelWhoseLayersShareKVWeights) {
 
 TEST(HfInit, ModelKeysComeFromTheSourceAndConflictsAreErrors) {
   const std::string dir = kHf + "/llama-4x-bf16-sharded";
-  RunConfig c = parse_config("model: {init_from: " + dir + "}\ntrain: {seq_len: 16}\n", "run.yaml");
+  RunConfig c = resolved_config("model: {init_from: " + dir + "}\ntrain: {seq_len: 16}\n", "run.yaml");
   EXPECT_EQ(c.model.architecture, layers::Architecture::Llama);
   EXPECT_EQ(c.model.vocab_size, 64);
   EXPECT_FALSE(c.model.qk_norm);
@@ -207,13 +216,24 @@ TEST(HfInit, ModelKeysComeFromTheSourceAndConflictsAreErrors) {
   RunConfig again = parse_config(c.to_yaml(), "config.yaml");
   EXPECT_EQ(again.model_fingerprint(), c.model_fingerprint());
   // A smaller context is fine; a different shape is not.
-  EXPECT_EQ(parse_config("model: {init_from: " + dir + ", max_seq_len: 64}\ntrain: {seq_len: 16}\n", "run.yaml")
+  EXPECT_EQ(resolved_config("model: {init_from: " + dir + ", max_seq_len: 64}\ntrain: {seq_len: 16}\n", "run.yaml")
                 .model.max_seq_len,
             64);
-  expect_error([&] { parse_config("model: {init_from: " + dir + ", hidden_size: 64}\ntrain: {seq_len: 16}\n", "run.yaml"); },
+  expect_error([&] { resolved_config("model: {init_from: " + dir + ", hidden_size: 64}\ntrain: {seq_len: 16}\n", "run.yaml"); },
                {"run.yaml", "model.hidden_size is 64", dir + "/config.json", "32"});
-  expect_error([&] { parse_config("model: {init_from: /nonexistent/model}\n", "run.yaml"); },
-               {"model.init_from", "/nonexistent/model", "not a directory"});
+  expect_error([&] { resolved_config("model: {init_from: /nonexistent/model}\n", "run.yaml"); },
+               {"run.yaml", "model.init_from", "/nonexistent/model", "not a directory"});
+  // Parsing alone never reads the source: the model waits for it, and cannot be built before.
+  RunConfig pending = parse_config("model: {init_from: /nonexistent/model}\n", "run.yaml");
+  EXPECT_TRUE(pending.init_from_pending);
+  expect_error([&] { (void)pending.model_config(); }, {"run.yaml", "/nonexistent/model", "resolve_init_from"});
+  RunConfig direct = parse_config("model: {init_from: " + dir + "}\ntrain: {seq_len: 16}\n", "run.yaml");
+  EXPECT_TRUE(direct.init_from_pending);
+  resolve_init_from(direct);
+  EXPECT_FALSE(direct.init_from_pending);
+  EXPECT_EQ(direct.model_fingerprint(), c.model_fingerprint());
+  resolve_init_from(direct);  // a no-op once resolved
+  EXPECT_EQ(direct.model_fingerprint(), c.model_fingerprint());
 }
 
 TEST(HfInit, ConvertingToClaDropsOrAveragesTheNonLeadersKV) {
@@ -221,10 +241,10 @@ TEST(HfInit, ConvertingToClaDropsOrAveragesTheNonLeadersKV) {
   std::map<std::string, Tensor> source;
   for (auto& [name, t] : hf::read_weights(dir, true)) source[name] = t;
   for (const char* kv_init : {"drop", "average"}) {
-    RunConfig c = parse_config("model: {init_from: " + dir + "}\ntrain: {seq_len: 16}\nrouter: {policy: fixed_groups, "
+    RunConfig c = resolved_config("model: {init_from: " + dir + "}\ntrain: {seq_len: 16}\nrouter: {policy: fixed_groups, "
                                "group_size: 2, kv_init: " + std::string(kv_init) + "}\n", "run.yaml");
     layers::Transformer model(c.model_config(), 0);
-    hf::load_initial_weights(c, model);
+    load_initial_weights(c, model);
     std::map<std::string, Tensor> loaded;
     for (auto& [name, t] : model.master_parameters()) loaded[name] = t;
     EXPECT_FALSE(loaded.count("model.layers.1.self_attn.k_proj.weight"));
@@ -247,9 +267,9 @@ TEST(HfInit, ConvertingToClaDropsOrAveragesTheNonLeadersKV) {
   // From a CLA model to one that needs every layer's K/V: an error naming the missing tensor.
   const std::string tmp = testing::temp_dir("hf_cla_source");
   make_checkpoint(dir, tmp + "/cla", "router: {policy: fixed_groups, group_size: 2}\n");
-  RunConfig dense = parse_config("model: {init_from: " + tmp + "/cla}\ntrain: {seq_len: 16}\n", "run.yaml");
+  RunConfig dense = resolved_config("model: {init_from: " + tmp + "/cla}\ntrain: {seq_len: 16}\n", "run.yaml");
   layers::Transformer model(dense.model_config(), 0);
-  expect_error([&] { hf::load_initial_weights(dense, model); },
+  expect_error([&] { load_initial_weights(dense, model); },
                {tmp + "/cla/model.safetensors", "layer 1", "model.layers.1.self_attn.k_proj.weight"});
   fs::remove_all(tmp);
 }
@@ -319,9 +339,9 @@ TEST(HfErrors, EachBadInputNamesTheFileAndTheKey) {
   // A sliding window shorter than the run's sequence length.
   const std::string dir = copy_model("mistral-4x-bf16", "window");
   edit_json(dir + "/config.json", [](auto& j) { j["sliding_window"] = 8; });
-  expect_error([&] { parse_config("model: {init_from: " + dir + "}\ntrain: {seq_len: 16}\n", "run.yaml"); },
+  expect_error([&] { resolved_config("model: {init_from: " + dir + "}\ntrain: {seq_len: 16}\n", "run.yaml"); },
                {"run.yaml", "train.seq_len 16", "sliding window 8"});
-  expect_error([&] { parse_config("model: {init_from: " + dir + ", max_seq_len: 16}\ntrain: {seq_len: 8}\n", "run.yaml"); },
+  expect_error([&] { resolved_config("model: {init_from: " + dir + ", max_seq_len: 16}\ntrain: {seq_len: 8}\n", "run.yaml"); },
                {"model.sliding_window 8 is shorter than model.max_seq_len 16"});
   fs::remove_all(fs::path(dir).parent_path());
 }
