@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <algorithm>
+#include <cmath>
 #include <cctype>
 #include <map>
 #include <optional>
@@ -268,20 +269,27 @@ std::string eval_settings(const Study& study, const StudyRun& run, const train::
 }
 
 std::vector<PlanResult> read_eval_json(const std::string& path) {
+  const json::Json doc = json::parse_file(path);
+  KV_CHECK(doc.is_array(), "{}: not an eval.json of kvroute eval (expected a list of plans); delete it to evaluate "
+           "again", path);
   std::vector<PlanResult> out;
-  try {
-    for (const auto& j : json::parse_file(path)) {
-      PlanResult p;
-      p.label = j.at("plan");
-      p.strategy = j.at("strategy");
-      p.kept = j.at("kept").get<std::vector<int>>();
-      p.loss = j.at("val_loss");
-      p.perplexity = j.at("perplexity");
-      p.tokens = j.at("tokens");
-      out.push_back(p);
+  for (size_t i = 0; i < doc.size(); ++i) {
+    const json::Json& j = doc[i];
+    const std::string what = fmt::format("{}: plan {}", path, i);
+    KV_CHECK(j.is_object(), "{}: expected an object, got {}", what, json::excerpt(j));
+    PlanResult p;
+    p.label = json::get_string(j, "plan", what);
+    p.strategy = json::get_string(j, "strategy", what);
+    KV_CHECK(j.contains("kept") && j["kept"].is_array(), "{}: \"kept\" must be a list of layers", what);
+    for (const json::Json& l : j["kept"]) {
+      KV_CHECK(l.is_number_integer() && l.get<int64_t>() >= 0 && l.get<int64_t>() < 4096,
+               "{}: \"kept\" holds {}, not a layer index", what, json::excerpt(l));
+      p.kept.push_back(static_cast<int>(l.get<int64_t>()));
     }
-  } catch (const nlohmann::json::exception& e) {
-    KV_FAIL("{}: not an eval.json of kvroute eval ({}); delete it to evaluate again", path, e.what());
+    p.loss = json::get_number(j, "val_loss", what, 0, 1e6);
+    p.perplexity = std::exp(p.loss);  // as written (eval/evaluate.cpp), and never null
+    p.tokens = json::get_int(j, "tokens", what, 0, INT64_MAX);
+    out.push_back(p);
   }
   return out;
 }

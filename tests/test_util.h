@@ -1,12 +1,16 @@
 // Helpers shared by the tests: seeded random tensors and comparisons against double-precision
-// references.
+// references, temporary directories, expected errors, and the fixtures of the tests that train or
+// run the binary (a tiny model, token data, running a command).
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -15,6 +19,7 @@
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "data/shard.h"
 
 namespace kvroute::testing {
 
@@ -87,6 +92,49 @@ void expect_error(Fn&& fn, const std::vector<std::string>& fragments) {
       EXPECT_NE(message.find(f), std::string::npos) << "message '" << message << "' lacks '" << f << "'";
     }
   }
+}
+
+// ---- Fixtures of the tests that train, evaluate or run the binary ---------------------------------
+
+// The model section of a tiny Qwen3-style model, "model: {...}\n": the size the training tests
+// use unless they need another. `extra` adds keys (", init_std: 0.05").
+struct TinyModel {
+  int64_t vocab = 256, hidden = 32, layers = 4, heads = 4, kv_heads = 2, head_dim = 8, intermediate = 64;
+  int64_t max_seq_len = 32;
+};
+inline std::string tiny_model_yaml(const TinyModel& m = {}, const std::string& extra = "") {
+  return "model: {vocab_size: " + std::to_string(m.vocab) + ", hidden_size: " + std::to_string(m.hidden) +
+         ", num_layers: " + std::to_string(m.layers) + ", num_heads: " + std::to_string(m.heads) +
+         ", num_kv_heads: " + std::to_string(m.kv_heads) + ", head_dim: " + std::to_string(m.head_dim) +
+         ", intermediate_size: " + std::to_string(m.intermediate) + ", max_seq_len: " + std::to_string(m.max_seq_len) +
+         extra + "}\n";
+}
+
+// Writes train_000000.bin and val_000000.bin (2-byte tokens) into `dir` (created) and returns it.
+inline std::string write_token_data(const std::string& dir, const std::vector<int32_t>& train,
+                                    const std::vector<int32_t>& val) {
+  std::filesystem::create_directories(dir);
+  data::write_shard(dir + "/train_000000.bin", train, 2);
+  data::write_shard(dir + "/val_000000.bin", val, 2);
+  return dir;
+}
+
+// Runs `cmd` through the shell: its stdout and stderr together; *rc is the exit status (-1 when a
+// signal ended it).
+inline std::string run_capture(const std::string& cmd, int* rc) {
+  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (pipe != nullptr && fgets(buf, sizeof buf, pipe) != nullptr) out += buf;
+  const int status = pipe != nullptr ? pclose(pipe) : -1;
+  *rc = status != -1 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+// The exit status of `cmd` (output discarded; -1 when a signal ended it).
+inline int run_status(const std::string& cmd) {
+  const int rc = std::system((cmd + " > /dev/null 2>&1").c_str());
+  return rc != -1 && WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
 }  // namespace kvroute::testing

@@ -496,17 +496,18 @@ std::string make_data(const std::string& name) {
     train_tokens.push_back(static_cast<int32_t>(i % 7 == 0 ? rng.uniform_int(97) : (i * 13) % 97));
   }
   for (int i = 0; i < 4000; ++i) val_tokens.push_back(static_cast<int32_t>((i * 13) % 97));
-  data::write_shard(dir + "/train_000000.bin", train_tokens, 2);
-  data::write_shard(dir + "/val_000000.bin", val_tokens, 2);
-  return dir;
+  return testing::write_token_data(dir, train_tokens, val_tokens);
+}
+
+// The GPU tests' model: the tiny one, wider (head_dim 16, so the tensor-core kernels apply).
+std::string gpu_model_yaml() {
+  return testing::tiny_model_yaml({.vocab = 97, .hidden = 64, .head_dim = 16, .intermediate = 96, .max_seq_len = 64},
+                                  ", init_std: 0.05");
 }
 
 train::RunConfig gpu_run_config(const std::string& data, const std::string& name, const std::string& run_dir,
                                 const std::string& device, const std::string& precision, int steps) {
-  const std::string yaml = fmt::format(R"(
-model: {{vocab_size: 97, hidden_size: 64, num_layers: 4, num_heads: 4, num_kv_heads: 2, head_dim: 16,
-        intermediate_size: 96, max_seq_len: 64, init_std: 0.05}}
-router: {{policy: stochastic, share_prob: 0.5, seed: 3}}
+  const std::string yaml = gpu_model_yaml() + fmt::format(R"(router: {{policy: stochastic, share_prob: 0.5, seed: 3}}
 data: {{dir: {}}}
 optim: {{lr: 3.0e-3, min_lr: 3.0e-4, warmup_fraction: 0.1}}
 train: {{name: {}, run_dir: {}, steps: {}, batch_size: 8, seq_len: 32, log_interval: 10, device: {},
@@ -568,10 +569,7 @@ TEST(Cuda, TwoGpusMatchOneGpuWithTheDoubledBatch) {
   const std::string data = make_data("cuda_mpi_data");
   const std::string dir = testing::temp_dir("cuda_mpi");
   const std::string cfg = dir + "/run.yaml";
-  std::ofstream(cfg) << fmt::format(R"(
-model: {{vocab_size: 97, hidden_size: 64, num_layers: 4, num_heads: 4, num_kv_heads: 2, head_dim: 16,
-        intermediate_size: 96, max_seq_len: 64, init_std: 0.05}}
-router: {{policy: none}}
+  std::ofstream(cfg) << gpu_model_yaml() << fmt::format(R"(router: {{policy: none}}
 data: {{dir: {}}}
 train: {{name: m, steps: 10, batch_size: 4, seq_len: 32, log_interval: 1, device: cuda, precision: fp32}}
 eval: {{retention: [1.0], batches: 2}}

@@ -197,11 +197,7 @@ TEST(Generation, SamplingIsSeededAndRespectsTopK) {
 
 // Each test its own directory: ctest runs tests in parallel.
 std::string make_val_data(const std::string& name) {
-  const std::string dir = testing::temp_dir(name);
-  std::vector<int32_t> train = random_prompt(5000, 4), val = random_prompt(700, 5);
-  data::write_shard(dir + "/train_000000.bin", train, 2);
-  data::write_shard(dir + "/val_000000.bin", val, 2);
-  return dir;
+  return testing::write_token_data(testing::temp_dir(name), random_prompt(5000, 4), random_prompt(700, 5));
 }
 
 TEST(Eval, PlanLossEqualsTheModelsForwardLoss) {
@@ -244,10 +240,7 @@ TEST(Eval, InTrainingEvaluationAndEvalReportTheSamePlanAndLoss) {
   for (const std::string& router : routers) {
     const std::string run_dir = testing::temp_dir("eval_plan_run");
     const train::RunConfig config = train::parse_config(
-        fmt::format(R"(
-model: {{vocab_size: 97, hidden_size: 32, num_layers: 6, num_heads: 4, num_kv_heads: 2, head_dim: 8,
-        intermediate_size: 48, max_seq_len: 64}}
-router: {}
+        testing::tiny_model_yaml({.vocab = 97, .layers = 6, .intermediate = 48, .max_seq_len = 64}) + fmt::format(R"(router: {}
 data: {{dir: {}}}
 train: {{name: p, run_dir: {}, steps: 3, batch_size: 4, seq_len: 32, log_interval: 1, threads: 1}}
 eval: {{retention: [1.0, 0.75, 0.6, 0.5, 0.33], batches: 0}}

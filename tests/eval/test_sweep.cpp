@@ -22,27 +22,23 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string run_capture(const std::string& cmd, int* rc) {
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (fgets(buf, sizeof buf, pipe) != nullptr) out += buf;
-  const int status = pclose(pipe);
-  *rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
-}
+using testing::run_capture;
+using testing::TinyModel;
+using testing::tiny_model_yaml;
+using testing::write_token_data;
+
+// A smaller model than the tests' tiny one: 64 tokens, width 16.
+constexpr TinyModel kSmall{.vocab = 64, .hidden = 16, .layers = 4, .heads = 2, .kv_heads = 1, .head_dim = 8,
+                           .intermediate = 32, .max_seq_len = 16};
 
 TEST(Sweep, TrainsEvaluatesReportsAndResumesWithoutRetraining) {
   const fs::path dir = kvroute::testing::temp_dir("sweep");
-  fs::create_directories(dir / "data");
   Philox rng(1);
   std::vector<int32_t> train, val;
   for (int i = 0; i < 20000; ++i) train.push_back(static_cast<int32_t>((i * 7 + rng.uniform_int(3)) % 128));
   for (int i = 0; i < 2000; ++i) val.push_back(static_cast<int32_t>((i * 7) % 128));
-  data::write_shard((dir / "data/train_000000.bin").string(), train, 2);
-  data::write_shard((dir / "data/val_000000.bin").string(), val, 2);
-  std::ofstream(dir / "base.yaml") << "model: {vocab_size: 128, hidden_size: 32, num_layers: 4, num_heads: 4, num_kv_heads: 2,\n"
-                                      "        head_dim: 8, intermediate_size: 64, max_seq_len: 32}\n"
+  write_token_data((dir / "data").string(), train, val);
+  std::ofstream(dir / "base.yaml") << tiny_model_yaml({.vocab = 128}) <<
                                       "data: {dir: " << (dir / "data").string() << "}\n"
                                       "train: {steps: 4, batch_size: 2, seq_len: 16, log_interval: 2, threads: 1}\n"
                                       "dist: {backend: none}\n";
@@ -83,15 +79,12 @@ TEST(Sweep, TrainsEvaluatesReportsAndResumesWithoutRetraining) {
 // part of the validation data and reported on the other, and the report's statistics and claims.
 TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
   const fs::path dir = kvroute::testing::temp_dir("sweep_seeds");
-  fs::create_directories(dir / "data");
   Philox rng(2);
   std::vector<int32_t> train, val;
   for (int i = 0; i < 20000; ++i) train.push_back(static_cast<int32_t>((i * 5 + rng.uniform_int(3)) % 64));
   for (int i = 0; i < 2000; ++i) val.push_back(static_cast<int32_t>((i * 5 + rng.uniform_int(3)) % 64));
-  data::write_shard((dir / "data/train_000000.bin").string(), train, 2);
-  data::write_shard((dir / "data/val_000000.bin").string(), val, 2);
-  std::ofstream(dir / "base.yaml") << "model: {vocab_size: 64, hidden_size: 16, num_layers: 4, num_heads: 2, num_kv_heads: 1,\n"
-                                      "        head_dim: 8, intermediate_size: 32, max_seq_len: 16}\n"
+  write_token_data((dir / "data").string(), train, val);
+  std::ofstream(dir / "base.yaml") << tiny_model_yaml(kSmall) <<
                                       "data: {dir: " << (dir / "data").string() << "}\n"
                                       "train: {steps: 3, batch_size: 2, seq_len: 16, log_interval: 3, threads: 1}\n"
                                       "dist: {backend: none}\n";
@@ -241,14 +234,15 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
 // without evaluating or reporting anything (the same command resumes it from the checkpoint).
 TEST(Sweep, InterruptedTrainingStopsTheStudyWithACheckpoint) {
   const fs::path dir = kvroute::testing::temp_dir("sweep_interrupt");
-  fs::create_directories(dir / "data");
   std::vector<int32_t> train, val;
   for (int i = 0; i < 20000; ++i) train.push_back(static_cast<int32_t>((i * 3) % 64));
   for (int i = 0; i < 1000; ++i) val.push_back(static_cast<int32_t>((i * 3) % 64));
-  data::write_shard((dir / "data/train_000000.bin").string(), train, 2);
-  data::write_shard((dir / "data/val_000000.bin").string(), val, 2);
-  std::ofstream(dir / "base.yaml") << "model: {vocab_size: 64, hidden_size: 16, num_layers: 2, num_heads: 2, num_kv_heads: 1,\n"
-                                      "        head_dim: 8, intermediate_size: 32, max_seq_len: 16}\n"
+  write_token_data((dir / "data").string(), train, val);
+  std::ofstream(dir / "base.yaml") << tiny_model_yaml([] {
+    TinyModel two_layers = kSmall;
+    two_layers.layers = 2;
+    return two_layers;
+  }()) <<
                                       "data: {dir: " << (dir / "data").string() << "}\n"
                                       "train: {steps: 1000000, batch_size: 2, seq_len: 16, log_interval: 1000, threads: 1,\n"
                                       "        checkpoint_interval: 0}\n"

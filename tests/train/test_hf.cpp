@@ -355,9 +355,7 @@ TEST(HfInit, FineTuneFromAHuggingFaceModelAndExportIt) {
   std::vector<int32_t> train, val;
   for (int i = 0; i < 4000; ++i) train.push_back(static_cast<int32_t>(rng.uniform_int(64)));
   for (int i = 0; i < 1000; ++i) val.push_back(static_cast<int32_t>(rng.uniform_int(64)));
-  fs::create_directories(tmp + "/data");
-  data::write_shard(tmp + "/data/train_000000.bin", train, 2);
-  data::write_shard(tmp + "/data/val_000000.bin", val, 2);
+  testing::write_token_data(tmp + "/data", train, val);
   auto yaml = [&](const std::string& run, int steps, double lr) {
     return fmt::format("model: {{init_from: {}}}\nrouter: {{policy: stochastic, share_prob: 0.5, seed: 3}}\n"
                        "data: {{dir: {}/data, tokenizer: {}/none}}\noptim: {{lr: {}, min_lr: 0}}\n"
