@@ -78,68 +78,39 @@ std::string excerpt(const Json& value, size_t max_chars) {
   return kvroute::excerpt(value.dump(-1, ' ', false, Json::error_handler_t::replace), max_chars);
 }
 
-int64_t get_int(const Json& object, const char* key, const std::string& what, int64_t min, int64_t max) {
-  KV_CHECK(object.is_object() && object.contains(key), "{}: missing key \"{}\"", what, key);
-  const Json& v = object.at(key);
-  KV_CHECK(v.is_number_integer(), "{}: \"{}\" must be an integer, got {}", what, key, excerpt(v));
-  KV_CHECK(!v.is_number_unsigned() || v.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX),
-           "{}: \"{}\" = {} is out of range [{}, {}]", what, key, excerpt(v), min, max);
-  const int64_t x = v.get<int64_t>();
-  KV_CHECK(x >= min && x <= max, "{}: \"{}\" = {} is out of range [{}, {}]", what, key, x, min, max);
-  return x;
+std::string excerpt(const nlohmann::json& value, size_t max_chars) {
+  return kvroute::excerpt(value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), max_chars);
 }
 
-double get_number(const Json& object, const char* key, const std::string& what, double min, double max) {
-  KV_CHECK(object.is_object() && object.contains(key), "{}: missing key \"{}\"", what, key);
-  const Json& v = object.at(key);
-  KV_CHECK(v.is_number(), "{}: \"{}\" must be a number, got {}", what, key, excerpt(v));
-  const double d = v.get<double>();
-  KV_CHECK(std::isfinite(d) && d >= min && d <= max, "{}: \"{}\" = {} is out of range [{}, {}]", what, key,
-           excerpt(v), min, max);
+template <class J>
+void BasicReader<J>::fail(const std::string& path, const std::string& what) const {
+  KV_FAIL("{}: {}: {}", file, path.empty() ? std::string("(top level)") : path, what);
+}
+
+template <class J>
+int64_t BasicReader<J>::as_integer(const J& v, const std::string& path, int64_t min, int64_t max) const {
+  if (!v.is_number_integer()) fail(path, "expected an integer, got " + excerpt(v));
+  bool fits;
+  if (v.is_number_unsigned()) {  // may exceed INT64_MAX
+    const uint64_t u = v.template get<uint64_t>();
+    fits = max >= 0 && u <= static_cast<uint64_t>(max) && (min <= 0 || u >= static_cast<uint64_t>(min));
+  } else {
+    const int64_t x = v.template get<int64_t>();
+    fits = x >= min && x <= max;
+  }
+  if (!fits) fail(path, fmt::format("{} is out of range [{}, {}]", excerpt(v), min, max));
+  return v.template get<int64_t>();
+}
+
+template <class J>
+double BasicReader<J>::as_number(const J& v, const std::string& path, double min, double max) const {
+  if (!v.is_number()) fail(path, "expected a number, got " + excerpt(v));
+  const double d = v.template get<double>();
+  if (!(std::isfinite(d) && d >= min && d <= max)) fail(path, fmt::format("{} is out of range [{}, {}]", excerpt(v), min, max));
   return d;
 }
 
-bool get_bool(const Json& object, const char* key, const std::string& what) {
-  KV_CHECK(object.is_object() && object.contains(key), "{}: missing key \"{}\"", what, key);
-  const Json& v = object.at(key);
-  KV_CHECK(v.is_boolean(), "{}: \"{}\" must be true or false, got {}", what, key, excerpt(v));
-  return v.get<bool>();
-}
-
-bool has(const Json& object, const char* key) {
-  return object.is_object() && object.contains(key) && !object.at(key).is_null();
-}
-
-int64_t opt_int(const Json& object, const char* key, const std::string& what, int64_t min, int64_t max,
-                int64_t fallback) {
-  return has(object, key) ? get_int(object, key, what, min, max) : fallback;
-}
-
-double opt_number(const Json& object, const char* key, const std::string& what, double min, double max,
-                  double fallback) {
-  return has(object, key) ? get_number(object, key, what, min, max) : fallback;
-}
-
-bool opt_bool(const Json& object, const char* key, const std::string& what, bool fallback) {
-  return has(object, key) ? get_bool(object, key, what) : fallback;
-}
-
-std::string opt_string(const Json& object, const char* key, const std::string& what, const std::string& fallback) {
-  return has(object, key) ? get_string(object, key, what) : fallback;
-}
-
-std::string get_string(const Json& object, const char* key, const std::string& what) {
-  KV_CHECK(object.is_object() && object.contains(key), "{}: missing key \"{}\"", what, key);
-  const Json& v = object.at(key);
-  KV_CHECK(v.is_string(), "{}: \"{}\" must be a string, got {}", what, key, excerpt(v));
-  return v.get<std::string>();
-}
-
-const Json& get_object(const Json& object, const char* key, const std::string& what) {
-  KV_CHECK(object.is_object() && object.contains(key), "{}: missing key \"{}\"", what, key);
-  const Json& v = object.at(key);
-  KV_CHECK(v.is_object(), "{}: \"{}\" must be an object, got {}", what, key, excerpt(v));
-  return v;
-}
+template struct BasicReader<Json>;
+template struct BasicReader<nlohmann::json>;
 
 }  // namespace kvroute::json

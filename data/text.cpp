@@ -178,7 +178,7 @@ PreTokenizer::PreTokenizer(std::string_view pattern_as_given, std::string_view w
   if (impl_->code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof(message));
-    KV_FAIL("{}: PCRE2 cannot compile the pattern {}: {} (at offset {})", what, json::excerpt(std::string(pattern)),
+    KV_FAIL("{}: PCRE2 cannot compile the pattern {}: {} (at offset {})", what, json::excerpt(json::Json(std::string(pattern))),
             reinterpret_cast<const char*>(message), offset);
   }
   pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE);  // falls back to the interpreter if JIT is unavailable

@@ -42,39 +42,9 @@ std::string cut(const Doc& value) {
 
 std::string cut(const std::string& text) { return cut(Doc(kvroute::excerpt(text, 200))); }
 
-// Reads tokenizer.json: every error is "FILE: KEY.PATH: what is wrong".
-struct HfReader {
-  std::string file;
-
-  [[noreturn]] void fail(const std::string& path, const std::string& what) const {
-    KV_FAIL("{}: {}: {}", file, path, what);
-  }
-  static std::string join(const std::string& path, std::string_view key) {
-    return path.empty() ? std::string(key) : path + "." + std::string(key);
-  }
-  // The member, or nullptr when it is absent or null.
-  static const Doc* find(const Doc& object, const char* key) {
-    auto it = object.find(key);
-    return it == object.end() || it->is_null() ? nullptr : &*it;
-  }
-  const Doc& object(const Doc& parent, const std::string& path, const char* key) const {
-    const Doc* v = find(parent, key);
-    if (v == nullptr) fail(join(path, key), "missing");
-    if (!v->is_object()) fail(join(path, key), fmt::format("expected an object, got {}", cut(*v)));
-    return *v;
-  }
-  std::string string(const Doc& parent, const std::string& path, const char* key) const {
-    const Doc* v = find(parent, key);
-    if (v == nullptr) fail(join(path, key), "missing");
-    if (!v->is_string()) fail(join(path, key), fmt::format("expected a string, got {}", cut(*v)));
-    return v->get<std::string>();
-  }
-  bool boolean(const Doc& parent, const std::string& path, const char* key, bool fallback) const {
-    const Doc* v = find(parent, key);
-    if (v == nullptr) return fallback;
-    if (!v->is_boolean()) fail(join(path, key), fmt::format("expected true or false, got {}", cut(*v)));
-    return v->get<bool>();
-  }
+// Reads tokenizer.json with the core reader (every error "FILE: KEY.PATH: what is wrong"), plus
+// what is particular to tokenizer files: token ids, component types, settings kvroute refuses.
+struct HfReader : json::UnorderedReader {
   static bool is_id(const Doc& v) {
     return v.is_number_integer() && (v.is_number_unsigned() ? v.get<uint64_t>() <= kMaxTokenId
                                                             : v.get<int64_t>() >= 0 && v.get<int64_t>() <= kMaxTokenId);

@@ -232,7 +232,7 @@ TEST(Loader, DataJsonIsValidated) {
   };
   std::ofstream(dir + "/data.json") << R"({"vocab_size": 300, "eot_id": 299, "token_bytes": 2, "tokenizer": "t"})";
   EXPECT_EQ(read_data_info(dir).vocab_size, 300);
-  expect_info_error("{}", {"missing key", "vocab_size"});
+  expect_info_error("{}", {"vocab_size: missing"});
   expect_info_error(R"({"vocab_size": 300.5, "eot_id": 1, "token_bytes": 2})", {"vocab_size", "integer"});
   expect_info_error(R"({"vocab_size": 1e308, "eot_id": 1, "token_bytes": 2})", {"vocab_size", "integer"});
   expect_info_error(R"({"vocab_size": 300, "eot_id": 300, "token_bytes": 2})", {"eot_id", "out of range"});
