@@ -13,6 +13,12 @@
 
 namespace kvroute::io {
 
+bool exists(const std::string& path) {
+  std::error_code ec;
+  return std::filesystem::exists(path, ec);
+}
+
+
 namespace {
 
 const char* kind_of(mode_t mode) {

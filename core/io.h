@@ -11,6 +11,10 @@
 
 namespace kvroute::io {
 
+// Whether `path` exists (any kind of file), false when it cannot be told (no exception).
+bool exists(const std::string& path);
+
+
 inline constexpr uint64_t kMaxTextFile = uint64_t{1} << 30;  // 1 GiB: configs, JSON, tokenizer files
 
 // Opens `path` for reading and checks it is a regular file (not a FIFO, device or directory);

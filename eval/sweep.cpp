@@ -24,6 +24,7 @@
 #include "train/execution.h"
 #include "train/init_from.h"
 #include "train/trainer.h"
+#include "train/yaml_schema.h"
 
 namespace kvroute::eval {
 
@@ -31,13 +32,130 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A list of section.key=value overrides.
 std::vector<std::string> string_list(const YAML::Node& n, const std::string& where) {
+  KV_CHECK(n.IsSequence(), "{}: expected a list of section.key=value strings, got '{}'", where, train::excerpt(n));
   std::vector<std::string> out;
-  if (!n) return out;
-  KV_CHECK(n.IsSequence(), "{}: expected a list of section.key=value strings", where);
-  for (const auto& item : n) out.push_back(item.as<std::string>());
+  for (const auto& item : n) out.push_back(train::read_as<std::string>(item, where, "a section.key=value string"));
   return out;
 }
+
+template <class C>
+train::Field<C> overrides_field(std::string key, std::vector<std::string>& (*ref)(C&)) {
+  return {key, [ref](C& c, const YAML::Node& n, const std::string& where) { ref(c) = string_list(n, where); }, {}};
+}
+
+#define STUDY_REF(type, expr) +[](Study& s) -> type& { return expr; }
+#define RUN_REF(type, expr) +[](StudyRun& r) -> type& { return expr; }
+
+// The keys of a run of `runs:`.
+const std::vector<train::Field<StudyRun>>& run_schema() {
+  static const std::vector<train::Field<StudyRun>> fields = {
+      train::string_field("name", RUN_REF(std::string, r.name)),
+      overrides_field("overrides", RUN_REF(std::vector<std::string>, r.overrides)),
+      train::string_field("baseline", RUN_REF(std::string, r.baseline)),
+      train::string_field("reference", RUN_REF(std::string, r.reference)),
+  };
+  return fields;
+}
+
+// The keys of the study's `eval:` mapping.
+const std::vector<train::Field<Study>>& eval_schema() {
+  static const std::vector<train::Field<Study>> fields = {
+      {"retention",
+       [](Study& s, const YAML::Node& n, const std::string& where) {
+         KV_CHECK(n.IsSequence() && n.size() > 0 && n.size() <= 4096,
+                  "{}: expected a list of 1 to 4096 retention fractions, got '{}'", where, train::excerpt(n));
+         s.retention.clear();
+         for (const auto& v : n) {
+           const double r = train::read_as<double>(v, where, "a number");
+           KV_CHECK(r > 0 && r <= 1, "{}: {} is out of range (0, 1]", where, r);
+           s.retention.push_back(r);
+         }
+       },
+       {}},
+      train::int_field("batches", STUDY_REF(int64_t, s.eval_batches), 0, int64_t{1} << 40),
+      train::string_field("strategy", STUDY_REF(std::string, s.strategy),
+                          +[](const std::string& v, const std::string& where) {
+                            KV_CHECK(v == "even" || v == "greedy", "{}: '{}' is not one of even, greedy", where,
+                                     kvroute::excerpt(v, 40));
+                          }),
+      train::float_field("plan_split", STUDY_REF(double, s.plan_split), 0, 0.999999),
+  };
+  return fields;
+}
+
+// The keys of a study file.
+const std::vector<train::Field<Study>>& study_schema() {
+  static const std::vector<train::Field<Study>> fields = {
+      train::string_field("study", STUDY_REF(std::string, s.name),
+                          +[](const std::string& v, const std::string& where) {
+                            KV_CHECK(!v.empty(), "{}: must not be empty", where);
+                          }),
+      train::string_field("base", STUDY_REF(std::string, s.base_config)),
+      train::string_field("out", STUDY_REF(std::string, s.out_dir)),
+      overrides_field("overrides", STUDY_REF(std::vector<std::string>, s.overrides)),
+      {"runs",
+       [](Study& s, const YAML::Node& n, const std::string& where) {
+         KV_CHECK(n.IsSequence(), "{}: expected a list of {{name, overrides, baseline, reference}}, got '{}'", where,
+                  train::excerpt(n));
+         std::vector<StudyRun> runs;
+         for (size_t i = 0; i < n.size(); ++i) {
+           StudyRun run;
+           const std::string path = fmt::format("runs[{}]", i);
+           train::read_keys(n[i], run_schema(), run, s.source, path);
+           KV_CHECK(n[i]["name"], "{}: {}: every run needs a name", s.source, path);
+           runs.push_back(run);
+         }
+         s.runs.insert(s.runs.begin(), runs.begin(), runs.end());  // before a grid's, wherever that is given
+       },
+       {}},
+      {"grid",
+       [](Study& s, const YAML::Node& n, const std::string& where) {  // the product of section.key: [values]
+         KV_CHECK(n.IsMap(), "{}: expected a mapping of section.key to a list of values", where);
+         std::vector<StudyRun> grid(1);
+         for (const auto& kv : n) {
+           const std::string key = train::read_as<std::string>(kv.first, where, "a section.key");
+           KV_CHECK(kv.second.IsSequence(), "{}.{}: expected a list of values", where, kvroute::excerpt(key, 60));
+           std::vector<StudyRun> next;
+           for (const StudyRun& base : grid) {
+             for (const auto& v : kv.second) {
+               StudyRun r = base;
+               const std::string short_key = key.substr(key.find('.') + 1);
+               r.name += (r.name.empty() ? "" : "_") + short_key + "-" + train::yaml_text(v);
+               r.overrides.push_back(key + "=" + train::yaml_text(v));
+               next.push_back(r);
+             }
+           }
+           grid = next;
+         }
+         s.runs.insert(s.runs.end(), grid.begin(), grid.end());
+       },
+       {}},
+      {"seeds",
+       [](Study& s, const YAML::Node& n, const std::string& where) {
+         KV_CHECK(n.IsSequence() && n.size() > 0, "{}: expected a non-empty list of integers", where);
+         for (const auto& v : n) {
+           const std::string text = train::read_as<std::string>(v, where, "a non-negative integer");
+           KV_CHECK(!text.empty() && text.size() <= 19 && std::all_of(text.begin(), text.end(), ::isdigit),
+                    "{}: '{}' is not a non-negative integer", where, kvroute::excerpt(text, 40));
+           const uint64_t seed = std::stoull(text);
+           KV_CHECK(std::find(s.seeds.begin(), s.seeds.end(), seed) == s.seeds.end(), "{}: seed {} appears twice",
+                    where, seed);
+           s.seeds.push_back(seed);
+         }
+       },
+       {}},
+      train::bool_field("shallow_baselines", STUDY_REF(bool, s.shallow_baselines)),
+      {"eval",
+       [](Study& s, const YAML::Node& n, const std::string&) { train::read_keys(n, eval_schema(), s, s.source, "eval"); },
+       {}},
+  };
+  return fields;
+}
+
+#undef STUDY_REF
+#undef RUN_REF
 
 }  // namespace
 
@@ -47,64 +165,28 @@ Study read_study(const std::string& path) {
   const YAML::Node root = train::load_yaml(io::read_file(path, 16 << 20), path);
   KV_CHECK(root.IsMap(), "{}: expected a mapping (study, base, overrides, runs | grid, seeds, shallow_baselines, eval)",
            path);
-  const std::vector<std::string> known = {"study", "base", "overrides", "runs", "grid", "eval", "out", "seeds",
-                                          "shallow_baselines"};
-  std::set<std::string> seen;
-  for (const auto& kv : root) {
-    const std::string key = kv.first.as<std::string>();
-    KV_CHECK(std::find(known.begin(), known.end(), key) != known.end(),
-             "{}: unknown key '{}' (expected study, base, overrides, runs, grid, seeds, shallow_baselines, eval, out)",
-             path, kvroute::excerpt(key, 60));
-    KV_CHECK(seen.insert(key).second, "{}: key '{}' appears twice", path, key);
-  }
   Study s;
   s.source = path;
-  KV_CHECK(root["study"] && root["base"], "{}: 'study' (a name) and 'base' (a run config) are required", path);
-  s.name = root["study"].as<std::string>();
-  s.base_config = root["base"].as<std::string>();
-  s.out_dir = root["out"] ? root["out"].as<std::string>() : (fs::path(path).parent_path() / s.name).string();
-  s.overrides = string_list(root["overrides"], path + ": overrides");
-  if (root["runs"]) {
-    KV_CHECK(root["runs"].IsSequence(), "{}: runs must be a list of {{name, overrides}}", path);
-    for (const auto& r : root["runs"]) {
-      KV_CHECK(r.IsMap() && r["name"], "{}: every run needs a name", path);
-      std::set<std::string> run_keys;
-      for (const auto& kv : r) {
-        const std::string key = kv.first.as<std::string>();
-        KV_CHECK(key == "name" || key == "overrides" || key == "baseline" || key == "reference",
-                 "{}: run '{}': unknown key '{}' (expected name, overrides, baseline, reference)", path,
-                 r["name"].as<std::string>(), kvroute::excerpt(key, 60));
-        KV_CHECK(run_keys.insert(key).second, "{}: run '{}': key '{}' appears twice", path, r["name"].as<std::string>(),
-                 key);
-      }
-      StudyRun run;
-      run.name = r["name"].as<std::string>();
-      run.overrides = string_list(r["overrides"], path + ": runs.overrides");
-      if (r["baseline"]) run.baseline = r["baseline"].as<std::string>();
-      if (r["reference"]) run.reference = r["reference"].as<std::string>();
-      s.runs.push_back(run);
-    }
+  std::set<std::string> given;
+  // The same schema machinery and error format as run configs ("FILE: key: ..."), at the top level.
+  for (const auto& kv : root) {
+    KV_CHECK(kv.first.IsScalar(), "{}: a key must be a plain word, got '{}'", path, train::excerpt(kv.first));
+    const std::string key = kv.first.as<std::string>();
+    KV_CHECK(given.insert(key).second, "{}: key '{}' appears twice", path, kvroute::excerpt(key, 60));
+    const auto& fields = study_schema();
+    auto field = std::find_if(fields.begin(), fields.end(), [&](const auto& f) { return f.key == key; });
+    std::vector<std::string> keys;
+    for (const auto& f : fields) keys.push_back(f.key);
+    KV_CHECK(field != fields.end(), "{}: unknown key '{}' (did you mean '{}'?; expected {})", path,
+             kvroute::excerpt(key, 60), train::nearest(key, keys), fmt::join(keys, ", "));
+    field->read(s, kv.second, fmt::format("{}: {}", path, key));
   }
-  if (root["grid"]) {  // the Cartesian product of section.key: [values]
-    KV_CHECK(root["grid"].IsMap(), "{}: grid must map section.key to a list of values", path);
-    std::vector<StudyRun> grid(1);
-    for (const auto& kv : root["grid"]) {
-      const std::string key = kv.first.as<std::string>();
-      KV_CHECK(kv.second.IsSequence(), "{}: grid.{} must be a list", path, key);
-      std::vector<StudyRun> next;
-      for (const StudyRun& base : grid) {
-        for (const auto& v : kv.second) {
-          StudyRun r = base;
-          const std::string short_key = key.substr(key.find('.') + 1);
-          r.name += (r.name.empty() ? "" : "_") + short_key + "-" + train::yaml_text(v);
-          r.overrides.push_back(key + "=" + train::yaml_text(v));
-          next.push_back(r);
-        }
-      }
-      grid = next;
-    }
-    s.runs.insert(s.runs.end(), grid.begin(), grid.end());
-  }
+  KV_CHECK(given.count("study") && given.count("base"), "{}: 'study' (a name) and 'base' (a run config) are required",
+           path);
+  if (!given.count("out")) s.out_dir = (fs::path(path).parent_path() / s.name).string();
+  KV_CHECK(s.plan_split == 0 || s.strategy == "greedy",
+           "{}: eval.plan_split {} needs eval.strategy: greedy (only the greedy planner chooses on data)", path,
+           s.plan_split);
   KV_CHECK(!s.runs.empty(), "{}: no runs (give 'runs' or 'grid')", path);
   std::set<std::string> names;
   for (const StudyRun& r : s.runs) {
@@ -115,50 +197,6 @@ Study read_study(const std::string& path) {
              "{}: run name '{}' must be 1-100 letters, digits, '-', '_' or '.' (it names a directory)", path,
              kvroute::excerpt(r.name, 100));
     KV_CHECK(names.insert(r.name).second, "{}: run name '{}' appears twice", path, r.name);
-  }
-  if (root["seeds"]) {
-    KV_CHECK(root["seeds"].IsSequence() && root["seeds"].size() > 0, "{}: seeds must be a non-empty list of integers",
-             path);
-    for (const auto& v : root["seeds"]) {
-      uint64_t seed = 0;
-      try {
-        const std::string text = v.as<std::string>();
-        KV_CHECK(!text.empty() && text.size() <= 19 && std::all_of(text.begin(), text.end(), ::isdigit),
-                 "{}: seeds: '{}' is not a non-negative integer", path, kvroute::excerpt(text, 40));
-        seed = std::stoull(text);
-      } catch (const YAML::Exception&) {
-        KV_FAIL("{}: seeds: every seed must be a non-negative integer", path);
-      }
-      KV_CHECK(std::find(s.seeds.begin(), s.seeds.end(), seed) == s.seeds.end(), "{}: seed {} appears twice", path,
-               seed);
-      s.seeds.push_back(seed);
-    }
-  }
-  if (root["shallow_baselines"]) {
-    const std::string v = root["shallow_baselines"].as<std::string>();
-    KV_CHECK(v == "true" || v == "false", "{}: shallow_baselines must be true or false, got '{}'", path, kvroute::excerpt(v, 40));
-    s.shallow_baselines = v == "true";
-  }
-  if (root["eval"]) {
-    KV_CHECK(root["eval"].IsMap(), "{}: eval must be a mapping (retention, batches, strategy, plan_split)", path);
-    for (const auto& kv : root["eval"]) {
-      const std::string key = kv.first.as<std::string>();
-      KV_CHECK(key == "retention" || key == "batches" || key == "strategy" || key == "plan_split",
-               "{}: eval: unknown key '{}' (expected retention, batches, strategy, plan_split)", path, kvroute::excerpt(key, 60));
-    }
-    if (root["eval"]["retention"]) s.retention = root["eval"]["retention"].as<std::vector<double>>();
-    if (root["eval"]["batches"]) s.eval_batches = root["eval"]["batches"].as<int64_t>();
-    if (root["eval"]["strategy"]) s.strategy = root["eval"]["strategy"].as<std::string>();
-    if (root["eval"]["plan_split"]) s.plan_split = root["eval"]["plan_split"].as<double>();
-    KV_CHECK(!s.retention.empty(), "{}: eval.retention is empty", path);
-    for (double r : s.retention) KV_CHECK(r > 0 && r <= 1, "{}: eval.retention {} is out of range (0, 1]", path, r);
-    KV_CHECK(s.eval_batches >= 0, "{}: eval.batches {} must be >= 0", path, s.eval_batches);
-    KV_CHECK(s.strategy == "even" || s.strategy == "greedy", "{}: eval.strategy '{}': expected even or greedy", path,
-             kvroute::excerpt(s.strategy, 40));
-    KV_CHECK(s.plan_split >= 0 && s.plan_split < 1, "{}: eval.plan_split {} must be in [0, 1)", path, s.plan_split);
-    KV_CHECK(s.plan_split == 0 || s.strategy == "greedy",
-             "{}: eval.plan_split {} needs eval.strategy: greedy (only the greedy planner chooses on data)", path,
-             s.plan_split);
   }
   // Explicit pairs: a run's baseline is a run without routing of its own depth; its reference is a
   // run with a baseline of its own (explicit or the study's). Paired runs keep their own depth.

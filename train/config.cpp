@@ -10,6 +10,7 @@
 #include "core/text.h"
 #include "core/error.h"
 #include "core/io.h"
+#include "train/yaml_schema.h"
 
 namespace kvroute::train {
 
@@ -39,87 +40,11 @@ namespace {
 
 constexpr uint64_t kMaxConfigBytes = 16 << 20;
 
-// One key of the schema: how to read it from YAML (with its checks) and how to print it.
-struct Field {
-  std::string key;
-  std::function<void(RunConfig&, const YAML::Node&, const std::string& where)> read;
-  std::function<YAML::Node(const RunConfig&)> write;
-};
+using ConfigField = Field<RunConfig>;  // a key of the run config (train/yaml_schema.h)
 struct Section {
   std::string name;
-  std::vector<Field> fields;
+  std::vector<ConfigField> fields;
 };
-
-// A node's text cut to a short excerpt for error messages.
-std::string excerpt(const YAML::Node& node) { return kvroute::excerpt(yaml_text(node)); }
-
-template <class T>
-T read_as(const YAML::Node& node, const std::string& where, const char* what) {
-  KV_CHECK(node.IsScalar(), "{}: expected {}, got '{}'", where, what, excerpt(node));
-  try {
-    return node.as<T>();
-  } catch (const YAML::Exception&) {
-    KV_FAIL("{}: expected {}, got '{}'", where, what, excerpt(node));
-  }
-}
-
-template <class T>
-Field int_field(std::string key, T& (*ref)(RunConfig&), int64_t min, int64_t max) {
-  return {key,
-          [ref, min, max](RunConfig& c, const YAML::Node& n, const std::string& where) {
-            const int64_t v = read_as<int64_t>(n, where, "an integer");
-            KV_CHECK(v >= min && v <= max, "{}: {} is out of range [{}, {}]", where, v, min, max);
-            ref(c) = static_cast<T>(v);
-          },
-          [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
-}
-
-Field float_field(std::string key, double& (*ref)(RunConfig&), double min, double max, bool min_open = false) {
-  return {key,
-          [ref, min, max, min_open](RunConfig& c, const YAML::Node& n, const std::string& where) {
-            const double v = read_as<double>(n, where, "a number");
-            KV_CHECK((min_open ? v > min : v >= min) && v <= max, "{}: {} is out of range {}{}, {}]", where, v,
-                     min_open ? "(" : "[", min, max);
-            ref(c) = v;
-          },
-          [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
-}
-
-Field bool_field(std::string key, bool& (*ref)(RunConfig&)) {
-  return {key, [ref](RunConfig& c, const YAML::Node& n, const std::string& where) { ref(c) = read_as<bool>(n, where, "true or false"); },
-          [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
-}
-
-// A string; `check` (optional) validates it.
-Field string_field(std::string key, std::string& (*ref)(RunConfig&), void (*check)(const std::string&, const std::string&) = nullptr) {
-  return {key,
-          [ref, check](RunConfig& c, const YAML::Node& n, const std::string& where) {
-            std::string v = read_as<std::string>(n, where, "a string");
-            KV_CHECK(v.size() <= 4096 && v.find('\0') == std::string::npos, "{}: not a usable path or name", where);
-            if (check) check(v, where);
-            ref(c) = std::move(v);
-          },
-          [ref](const RunConfig& c) { return YAML::Node(ref(const_cast<RunConfig&>(c))); }};
-}
-
-// A key with a fixed set of names (an enum): an unknown name lists the choices.
-template <class E>
-Field enum_field(std::string key, E& (*ref)(RunConfig&), std::vector<E> values, const char* (*name)(E)) {
-  return {key,
-          [ref, values, name](RunConfig& c, const YAML::Node& n, const std::string& where) {
-            const std::string v = read_as<std::string>(n, where, "a string");
-            std::vector<std::string> names;
-            for (E e : values) {
-              if (v == name(e)) {
-                ref(c) = e;
-                return;
-              }
-              names.push_back(name(e));
-            }
-            KV_FAIL("{}: '{}' is not one of {}", where, v, fmt::format("{}", fmt::join(names, ", ")));
-          },
-          [ref, name](const RunConfig& c) { return YAML::Node(std::string(name(ref(const_cast<RunConfig&>(c))))); }};
-}
 
 // train.name becomes a directory under runs/: one plain path component.
 void check_run_name(const std::string& v, const std::string& where) {
@@ -234,29 +159,6 @@ const std::vector<Section>& schema() {
 
 #undef REF
 
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
-
-std::string nearest(const std::string& key, const std::vector<std::string>& candidates) {
-  std::string best;
-  size_t best_d = SIZE_MAX;
-  for (const std::string& c : candidates) {
-    size_t d = edit_distance(key, c);
-    if (d < best_d) best_d = d, best = c;
-  }
-  return best;
-}
-
 void apply_override(YAML::Node& root, const std::string& override_text) {
   KV_CHECK(override_text.size() <= 4096, "override '{}...': longer than 4096 characters", kvroute::excerpt(override_text, 40));
   const size_t eq = override_text.find('=');
@@ -289,7 +191,7 @@ void complete_model_section(RunConfig& c) {
   if (c.init_from.empty()) return;
   const Section& model = schema().front();
   bool all_given = true;
-  for (const Field& f : model.fields) {
+  for (const ConfigField& f : model.fields) {
     all_given = all_given && (c.model_keys_given.count(f.key) || !follows_init_source(f.key));
   }
   // A run's own config.yaml gives every key: its source need not exist any more (eval, export).
@@ -398,20 +300,7 @@ RunConfig parse_config(const std::string& yaml_text, const std::string& source, 
     KV_CHECK(section != schema().end(), "{}: unknown section '{}' (did you mean '{}'?)", source, kvroute::excerpt(name, 60),
              nearest(name, section_names));
     KV_CHECK(entry.second.IsMap() || entry.second.IsNull(), "{}: section '{}' must be a mapping of keys", source, name);
-    std::vector<std::string> keys;
-    for (const Field& f : section->fields) keys.push_back(f.key);
-    std::set<std::string> seen_keys;
-    for (const auto& kv : entry.second) {
-      KV_CHECK(kv.first.IsScalar(), "{}: a key of section '{}' must be a plain word, got '{}'", source, name,
-               excerpt(kv.first));
-      const std::string key = kv.first.as<std::string>();
-      KV_CHECK(seen_keys.insert(key).second, "{}: key '{}.{}' appears twice", source, name, key);
-      auto field = std::find_if(section->fields.begin(), section->fields.end(), [&](const Field& f) { return f.key == key; });
-      KV_CHECK(field != section->fields.end(), "{}: unknown key '{}.{}' (did you mean '{}.{}'?)", source, name,
-               kvroute::excerpt(key, 60), name, nearest(key, keys));
-      field->read(config, kv.second, fmt::format("{}: {}.{}", source, name, key));
-      if (name == "model") config.model_keys_given.insert(key);
-    }
+    read_keys(entry.second, section->fields, config, source, name, name == "model" ? &config.model_keys_given : nullptr);
   }
   complete_model_section(config);
   // A model section still to be completed from init_from is checked once it is (take_model_from).
@@ -422,7 +311,7 @@ RunConfig parse_config(const std::string& yaml_text, const std::string& source, 
 void take_model_from(RunConfig& c, const layers::ModelConfig& source, const std::string& origin) {
   RunConfig theirs;
   theirs.model = source;
-  for (const Field& f : schema().front().fields) {
+  for (const ConfigField& f : schema().front().fields) {
     if (!follows_init_source(f.key) && f.key != "max_seq_len") continue;
     const YAML::Node value = f.write(theirs);
     if (!c.model_keys_given.count(f.key)) {
@@ -445,7 +334,7 @@ std::string RunConfig::to_yaml() const {
   out << YAML::BeginMap;
   for (const Section& s : schema()) {
     out << YAML::Key << s.name << YAML::Value << YAML::BeginMap;
-    for (const Field& f : s.fields) out << YAML::Key << f.key << YAML::Value << f.write(*this);
+    for (const ConfigField& f : s.fields) out << YAML::Key << f.key << YAML::Value << f.write(*this);
     out << YAML::EndMap;
   }
   out << YAML::EndMap;
@@ -464,7 +353,7 @@ std::string RunConfig::model_fingerprint() const {
   const RunConfig defaults;
   for (const Section& s : schema()) {
     if (s.name != "model") continue;
-    for (const Field& f : s.fields) {
+    for (const ConfigField& f : s.fields) {
       if (f.key == "init_from") continue;
       if (later_keys.count(f.key) && yaml_text(f.write(*this)) == yaml_text(f.write(defaults))) continue;
       out << YAML::Key << f.key << YAML::Value << f.write(*this);

@@ -16,10 +16,7 @@ using layers::Architecture;
 
 namespace {
 
-bool exists(const std::string& path) {
-  std::error_code ec;
-  return fs::exists(path, ec);
-}
+using io::exists;
 
 // The keep-sets of the checkpoint's eval.json (kvroute eval), as [{plan, kept, val_loss}], or "".
 std::string evaluated_keep_sets(const std::string& checkpoint_dir) {

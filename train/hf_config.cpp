@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/io.h"
 #include "core/json.h"
 #include "core/text.h"
 
@@ -17,10 +18,7 @@ namespace {
 
 constexpr int64_t kMaxDim = int64_t{1} << 24;
 
-bool exists(const std::string& path) {
-  std::error_code ec;
-  return fs::exists(path, ec);
-}
+using io::exists;
 
 struct ArchInfo {
   Architecture arch;

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/io.h"
 #include "core/json.h"
 #include "core/text.h"
 
@@ -17,10 +18,7 @@ using layers::Architecture;
 
 namespace {
 
-bool exists(const std::string& path) {
-  std::error_code ec;
-  return fs::exists(path, ec);
-}
+using io::exists;
 
 // The tensor as F32 (a host copy); F16/BF16 convert exactly.
 Tensor to_f32(const Tensor& t, const std::string& file, const std::string& name) {

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/io.h"
 #include "train/hf.h"
 
 namespace kvroute::train {
@@ -12,10 +13,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool exists(const std::string& path) {
-  std::error_code ec;
-  return fs::exists(path, ec);
-}
+using io::exists;
 
 std::string layer_key(int64_t layer, const char* suffix) {
   return fmt::format("model.layers.{}.self_attn.{}", layer, suffix);

@@ -196,7 +196,7 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
   refused(runs + "shallow_baselines: true\neval: {retention: [1.0]}\n", {"shallow_baselines", "no smaller cache"});
   refused(runs + "eval: {plan_split: 0.5}\n", {"plan_split", "greedy"});
   refused(runs + "eval: {strategy: best}\n", {"eval.strategy", "best"});
-  refused(runs + "eval: {retention: [1.0], split: 0.5}\n", {"eval", "unknown key 'split'"});
+  refused(runs + "eval: {retention: [1.0], split: 0.5}\n", {"unknown key 'eval.split'", "plan_split"});
   refused("runs:\n  - {name: a, overrides: [router.policy=none]}\n  - {name: a, overrides: []}\n", {"'a' appears twice"});
   refused("runs:\n  - {name: ../x, overrides: []}\n", {"run name '../x'"});
   refused("runs:\n  - {name: a}\n  - {name: b, overrides: [model.num_layers=2, router.policy=stochastic]}\n",
@@ -213,7 +213,7 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
   refused("runs:\n  - {name: a, overrides: [model.num_layers=2]}\n  - {name: b, baseline: a}\n",
           {"run 'b' has 4 layers but its baseline 'a' has 2"});
   refused("runs:\n  - {name: a}\n  - {name: b, baseline: a, baseline: a}\n", {"bad.yaml"});
-  refused("runs:\n  - {name: a, paired: b}\n", {"unknown key 'paired'", "baseline, reference"});
+  refused("runs:\n  - {name: a, paired: b}\n", {"unknown key 'runs[0].paired'", "baseline, reference"});
   // A paired arm of another depth is neither the study's depth nor an equal-cache baseline.
   std::ofstream(dir / "pairs.yaml") << "study: pairs\nbase: " << (dir / "base.yaml").string() << "\n"
                                        "runs:\n  - {name: base, overrides: [router.policy=none]}\n"
