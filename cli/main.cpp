@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/threading.h"
 #include "distributed/communicator.h"
 
 namespace {
@@ -23,6 +24,7 @@ std::string subcommand_name(const CLI::App& app) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kvroute::bound_openmp_spin(argv);  // may re-execute the program once, before anything else runs
   using namespace kvroute::cli;
   CLI::App app{"kvroute: training with Stochastic KV Routing (R-CLA)"};
   app.require_subcommand(1);

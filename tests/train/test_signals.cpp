@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/threading.h"
 #include "train/checkpoint.h"
 #include "tests/test_util.h"
 #include "tests/train/train_util.h"
@@ -56,6 +57,29 @@ TEST(Signals, SigtermDuringAnEvaluationIsHonoured) {
       bin, cfg, dir);
   EXPECT_EQ(testing::run_status("bash -c '" + script + "'"), 130);  // 124 would mean the timeout ended it
   EXPECT_FALSE(latest_checkpoint(dir + "/run/checkpoints").empty());
+}
+
+
+// kvroute bounds OpenMP's spin-waiting for itself (core/threading.h) unless the user chose a policy:
+// the running process's environment shows which (read once its training has started).
+TEST(Threading, TheOpenMpSpinIsBoundedUnlessTheUserSetIt) {
+  const std::string data = make_data("spin_data");
+  const std::string dir = testing::temp_dir("spin");
+  const std::string cfg = write_config(dir, tiny_yaml(data, dir + "/run"));
+  auto spin_of = [&](const std::string& env, const std::string& run) {
+    const std::string script = fmt::format(
+        "{} {} train {} train.steps=100000 train.run_dir={}/{} > /dev/null 2>&1 & pid=$!; "
+        "for i in $(seq 600); do [ -s {}/{}/metrics.jsonl ] && break; sleep 0.05; done; "
+        "tr \"\\0\" \"\\n\" < /proc/$pid/environ | grep ^GOMP_SPINCOUNT= ; kill -TERM $pid; wait $pid",
+        env, KVROUTE_BINARY, cfg, dir, run, dir, run);
+    int rc = 0;
+    std::string out = testing::run_capture("bash -c '" + script + "'", &rc);
+    return out;
+  };
+  EXPECT_EQ(spin_of("env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY", "a"),
+            "GOMP_SPINCOUNT=" + std::to_string(kOpenMpSpinCount) + "\n");
+  EXPECT_EQ(spin_of("env -u OMP_WAIT_POLICY GOMP_SPINCOUNT=77", "b"), "GOMP_SPINCOUNT=77\n");
+  EXPECT_EQ(spin_of("env -u GOMP_SPINCOUNT OMP_WAIT_POLICY=passive", "c"), "");
 }
 
 }  // namespace
