@@ -3,6 +3,7 @@
 #include <unordered_map>
 
 #include "kernels/ops.h"
+#include "kernels/profile.h"
 
 namespace kvroute::autograd {
 
@@ -76,6 +77,7 @@ void Variable::backward() const {
 }
 
 void Variable::backward(const Tensor& grad_output) const {
+  ops::profile::PhaseScope phase(ops::profile::Phase::Backward);  // the ops below count as backward
   KV_CHECK(defined(), "backward: undefined variable");
   KV_CHECK(grad_output.shape() == shape(), "backward: gradient {} does not match the output {}",
            grad_output.shape(), shape());

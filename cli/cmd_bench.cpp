@@ -22,6 +22,7 @@
 #include "eval/evaluate.h"
 #include "eval/generation_bench.h"
 #include "kernels/ops.h"
+#include "kernels/profile.h"
 #include "layers/inference_plan.h"
 #include "layers/kv_cache.h"
 #include "train/execution.h"
@@ -38,6 +39,7 @@ struct TrainArgs {
   std::vector<std::string> overrides;
   int64_t steps = 10;
   bool no_peer = false;
+  bool profile = false;
   bool print_peer_args = false;
   bool random_data = false;
   int threads = 0;
@@ -73,6 +75,28 @@ class RandomData {
   std::string dir_;
 };
 
+// The per-op profile of the steps just run (every step, the warm-up included): time per step of
+// each (phase, op) and its share of the mean step; "outside the ops" is the rest of the step (the
+// autograd tape, allocation, copies, the data loader, clipping's host work).
+void print_profile(const train::TrainResult& result, bool gpu) {
+  const std::vector<ops::profile::Entry> entries = ops::profile::take();
+  const double steps = static_cast<double>(result.step_seconds.size());
+  double step_s = 0, in_ops = 0;
+  for (double s : result.step_seconds) step_s += s;
+  step_s /= steps;
+  std::printf("\nper-op profile, mean over all %.0f steps (warm-up included)%s:\n%-10s %-14s %10s %8s %9s\n", steps,
+              gpu ? "; GPU ops are timed on the host (launches), not on the device" : "", "phase", "op", "ms/step",
+              "share", "calls/step");
+  for (const auto& e : entries) {
+    const double ms = 1e3 * e.seconds / steps;
+    in_ops += e.seconds / steps;
+    std::printf("%-10s %-14s %10.2f %7.1f%% %9.1f\n", ops::profile::phase_name(e.phase), e.op.c_str(), ms,
+                100.0 * e.seconds / steps / step_s, static_cast<double>(e.calls) / steps);
+  }
+  std::printf("%-25s %10.2f %7.1f%%\n%-25s %10.2f\n", "outside the ops", 1e3 * (step_s - in_ops),
+              100.0 * (step_s - in_ops) / step_s, "mean step", 1e3 * step_s);
+}
+
 int run_train(const TrainArgs& a) {
   std::vector<std::string> all = a.overrides;
   add_threads_override(all, a.threads);
@@ -101,6 +125,7 @@ int run_train(const TrainArgs& a) {
   }
   std::unique_ptr<dist::Communicator> comm = dist::make_communicator(config.dist.backend);
   train::TrainResult result;
+  ops::profile::enable(a.profile);
   if (const int rc = on_all_ranks(*comm, [&] {
         result = train::run_training(config, *comm, {"", 0, true, true});
         return 0;
@@ -137,6 +162,7 @@ int run_train(const TrainArgs& a) {
     std::printf("kvroute peak GPU memory: %.1f GiB\n", static_cast<double>(alloc.stats().peak_bytes) / (1 << 30));
   }
   if (!gpu) std::printf("cpu: %s\n", bench::cpu_description().c_str());
+  if (a.profile) print_profile(result, gpu);
   if (!a.no_peer && comm->world_size() == 1) {
     bench::run_training_peers(config, a.steps, result.global_batch_tokens, threads, tok_s);
   }
@@ -209,6 +235,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   train->add_flag("--random-data", train_args->random_data,
                   "train on random tokens of the model's vocabulary (also when data.dir does not exist)");
   train->add_flag("--no-peer", train_args->no_peer, "skip the PyTorch peer");
+  train->add_flag("--profile", train_args->profile, "also print the time of every op family per step (forward, "
+                  "backward, optimizer)");
   train->add_flag("--print-peer-args", train_args->print_peer_args,
                   "print the PyTorch peer's model and batch arguments for the config, run nothing");
   add_threads_option(train, train_args->threads);

@@ -8,6 +8,7 @@
 #include <initializer_list>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/profile.h"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace kvroute::ops {
@@ -120,6 +121,7 @@ bool describe_matrix(const Tensor& x, bool trans, int64_t batch, BlasMatrix& m) 
 
 void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans_a, bool trans_b, float alpha,
                  float beta, const Execution& ex) {
+  profile::OpTimer timer("matmul");
   const char* op = "matmul";
   const auto [device, dtype] = check_floats(op, {&a_in, &b_in});
   KV_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: operands must have at least 2 dims, got A{} B{}",
@@ -193,6 +195,7 @@ std::string cpu_matmul_description(const Execution& ex) {
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DType out_dtype, const Execution& ex) {
+  profile::OpTimer timer("matmul");
   check_floats("matmul", {&a, &b});
   KV_CHECK(a.dim() >= 2, "matmul: A must have at least 2 dims, got {}", a.str());
   KV_CHECK(b.dim() >= 2, "matmul: B must have at least 2 dims, got {}", b.str());
@@ -205,6 +208,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DTyp
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, const Execution& ex) {
+  profile::OpTimer timer("matmul");
   KV_CHECK(a.defined(), "matmul: undefined tensor argument");
   return matmul(a, b, trans_a, trans_b, a.dtype(), ex);
 }
@@ -218,6 +222,7 @@ void check_same_shape(const char* op, const Tensor& a, const Tensor& b) {
 }  // namespace
 
 void add_into(const Tensor& a, const Tensor& b, Tensor& out) {
+  profile::OpTimer timer("add");
   const auto [device, dtype] = check_floats("add", {&a, &b});
   check_same_shape("add", a, b);
   check_output("add", out, a.shape(), device, dtype);
@@ -230,6 +235,7 @@ void add_into(const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 void mul_into(const Tensor& a, const Tensor& b, Tensor& out) {
+  profile::OpTimer timer("mul");
   const auto [device, dtype] = check_floats("mul", {&a, &b});
   check_same_shape("mul", a, b);
   check_output("mul", out, a.shape(), device, dtype);
@@ -242,6 +248,7 @@ void mul_into(const Tensor& a, const Tensor& b, Tensor& out) {
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
+  profile::OpTimer timer("add");
   KV_CHECK(a.defined(), "add: undefined tensor argument");
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
   add_into(a, b, out);
@@ -249,6 +256,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
+  profile::OpTimer timer("mul");
   KV_CHECK(a.defined(), "mul: undefined tensor argument");
   Tensor out = Tensor::empty(a.shape(), a.dtype(), a.device());
   mul_into(a, b, out);
@@ -256,6 +264,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor scale(const Tensor& a, float s) {
+  profile::OpTimer timer("scale");
   check_floats("scale", {&a});
   Tensor out = a.clone();
   scale_(out, s);
@@ -263,6 +272,7 @@ Tensor scale(const Tensor& a, float s) {
 }
 
 void scale_(Tensor& a, float s) {
+  profile::OpTimer timer("scale");
   const auto [device, dtype] = check_floats("scale", {&a});
   KV_CHECK(a.is_contiguous(), "scale: in-place operand {} must be contiguous", a.str());
   if (device.is_cuda()) {
@@ -273,6 +283,7 @@ void scale_(Tensor& a, float s) {
 }
 
 void axpy_(float alpha, const Tensor& x, Tensor& y) {
+  profile::OpTimer timer("axpy");
   check_floats("axpy", {&x});
   const auto [device, y_dtype] = check_floats("axpy", {&y});
   KV_CHECK(x.device() == device, "axpy: tensors on different devices ({} and {})", x.device(), device);
@@ -301,16 +312,24 @@ double total(const char* op, const Tensor& a, bool squares) {
 }
 }  // namespace
 
-Tensor sum(const Tensor& a) { return Tensor::scalar(static_cast<float>(total("sum", a, false))); }
+Tensor sum(const Tensor& a) {
+  profile::OpTimer timer("sum");
+  return Tensor::scalar(static_cast<float>(total("sum", a, false)));
+}
 
 Tensor mean(const Tensor& a) {
+  profile::OpTimer timer("sum");
   KV_CHECK(a.defined() && a.numel() > 0, "mean: empty tensor {}", a.str());
   return Tensor::scalar(static_cast<float>(total("mean", a, false) / static_cast<double>(a.numel())));
 }
 
-Tensor squared_norm(const Tensor& a) { return Tensor::scalar(static_cast<float>(total("squared_norm", a, true))); }
+Tensor squared_norm(const Tensor& a) {
+  profile::OpTimer timer("squared_norm");
+  return Tensor::scalar(static_cast<float>(total("squared_norm", a, true)));
+}
 
 Tensor sum_last_dim(const Tensor& a) {
+  profile::OpTimer timer("sum");
   const auto [device, dtype] = check_floats("sum_last_dim", {&a});
   KV_CHECK(a.dim() >= 1, "sum_last_dim: needs at least one dim, got {}", a.str());
   Tensor ac = a.contiguous();
@@ -327,6 +346,7 @@ Tensor sum_last_dim(const Tensor& a) {
 // ---- Embedding ---------------------------------------------------------------------------------
 
 Tensor embedding_forward(const Tensor& weight, const Tensor& tokens) {
+  profile::OpTimer timer("embedding");
   const auto [device, dtype] = check_floats("embedding_forward", {&weight});
   KV_CHECK(weight.dim() == 2, "embedding_forward: weight must be [vocab, channels], got {}", weight.shape());
   Tensor ids = checked_tokens("embedding_forward", tokens, weight.size(0));
@@ -344,6 +364,7 @@ Tensor embedding_forward(const Tensor& weight, const Tensor& tokens) {
 }
 
 void embedding_backward(const Tensor& dout, const Tensor& tokens, Tensor& dweight) {
+  profile::OpTimer timer("embedding");
   const char* op = "embedding_backward";
   const auto [device, dtype] = check_floats(op, {&dout});
   check_f32_operand(op, "dweight", dweight, device);
@@ -367,6 +388,7 @@ void embedding_backward(const Tensor& dout, const Tensor& tokens, Tensor& dweigh
 // ---- RMSNorm -----------------------------------------------------------------------------------
 
 void rms_norm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& out, Tensor& rstd) {
+  profile::OpTimer timer("rms_norm");
   const char* op = "rms_norm_forward";
   const auto [device, dtype] = check_floats(op, {&x, &weight});
   KV_CHECK(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1),
@@ -387,6 +409,7 @@ void rms_norm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& 
 
 void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight, const Tensor& rstd, Tensor& dx,
                        Tensor& dweight) {
+  profile::OpTimer timer("rms_norm");
   const char* op = "rms_norm_backward";
   const auto [device, dtype] = check_floats(op, {&dout, &x, &weight});
   check_f32_operand(op, "rstd", rstd, device);
@@ -434,16 +457,19 @@ void rope_dispatch(const char* op, const Tensor& x, const RopeConfig& rope, int6
 }  // namespace
 
 void rope_forward(const Tensor& x, const RopeConfig& rope, int64_t position_offset, Tensor& out) {
+  profile::OpTimer timer("rope");
   rope_dispatch("rope_forward", x, rope, position_offset, out, +1);
 }
 
 void rope_backward(const Tensor& dout, const RopeConfig& rope, int64_t position_offset, Tensor& dx) {
+  profile::OpTimer timer("rope");
   rope_dispatch("rope_backward", dout, rope, position_offset, dx, -1);
 }
 
 // ---- SwiGLU ------------------------------------------------------------------------------------
 
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
+  profile::OpTimer timer("swiglu");
   const char* op = "swiglu_forward";
   const auto [device, dtype] = check_floats(op, {&gate, &up});
   check_same_shape(op, gate, up);
@@ -457,6 +483,7 @@ void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
 }
 
 void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup) {
+  profile::OpTimer timer("swiglu");
   const char* op = "swiglu_backward";
   const auto [device, dtype] = check_floats(op, {&dout, &gate, &up});
   check_same_shape(op, gate, up);
@@ -512,6 +539,7 @@ AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k,
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale, Tensor& out,
                        Tensor& lse, const Execution& ex) {
+  profile::OpTimer timer("attention");
   const char* op = "attention_forward";
   // On the CPU, K/V may be bf16 with f32 queries: a bf16 KV cache (--precision bf16), read widened.
   const bool bf16_kv = !q.device().is_cuda() && q.defined() && q.dtype() == DType::F32 && k.defined() &&
@@ -553,6 +581,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& lse, float softmax_scale, Tensor& dq, Tensor& dk, Tensor& dv,
                         const Execution& ex) {
+  profile::OpTimer timer("attention");
   const char* op = "attention_backward";
   const auto [device, dtype] = check_floats(op, {&dout, &q, &k, &v, &out});
   check_f32_operand(op, "lse", lse, device);
@@ -582,6 +611,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor* dlogits,
                      float grad_scale) {
+  profile::OpTimer timer("cross_entropy");
   const char* op = "cross_entropy";
   const auto [device, dtype] = check_floats(op, {&logits});
   KV_CHECK(logits.dim() == 2, "cross_entropy: logits must be [N, V], got {}", logits.shape());
@@ -612,6 +642,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
 
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config, int64_t step,
                 const std::vector<DecaySegment>& segments, Tensor* compute_copy) {
+  profile::OpTimer timer("adamw");
   const char* op = "adamw_step";
   Device device = check_f32_same_device(op, {&param, &grad, &m, &v});
   for (const Tensor* t : std::initializer_list<const Tensor*>{&param, &grad, &m, &v}) {
@@ -654,6 +685,7 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
 // ---- Casts -------------------------------------------------------------------------------------
 
 Tensor cast(const Tensor& x, DType dtype) {
+  profile::OpTimer timer("cast");
   KV_CHECK(x.defined(), "cast: undefined tensor");
   return x.to(dtype);
 }

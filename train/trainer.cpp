@@ -23,6 +23,7 @@
 #include "kernels/ops.h"
 #include "layers/inference_plan.h"
 #include "train/init_from.h"
+#include "kernels/profile.h"
 #include "train/execution.h"
 
 namespace kvroute::train {
@@ -331,6 +332,7 @@ void Trainer::reduce() {
 }
 
 double Trainer::clip() {
+  ops::profile::PhaseScope phase(ops::profile::Phase::Optimizer);
   ops::scale_(model_->flat_gradients(), 1.0f / static_cast<float>(accum_ * comm_.world_size()));
   const double grad_norm = std::sqrt(ops::squared_norm(model_->flat_gradients()).item());
   if (std::isfinite(grad_norm) && config_.optim.grad_clip > 0 && grad_norm > config_.optim.grad_clip) {
@@ -340,6 +342,7 @@ double Trainer::clip() {
 }
 
 void Trainer::update(int64_t step, double lr) {
+  ops::profile::PhaseScope phase(ops::profile::Phase::Optimizer);
   ops::AdamWConfig adamw{static_cast<float>(lr), static_cast<float>(config_.optim.beta1),
                          static_cast<float>(config_.optim.beta2), static_cast<float>(config_.optim.eps),
                          static_cast<float>(config_.optim.weight_decay)};

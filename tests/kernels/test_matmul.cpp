@@ -1,12 +1,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <cstdlib>
 
 #include "core/dtype.h"
 #include "core/threading.h"
 
 #include "kernels/ops.h"
+#include "kernels/profile.h"
 #include "tests/test_util.h"
 
 namespace kvroute {
@@ -212,6 +214,30 @@ TEST(MatmulBf16Fallback, WithoutBf16InstructionsTheGemmsStayF32) {
   EXPECT_LT(gemm_error(ops::matmul(a, b), reference_gemm(a, b, false, false, 1, 0, zero)), 1e-5);
   // A bf16 GEMM asked for anyway is an error naming why, not a silent f32 one.
   expect_error([&] { (void)ops::matmul(a, b, false, false, kBf16); }, {"matmul", "no bf16 instructions"});
+}
+
+// The per-op profile (kernels/profile.h): off, nothing is recorded; on, each op call counts once
+// under its family (matmul() calling matmul_into() is one matmul) in the phase of its caller.
+TEST(OpProfile, CountsOuterOpsPerPhase) {
+  Tensor a = random_tensor({8, 4}, 1), b = random_tensor({4, 3}, 2);
+  (void)ops::matmul(a, b);
+  EXPECT_TRUE(ops::profile::take().empty());
+  ops::profile::enable(true);
+  (void)ops::matmul(a, b);
+  (void)ops::matmul(a, b);
+  {
+    ops::profile::PhaseScope backward(ops::profile::Phase::Backward);
+    (void)ops::add(a, a);
+  }
+  (void)ops::scale(a, 2.0f);
+  ops::profile::enable(false);
+  std::map<std::string, int64_t> calls;
+  for (const auto& e : ops::profile::take()) {
+    calls[std::string(ops::profile::phase_name(e.phase)) + "/" + e.op] = e.calls;
+    EXPECT_GE(e.seconds, 0.0);
+  }
+  EXPECT_EQ(calls, (std::map<std::string, int64_t>{{"forward/matmul", 2}, {"backward/add", 1}, {"forward/scale", 1}}));
+  EXPECT_TRUE(ops::profile::take().empty());  // take() resets
 }
 
 }  // namespace
