@@ -13,6 +13,7 @@
 #include "core/device_runtime.h"
 #include "core/rng.h"
 #include "core/threading.h"
+#include "kernels/cpu/cpu_ops.h"
 #include "kernels/ops.h"
 
 namespace kvroute {
@@ -203,6 +204,36 @@ void bench_gemm_bf16(int reps) {
   std::printf("gemm bf16: all shapes %.3f ms f32, %.3f ms bf16: %.2fx\n\n", total32, total16, total32 / total16);
 }
 
+// f32 GEMMs: OpenBLAS sgemm against oneDNN's f32 matmul (cpu::gemm_batched_f32_dnnl), interleaved.
+void bench_gemm_f32_dnnl(int reps) {
+  std::printf("f32 GEMMs: OpenBLAS vs oneDNN %s (ISA %s)\n", cpu::f32_gemm_impl().c_str(), cpu::cpu_isa_name().c_str());
+  std::printf("%-14s %-22s %10s %10s %8s\n", "gemm", "m x n x k", "sgemm ms", "dnnl ms", "speedup");
+  double total_blas = 0, total_dnnl = 0;
+  for (const GemmShape& s : quickstart_gemms()) {
+    Tensor a = random(s.ta ? Shape{s.k, s.m} : Shape{s.m, s.k}, 1);
+    Tensor b = random(s.tb ? Shape{s.n, s.k} : Shape{s.k, s.n}, 2);
+    Tensor c = Tensor::empty({s.m, s.n});
+    const int64_t lda = s.ta ? s.m : s.k, ldb = s.tb ? s.k : s.n;
+    auto [blas, dnnl] = bench::median_ms_interleaved(
+        [&] {
+          cpu::gemm_batched(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data<float>(), lda, 0, b.data<float>(), ldb, 0, 0.0f,
+                            c.data<float>(), s.n, 0, 1);
+        },
+        [&] {
+          cpu::gemm_batched_f32_dnnl(s.ta, s.tb, s.m, s.n, s.k, 1.0f, a.data<float>(), lda, 0, b.data<float>(), ldb, 0,
+                                     0.0f, c.data<float>(), s.n, 0, 1);
+        },
+        reps);
+    total_blas += blas;
+    total_dnnl += dnnl;
+    std::printf("%-14s %-22s %10.3f %10.3f %7.2fx\n", s.what,
+                fmt::format("{}x{}x{}{}{}", s.m, s.n, s.k, s.ta ? " T" : " N", s.tb ? "T" : "N").c_str(), blas, dnnl,
+                blas / dnnl);
+  }
+  std::printf("gemm f32: all shapes %.3f ms OpenBLAS, %.3f ms oneDNN: %.2fx\n\n", total_blas, total_dnnl,
+              total_blas / total_dnnl);
+}
+
 }  // namespace
 }  // namespace kvroute
 
@@ -212,14 +243,15 @@ int main(int argc, char** argv) {
   std::string only = "all";
   app.add_option("--threads", threads, "OpenMP/OpenBLAS threads")->check(CLI::PositiveNumber);
   app.add_option("--reps", reps, "timed repetitions per case (median reported)")->check(CLI::PositiveNumber);
-  app.add_option("--only", only, "gemm | gemm_bf16 | attention | cross_entropy | gpu | all")
-      ->check(CLI::IsMember({"gemm", "gemm_bf16", "attention", "cross_entropy", "gpu", "all"}));
+  app.add_option("--only", only, "gemm | gemm_bf16 | gemm_f32_dnnl | attention | cross_entropy | gpu | all")
+      ->check(CLI::IsMember({"gemm", "gemm_bf16", "gemm_f32_dnnl", "attention", "cross_entropy", "gpu", "all"}));
   CLI11_PARSE(app, argc, argv);
   kvroute::set_num_threads(threads);
   Eigen::setNbThreads(threads);
   std::printf("kvroute op benchmarks: threads=%d reps=%d (median)\n\n", threads, reps);
   if (only == "all" || only == "gemm") kvroute::bench_gemm(reps);
   if (only == "all" || only == "gemm_bf16") kvroute::bench_gemm_bf16(reps);
+  if (only == "all" || only == "gemm_f32_dnnl") kvroute::bench_gemm_f32_dnnl(reps);
   if (only == "all" || only == "attention") kvroute::bench_attention(reps);
   if (only == "all" || only == "cross_entropy") kvroute::bench_cross_entropy(reps);
   if (only == "all" || only == "gpu") kvroute::bench_gpu(reps);

@@ -172,6 +172,10 @@ void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans
     cpu::gemm_batched_bf16(ma.trans, mb.trans, gemm_m, n, k, alpha, static_cast<const float*>(ma.ptr), ma.ld,
                            ma.batch_stride, static_cast<const float*>(mb.ptr), mb.ld, mb.batch_stride, beta,
                            static_cast<float*>(c), n, gemm_m * n, gemm_batch);
+  } else if (cpu::f32_gemm_prefers_dnnl()) {
+    cpu::gemm_batched_f32_dnnl(ma.trans, mb.trans, gemm_m, n, k, alpha, static_cast<const float*>(ma.ptr), ma.ld,
+                               ma.batch_stride, static_cast<const float*>(mb.ptr), mb.ld, mb.batch_stride, beta,
+                               static_cast<float*>(c), n, gemm_m * n, gemm_batch);
   } else {
     cpu::gemm_batched(ma.trans, mb.trans, gemm_m, n, k, alpha, static_cast<const float*>(ma.ptr), ma.ld,
                       ma.batch_stride, static_cast<const float*>(mb.ptr), mb.ld, mb.batch_stride, beta,
@@ -190,6 +194,9 @@ std::string cpu_bf16_fallback_notice() {
 std::string cpu_matmul_description(const Execution& ex) {
   if (ex.cpu_bf16_gemm) {
     return fmt::format("bf16 GEMMs via oneDNN {} (ISA {})", cpu::bf16_gemm_impl(), cpu::cpu_isa_name());
+  }
+  if (cpu::f32_gemm_prefers_dnnl()) {
+    return fmt::format("f32 GEMMs via oneDNN {} (ISA {})", cpu::f32_gemm_impl(), cpu::cpu_isa_name());
   }
   return fmt::format("f32 GEMMs via OpenBLAS (ISA {})", cpu::cpu_isa_name());
 }

@@ -27,6 +27,14 @@ void gemm_batched_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
                        int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
 // Whether oneDNN reaches bf16 dot-product instructions (AVX512-BF16 or AMX) on this CPU.
 bool bf16_gemm_supported();
+// The same GEMM in f32 through oneDNN's matmul (operands read in place): the alternative to
+// OpenBLAS' sgemm for the f32 path. Called outside parallel regions.
+void gemm_batched_f32_dnnl(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                           const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
+                           int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
+std::string f32_gemm_impl();  // e.g. "brg:avx512_core"
+// Whether ops::matmul's f32 GEMMs go through oneDNN (true with AVX-512) or OpenBLAS.
+bool f32_gemm_prefers_dnnl();
 // oneDNN's implementation of a bf16 matmul here, e.g. "brg:avx512_core_bf16"; "none" without one.
 std::string bf16_gemm_impl();
 // oneDNN's effective instruction set: avx512_core_amx, avx512_core_bf16, avx512_core, avx2, ...

@@ -87,9 +87,11 @@ struct Key {
   bool trans_a, trans_b;
   int64_t m, n, k, ldc;
   float alpha, beta;
+  bool f32 = false;         // f32 operands read in place (lda, ldb); else dense bf16 copies
+  int64_t lda = 0, ldb = 0;
   bool operator<(const Key& o) const {
-    return std::tie(trans_a, trans_b, m, n, k, ldc, alpha, beta) <
-           std::tie(o.trans_a, o.trans_b, o.m, o.n, o.k, o.ldc, o.alpha, o.beta);
+    return std::tie(trans_a, trans_b, m, n, k, ldc, alpha, beta, f32, lda, ldb) <
+           std::tie(o.trans_a, o.trans_b, o.m, o.n, o.k, o.ldc, o.alpha, o.beta, o.f32, o.lda, o.ldb);
   }
 };
 
@@ -110,8 +112,10 @@ Plan& plan_for(const Key& key) {
   // transposed, but its reference kernel for some 3-D ones, so a batch runs as one 2-D GEMM per
   // item. Operands are dense bf16 copies in their stored orientation: A is [M, K] or, transposed,
   // [K, M] read through strides; likewise B.
-  memory::desc a({M, K}, memory::data_type::bf16, key.trans_a ? memory::dims{1, M} : memory::dims{K, 1});
-  memory::desc b({K, N}, memory::data_type::bf16, key.trans_b ? memory::dims{1, K} : memory::dims{N, 1});
+  const auto type = key.f32 ? memory::data_type::f32 : memory::data_type::bf16;
+  const memory::dim lda = key.f32 ? key.lda : (key.trans_a ? M : K), ldb = key.f32 ? key.ldb : (key.trans_b ? K : N);
+  memory::desc a({M, K}, type, key.trans_a ? memory::dims{1, lda} : memory::dims{lda, 1});
+  memory::desc b({K, N}, type, key.trans_b ? memory::dims{1, ldb} : memory::dims{ldb, 1});
   memory::desc c({M, N}, memory::data_type::f32, {key.ldc, 1});
   dnnl::primitive_attr attr;
   if (key.alpha != 1.0f) attr.set_output_scales(0, {key.alpha});
@@ -188,6 +192,53 @@ void gemm_batched_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
     plan.primitive.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
   }
   stream.wait();
+}
+
+void gemm_batched_f32_dnnl(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                           const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
+                           int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+  if (m == 0 || n == 0 || batch == 0) return;
+  if (k == 0) {
+    gemm_batched(trans_a, trans_b, m, n, k, alpha, a, lda, stride_a, b, ldb, stride_b, beta, c, ldc, stride_c, batch);
+    return;
+  }
+  Key key{trans_a, trans_b, m, n, k, ldc, alpha, beta};
+  key.f32 = true;
+  key.lda = lda;
+  key.ldb = ldb;
+  Plan& plan = plan_for(key);
+  dnnl::stream stream(engine());
+  memory ma(plan.a, engine(), const_cast<float*>(a)), mb(plan.b, engine(), const_cast<float*>(b)),
+      mc(plan.c, engine(), c);
+  for (int64_t i = 0; i < batch; ++i) {
+    ma.set_data_handle(const_cast<float*>(a + i * stride_a));
+    mb.set_data_handle(const_cast<float*>(b + i * stride_b));
+    mc.set_data_handle(c + i * stride_c);
+    plan.primitive.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
+  }
+  stream.wait();
+}
+
+bool f32_gemm_prefers_dnnl() {
+  // By instruction set, measured (docs/benchmarks.md): with AVX-512, oneDNN's f32 brgemm matmul beat
+  // OpenBLAS' sgemm by 1.18x over the quickstart's GEMMs (Zen 4); below it OpenBLAS stays, as
+  // measured before oneDNN was added. A fixed rule, not a timing at start, so that a machine always
+  // sums in the same order (resumes and reruns stay bit-identical).
+  static const bool prefer = [] {
+    const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+    const auto avx512 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core);
+    return (isa & avx512) == avx512;
+  }();
+  return prefer;
+}
+
+std::string f32_gemm_impl() {
+  static const std::string impl = [] {
+    memory::desc a({64, 64}, memory::data_type::f32, memory::dims{64, 1});
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, a, a), engine());
+    return std::string(pd.impl_info_str());
+  }();
+  return impl;
 }
 
 }  // namespace kvroute::cpu
