@@ -74,6 +74,28 @@ std::vector<bool> val_split(int64_t n, int64_t val_count, uint64_t seed) {
 }
 
 // --format sft: JSONL examples (data/sft.h) -> sft_train.bin, sft_val.bin, split per example.
+// DIR/data.json (staged): the tokenizer, the token width and the split. `format` "text" counts
+// documents; "sft" counts examples and says so first (data::read_data_info reads both).
+void write_data_json(const std::string& dir, const std::string& format, const Tokenizer& tokenizer, int width,
+                     int64_t n, const PrepareSummary& summary, const PrepareOptions& options) {
+  const bool sft = format == "sft";
+  const std::string unit = sft ? "examples" : "documents";
+  nlohmann::ordered_json meta = nlohmann::ordered_json::object();
+  if (sft) meta["format"] = "sft";
+  meta["tokenizer"] = fs::absolute(options.tokenizer_dir).string();
+  meta["vocab_size"] = tokenizer.vocab_size();
+  meta["eot_id"] = tokenizer.eot_id();
+  meta["token_bytes"] = width;
+  meta[unit] = n;
+  meta["train_" + unit] = summary.train_documents;
+  meta["val_" + unit] = summary.val_documents;
+  meta["train_tokens"] = summary.train_tokens;
+  meta["val_tokens"] = summary.val_tokens;
+  meta["seed"] = options.seed;
+  meta["val_fraction"] = options.val_fraction;
+  io::write_file_staged(dir + "/data.json", meta.dump(2) + "\n");
+}
+
 PrepareSummary prepare_sft(const PrepareOptions& options, const Tokenizer& tokenizer) {
   const auto start = std::chrono::steady_clock::now();
   std::vector<SftText> texts;
@@ -133,19 +155,7 @@ PrepareSummary prepare_sft(const PrepareOptions& options, const Tokenizer& token
     write_sft_file(tmp + "/sft_train.bin", train, width);
     write_sft_file(tmp + "/sft_val.bin", val, width);
     summary.train_shards = summary.val_shards = 1;
-    nlohmann::ordered_json meta = {{"format", "sft"},
-                                   {"tokenizer", fs::absolute(options.tokenizer_dir).string()},
-                                   {"vocab_size", tokenizer.vocab_size()},
-                                   {"eot_id", tokenizer.eot_id()},
-                                   {"token_bytes", width},
-                                   {"examples", n},
-                                   {"train_examples", summary.train_documents},
-                                   {"val_examples", summary.val_documents},
-                                   {"train_tokens", summary.train_tokens},
-                                   {"val_tokens", summary.val_tokens},
-                                   {"seed", options.seed},
-                                   {"val_fraction", options.val_fraction}};
-    io::write_file_staged(tmp + "/data.json", meta.dump(2) + "\n");
+    write_data_json(tmp, "sft", tokenizer, width, n, summary, options);
     staged.publish();  // the old directory is replaced whole (checked to hold only prepared data)
   }
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -264,23 +274,7 @@ PrepareSummary prepare(const PrepareOptions& options) {
     summary.documents = n;
     summary.train_shards = train.finish();
     summary.val_shards = val.finish();
-    DataInfo info;
-    info.tokenizer = fs::absolute(options.tokenizer_dir).string();
-    info.vocab_size = tokenizer.vocab_size();
-    info.eot_id = tokenizer.eot_id();
-    info.token_bytes = width;
-    nlohmann::ordered_json meta = {{"tokenizer", info.tokenizer},
-                                   {"vocab_size", info.vocab_size},
-                                   {"eot_id", info.eot_id},
-                                   {"token_bytes", info.token_bytes},
-                                   {"documents", n},
-                                   {"train_documents", summary.train_documents},
-                                   {"val_documents", summary.val_documents},
-                                   {"train_tokens", summary.train_tokens},
-                                   {"val_tokens", summary.val_tokens},
-                                   {"seed", options.seed},
-                                   {"val_fraction", options.val_fraction}};
-    io::write_file_staged(tmp + "/data.json", meta.dump(2) + "\n");
+    write_data_json(tmp, "text", tokenizer, width, n, summary, options);
     staged.publish();  // the old directory is replaced whole (checked to hold only prepared data)
   }
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
