@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,18 @@ inline std::string write_token_data(const std::string& dir, const std::vector<in
   data::write_shard(dir + "/train_000000.bin", train, 2);
   data::write_shard(dir + "/val_000000.bin", val, 2);
   return dir;
+}
+
+// The training losses a run logged (RUN_DIR/metrics.jsonl), step by step.
+inline std::vector<double> logged_losses(const std::string& run_dir) {
+  std::vector<double> losses;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) losses.push_back(j["loss"]);
+  }
+  return losses;
 }
 
 // Runs `cmd` through the shell: its stdout and stderr together; *rc is the exit status (-1 when a

@@ -577,22 +577,11 @@ dist: {{backend: auto}}
 )",
                                     data);
   const std::string bin = KVROUTE_BINARY;
-  auto run = [](const std::string& cmd) { return std::system((cmd + " > /dev/null 2>&1").c_str()); };
-  ASSERT_EQ(run(bin + " train " + cfg + " train.run_dir=" + dir + "/one"), 0);
-  ASSERT_EQ(run(std::string(KVROUTE_MPIEXEC) + " --allow-run-as-root -np 2 " + bin + " train " + cfg +
-                " train.batch_size=2 train.run_dir=" + dir + "/two"),
+  ASSERT_EQ(testing::run_status(bin + " train " + cfg + " train.run_dir=" + dir + "/one"), 0);
+  ASSERT_EQ(testing::run_status(std::string(KVROUTE_MPIEXEC) + " --allow-run-as-root -np 2 " + bin + " train " + cfg +
+                                " train.batch_size=2 train.run_dir=" + dir + "/two"),
             0);
-  auto losses = [](const std::string& run_dir) {
-    std::vector<double> out;
-    std::ifstream in(run_dir + "/metrics.jsonl");
-    std::string line;
-    while (std::getline(in, line)) {
-      auto j = nlohmann::json::parse(line);
-      if (j.contains("loss")) out.push_back(j["loss"]);
-    }
-    return out;
-  };
-  std::vector<double> one = losses(dir + "/one"), two = losses(dir + "/two");
+  std::vector<double> one = testing::logged_losses(dir + "/one"), two = testing::logged_losses(dir + "/two");
   ASSERT_EQ(one.size(), 10u);
   ASSERT_EQ(two.size(), 10u);
   for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-4 * one[i]) << "step " << i + 1;

@@ -41,16 +41,6 @@ inline std::string write_config(const std::string& dir, const std::string& yaml)
   return path;
 }
 
-// The training losses a run logged (metrics.jsonl), step by step.
-inline std::vector<double> logged_losses(const std::string& run_dir) {
-  std::vector<double> losses;
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) losses.push_back(j["loss"]);
-  }
-  return losses;
-}
+using testing::logged_losses;
 
 }  // namespace kvroute::train::test
