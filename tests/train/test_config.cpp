@@ -11,17 +11,12 @@
 #include "train/config.h"
 #include "train/schedule.h"
 #include "tests/test_util.h"
-#include "tests/train/train_util.h"
 
 namespace kvroute::train {
 namespace {
 
 namespace fs = std::filesystem;
 using testing::expect_error;
-using test::logged_losses;
-using test::make_data;
-using test::tiny_yaml;
-using test::write_config;
 
 TEST(Config, ErrorsNameFileKeyAndValue) {
   const std::string f = "run.yaml";

@@ -16,7 +16,6 @@ namespace kvroute::train {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::expect_error;
 using test::logged_losses;
 using test::make_data;
 using test::tiny_yaml;

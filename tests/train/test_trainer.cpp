@@ -23,10 +23,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::expect_error;
-using test::logged_losses;
 using test::make_data;
 using test::tiny_yaml;
-using test::write_config;
 
 TEST(Trainer, ResumeIsBitIdentical) {
   const std::string data = make_data("resume_data");
