@@ -86,6 +86,8 @@ void bench_gemm(int reps) {
   std::printf("matmul: worst ours/sgemm throughput ratio %.1f%% (target >= 95%%)\n\n", 100.0 * worst);
 }
 
+// Causal GQA attention forward and backward at the quickstart's shape, f32 tiles (OpenBLAS sgemm)
+// and, where the CPU has AVX512-BF16, bf16 tiles (ops::Execution::cpu_bf16_gemm), interleaved.
 void bench_attention(int reps) {
   const int64_t B = 8, T = 256, Hq = 8, Hkv = 4, D = 32;
   Tensor q = random({B, T, Hq, D}, 3), k = random({B, T, Hkv, D}, 4), v = random({B, T, Hkv, D}, 5);
@@ -93,15 +95,32 @@ void bench_attention(int reps) {
   Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({B, Hq, T});
   Tensor dq = Tensor::empty(q.shape()), dk = Tensor::empty(k.shape()), dv = Tensor::empty(v.shape());
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  double fwd = bench::median_ms([&] { ops::attention_forward(q, k, v, scale, out, lse); }, reps);
-  double bwd = bench::median_ms([&] { ops::attention_backward(dout, q, k, v, out, lse, scale, dq, dk, dv); }, reps);
   // Causal: half the T x T scores. Forward 2 GEMMs, backward 5 (one recomputes the scores).
   const double causal_pairs = static_cast<double>(B) * Hq * T * (T + 1) / 2;
   const double fwd_gflop = 4.0 * causal_pairs * D * 1e-9, bwd_gflop = 10.0 * causal_pairs * D * 1e-9;
-  std::printf("attention  B=%ld T=%ld Hq=%ld Hkv=%ld D=%ld  fwd %.3f ms (%.1f GFLOP/s)  bwd %.3f ms (%.1f GFLOP/s)  "
-              "fwd+bwd %.3f ms\n\n",
-              static_cast<long>(B), static_cast<long>(T), static_cast<long>(Hq), static_cast<long>(Hkv),
-              static_cast<long>(D), fwd, fwd_gflop / (fwd * 1e-3), bwd, bwd_gflop / (bwd * 1e-3), fwd + bwd);
+  auto report = [&](const char* tiles, double fwd, double bwd) {
+    std::printf("attention %s tiles  B=%ld T=%ld Hq=%ld Hkv=%ld D=%ld  fwd %.3f ms (%.1f GFLOP/s)  bwd %.3f ms "
+                "(%.1f GFLOP/s)  fwd+bwd %.3f ms\n",
+                tiles, static_cast<long>(B), static_cast<long>(T), static_cast<long>(Hq), static_cast<long>(Hkv),
+                static_cast<long>(D), fwd, fwd_gflop / (fwd * 1e-3), bwd, bwd_gflop / (bwd * 1e-3), fwd + bwd);
+  };
+  const ops::Execution f32{}, bf16{.cpu_bf16_gemm = true};
+  auto forward = [&](const ops::Execution& ex) { ops::attention_forward(q, k, v, scale, out, lse, ex); };
+  auto backward = [&](const ops::Execution& ex) {
+    ops::attention_backward(dout, q, k, v, out, lse, scale, dq, dk, dv, ex);
+  };
+  if (!ops::cpu_bf16_supported()) {
+    report("f32", bench::median_ms([&] { forward(f32); }, reps), bench::median_ms([&] { backward(f32); }, reps));
+    std::printf("attention bf16 tiles: skipped: %s\n\n", ops::cpu_bf16_fallback_notice().c_str());
+    return;
+  }
+  auto [fwd32, fwd16] = bench::median_ms_interleaved([&] { forward(f32); }, [&] { forward(bf16); }, reps);
+  forward(f32);
+  auto [bwd32, bwd16] = bench::median_ms_interleaved([&] { backward(f32); }, [&] { backward(bf16); }, reps);
+  report("f32", fwd32, bwd32);
+  report("bf16", fwd16, bwd16);
+  std::printf("attention bf16 tiles / f32 tiles: fwd %.2fx, bwd %.2fx, fwd+bwd %.2fx\n\n", fwd32 / fwd16,
+              bwd32 / bwd16, (fwd32 + bwd32) / (fwd16 + bwd16));
 }
 
 void bench_cross_entropy(int reps) {

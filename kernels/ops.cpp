@@ -542,6 +542,12 @@ AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k,
            "{}: head_dim {} is not supported by the CUDA attention kernel (8, 16, 32, 64 or 128)", op, s.head_dim);
   return s;
 }
+
+// CPU attention's tile products in bf16: with bf16 GEMMs, where the CPU has AVX512-BF16 (and for
+// head_dim up to 512, the bf16 kernel's row buffer; larger heads keep the f32 tiles).
+bool bf16_tiles(const Execution& ex, const AttentionShape& s) {
+  return ex.cpu_bf16_gemm && s.head_dim <= 512 && cpu::bf16_attention_supported();
+}
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale, Tensor& out,
@@ -575,6 +581,13 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
   if (device.is_cuda()) {
     cuda::attention_forward(device.index, dtype, s, ex.attention, qc.raw_data(), kc.raw_data(), vc.raw_data(),
                             softmax_scale, out.raw_data(), lse.data<float>());
+  } else if (bf16_tiles(ex, s) && bf16_kv) {
+    cpu::attention_forward_bf16_from_bf16_kv(s, qc.data<float>(), static_cast<const uint16_t*>(kc.raw_data()),
+                                             static_cast<const uint16_t*>(vc.raw_data()), softmax_scale,
+                                             out.data<float>(), lse.data<float>());
+  } else if (bf16_tiles(ex, s)) {
+    cpu::attention_forward_bf16(s, qc.data<float>(), kc.data<float>(), vc.data<float>(), softmax_scale,
+                                out.data<float>(), lse.data<float>());
   } else if (bf16_kv) {
     cpu::attention_forward_bf16_kv(s, qc.data<float>(), static_cast<const uint16_t*>(kc.raw_data()),
                                    static_cast<const uint16_t*>(vc.raw_data()), softmax_scale, out.data<float>(),
@@ -607,6 +620,10 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
     cuda::attention_backward(device.index, dtype, s, ex.attention, gc.raw_data(), qc.raw_data(), kc.raw_data(),
                              vc.raw_data(), oc.raw_data(), lc.data<float>(), softmax_scale, dq.raw_data(),
                              dk.raw_data(), dv.raw_data());
+  } else if (bf16_tiles(ex, s)) {
+    cpu::attention_backward_bf16(s, gc.data<float>(), qc.data<float>(), kc.data<float>(), vc.data<float>(),
+                                 oc.data<float>(), lc.data<float>(), softmax_scale, dq.data<float>(),
+                                 dk.data<float>(), dv.data<float>());
   } else {
     cpu::attention_backward(s, gc.data<float>(), qc.data<float>(), kc.data<float>(), vc.data<float>(),
                             oc.data<float>(), lc.data<float>(), softmax_scale, dq.data<float>(), dk.data<float>(),

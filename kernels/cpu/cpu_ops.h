@@ -75,6 +75,18 @@ void attention_backward(const ops::AttentionShape& s, const float* dout, const f
                         const float* v, const float* out, const float* lse, float softmax_scale,
                         float* dq, float* dk, float* dv);
 
+// The same three with bf16 tile products (AVX512-BF16 dot products, f32 accumulation and softmax):
+// q, k, v, dout and the tile's probabilities and score gradients are rounded to bf16 as operands.
+// Only where bf16_attention_supported(); attention_bf16.cpp.
+bool bf16_attention_supported();
+void attention_forward_bf16(const ops::AttentionShape& s, const float* q, const float* k, const float* v,
+                            float softmax_scale, float* out, float* lse);
+void attention_forward_bf16_from_bf16_kv(const ops::AttentionShape& s, const float* q, const uint16_t* k,
+                                         const uint16_t* v, float softmax_scale, float* out, float* lse);
+void attention_backward_bf16(const ops::AttentionShape& s, const float* dout, const float* q, const float* k,
+                             const float* v, const float* out, const float* lse, float softmax_scale, float* dq,
+                             float* dk, float* dv);
+
 // Returns the sum of the row losses (rows whose target is ignore_index count 0). n_valid, the
 // number of the other rows, is counted by the caller; dlogits (may alias logits) gets
 // (softmax - onehot) * grad_scale / n_valid.

@@ -100,28 +100,32 @@ struct AttentionCase {
   int64_t B, Tq, Tk, Hq, Hkv, D;
 };
 
-void check_case(const AttentionCase& c, uint64_t seed) {
+// Tolerances of check_case, relative to the larger of the result and the terms that cancel in it.
+struct Tolerance {
+  double out = 2e-6, lse = 2e-6, grad = 5e-6;
+};
+
+void check_case(const AttentionCase& c, uint64_t seed, const ops::Execution& ex = {}, const Tolerance& tol = {}) {
   Tensor q = random_tensor({c.B, c.Tq, c.Hq, c.D}, seed, -2, 2);
   Tensor k = random_tensor({c.B, c.Tk, c.Hkv, c.D}, seed + 1, -2, 2);
   Tensor v = random_tensor({c.B, c.Tk, c.Hkv, c.D}, seed + 2);
   Tensor dout = random_tensor(q.shape(), seed + 3);
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
   Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({c.B, c.Hq, c.Tq});
-  ops::attention_forward(q, k, v, scale, out, lse);
+  ops::attention_forward(q, k, v, scale, out, lse, ex);
   Tensor dq = Tensor::empty(q.shape()), dk = Tensor::empty(k.shape()), dv = Tensor::empty(v.shape());
-  ops::attention_backward(dout, q, k, v, out, lse, scale, dq, dk, dv);
+  ops::attention_backward(dout, q, k, v, out, lse, scale, dq, dk, dv, ex);
   Reference r = reference_attention(q, k, v, dout, scale);
   std::string what = fmt::format("B={} Tq={} Tk={} Hq={} Hkv={} D={}", c.B, c.Tq, c.Tk, c.Hq, c.Hkv, c.D);
-  // Errors relative to the larger of the result and the terms that cancel in it.
-  EXPECT_LT(cancel_scaled_error(out, r.out, r.out_terms), 2e-6) << what;
-  EXPECT_LT(cancel_scaled_error(lse, r.lse, r.lse_terms), 2e-6) << what;
-  EXPECT_LT(cancel_scaled_error(dq, r.dq, r.dq_terms), 5e-6) << what;
-  EXPECT_LT(cancel_scaled_error(dk, r.dk, r.dk_terms), 5e-6) << what;
-  EXPECT_LT(cancel_scaled_error(dv, r.dv, r.dv_terms), 5e-6) << what;
+  EXPECT_LT(cancel_scaled_error(out, r.out, r.out_terms), tol.out) << what;
+  EXPECT_LT(cancel_scaled_error(lse, r.lse, r.lse_terms), tol.lse) << what;
+  EXPECT_LT(cancel_scaled_error(dq, r.dq, r.dq_terms), tol.grad) << what;
+  EXPECT_LT(cancel_scaled_error(dk, r.dk, r.dk_terms), tol.grad) << what;
+  EXPECT_LT(cancel_scaled_error(dv, r.dv, r.dv_terms), tol.grad) << what;
 }
 
-TEST(Attention, MatchesNaiveReferenceAcrossShapes) {
-  const std::vector<AttentionCase> cases = {
+const std::vector<AttentionCase>& shape_cases() {
+  static const std::vector<AttentionCase> cases = {
       {1, 1, 1, 1, 1, 8},      // T = 1
       {2, 5, 5, 2, 2, 8},      // MHA, tiny
       {1, 70, 70, 4, 2, 16},   // GQA 2:1, crosses a tile boundary
@@ -130,11 +134,79 @@ TEST(Attention, MatchesNaiveReferenceAcrossShapes) {
       {1, 33, 33, 2, 1, 128},
       {2, 1, 40, 4, 2, 32},    // decoding one token against a cache of 40
       {1, 7, 100, 2, 2, 16},   // a chunk of 7 new tokens after 93 cached
+      {1, 67, 67, 2, 1, 24},   // head_dim not a multiple of 16, odd tile sizes
+      {1, 9, 9, 2, 2, 6},
   };
-  uint64_t seed = 100;
-  for (const AttentionCase& c : cases) check_case(c, seed += 10);
+  return cases;
 }
 
+TEST(Attention, MatchesNaiveReferenceAcrossShapes) {
+  uint64_t seed = 100;
+  for (const AttentionCase& c : shape_cases()) check_case(c, seed += 10);
+}
+
+// bf16 tile products (with bf16 GEMMs, where the CPU has AVX512-BF16): every product's operands
+// are rounded to bf16 (relative error 2^-9 each) and accumulated in f32, so each result is within a
+// few bf16 roundings of the terms that make it up: out = P V / rowsum has three (P, V, and a row sum
+// of the unrounded P), 3 * 2^-9 = 5.9e-3 of its terms at worst (measured up to 5.6e-3, D = 128); the
+// gradients measured up to 5.2e-3; the tolerances are about twice the worst case.
+const ops::Execution kBf16{.cpu_bf16_gemm = true};
+
+TEST(Attention, Bf16TilesMatchNaiveReferenceWithinBf16Rounding) {
+  if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
+  uint64_t seed = 100;
+  for (const AttentionCase& c : shape_cases()) check_case(c, seed += 10, kBf16, {.out = 1.2e-2, .lse = 8e-3, .grad = 2e-2});
+}
+
+TEST(Attention, Bf16TilesAreUsedAndDeterministicForAnyThreadCount) {
+  if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
+  Tensor q = random_tensor({2, 90, 4, 32}, 7), k = random_tensor({2, 90, 2, 32}, 8), v = random_tensor({2, 90, 2, 32}, 9);
+  Tensor dout = random_tensor(q.shape(), 10);
+  int threads = num_threads();
+  std::vector<std::vector<float>> outs, dqs, dks, dvs;
+  for (int t : {1, 2, 3}) {
+    set_num_threads(t);
+    Tensor out = Tensor::empty(q.shape()), lse = Tensor::empty({2, 4, 90});
+    ops::attention_forward(q, k, v, 0.2f, out, lse, kBf16);
+    Tensor dq = Tensor::empty(q.shape()), dk = Tensor::empty(k.shape()), dv = Tensor::empty(v.shape());
+    ops::attention_backward(dout, q, k, v, out, lse, 0.2f, dq, dk, dv, kBf16);
+    outs.push_back(out.to_vector<float>());
+    dqs.push_back(dq.to_vector<float>());
+    dks.push_back(dk.to_vector<float>());
+    dvs.push_back(dv.to_vector<float>());
+  }
+  set_num_threads(threads);
+  for (size_t i = 1; i < outs.size(); ++i) {
+    EXPECT_EQ(outs[0], outs[i]);
+    EXPECT_EQ(dqs[0], dqs[i]);
+    EXPECT_EQ(dks[0], dks[i]);
+    EXPECT_EQ(dvs[0], dvs[i]);
+  }
+  // The f32 kernel gives other bits: the bf16 tiles did run.
+  Tensor out32 = Tensor::empty(q.shape()), lse32 = Tensor::empty({2, 4, 90});
+  ops::attention_forward(q, k, v, 0.2f, out32, lse32);
+  EXPECT_NE(outs[0], out32.to_vector<float>());
+}
+
+// A bf16 KV cache read by the bf16 tiles gives the bits of its f32 values read by them: both are
+// rounded to the same bf16 operands.
+TEST(Attention, Bf16TilesFromBf16KeysAndValuesEqualThoseFromF32) {
+  if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
+  Tensor q = random_tensor({2, 5, 4, 32}, 41);
+  Tensor k = random_tensor({2, 70, 2, 32}, 42), v = random_tensor({2, 70, 2, 32}, 43);
+  Tensor k16 = Tensor::empty(k.shape(), DType::BF16), v16 = Tensor::empty(v.shape(), DType::BF16);
+  k16.copy_(k);
+  v16.copy_(v);
+  for (int64_t upto : {int64_t{5}, int64_t{64}, int64_t{70}}) {
+    Tensor out16 = Tensor::empty(q.shape()), out32 = Tensor::empty(q.shape());
+    Tensor lse16 = Tensor::empty({2, 4, 5}), lse32 = Tensor::empty({2, 4, 5});
+    ops::attention_forward(q, k16.slice(1, 0, upto), v16.slice(1, 0, upto), 0.2f, out16, lse16, kBf16);
+    ops::attention_forward(q, k.slice(1, 0, upto).contiguous(), v.slice(1, 0, upto).contiguous(), 0.2f, out32, lse32,
+                           kBf16);
+    EXPECT_EQ(out16.to_vector<float>(), out32.to_vector<float>()) << upto;
+    EXPECT_EQ(lse16.to_vector<float>(), lse32.to_vector<float>()) << upto;
+  }
+}
 TEST(Attention, KeysAndValuesFromAnotherSourceAreJustInputs) {
   // Cross-layer attention: the same q against two different K/V sources gives different outputs,
   // and the K/V gradients go to whichever tensors were passed.
