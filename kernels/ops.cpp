@@ -440,8 +440,29 @@ void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight
 // ---- RoPE --------------------------------------------------------------------------------------
 
 namespace {
+// Packed rows' [B, T] i32 index tensors (positions, key_begin): shape, dtype and device, and on
+// the CPU every value within [0, limit(t)] for token t.
+void check_packed_index(const char* op, const char* name, const Tensor& index, int64_t batch, int64_t seq,
+                        Device device, bool at_most_t) {
+  KV_CHECK(index.dim() == 2 && index.size(0) == batch && index.size(1) == seq && index.dtype() == DType::I32,
+           "{}: {} must be i32 [{}, {}], got {} {}", op, name, batch, seq, index.dtype(), index.shape());
+  KV_CHECK(index.device() == device, "{}: {} is on {}, the activations on {}", op, name, index.device().str(),
+           device.str());
+  KV_CHECK(!device.is_cuda(), "{}: packed rows ({}) need the CPU kernels; the CUDA kernels read one sequence per row",
+           op, name);
+  const Tensor c = index.contiguous();
+  const int32_t* v = c.data<int32_t>();
+  for (int64_t b = 0; b < batch; ++b) {
+    for (int64_t t = 0; t < seq; ++t) {
+      const int32_t x = v[b * seq + t];
+      KV_CHECK(x >= 0 && (!at_most_t || x <= t), "{}: {}[{}, {}] = {} is out of range [0, {}]", op, name, b, t, x,
+               at_most_t ? fmt::format("{}", t) : std::string("inf"));
+    }
+  }
+}
+
 void rope_dispatch(const char* op, const Tensor& x, const RopeConfig& rope, int64_t position_offset, Tensor& out,
-                   int sign) {
+                   int sign, const Tensor& positions) {
   const auto [device, dtype] = check_floats(op, {&x});
   KV_CHECK(x.dim() == 4, "{}: expected [B, T, H, D], got {}", op, x.shape());
   KV_CHECK(x.size(3) % 2 == 0, "{}: head_dim must be even, got {} in {}", op, x.size(3), x.shape());
@@ -452,25 +473,34 @@ void rope_dispatch(const char* op, const Tensor& x, const RopeConfig& rope, int6
            rope.llama3_factor, rope.low_freq_factor, rope.high_freq_factor, rope.original_max_position);
   KV_CHECK(position_offset >= 0, "{}: position_offset must be >= 0, got {}", op, position_offset);
   check_output(op, out, x.shape(), device, dtype);
+  Tensor pc;
+  if (positions.defined()) {
+    KV_CHECK(position_offset == 0, "{}: positions are given, so position_offset must be 0, got {}", op,
+             position_offset);
+    check_packed_index(op, "positions", positions, x.size(0), x.size(1), device, /*at_most_t=*/true);
+    pc = positions.contiguous();
+  }
   Tensor xc = x.contiguous();
   if (device.is_cuda()) {
     cuda::rope(device.index, dtype, xc.raw_data(), out.raw_data(), x.size(0), x.size(1), x.size(2), x.size(3), rope,
                position_offset, sign);
   } else {
     cpu::rope(xc.data<float>(), out.data<float>(), x.size(0), x.size(1), x.size(2), x.size(3), rope,
-              position_offset, sign);
+              position_offset, sign, pc.defined() ? pc.data<int32_t>() : nullptr);
   }
 }
 }  // namespace
 
-void rope_forward(const Tensor& x, const RopeConfig& rope, int64_t position_offset, Tensor& out) {
+void rope_forward(const Tensor& x, const RopeConfig& rope, int64_t position_offset, Tensor& out,
+                  const Tensor& positions) {
   profile::OpTimer timer("rope");
-  rope_dispatch("rope_forward", x, rope, position_offset, out, +1);
+  rope_dispatch("rope_forward", x, rope, position_offset, out, +1, positions);
 }
 
-void rope_backward(const Tensor& dout, const RopeConfig& rope, int64_t position_offset, Tensor& dx) {
+void rope_backward(const Tensor& dout, const RopeConfig& rope, int64_t position_offset, Tensor& dx,
+                   const Tensor& positions) {
   profile::OpTimer timer("rope");
-  rope_dispatch("rope_backward", dout, rope, position_offset, dx, -1);
+  rope_dispatch("rope_backward", dout, rope, position_offset, dx, -1, positions);
 }
 
 // ---- SwiGLU ------------------------------------------------------------------------------------
@@ -543,6 +573,18 @@ AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k,
   return s;
 }
 
+// Packed rows: checks key_begin and points the shape at its (contiguous) values; returns the
+// tensor that owns them (undefined without packed rows).
+Tensor packed_keys(const char* op, const Tensor& key_begin, AttentionShape& s, Device device) {
+  if (!key_begin.defined()) return Tensor();
+  KV_CHECK(s.q_len == s.kv_len, "{}: packed rows (key_begin) need as many keys as queries, got {} and {}", op,
+           s.kv_len, s.q_len);
+  check_packed_index(op, "key_begin", key_begin, s.batch, s.q_len, device, /*at_most_t=*/true);
+  Tensor c = key_begin.contiguous();
+  s.key_begin = c.data<int32_t>();
+  return c;
+}
+
 // CPU attention's tile products in bf16: with bf16 GEMMs, where the CPU has AVX512-BF16 (and for
 // head_dim up to 512, the bf16 kernel's row buffer; larger heads keep the f32 tiles).
 bool bf16_tiles(const Execution& ex, const AttentionShape& s) {
@@ -551,7 +593,7 @@ bool bf16_tiles(const Execution& ex, const AttentionShape& s) {
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale, Tensor& out,
-                       Tensor& lse, const Execution& ex) {
+                       Tensor& lse, const Execution& ex, const Tensor& key_begin) {
   profile::OpTimer timer("attention");
   const char* op = "attention_forward";
   // On the CPU, K/V may be bf16 with f32 queries: a bf16 KV cache (--precision bf16), read widened.
@@ -565,6 +607,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
   AttentionShape s = attention_shape(op, q, k, v);
   check_output(op, out, q.shape(), device, dtype);
   check_output(op, lse, Shape{s.batch, s.q_heads, s.q_len}, device);
+  const Tensor kb = packed_keys(op, key_begin, s, device);
   if (q.numel() == 0) return;
   // A prefix of a KV cache ([B, T_max, H, D] sliced along T) is read in place with a batch stride.
   auto cache_prefix = [&](const Tensor& t) {
@@ -600,7 +643,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
 
 void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& lse, float softmax_scale, Tensor& dq, Tensor& dk, Tensor& dv,
-                        const Execution& ex) {
+                        const Execution& ex, const Tensor& key_begin) {
   profile::OpTimer timer("attention");
   const char* op = "attention_backward";
   const auto [device, dtype] = check_floats(op, {&dout, &q, &k, &v, &out});
@@ -613,6 +656,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   check_output(op, dq, q.shape(), device, dtype);
   check_output(op, dk, k.shape(), device, dtype);
   check_output(op, dv, v.shape(), device, dtype);
+  const Tensor kb = packed_keys(op, key_begin, s, device);
   if (q.numel() == 0) return;
   Tensor gc = dout.contiguous(), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   Tensor oc = out.contiguous(), lc = lse.contiguous();

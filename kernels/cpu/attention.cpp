@@ -20,6 +20,19 @@ constexpr int64_t kKeyTile = 64;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 }  // namespace
 
+int64_t attention_first_key_block(const int32_t* key_begin, int64_t rows, int64_t block) {
+  if (key_begin == nullptr) return 0;
+  int64_t first = key_begin[0];
+  for (int64_t r = 1; r < rows; ++r) first = std::min<int64_t>(first, key_begin[r]);
+  return first / block * block;
+}
+
+namespace {
+int64_t first_block(const int32_t* key_begin, int64_t rows) {
+  return attention_first_key_block(key_begin, rows, kKeyTile);
+}
+}  // namespace
+
 namespace {
 // K/V in f32 are read in place; in bf16 (a CPU KV cache under --precision bf16) each key block is
 // widened into a per-thread f32 tile first, so the tile products stay sgemm.
@@ -51,8 +64,9 @@ void attention_forward_impl(const ops::AttentionShape& s, const float* q, const 
       std::fill(acc.begin(), acc.begin() + rows * D, 0.0f);
       std::fill(row_max.begin(), row_max.end(), kNegInf);
       std::fill(row_sum.begin(), row_sum.end(), 0.0f);
+      const int32_t* key_begin = s.key_begin != nullptr ? s.key_begin + b * s.q_len + t0 : nullptr;
       const int64_t key_end = shift + t0 + rows;  // exclusive: last visible key + 1
-      for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
+      for (int64_t j0 = first_block(key_begin, rows); j0 < key_end; j0 += kKeyTile) {
         const int64_t cols = std::min(kKeyTile, key_end - j0);
         const float *k_rows, *v_rows;
         int64_t ld_rows;
@@ -76,19 +90,26 @@ void attention_forward_impl(const ops::AttentionShape& s, const float* q, const 
         gemm(false, true, rows, cols, D, softmax_scale, q_tile, ldq, k_rows, ld_rows, 0.0f, scores.data(), kKeyTile);
         for (int64_t r = 0; r < rows; ++r) {
           float* sr = scores.data() + r * kKeyTile;
-          const int64_t visible = std::min(cols, shift + t0 + r + 1 - j0);  // keys j0..j0+visible-1
+          // Keys j0+lo..j0+hi-1 are visible: causal, and (packed rows) not before the row's sequence.
+          const int64_t lo = key_begin != nullptr ? std::max<int64_t>(key_begin[r] - j0, 0) : 0;
+          const int64_t hi = std::min(cols, shift + t0 + r + 1 - j0);
+          if (hi <= lo) {  // nothing visible in this block: the row's softmax state is unchanged
+            std::fill(sr, sr + cols, 0.0f);
+            continue;
+          }
           float m = row_max[r];
 #pragma omp simd reduction(max : m)
-          for (int64_t c = 0; c < visible; ++c) m = std::max(m, sr[c]);
+          for (int64_t c = lo; c < hi; ++c) m = std::max(m, sr[c]);
           const float correction = fast_exp(row_max[r] - m);  // row_max = -inf -> 0
           float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-          for (int64_t c = 0; c < visible; ++c) {
+          for (int64_t c = lo; c < hi; ++c) {
             float p = fast_exp(sr[c] - m);
             sr[c] = p;
             sum += p;
           }
-          for (int64_t c = std::max<int64_t>(visible, 0); c < cols; ++c) sr[c] = 0.0f;
+          for (int64_t c = 0; c < lo; ++c) sr[c] = 0.0f;
+          for (int64_t c = hi; c < cols; ++c) sr[c] = 0.0f;
           row_sum[r] = row_sum[r] * correction + sum;
           row_max[r] = m;
           float* ar = acc.data() + r * D;
@@ -164,19 +185,22 @@ void attention_backward(const ops::AttentionShape& s, const float* dout, const f
             delta[r] = dot;
             std::fill_n(dq_tile + r * ldq, D, 0.0f);
           }
+          const int32_t* key_begin = s.key_begin != nullptr ? s.key_begin + b * s.q_len + t0 : nullptr;
           const int64_t key_end = shift + t0 + rows;
-          for (int64_t j0 = 0; j0 < key_end; j0 += kKeyTile) {
+          for (int64_t j0 = first_block(key_begin, rows); j0 < key_end; j0 += kKeyTile) {
             const int64_t cols = std::min(kKeyTile, key_end - j0);
             // P = exp(scale * q k^T - lse), recomputed.
             gemm(false, true, rows, cols, D, softmax_scale, q_tile, ldq, k_head + j0 * ldkv, ldkv, 0.0f,
                  probs.data(), kKeyTile);
             for (int64_t r = 0; r < rows; ++r) {
               float* pr = probs.data() + r * kKeyTile;
-              const int64_t visible = std::min(cols, shift + t0 + r + 1 - j0);
+              const int64_t lo = key_begin != nullptr ? std::clamp<int64_t>(key_begin[r] - j0, 0, cols) : 0;
+              const int64_t hi = std::max(std::min(cols, shift + t0 + r + 1 - j0), lo);
               const float l = lse_tile[r];
+              for (int64_t c = 0; c < lo; ++c) pr[c] = 0.0f;
 #pragma omp simd
-              for (int64_t c = 0; c < visible; ++c) pr[c] = fast_exp(pr[c] - l);
-              for (int64_t c = std::max<int64_t>(visible, 0); c < cols; ++c) pr[c] = 0.0f;
+              for (int64_t c = lo; c < hi; ++c) pr[c] = fast_exp(pr[c] - l);
+              for (int64_t c = hi; c < cols; ++c) pr[c] = 0.0f;
             }
             // dV += P^T dO
             gemm(true, false, cols, D, rows, 1.0f, probs.data(), kKeyTile, do_tile, ldq, 1.0f,

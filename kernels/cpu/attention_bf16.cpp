@@ -230,22 +230,31 @@ KV_BF16_TARGET inline __m512 exp16(__m512 x) {
   return _mm512_mul_ps(p, _mm512_castsi512_ps(exponent));
 }
 
-// Forward: one row of a score tile (keys 0..visible-1 visible) joins the row's online softmax:
-// the running max and sum are updated and P = exp(scale * s - max) is written as bf16 to p[0..kTile)
-// (zeros past visible). Returns the factor that rescales the row's earlier accumulator.
-KV_BF16_TARGET float softmax_row(const float* sr, int64_t visible, float scale, float& row_max, float& row_sum,
-                                 uint16_t* p) {
+// Lanes i..i+15 that fall in [lo, hi).
+inline __mmask16 range16(int64_t i, int64_t lo, int64_t hi) {
+  return static_cast<__mmask16>(mask16(hi - i) & ~mask16(lo - i));
+}
+
+// Forward: one row of a score tile (keys lo..hi-1 of the block visible) joins the row's online
+// softmax: the running max and sum are updated and P = exp(scale * s - max) is written as bf16 to
+// p[0..kTile) (zeros outside [lo, hi)). Returns the factor that rescales the row's accumulator.
+KV_BF16_TARGET float softmax_row(const float* sr, int64_t lo, int64_t hi, float scale, float& row_max,
+                                 float& row_sum, uint16_t* p) {
   const __m512 vscale = _mm512_set1_ps(scale);
   __m512 vmax = _mm512_set1_ps(row_max);
-  for (int64_t i = 0; i < visible; i += 16) {
-    const __mmask16 m = mask16(visible - i);
+  for (int64_t i = lo / 16 * 16; i < hi; i += 16) {
+    const __mmask16 m = range16(i, lo, hi);
     vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, sr + i), vscale));
   }
   const float new_max = _mm512_reduce_max_ps(vmax);
+  if (hi <= lo) {  // nothing visible in this block (packed rows): the row's state is unchanged
+    std::fill(p, p + kTile, uint16_t{0});
+    return 1.0f;
+  }
   const __m512 vnew = _mm512_set1_ps(new_max);
   __m512 vsum = _mm512_setzero_ps();
   for (int64_t i = 0; i < kTile; i += 16) {
-    const __mmask16 m = mask16(visible - i);
+    const __mmask16 m = range16(i, lo, hi);
     const __m512 x = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, sr + i), vscale, vnew);
     const __m512 e = _mm512_maskz_mov_ps(m, exp16(x));
     vsum = _mm512_add_ps(vsum, e);
@@ -257,11 +266,11 @@ KV_BF16_TARGET float softmax_row(const float* sr, int64_t visible, float scale, 
   return correction;
 }
 
-// Backward: P = exp(scale * s - lse) over keys 0..visible-1 of a row, zeros from there to cols.
-KV_BF16_TARGET void probs_row(float* sr, int64_t visible, int64_t cols, float scale, float lse) {
+// Backward: P = exp(scale * s - lse) over keys lo..hi-1 of a row, zeros elsewhere up to cols.
+KV_BF16_TARGET void probs_row(float* sr, int64_t lo, int64_t hi, int64_t cols, float scale, float lse) {
   const __m512 vscale = _mm512_set1_ps(scale), vlse = _mm512_set1_ps(lse);
   for (int64_t i = 0; i < cols; i += 16) {
-    const __mmask16 m = mask16(visible - i);
+    const __mmask16 m = range16(i, lo, hi);
     const __m512 x = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, sr + i), vscale, vlse);
     _mm512_mask_storeu_ps(sr + i, mask16(cols - i), _mm512_maskz_mov_ps(m, exp16(x)));
   }
@@ -307,15 +316,18 @@ void forward_impl(const ops::AttentionShape& s, const float* q, const KV* k, con
       std::fill(acc.begin(), acc.begin() + rows * dpad, 0.0f);
       std::fill(row_max.begin(), row_max.end(), kNegInf);
       std::fill(row_sum.begin(), row_sum.end(), 0.0f);
+      const int32_t* key_begin = s.key_begin != nullptr ? s.key_begin + b * s.q_len + t0 : nullptr;
       const int64_t key_end = shift + t0 + rows;  // exclusive: last visible key + 1
-      for (int64_t j0 = 0; j0 < key_end; j0 += kTile) {
+      for (int64_t j0 = attention_first_key_block(key_begin, rows, kTile); j0 < key_end; j0 += kTile) {
         const int64_t kb = j0 / kTile, cols = std::min(kTile, key_end - j0);
         tile_product(rows, cols, d2, rows_operand(qa.data(), d2 * 2), kt.data() + (head * k_blocks + kb) * kt_size,
                      2 * kTile, scores.data(), kTile, false);
         for (int64_t r = 0; r < rows; ++r) {
-          const int64_t visible = std::min(cols, shift + t0 + r + 1 - j0);  // keys j0..j0+visible-1
+          // Keys j0+lo..j0+hi-1 are visible: causal, and (packed rows) not before the row's sequence.
+          const int64_t lo = key_begin != nullptr ? std::max<int64_t>(key_begin[r] - j0, 0) : 0;
+          const int64_t hi = std::min(cols, shift + t0 + r + 1 - j0);
           const float correction =
-              softmax_row(scores.data() + r * kTile, visible, softmax_scale, row_max[r], row_sum[r], pa.data() + r * kTile);
+              softmax_row(scores.data() + r * kTile, lo, hi, softmax_scale, row_max[r], row_sum[r], pa.data() + r * kTile);
           float* ar = acc.data() + r * dpad;
           if (correction != 1.0f) {
 #pragma omp simd
@@ -413,15 +425,17 @@ void attention_backward_bf16(const ops::AttentionShape& s, const float* dout, co
             delta[r] = dot;
             std::fill_n(dq_tile + r * ldq, D, 0.0f);
           }
+          const int32_t* key_begin = s.key_begin != nullptr ? s.key_begin + b * s.q_len + t0 : nullptr;
           const int64_t key_end = shift + t0 + rows;
-          for (int64_t j0 = 0; j0 < key_end; j0 += kTile) {
+          for (int64_t j0 = attention_first_key_block(key_begin, rows, kTile); j0 < key_end; j0 += kTile) {
             const int64_t kb = j0 / kTile, cols = std::min(kTile, key_end - j0), cols2 = (cols + 1) / 2;
             // P = exp(scale * q k^T - lse), recomputed.
             tile_product(rows, cols, d2, rows_operand(qa.data(), d2 * 2), kt.data() + kb * t_size, 2 * kTile,
                          probs.data(), kTile, false);
             for (int64_t r = 0; r < rows; ++r) {
-              const int64_t visible = std::min(cols, shift + t0 + r + 1 - j0);
-              probs_row(probs.data() + r * kTile, visible, cols, softmax_scale, lse_tile[r]);
+              const int64_t lo = key_begin != nullptr ? std::max<int64_t>(key_begin[r] - j0, 0) : 0;
+              const int64_t hi = std::min(cols, shift + t0 + r + 1 - j0);
+              probs_row(probs.data() + r * kTile, lo, hi, cols, softmax_scale, lse_tile[r]);
             }
             // dV += P^T dO
             pack_tile(probs.data(), rows, cols, nullptr, pp.data());

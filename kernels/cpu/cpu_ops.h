@@ -58,9 +58,10 @@ void rms_norm_forward(const float* x, const float* weight, float eps, float* out
 void rms_norm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
                        float* dx, float* dweight, int64_t rows, int64_t channels);
 
-// sign = +1 forward rotation, -1 its transpose (the backward).
+// sign = +1 forward rotation, -1 its transpose (the backward). Token (b, t) sits at position
+// positions[b * seq + t] when positions != nullptr (packed rows), else position_offset + t.
 void rope(const float* x, float* out, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
-          const ops::RopeConfig& rope, int64_t position_offset, int sign);
+          const ops::RopeConfig& rope, int64_t position_offset, int sign, const int32_t* positions = nullptr);
 
 void swiglu_forward(const float* gate, const float* up, float* out, int64_t n);
 void swiglu_backward(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
@@ -74,6 +75,8 @@ void attention_forward_bf16_kv(const ops::AttentionShape& s, const float* q, con
 void attention_backward(const ops::AttentionShape& s, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, float softmax_scale,
                         float* dq, float* dk, float* dv);
+// Packed rows: the first key block (a multiple of `block`) any of a query tile's `rows` rows sees.
+int64_t attention_first_key_block(const int32_t* key_begin, int64_t rows, int64_t block);
 
 // The same three with bf16 tile products (AVX512-BF16 dot products, f32 accumulation and softmax):
 // q, k, v, dout and the tile's probabilities and score gradients are rounded to bf16 as operands.

@@ -119,6 +119,39 @@ TEST(Rope, MatchesReferenceAndItsBackwardIsTheInverse) {
   }
 }
 
+// Packed rows: with per-token positions, each sequence of a row is rotated exactly as if it were
+// alone at position 0 (the same table values: bit-identical), forward and backward.
+TEST(Rope, PackedPositionsRotateEachSequenceFromZero) {
+  const std::vector<int64_t> lengths = {5, 1, 13};
+  Tensor x = random_tensor({1, 19, 2, 16}, 61);
+  Tensor positions = Tensor::empty({1, 19}, DType::I32);
+  int64_t start = 0;
+  for (int64_t len : lengths) {
+    for (int64_t t = 0; t < len; ++t) positions.data<int32_t>()[start + t] = static_cast<int32_t>(t);
+    start += len;
+  }
+  for (int sign : {+1, -1}) {
+    Tensor out = Tensor::empty(x.shape());
+    if (sign > 0) ops::rope_forward(x, {10000.0}, 0, out, positions);
+    else ops::rope_backward(x, {10000.0}, 0, out, positions);
+    start = 0;
+    for (int64_t len : lengths) {
+      Tensor part = x.slice(1, start, start + len).contiguous(), alone = Tensor::empty(part.shape());
+      if (sign > 0) ops::rope_forward(part, {10000.0}, 0, alone);
+      else ops::rope_backward(part, {10000.0}, 0, alone);
+      EXPECT_EQ(out.slice(1, start, start + len).contiguous().to_vector<float>(), alone.to_vector<float>())
+          << "sequence at " << start << " sign " << sign;
+      start += len;
+    }
+  }
+  Tensor out = Tensor::empty(x.shape());
+  positions.data<int32_t>()[3] = -1;
+  expect_error([&] { ops::rope_forward(x, {10000.0}, 0, out, positions); }, {"rope_forward", "positions[0, 3] = -1"});
+  positions.data<int32_t>()[3] = 3;
+  expect_error([&] { ops::rope_forward(x, {10000.0}, 2, out, positions); },
+               {"rope_forward", "position_offset must be 0"});
+}
+
 // Llama 3.1's frequency rescaling, written from its definition in frequencies rather than
 // wavelengths: f = theta^(-2i/D); f < 2*pi*low/orig: f/factor; f > 2*pi*high/orig: f; else blended
 // with s = (orig*f/(2*pi) - low)/(high - low).
