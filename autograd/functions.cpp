@@ -108,12 +108,14 @@ struct RmsNormNode final : Node {
 struct RopeNode final : Node {
   ops::RopeConfig rope;
   int64_t position_offset = 0;
+  Tensor positions;  // packed rows, else undefined
   const char* name() const override { return "rope"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor dx = empty_like(g);
-    ops::rope_backward(g, rope, position_offset, dx);
+    ops::rope_backward(g, rope, position_offset, dx, positions);
     return {dx};
   }
+  void release_saved() override { positions = Tensor(); }
 };
 
 struct SwigluNode final : Node {
@@ -128,16 +130,16 @@ struct SwigluNode final : Node {
 };
 
 struct AttentionNode final : Node {
-  Tensor q, k, v, out, lse;
+  Tensor q, k, v, out, lse, key_begin;
   float softmax_scale = 1.0f;
   ops::Execution ex;
   const char* name() const override { return "causal_attention"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor dq = empty_like(q), dk = empty_like(k), dv = empty_like(v);
-    ops::attention_backward(g, q, k, v, out, lse, softmax_scale, dq, dk, dv, ex);
+    ops::attention_backward(g, q, k, v, out, lse, softmax_scale, dq, dk, dv, ex, key_begin);
     return {dq, dk, dv};
   }
-  void release_saved() override { q = k = v = out = lse = Tensor(); }
+  void release_saved() override { q = k = v = out = lse = key_begin = Tensor(); }
 };
 
 struct CrossEntropyNode final : Node {
@@ -253,12 +255,13 @@ Variable rms_norm(const Variable& x, const Variable& weight, float eps) {
   return make_result(out, node, {x.gradient_edge(), weight.gradient_edge()});
 }
 
-Variable rope(const Variable& x, const ops::RopeConfig& config, int64_t position_offset) {
+Variable rope(const Variable& x, const ops::RopeConfig& config, int64_t position_offset, const Tensor& positions) {
   Tensor out = empty_like(x.data());
-  ops::rope_forward(x.data(), config, position_offset, out);
+  ops::rope_forward(x.data(), config, position_offset, out, positions);
   auto node = std::make_shared<RopeNode>();
   node->rope = config;
   node->position_offset = position_offset;
+  node->positions = positions;
   return make_result(out, node, {x.gradient_edge()});
 }
 
@@ -274,14 +277,15 @@ Variable swiglu(const Variable& gate, const Variable& up) {
 }
 
 Variable causal_attention(const Variable& q, const Variable& k, const Variable& v, float softmax_scale,
-                          const ops::Execution& ex) {
+                          const ops::Execution& ex, const Tensor& key_begin) {
   const Tensor& qd = q.data();
   KV_CHECK(qd.dim() == 4, "causal_attention: q must be [B, T, H, D], got {}", qd.shape());
   Tensor out = empty_like(qd);
   Tensor lse = Tensor::empty({qd.size(0), qd.size(2), qd.size(1)}, DType::F32, qd.device());
-  ops::attention_forward(qd, k.data(), v.data(), softmax_scale, out, lse, ex);
+  ops::attention_forward(qd, k.data(), v.data(), softmax_scale, out, lse, ex, key_begin);
   auto node = std::make_shared<AttentionNode>();
   if (grad_enabled()) {
+    node->key_begin = key_begin;
     node->q = qd;
     node->k = k.data();
     node->v = v.data();

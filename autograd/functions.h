@@ -27,13 +27,16 @@ Variable mean(const Variable& x);  // 0-dim
 Variable embedding(const Variable& weight, const Tensor& tokens);
 // RMSNorm over the last dim with a learned scale.
 Variable rms_norm(const Variable& x, const Variable& weight, float eps);
-// Rotary embedding on x [B, T, H, D] (HF rotate-half), positions position_offset + t.
-Variable rope(const Variable& x, const ops::RopeConfig& config, int64_t position_offset = 0);
+// Rotary embedding on x [B, T, H, D] (HF rotate-half), positions position_offset + t, or
+// positions [B, T] i32 when given (packed rows; ops::rope_forward).
+Variable rope(const Variable& x, const ops::RopeConfig& config, int64_t position_offset = 0,
+              const Tensor& positions = Tensor());
 // silu(gate) * up.
 Variable swiglu(const Variable& gate, const Variable& up);
-// Causal GQA attention: q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] (possibly another layer's).
+// Causal GQA attention: q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] (possibly another layer's);
+// key_begin [B, T] i32 for packed rows (ops::attention_forward).
 Variable causal_attention(const Variable& q, const Variable& k, const Variable& v, float softmax_scale,
-                          const ops::Execution& ex = {});
+                          const ops::Execution& ex = {}, const Tensor& key_begin = Tensor());
 // Mean cross-entropy of logits [N, V] against targets [N], ignoring ignore_index; d(logits) is
 // computed in the forward pass (fused) and only scaled in the backward. With overwrite_logits the
 // gradient is written over the logits buffer (saving one [N, V] tensor): the logits variable must

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <numeric>
 
 #include "bench/train_peers.h"
 #include "cli/commands.h"
@@ -157,6 +158,18 @@ int run_train(const TrainArgs& a) {
               a.config.c_str(), where.c_str(), static_cast<long>(result.global_batch_tokens),
               static_cast<long>(config.train.batch_size), static_cast<long>(config.train.seq_len), share_prob, ms, tok_s,
               mfu.c_str());
+  {
+    // Supervised data: the targets a step learns from (the responses), per second on this rank's
+    // share; what packed rows (data.pack) raise.
+    std::vector<double> scored(result.step_scored_tokens.begin() + warmup, result.step_scored_tokens.end());
+    const double per_step = scored.empty() ? 0.0 : std::accumulate(scored.begin(), scored.end(), 0.0) / scored.size();
+    const double all = static_cast<double>(result.global_batch_tokens) / comm->world_size();
+    if (per_step < all) {
+      std::printf("scored targets (responses): %.0f of %.0f row positions per step on this rank (%.1f%%), %.0f scored "
+                  "tokens/s%s\n", per_step, all, 100.0 * per_step / all, per_step * comm->world_size() / (ms * 1e-3),
+                  config.data.pack ? " (packed rows)" : "");
+    }
+  }
   if (gpu) {
     const Allocator& alloc = cuda_allocator(0);
     std::printf("kvroute peak GPU memory: %.1f GiB\n", static_cast<double>(alloc.stats().peak_bytes) / (1 << 30));

@@ -48,7 +48,7 @@ class WindowSource final : public RowSource {
       : stream_(dir, split, vocab_size), seq_len_(seq_len), dir_(dir), split_(split) {}
   int64_t rows() const override { return stream_.size() > 0 ? (stream_.size() - 1) / seq_len_ : 0; }
   int64_t seq_len() const override { return seq_len_; }
-  void read_row(int64_t i, int32_t* inputs, int32_t* targets) const override {
+  void read_row(int64_t i, int32_t* inputs, int32_t* targets, int32_t*, int32_t*) const override {
     std::vector<int32_t> window(static_cast<size_t>(seq_len_ + 1));
     stream_.read(i * seq_len_, seq_len_ + 1, window.data());
     std::copy(window.begin(), window.end() - 1, inputs);
@@ -67,20 +67,42 @@ class WindowSource final : public RowSource {
 
 class ExampleSource final : public RowSource {
  public:
-  ExampleSource(const std::string& path, int64_t seq_len, int64_t vocab_size, int32_t pad)
-      : examples_(read_sft_file(path, vocab_size)), seq_len_(seq_len), pad_(pad), path_(path) {}
-  int64_t rows() const override { return static_cast<int64_t>(examples_.size()); }
-  int64_t seq_len() const override { return seq_len_; }
-  void read_row(int64_t i, int32_t* inputs, int32_t* targets) const override {
-    sft_row(examples_[static_cast<size_t>(i)], seq_len_, pad_, kIgnoreIndex, inputs, targets);
+  ExampleSource(const std::string& path, int64_t seq_len, int64_t vocab_size, int32_t pad, bool pack)
+      : examples_(read_sft_file(path, vocab_size)), seq_len_(seq_len), pad_(pad), path_(path) {
+    if (!pack) return;
+    std::vector<int64_t> lengths;
+    lengths.reserve(examples_.size());
+    for (const SftExample& e : examples_) lengths.push_back(sft_packed_length(e, seq_len));
+    packs_ = pack_sft_rows(lengths, seq_len);
+    packed_ = true;
   }
-  std::string describe() const override { return fmt::format("{}: {} examples", path_, examples_.size()); }
+  int64_t rows() const override {
+    return static_cast<int64_t>(packed_ ? packs_.size() : examples_.size());
+  }
+  int64_t seq_len() const override { return seq_len_; }
+  bool packed() const override { return packed_; }
+  void read_row(int64_t i, int32_t* inputs, int32_t* targets, int32_t* positions, int32_t* key_begin) const override {
+    if (!packed_) {
+      sft_row(examples_[static_cast<size_t>(i)], seq_len_, pad_, kIgnoreIndex, inputs, targets);
+      return;
+    }
+    std::vector<const SftExample*> group;
+    for (int64_t e : packs_[static_cast<size_t>(i)]) group.push_back(&examples_[static_cast<size_t>(e)]);
+    sft_packed_row(group, seq_len_, pad_, kIgnoreIndex, inputs, targets, positions, key_begin);
+  }
+  std::string describe() const override {
+    return packed_ ? fmt::format("{}: {} examples packed into {} rows of {}", path_, examples_.size(), packs_.size(),
+                                 seq_len_)
+                   : fmt::format("{}: {} examples", path_, examples_.size());
+  }
 
  private:
   std::vector<SftExample> examples_;
   int64_t seq_len_;
   int32_t pad_;
   std::string path_;
+  bool packed_ = false;
+  std::vector<std::vector<int64_t>> packs_;  // packed rows: example indices
 };
 
 Batch read_rows(const RowSource& source, const std::vector<int64_t>& ids) {
@@ -88,9 +110,14 @@ Batch read_rows(const RowSource& source, const std::vector<int64_t>& ids) {
   Batch batch;
   batch.inputs = Tensor::empty({rows, seq_len}, DType::I32);
   batch.targets = Tensor::empty({rows, seq_len}, DType::I32);
+  if (source.packed()) {
+    batch.positions = Tensor::empty({rows, seq_len}, DType::I32);
+    batch.key_begin = Tensor::empty({rows, seq_len}, DType::I32);
+  }
+  auto row_of = [&](Tensor& t, int64_t r) { return t.defined() ? t.data<int32_t>() + r * seq_len : nullptr; };
   for (int64_t r = 0; r < rows; ++r) {
-    source.read_row(ids[static_cast<size_t>(r)], batch.inputs.data<int32_t>() + r * seq_len,
-                    batch.targets.data<int32_t>() + r * seq_len);
+    source.read_row(ids[static_cast<size_t>(r)], row_of(batch.inputs, r), row_of(batch.targets, r),
+                    row_of(batch.positions, r), row_of(batch.key_begin, r));
   }
   return batch;
 }
@@ -98,16 +125,18 @@ Batch read_rows(const RowSource& source, const std::vector<int64_t>& ids) {
 }  // namespace
 
 std::unique_ptr<RowSource> make_row_source(const std::string& dir, const std::string& split, int64_t seq_len,
-                                           int64_t vocab_size) {
+                                           int64_t vocab_size, bool pack) {
   KV_CHECK(seq_len > 0, "data loader: seq_len {} must be > 0", seq_len);
   std::error_code ec;
   if (std::filesystem::exists(dir + "/data.json", ec)) {
     const DataInfo info = read_data_info(dir);
     if (info.format == "sft") {
       return std::make_unique<ExampleSource>(dir + "/sft_" + split + ".bin", seq_len, vocab_size,
-                                             static_cast<int32_t>(info.eot_id));
+                                             static_cast<int32_t>(info.eot_id), pack);
     }
   }
+  KV_CHECK(!pack, "data.pack: {} holds token shards, which are already full rows; packing is for supervised "
+           "examples (a directory prepared with --format sft)", dir);
   return std::make_unique<WindowSource>(dir, split, seq_len, vocab_size);
 }
 
@@ -115,7 +144,7 @@ std::unique_ptr<RowSource> make_row_source(const std::string& dir, const std::st
 DataLoader::DataLoader(const Options& options) : options_(options) {
   KV_CHECK(options.batch_size > 0 && options.seq_len > 0, "data loader: batch_size {} and seq_len {} must be > 0",
            options.batch_size, options.seq_len);
-  source_ = make_row_source(options.dir, "train", options.seq_len, options.vocab_size);
+  source_ = make_row_source(options.dir, "train", options.seq_len, options.vocab_size, options.pack);
   KV_CHECK(options.world_size > 0 && options.rank >= 0 && options.rank < options.world_size,
            "data loader: rank {} outside world size {}", options.rank, options.world_size);
   windows_ = source_->rows();

@@ -45,14 +45,17 @@ class RowSource {
   virtual ~RowSource() = default;
   virtual int64_t rows() const = 0;
   virtual int64_t seq_len() const = 0;
-  // Row i: seq_len inputs and seq_len targets.
-  virtual void read_row(int64_t i, int32_t* inputs, int32_t* targets) const = 0;
+  // Row i: seq_len inputs and seq_len targets; for packed rows also each token's position in its
+  // sequence and its sequence's first position (key_begin), else those two are not written.
+  virtual void read_row(int64_t i, int32_t* inputs, int32_t* targets, int32_t* positions, int32_t* key_begin) const = 0;
+  virtual bool packed() const { return false; }
   virtual std::string describe() const = 0;  // for errors: "N tokens = M windows of T+1" ...
 };
 // The rows of DIR's `split` (train | val): sft_<split>.bin when DIR/data.json says "format": "sft",
-// else the token shards. vocab_size > 0: every token checked against it.
+// else the token shards. vocab_size > 0: every token checked against it. pack: supervised
+// examples packed several to a row (data/sft.h); an error for token shards.
 std::unique_ptr<RowSource> make_row_source(const std::string& dir, const std::string& split, int64_t seq_len,
-                                           int64_t vocab_size = 0);
+                                           int64_t vocab_size = 0, bool pack = false);
 
 struct LoaderCursor {
   int64_t epoch = 0;
@@ -62,6 +65,7 @@ struct LoaderCursor {
 
 struct Batch {
   Tensor inputs, targets;  // [B, T] i32: targets are inputs shifted by one token (kIgnoreIndex: not scored)
+  Tensor positions, key_begin;  // packed rows: [B, T] i32 (layers::Positions); else undefined
   LoaderCursor cursor;      // where this batch was read
 };
 
@@ -76,6 +80,7 @@ class DataLoader {
     uint64_t seed = 0;
     bool prefetch = true;
     int64_t vocab_size = 0;  // > 0: tokens at or above it are an error naming the shard
+    bool pack = false;       // supervised examples packed several to a row (data.pack)
   };
   explicit DataLoader(const Options& options);
   ~DataLoader();

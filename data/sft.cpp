@@ -1,6 +1,7 @@
 #include "data/sft.h"
 
 #include <algorithm>
+#include <map>
 #include <cstring>
 
 #include "core/error.h"
@@ -122,25 +123,98 @@ std::vector<SftExample> read_sft_file(const std::string& path, int64_t vocab_siz
   return out;
 }
 
-void sft_row(const SftExample& example, int64_t seq_len, int32_t pad_token, int32_t ignore_index, int32_t* inputs,
-             int32_t* targets) {
+namespace {
+// An example's tokens after the cut for a row of seq_len (<= seq_len + 1 tokens) and how many of
+// them are prompt (context; their targets are not scored).
+struct CutExample {
+  std::vector<int32_t> tokens;
+  int64_t prompt = 0;
+};
+
+CutExample cut_example(const SftExample& example, int64_t seq_len) {
   // The scored tokens: the response; the context: the prompt, cut from the left (after its first
   // token, <|endoftext|>) when the example is longer than the row.
   const int64_t P = static_cast<int64_t>(example.prompt.size()), R = static_cast<int64_t>(example.response.size());
   const int64_t response = std::min(R, seq_len);            // scored tokens kept
   const int64_t prompt = std::min(P, seq_len + 1 - response);  // >= 1
-  std::vector<int32_t> tokens;
-  tokens.reserve(static_cast<size_t>(prompt + response));
+  CutExample cut;
+  cut.prompt = prompt;
+  cut.tokens.reserve(static_cast<size_t>(prompt + response));
   if (prompt > 0) {
-    tokens.push_back(example.prompt[0]);
-    tokens.insert(tokens.end(), example.prompt.end() - (prompt - 1), example.prompt.end());
+    cut.tokens.push_back(example.prompt[0]);
+    cut.tokens.insert(cut.tokens.end(), example.prompt.end() - (prompt - 1), example.prompt.end());
   }
-  tokens.insert(tokens.end(), example.response.begin(), example.response.begin() + response);
-  const int64_t n = static_cast<int64_t>(tokens.size());  // <= seq_len + 1
+  cut.tokens.insert(cut.tokens.end(), example.response.begin(), example.response.begin() + response);
+  return cut;
+}
+}  // namespace
+
+void sft_row(const SftExample& example, int64_t seq_len, int32_t pad_token, int32_t ignore_index, int32_t* inputs,
+             int32_t* targets) {
+  const CutExample cut = cut_example(example, seq_len);
+  const int64_t n = static_cast<int64_t>(cut.tokens.size());  // <= seq_len + 1
   for (int64_t t = 0; t < seq_len; ++t) {
-    inputs[t] = t < n ? tokens[static_cast<size_t>(t)] : pad_token;
+    inputs[t] = t < n ? cut.tokens[static_cast<size_t>(t)] : pad_token;
     // Target t is token t + 1: scored when it belongs to the response.
-    targets[t] = (t + 1 < n && t + 1 >= prompt) ? tokens[static_cast<size_t>(t + 1)] : ignore_index;
+    targets[t] = (t + 1 < n && t + 1 >= cut.prompt) ? cut.tokens[static_cast<size_t>(t + 1)] : ignore_index;
+  }
+}
+
+int64_t sft_packed_length(const SftExample& example, int64_t seq_len) {
+  const int64_t P = static_cast<int64_t>(example.prompt.size()), R = static_cast<int64_t>(example.response.size());
+  return std::max<int64_t>(std::min(P + R, seq_len + 1) - 1, 1);
+}
+
+std::vector<std::vector<int64_t>> pack_sft_rows(const std::vector<int64_t>& lengths, int64_t seq_len) {
+  std::vector<int64_t> order(lengths.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return lengths[static_cast<size_t>(a)] > lengths[static_cast<size_t>(b)];
+  });
+  std::vector<std::vector<int64_t>> rows;
+  std::multimap<int64_t, size_t> room;  // free positions -> row; equal rooms in creation order
+  for (int64_t e : order) {
+    const int64_t len = lengths[static_cast<size_t>(e)];
+    KV_CHECK(len >= 1 && len <= seq_len, "pack_sft_rows: example {} takes {} positions, outside [1, {}]", e, len,
+             seq_len);
+    auto it = room.lower_bound(len);  // the fullest row it fits in
+    size_t row;
+    if (it == room.end()) {
+      row = rows.size();
+      rows.emplace_back();
+    } else {
+      row = it->second;
+      room.erase(it);
+    }
+    rows[row].push_back(e);
+    int64_t used = 0;
+    for (int64_t x : rows[row]) used += lengths[static_cast<size_t>(x)];
+    if (used < seq_len) room.emplace(seq_len - used, row);
+  }
+  for (auto& row : rows) std::sort(row.begin(), row.end());
+  return rows;
+}
+
+void sft_packed_row(const std::vector<const SftExample*>& examples, int64_t seq_len, int32_t pad_token,
+                    int32_t ignore_index, int32_t* inputs, int32_t* targets, int32_t* positions, int32_t* key_begin) {
+  int64_t at = 0;
+  for (const SftExample* example : examples) {
+    const CutExample cut = cut_example(*example, seq_len);
+    const int64_t len = static_cast<int64_t>(cut.tokens.size()) - 1;  // positions taken
+    KV_CHECK(len >= 1 && at + len <= seq_len, "sft_packed_row: the examples take more than {} positions", seq_len);
+    for (int64_t t = 0; t < len; ++t) {
+      inputs[at + t] = cut.tokens[static_cast<size_t>(t)];
+      targets[at + t] = t + 1 >= cut.prompt ? cut.tokens[static_cast<size_t>(t + 1)] : ignore_index;
+      positions[at + t] = static_cast<int32_t>(t);
+      key_begin[at + t] = static_cast<int32_t>(at);
+    }
+    at += len;
+  }
+  for (int64_t t = at; t < seq_len; ++t) {
+    inputs[t] = pad_token;
+    targets[t] = ignore_index;
+    positions[t] = static_cast<int32_t>(t - at);
+    key_begin[t] = static_cast<int32_t>(at);
   }
 }
 

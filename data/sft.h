@@ -37,4 +37,18 @@ std::vector<SftExample> read_sft_file(const std::string& path, int64_t vocab_siz
 void sft_row(const SftExample& example, int64_t seq_len, int32_t pad_token, int32_t ignore_index, int32_t* inputs,
              int32_t* targets);
 
+// Packed rows (data.pack): several examples per row, so a row is not mostly padding.
+// The row positions an example takes: its tokens after sft_row's cut, less one (the last token is
+// only a target), at most seq_len.
+int64_t sft_packed_length(const SftExample& example, int64_t seq_len);
+// Groups examples (by their packed lengths, each <= seq_len) into rows of at most seq_len
+// positions: best fit in decreasing length order, ties by index; deterministic. Each group lists
+// its examples in increasing index order.
+std::vector<std::vector<int64_t>> pack_sft_rows(const std::vector<int64_t>& lengths, int64_t seq_len);
+// One packed row: the examples one after another, each as sft_row would score it (prompt targets
+// ignored), positions restarting at 0 and key_begin at the example's first position, so no example
+// sees another; the rest of the row is padding (a sequence of its own, targets ignored).
+void sft_packed_row(const std::vector<const SftExample*>& examples, int64_t seq_len, int32_t pad_token,
+                    int32_t ignore_index, int32_t* inputs, int32_t* targets, int32_t* positions, int32_t* key_begin);
+
 }  // namespace kvroute::data

@@ -99,8 +99,8 @@ RMSNorm::RMSNorm(int64_t dim, double eps) : weight_(register_parameter("weight",
 
 Variable RMSNorm::forward(const Variable& x) const { return ag::rms_norm(x, weight_, eps_); }
 
-Variable Rotary::apply(const Variable& x, int64_t position_offset) const {
-  return ag::rope(x, config_, position_offset);
+Variable Rotary::apply(const Variable& x, const Positions& at) const {
+  return ag::rope(x, config_, at.offset, at.positions);
 }
 
 Attention::Attention(const ModelConfig& c, bool has_kv_weights)
@@ -122,23 +122,23 @@ Attention::Attention(const ModelConfig& c, bool has_kv_weights)
   }
 }
 
-LayerKV Attention::project_kv(const Variable& h, int64_t position_offset, const ops::Execution& ex) const {
+LayerKV Attention::project_kv(const Variable& h, const Positions& at, const ops::Execution& ex) const {
   KV_CHECK(has_kv_weights(), "attention: this layer has no K/V projections (a CLA non-leader)");
   const int64_t B = h.data().size(0), T = h.data().size(1);
   Variable k = ag::reshape(k_proj_->forward(h, ex), {B, T, num_kv_heads_, head_dim_});
   if (k_norm_) k = k_norm_->forward(k);
-  k = rotary_.apply(k, position_offset);
+  k = rotary_.apply(k, at);
   Variable v = ag::reshape(v_proj_->forward(h, ex), {B, T, num_kv_heads_, head_dim_});
   return {k, v};
 }
 
-Variable Attention::forward(const Variable& h, const LayerKV& kv, int64_t position_offset,
+Variable Attention::forward(const Variable& h, const LayerKV& kv, const Positions& at,
                            const ops::Execution& ex) const {
   const int64_t B = h.data().size(0), T = h.data().size(1);
   Variable q = ag::reshape(q_proj_->forward(h, ex), {B, T, num_heads_, head_dim_});
   if (q_norm_) q = q_norm_->forward(q);
-  q = rotary_.apply(q, position_offset);
-  Variable attn = ag::causal_attention(q, kv.k, kv.v, softmax_scale_, ex);
+  q = rotary_.apply(q, at);
+  Variable attn = ag::causal_attention(q, kv.k, kv.v, softmax_scale_, ex, at.key_begin);
   return o_proj_->forward(ag::reshape(attn, {B, T, num_heads_ * head_dim_}), ex);
 }
 
@@ -162,10 +162,10 @@ DecoderLayer::DecoderLayer(const ModelConfig& c, bool has_kv_weights) {
 }
 
 Variable DecoderLayer::forward(const Variable& x, LayerKV* kv_out, const std::vector<LayerKV>& kv_by_layer, int source,
-                               int64_t position_offset, const ops::Execution& ex) const {
+                               const Positions& at, const ops::Execution& ex) const {
   Variable h = input_layernorm_->forward(x);
-  if (kv_out != nullptr) *kv_out = self_attn_->project_kv(h, position_offset, ex);  // kv_out points into kv_by_layer
-  Variable y = ag::add(x, self_attn_->forward(h, kv_by_layer[static_cast<size_t>(source)], position_offset, ex));
+  if (kv_out != nullptr) *kv_out = self_attn_->project_kv(h, at, ex);  // kv_out points into kv_by_layer
+  Variable y = ag::add(x, self_attn_->forward(h, kv_by_layer[static_cast<size_t>(source)], at, ex));
   return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y), ex));
 }
 
@@ -368,11 +368,12 @@ void Transformer::load_parameters(const std::vector<std::pair<std::string, Tenso
   refresh_compute_copy();
 }
 
-Variable Transformer::final_hidden(const Tensor& tokens, const RoutingPlan& plan, int64_t position_offset) const {
+Variable Transformer::final_hidden(const Tensor& tokens, const RoutingPlan& plan, const Positions& at) const {
   KV_CHECK(tokens.dim() == 2, "transformer: tokens must be [B, T], got {}", tokens.shape());
-  KV_CHECK(position_offset + tokens.size(1) <= config_.max_seq_len,
-           "transformer: positions up to {} exceed model.max_seq_len {}", position_offset + tokens.size(1),
+  KV_CHECK(at.offset + tokens.size(1) <= config_.max_seq_len,
+           "transformer: positions up to {} exceed model.max_seq_len {}", at.offset + tokens.size(1),
            config_.max_seq_len);
+  KV_CHECK(at.packed() == at.key_begin.defined(), "transformer: packed rows need both positions and key_begin");
   validate_plan(plan, num_layers());
   const std::vector<bool> needed = kv_needed(plan);
   for (int l = 0; l < num_layers(); ++l) {
@@ -386,7 +387,7 @@ Variable Transformer::final_hidden(const Tensor& tokens, const RoutingPlan& plan
     // A layer computes K/V only if some layer (itself or a later one) reads them.
     const bool compute = needed[l] || (compute_unused_kv_ && config_.layer_has_kv_weights(l));
     LayerKV* kv_out = compute ? &kv[static_cast<size_t>(l)] : nullptr;
-    x = layers_[static_cast<size_t>(l)]->forward(x, kv_out, kv, plan[l], position_offset, execution_);
+    x = layers_[static_cast<size_t>(l)]->forward(x, kv_out, kv, plan[l], at, execution_);
   }
   return norm_->forward(x);
 }
@@ -399,11 +400,11 @@ Variable Transformer::logits(const Tensor& tokens, const RoutingPlan& plan, int6
   return head(final_hidden(tokens, plan, position_offset));
 }
 
-Variable Transformer::loss(const Tensor& inputs, const Tensor& targets, const RoutingPlan& plan,
-                           int64_t ignore_index) const {
+Variable Transformer::loss(const Tensor& inputs, const Tensor& targets, const RoutingPlan& plan, int64_t ignore_index,
+                           const Positions& at) const {
   KV_CHECK(inputs.shape() == targets.shape(), "transformer.loss: inputs {} and targets {} differ in shape",
            inputs.shape(), targets.shape());
-  Variable h = final_hidden(inputs, plan, 0);
+  Variable h = final_hidden(inputs, plan, at);
   Variable logits = ag::reshape(head(h), {-1, config_.vocab_size});
   return ag::cross_entropy(logits, targets.reshape({-1}), ignore_index, /*overwrite_logits=*/true);
 }

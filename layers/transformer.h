@@ -95,10 +95,21 @@ class RMSNorm final : public Module {
   float eps_;
 };
 
+// Where the tokens of a batch sit: rows of one sequence from position `offset` (converts from
+// an integer offset), or packed rows: several sequences per row (data::Batch::positions and
+// key_begin, [B, T] i32), each with its own positions from 0 and attending only within itself.
+struct Positions {
+  Positions(int64_t offset = 0) : offset(offset) {}  // NOLINT: an offset is a Positions
+  Positions(Tensor positions, Tensor key_begin) : positions(std::move(positions)), key_begin(std::move(key_begin)) {}
+  bool packed() const { return positions.defined(); }
+  int64_t offset = 0;
+  Tensor positions, key_begin;
+};
+
 class Rotary {
  public:
   explicit Rotary(const ops::RopeConfig& config) : config_(config) {}
-  Variable apply(const Variable& x, int64_t position_offset) const;
+  Variable apply(const Variable& x, const Positions& at) const;
 
  private:
   ops::RopeConfig config_;
@@ -113,9 +124,9 @@ class Attention final : public Module {
  public:
   Attention(const ModelConfig& config, bool has_kv_weights);
   bool has_kv_weights() const { return k_proj_ != nullptr; }
-  LayerKV project_kv(const Variable& h, int64_t position_offset, const ops::Execution& ex) const;
+  LayerKV project_kv(const Variable& h, const Positions& at, const ops::Execution& ex) const;
   // Attention of this layer's queries (from h) over `kv`, then the output projection.
-  Variable forward(const Variable& h, const LayerKV& kv, int64_t position_offset, const ops::Execution& ex) const;
+  Variable forward(const Variable& h, const LayerKV& kv, const Positions& at, const ops::Execution& ex) const;
 
  private:
   int64_t num_heads_, num_kv_heads_, head_dim_;
@@ -140,7 +151,7 @@ class DecoderLayer final : public Module {
   // Pre-norm: h = norm(x); K/V of h when `kv_out` is given (some layer reads them); then
   // x + attn(h, kv_in) and x + mlp(norm(x)).
   Variable forward(const Variable& x, LayerKV* kv_out, const std::vector<LayerKV>& kv_by_layer, int source,
-                   int64_t position_offset, const ops::Execution& ex) const;
+                   const Positions& at, const ops::Execution& ex) const;
   // Cached step: new K/V (when this layer keeps a cache) go into `cache`, attention reads the
   // cache of layer `source` up to the new tokens.
   Variable forward_cached(const Variable& x, KVCache& cache, int layer, int source, const ops::Execution& ex) const;
@@ -164,8 +175,9 @@ class Transformer final : public Module {
   Variable logits(const Tensor& tokens, const RoutingPlan& plan, int64_t position_offset = 0) const;
   // Mean cross-entropy of the next-token predictions: inputs, targets [B, T]; targets equal to
   // ignore_index do not count. The logits buffer is reused for d(logits) (fused, in place).
-  Variable loss(const Tensor& inputs, const Tensor& targets, const RoutingPlan& plan,
-                int64_t ignore_index = -100) const;
+  // `at`: packed rows (Positions(positions, key_begin)), else rows from position 0.
+  Variable loss(const Tensor& inputs, const Tensor& targets, const RoutingPlan& plan, int64_t ignore_index = -100,
+                const Positions& at = {}) const;
 
   // Places the flat buffers on `device` and sets the dtype the forward computes in. f32: the
   // parameters the layers read are the f32 buffer itself. bf16 (CUDA): the layers read a bf16 copy
@@ -205,7 +217,7 @@ class Transformer final : public Module {
                                const std::vector<int64_t>* logit_positions);
 
  private:
-  Variable final_hidden(const Tensor& tokens, const RoutingPlan& plan, int64_t position_offset) const;
+  Variable final_hidden(const Tensor& tokens, const RoutingPlan& plan, const Positions& at) const;
   Variable head(const Variable& hidden) const;
 
   ModelConfig config_;

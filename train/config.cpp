@@ -104,7 +104,8 @@ const std::vector<Section>& schema() {
         int_field("seed", REF(uint64_t, c.router.config.seed), 0, INT64_MAX),
         bool_field("same_plan_all_ranks", REF(bool, c.router.same_plan_all_ranks)),
         enum_field("kv_init", REF(KvInit, c.router.kv_init), {KvInit::Drop, KvInit::Average}, kv_init_name)}},
-      {"data", {string_field("dir", REF(std::string, c.data.dir), check_nonempty), string_field("tokenizer", REF(std::string, c.data.tokenizer), check_nonempty)}},
+      {"data", {string_field("dir", REF(std::string, c.data.dir), check_nonempty), string_field("tokenizer", REF(std::string, c.data.tokenizer), check_nonempty),
+                bool_field("pack", REF(bool, c.data.pack))}},
       {"optim",
        {float_field("lr", REF(double, c.optim.lr), 0, 10), float_field("min_lr", REF(double, c.optim.min_lr), 0, 10),
         float_field("beta1", REF(double, c.optim.beta1), 0, 0.999999), float_field("beta2", REF(double, c.optim.beta2), 0, 0.999999),
@@ -224,6 +225,9 @@ void validate_cross_fields(const RunConfig& c, const std::string& src) {
            c.model.sliding_window);
   KV_CHECK(c.train.seq_len <= c.model.max_seq_len, "{}: train.seq_len {} exceeds model.max_seq_len {}", src,
            c.train.seq_len, c.model.max_seq_len);
+  KV_CHECK(!c.data.pack || c.train.device != Device::Kind::CUDA,
+           "{}: data.pack: packed rows need the CPU kernels (the CUDA attention and RoPE kernels read one sequence "
+           "per row); set data.pack: false or train.device: cpu", src);
   KV_CHECK(c.optim.min_lr <= c.optim.lr, "{}: optim.min_lr {} exceeds optim.lr {}", src, c.optim.min_lr, c.optim.lr);
   KV_CHECK(c.optim.schedule != ScheduleKind::Wsd || c.optim.warmup_fraction + c.optim.decay_fraction <= 1.0,
            "{}: optim.warmup_fraction {} + optim.decay_fraction {} exceed 1", src, c.optim.warmup_fraction,

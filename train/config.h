@@ -55,6 +55,9 @@ struct RouterSection {
 struct DataSection {
   std::string dir = "data/prepared/quickstart";
   std::string tokenizer = "data/prepared/tokenizer-8k";
+  // Supervised examples packed several to a training row (data/sft.h), each attending only to
+  // itself: no compute on padding. Validation rows stay one example each. CPU kernels only.
+  bool pack = false;
 };
 
 struct OptimSection {

@@ -185,7 +185,8 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
   }
   const int64_t vocab = config_.model.vocab_size;
   loader_ = std::make_unique<data::DataLoader>(
-      data::DataLoader::Options{config_.data.dir, B, T, comm_.rank(), world, config_.train.seed, true, vocab});
+      data::DataLoader::Options{config_.data.dir, B, T, comm_.rank(), world, config_.train.seed, true, vocab,
+                                config_.data.pack});
   val_loader_ = std::make_unique<data::ValidationLoader>(config_.data.dir, B, T, comm_.rank(), world, vocab);
 
   adam_m_ = Tensor::zeros(model_->flat_parameters().shape(), DType::F32, device_);
@@ -308,15 +309,21 @@ double Trainer::micro_batches(int64_t step) {
   const int world = comm_.world_size(), rank = comm_.rank();
   model_->zero_grad();
   double loss_sum = 0.0;
+  scored_tokens_ = 0;
   for (int64_t micro = 0; micro < accum_; ++micro) {
     data::Batch batch = loader_->next();
+    const int32_t* targets = batch.targets.data<int32_t>();
+    scored_tokens_ += std::count_if(targets, targets + batch.targets.numel(),
+                                    [](int32_t t) { return t != data::kIgnoreIndex; });
     // Plans are keyed by the slice of the global batch (micro-step x world + rank), so a run
     // resumed at another world size with the same global batch draws the same plans.
     const uint64_t slice = static_cast<uint64_t>(micro * world + rank);
     layers::RoutingPlan plan = router_.training_plan(
         static_cast<uint64_t>(step), static_cast<uint32_t>(config_.router.same_plan_all_ranks ? micro : slice), 0);
     if (reducer_ && micro == accum_ - 1) reducer_->arm();  // reduce while the last backward runs
-    autograd::Variable loss = model_->loss(batch.inputs, batch.targets, plan);
+    const layers::Positions at = batch.positions.defined() ? layers::Positions(batch.positions, batch.key_begin)
+                                                            : layers::Positions();
+    autograd::Variable loss = model_->loss(batch.inputs, batch.targets, plan, data::kIgnoreIndex, at);
     loss.backward();
     loss_sum += loss.data().item();
   }
@@ -374,6 +381,7 @@ StepStats Trainer::step() {
   s.seconds = seconds_since(start);
   result_.losses.push_back(s.loss);
   result_.step_seconds.push_back(s.seconds);
+  result_.step_scored_tokens.push_back(scored_tokens_);
   ++result_.steps_done;
   ++window_steps_;
   return s;

@@ -29,6 +29,9 @@ struct TrainResult {
   int64_t steps_done = 0;
   std::vector<double> losses;  // mean training loss of every step this run executed
   std::vector<double> step_seconds;  // wall time of every step (data, forward, backward, all-reduce, AdamW)
+  // Targets scored in every step on this rank (not ignore_index: for supervised data the response
+  // tokens, what a fine-tuning step learns from; all of them for token shards).
+  std::vector<int64_t> step_scored_tokens;
   int64_t global_batch_tokens = 0;
   int64_t parameters = 0;  // model parameter count (for FLOP and MFU figures)
   std::string last_checkpoint;
@@ -92,6 +95,7 @@ class Trainer {
 
  private:
   double micro_batches(int64_t step);  // forward + backward of every micro-batch; the loss sum on this rank
+  int64_t scored_tokens_ = 0;          // targets scored by the last micro_batches() on this rank
   void reduce();                        // gradient sum over ranks
   double clip();                        // mean gradient, its global norm (returned), clipping
   void update(int64_t step, double lr);  // AdamW; master weights and the compute copy

@@ -3,9 +3,11 @@
 // drawing one example per row.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
+#include "core/rng.h"
 #include "data/loader.h"
 #include "data/sft.h"
 #include "tests/test_util.h"
@@ -59,6 +61,52 @@ TEST(Sft, RowsScoreOnlyTheResponseAndCutThePromptFromTheLeft) {
   sft_row(e, 2, 0, -100, in2.data(), tg2.data());
   EXPECT_EQ(in2, (std::vector<int32_t>{0, 21}));
   EXPECT_EQ(tg2, (std::vector<int32_t>{21, 22}));
+}
+
+// Packed rows: best fit in decreasing order puts every example in exactly one row, never over the
+// row, deterministically, and in fewer rows than one per example.
+TEST(Sft, PackingFillsRowsWithEveryExampleOnce) {
+  Philox rng(3);
+  std::vector<int64_t> lengths;
+  for (int i = 0; i < 300; ++i) lengths.push_back(1 + static_cast<int64_t>(rng.uniform_int(64)));
+  const auto rows = pack_sft_rows(lengths, 64);
+  EXPECT_EQ(rows, pack_sft_rows(lengths, 64));
+  std::vector<int> seen(lengths.size(), 0);
+  int64_t total = 0;
+  for (const auto& row : rows) {
+    int64_t used = 0;
+    for (int64_t e : row) {
+      ++seen[static_cast<size_t>(e)];
+      used += lengths[static_cast<size_t>(e)];
+    }
+    EXPECT_LE(used, 64);
+    EXPECT_TRUE(std::is_sorted(row.begin(), row.end()));
+    total += used;
+  }
+  EXPECT_EQ(seen, std::vector<int>(lengths.size(), 1));
+  // Close to the bound: the rows hold at least 95% of what the fewest rows possible would.
+  const int64_t fewest = (total + 63) / 64;
+  EXPECT_LE(static_cast<double>(rows.size()), fewest / 0.95) << total;
+  expect_error([&] { pack_sft_rows({3, 65}, 64); }, {"example 1 takes 65 positions"});
+}
+
+// A packed row holds each example as sft_row scores it (inputs, targets), with positions from 0 and
+// key_begin at the example's start; the padding is a sequence of its own with no targets.
+TEST(Sft, PackedRowsScoreEachExampleAsItsOwnRow) {
+  const SftExample a{{0, 11, 12}, {21, 0}}, b{{0, 13}, {22, 23, 0}};  // 4 and 4 positions
+  std::vector<int32_t> in(10), tg(10), pos(10), kb(10);
+  EXPECT_EQ(sft_packed_length(a, 10), 4);
+  sft_packed_row({&a, &b}, 10, 0, -100, in.data(), tg.data(), pos.data(), kb.data());
+  EXPECT_EQ(in, (std::vector<int32_t>{0, 11, 12, 21, 0, 13, 22, 23, 0, 0}));
+  EXPECT_EQ(tg, (std::vector<int32_t>{-100, -100, 21, 0, -100, 22, 23, 0, -100, -100}));
+  EXPECT_EQ(pos, (std::vector<int32_t>{0, 1, 2, 3, 0, 1, 2, 3, 0, 1}));
+  EXPECT_EQ(kb, (std::vector<int32_t>{0, 0, 0, 0, 4, 4, 4, 4, 8, 8}));
+  // The scored targets of each example equal sft_row's.
+  std::vector<int32_t> in1(10), tg1(10);
+  sft_row(b, 10, 0, -100, in1.data(), tg1.data());
+  EXPECT_EQ(std::vector<int32_t>(tg1.begin(), tg1.begin() + 4), std::vector<int32_t>(tg.begin() + 4, tg.begin() + 8));
+  expect_error([&] { sft_packed_row({&a, &b, &a}, 10, 0, -100, in.data(), tg.data(), pos.data(), kb.data()); },
+               {"more than 10 positions"});
 }
 
 TEST(Sft, FilesRoundTripAndBadFilesAreOneError) {
@@ -133,7 +181,28 @@ TEST(Sft, LoadersDrawOneExamplePerRow) {
   int rows = 0;
   while (v.next(batch)) rows += static_cast<int>(batch.inputs.size(0));
   EXPECT_EQ(rows, 3);
+  // Packed: the 12 examples (3 positions each) fill 6-position rows two at a time; every example
+  // once per epoch, each with its positions and key_begin; validation rows stay one per example.
+  o.pack = true;
+  o.batch_size = 2;
+  DataLoader packed(o);
+  EXPECT_EQ(packed.windows(), 6);
+  std::vector<int> seen_packed(12, 0);
+  for (int b = 0; b < 3; ++b) {
+    Batch batch = packed.next();
+    ASSERT_TRUE(batch.positions.defined() && batch.key_begin.defined());
+    for (int r = 0; r < 2; ++r) {
+      const int32_t* in = batch.inputs.data<int32_t>() + r * 6;
+      EXPECT_EQ(std::vector<int32_t>(batch.positions.data<int32_t>() + r * 6, batch.positions.data<int32_t>() + r * 6 + 6),
+                (std::vector<int32_t>{0, 1, 2, 0, 1, 2}));
+      EXPECT_EQ(std::vector<int32_t>(batch.key_begin.data<int32_t>() + r * 6, batch.key_begin.data<int32_t>() + r * 6 + 6),
+                (std::vector<int32_t>{0, 0, 0, 3, 3, 3}));
+      for (int e = 0; e < 2; ++e) ++seen_packed[static_cast<size_t>(in[3 * e + 1] - 10)];
+    }
+  }
+  EXPECT_EQ(seen_packed, std::vector<int>(12, 1));
   o.vocab_size = 30;  // tokens 30.. are outside: the file and the example are named
+  o.pack = false;
   expect_error([&] { DataLoader l(o); }, {dir + "/sft_train.bin", "outside the model's vocabulary"});
   fs::remove_all(dir);
 }

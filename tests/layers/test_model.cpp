@@ -185,6 +185,60 @@ TEST(Model, SkippingUnusedKvGivesTheSameLossAndGradients) {
   }
 }
 
+// Packed rows (data.pack): three sequences in one row, each attending only to itself with its own
+// positions from 0, give the loss and gradients of the same sequences one per row (padded, their
+// padding ignored), under a routing plan that borrows K/V. Mean losses over the same scored tokens;
+// equal up to f32 summation order.
+TEST(Model, PackedRowGivesTheLossAndGradientsOfOneSequencePerRow) {
+  Transformer model(tiny_config(), 8);
+  const std::vector<int64_t> lengths = {5, 9, 2};
+  const int64_t T = 20, rows = static_cast<int64_t>(lengths.size());  // 16 used, 4 padding
+  Tensor seq_in = random_tokens({rows, T}, 50, 11), seq_tg = random_tokens({rows, T}, 50, 12);
+  Tensor packed_in = Tensor::full({1, T}, 0, DType::I32), packed_tg = Tensor::full({1, T}, -100, DType::I32);
+  Tensor positions = Tensor::empty({1, T}, DType::I32), key_begin = Tensor::empty({1, T}, DType::I32);
+  int64_t at = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t len = lengths[static_cast<size_t>(r)];
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t i = r * T + t;
+      if (t >= len) {  // padding of the one-per-row batch: ignored
+        seq_tg.data<int32_t>()[i] = -100;
+        continue;
+      }
+      if (t == 1) seq_tg.data<int32_t>()[i] = -100;  // an ignored (prompt) target inside a sequence
+      packed_in.data<int32_t>()[at + t] = seq_in.data<int32_t>()[i];
+      packed_tg.data<int32_t>()[at + t] = seq_tg.data<int32_t>()[i];
+      positions.data<int32_t>()[at + t] = static_cast<int32_t>(t);
+      key_begin.data<int32_t>()[at + t] = static_cast<int32_t>(at);
+    }
+    at += len;
+  }
+  for (int64_t t = at; t < T; ++t) {  // the packed row's padding: a sequence of its own
+    positions.data<int32_t>()[t] = static_cast<int32_t>(t - at);
+    key_begin.data<int32_t>()[t] = static_cast<int32_t>(at);
+  }
+  const RoutingPlan plan{0, 0, 1, 1};
+  model.zero_grad();
+  Variable one_per_row = model.loss(seq_in, seq_tg, plan);
+  one_per_row.backward();
+  const std::vector<float> grads = model.flat_gradients().to_vector<float>();
+  model.zero_grad();
+  Variable packed = model.loss(packed_in, packed_tg, plan, -100, Positions(positions, key_begin));
+  packed.backward();
+  EXPECT_NEAR(packed.data().item(), one_per_row.data().item(), 1e-5 * std::abs(one_per_row.data().item()));
+  const std::vector<float> packed_grads = model.flat_gradients().to_vector<float>();
+  double scale = 0, err = 0;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    scale = std::max(scale, std::abs(static_cast<double>(grads[i])));
+    err = std::max(err, std::abs(static_cast<double>(packed_grads[i]) - grads[i]));
+  }
+  EXPECT_GT(scale, 0.0);
+  EXPECT_LT(err, 1e-5 * scale);
+  // Without the bounds the row is one long sequence: a different loss (the check above has teeth).
+  Variable unbounded = model.loss(packed_in, packed_tg, plan);
+  EXPECT_GT(std::abs(unbounded.data().item() - one_per_row.data().item()), 1e-4);
+}
+
 TEST(Model, ShareProbZeroMatchesNoRoutingBitForBit) {
   Transformer model(tiny_config(), 6);
   Tensor inputs = random_tokens({2, 10}, 50, 4), targets = random_tokens({2, 10}, 50, 5);

@@ -10,6 +10,7 @@
 
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "data/sft.h"
 #include "distributed/communicator.h"
 #include "kernels/ops.h"
 #include "train/checkpoint.h"
@@ -64,6 +65,54 @@ TEST(Trainer, ResumeIsBitIdentical) {
   EXPECT_EQ(hf["model_type"], "qwen3");
   EXPECT_EQ(hf["num_key_value_heads"], 2);
   EXPECT_EQ(hf["architectures"][0], "Qwen3ForCausalLM");
+}
+
+// Packed supervised rows (data.pack): several examples per row; training learns, resumes bit-
+// identically (the packing is deterministic), and packing token shards or packing on CUDA is a
+// config error naming data.pack.
+TEST(Trainer, PackedSupervisedRowsTrainAndResume) {
+  const std::string data = testing::temp_dir("packed_sft_data");
+  Philox rng(9);
+  std::vector<data::SftExample> train_examples, val_examples;
+  for (int i = 0; i < 400; ++i) {
+    data::SftExample e{{0}, {}};
+    const int64_t p = 1 + static_cast<int64_t>(rng.uniform_int(6)), r = 1 + static_cast<int64_t>(rng.uniform_int(4));
+    for (int64_t t = 0; t < p; ++t) e.prompt.push_back(1 + static_cast<int32_t>(rng.uniform_int(100)));
+    for (int64_t t = 0; t < r; ++t) e.response.push_back(100 + (e.prompt.back() + static_cast<int32_t>(t)) % 100);
+    e.response.push_back(0);
+    (i < 360 ? train_examples : val_examples).push_back(e);
+  }
+  data::write_sft_file(data + "/sft_train.bin", train_examples, 2);
+  data::write_sft_file(data + "/sft_val.bin", val_examples, 2);
+  std::ofstream(data + "/data.json") << R"({"format": "sft", "vocab_size": 256, "eot_id": 0, "token_bytes": 2})";
+  const std::string run_a = testing::temp_dir("packed_a"), run_b = testing::temp_dir("packed_b");
+  auto comm_owner = dist::make_local_communicator();
+  dist::Communicator& comm = *comm_owner;
+  // tiny_yaml's data section, with pack: true.
+  auto packed_yaml = [&](const std::string& run) {
+    std::string y = test::tiny_yaml(data, run);
+    const std::string from = "data: {dir: " + data + "}";
+    y.replace(y.find(from), from.size(), "data: {dir: " + data + ", pack: true}");
+    return y;
+  };
+  TrainResult straight = run_training(parse_config(packed_yaml(run_a), "a.yaml"), comm, {"", 0, true});
+  ASSERT_EQ(straight.losses.size(), 20u);
+  EXPECT_LT(straight.losses.back(), straight.losses.front());
+  RunConfig cb = parse_config(packed_yaml(run_b), "b.yaml");
+  TrainResult first = run_training(cb, comm, {"", 10, true});
+  TrainResult second = run_training(cb, comm, {"auto", 0, true});
+  ASSERT_EQ(second.losses.size(), 10u);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(second.losses[i], straight.losses[10 + i]) << "step " << i + 11;
+  // Token shards are full rows already; CUDA kernels read one sequence per row.
+  const std::string tokens = make_data("packed_tokens");
+  std::string bad = test::tiny_yaml(tokens, testing::temp_dir("packed_c"));
+  bad.replace(bad.find("data: {dir: " + tokens + "}"), ("data: {dir: " + tokens + "}").size(),
+              "data: {dir: " + tokens + ", pack: true}");
+  expect_error([&] { run_training(parse_config(bad, "c.yaml"), comm, {"", 0, true}); }, {"data.pack", "token shards"});
+  std::string cuda = packed_yaml(testing::temp_dir("packed_d"));
+  cuda.replace(cuda.find("threads: 1"), 10, "threads: 1, device: cuda");
+  expect_error([&] { parse_config(cuda, "d.yaml"); }, {"d.yaml", "data.pack", "CPU kernels"});
+  for (const std::string& d : {data, run_a, run_b, tokens}) fs::remove_all(d);
 }
 
 // CPU bf16 (train.precision: bf16 on the CPU): bf16 GEMM operands, f32 everything else. The
