@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -574,6 +576,270 @@ std::string study_plot_script(const StudyInfo& info, const std::vector<StudyRow>
       "set grid\nset xrange [*:*] reverse\n"
       "plot for [i=0:{5}] '{0}/plot.dat' index i using 1:2:3 with yerrorlines lw 2 pt 7 title columnheader(1)\n",
       out_dir, info.name, seeds.size(), seeds.size() == 1 ? "" : "s", info.depth, blocks - 1);
+}
+
+// ---- Learning curves ----------------------------------------------------------------------------
+
+std::vector<CurvePoint> curve_points_from_metrics(const std::string& text, const std::string& path,
+                                                  const std::string& run, uint64_t seed, int64_t batch_tokens) {
+  std::map<std::pair<int64_t, double>, CurvePoint> by_key;  // later lines win
+  size_t pos = 0, line_no = 0;
+  while (pos < text.size()) {
+    const size_t end = std::min(text.find('\n', pos), text.size());
+    const std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (line.empty() || line.find("\"val_loss\"") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const std::exception&) {
+      KV_FAIL("{}: line {}: not a JSON object", path, line_no);
+    }
+    KV_CHECK(j.is_object() && j.contains("step") && j["step"].is_number_integer() && j["val_loss"].is_object(),
+             "{}: line {}: expected {{\"step\": N, \"val_loss\": {{...}}}}", path, line_no);
+    const int64_t step = j["step"].get<int64_t>();
+    for (const auto& [key, value] : j["val_loss"].items()) {
+      double r = 0;
+      try {
+        r = std::stod(key);
+      } catch (const std::exception&) {
+        KV_FAIL("{}: line {}: retention '{}' is not a number", path, line_no, kvroute::excerpt(key, 40));
+      }
+      KV_CHECK(value.is_number() && std::isfinite(value.get<double>()), "{}: line {}: val_loss[{}] is not a finite "
+               "number", path, line_no, key);
+      by_key[{step, r}] = CurvePoint{run, seed, step, step * batch_tokens, r, value.get<double>()};
+    }
+  }
+  std::vector<CurvePoint> out;
+  for (auto& [key, p] : by_key) out.push_back(p);
+  return out;
+}
+
+std::string curves_csv(const std::vector<CurvePoint>& points) {
+  std::string csv = "run,seed,step,tokens,retention,val_loss\n";
+  for (const CurvePoint& p : points)
+    csv += fmt::format("{},{},{},{},{:g},{:.6f}\n", p.run, p.seed, p.step, p.tokens, p.retention, p.loss);
+  return csv;
+}
+
+std::vector<CurvePoint> curves_from_csv(const std::string& text, const std::string& path) {
+  static const std::string header = "run,seed,step,tokens,retention,val_loss";
+  std::vector<CurvePoint> out;
+  size_t pos = 0, line_no = 0;
+  while (pos < text.size()) {
+    const size_t end = std::min(text.find('\n', pos), text.size());
+    const std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+    if (line_no == 1) {
+      KV_CHECK(line == header, "{}: line 1: not a study curves.csv header (expected '{}')", path, header);
+      continue;
+    }
+    if (line.empty()) continue;
+    std::vector<std::string> f;
+    for (size_t a = 0;;) {
+      const size_t b = line.find(',', a);
+      f.push_back(line.substr(a, b == std::string::npos ? std::string::npos : b - a));
+      if (b == std::string::npos) break;
+      a = b + 1;
+    }
+    KV_CHECK(f.size() == 6, "{}: line {}: expected 6 fields, got {}", path, line_no, f.size());
+    auto number = [&](const std::string& s, const char* field) {
+      size_t used = 0;
+      double v = 0;
+      try {
+        v = std::stod(s, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      KV_CHECK(used == s.size() && !s.empty() && std::isfinite(v), "{}: line {}: {} '{}' is not a finite number", path,
+               line_no, field, kvroute::excerpt(s, 40));
+      return v;
+    };
+    CurvePoint p;
+    p.run = f[0];
+    const double seed = number(f[1], "seed"), step = number(f[2], "step"), tokens = number(f[3], "tokens");
+    KV_CHECK(seed >= 0 && step >= 0 && tokens >= 0 && seed <= 9e15 && step <= 9e15 && tokens <= 9e15,
+             "{}: line {}: seed, step and tokens must be non-negative integers", path, line_no);
+    p.seed = static_cast<uint64_t>(seed);
+    p.step = static_cast<int64_t>(step);
+    p.tokens = static_cast<int64_t>(tokens);
+    p.retention = number(f[4], "retention");
+    p.loss = number(f[5], "val_loss");
+    out.push_back(p);
+  }
+  KV_CHECK(line_no >= 1, "{}: empty file (expected a study curves.csv)", path);
+  return out;
+}
+
+namespace {
+
+// One curve comparison: a - b (relative: (a - b) / b) of two (run, retention) series, per seed.
+struct CurveComparison {
+  std::string title, a_run, b_run;
+  double a_retention = 1.0, b_retention = 1.0;
+  bool relative = false;
+  double threshold = 0.0;  // where the fit's crossing is reported
+};
+
+std::vector<CurveComparison> curve_comparisons(const Index& ix) {
+  std::vector<CurveComparison> out;
+  const std::optional<std::string> base = ix.baseline();
+  if (!base) return out;
+  const int depth = ix.info.depth;
+  std::vector<std::string> routed;
+  for (const std::string& run : ix.deep_runs())
+    if (ix.first(run)->policy != "none" && ix.first(run)->num_layers == depth && !ix.info.baseline_of.count(run))
+      routed.push_back(run);
+  for (const std::string& r : routed)
+    out.push_back({fmt::format("{} gap", r), r, *base, 1.0, 1.0, true, 0.02});
+  for (const std::string& s : ix.shallow_runs())
+    out.push_back({fmt::format("{} - {}", *base, s), *base, s, 1.0, 1.0, false, 0.0});
+  for (const std::string& r : routed) {
+    for (const std::string& s : ix.shallow_runs()) {
+      const double retention = static_cast<double>(ix.first(s)->num_layers) / depth;
+      out.push_back({fmt::format("{}@{:g} - {}", r, retention, s), r, s, retention, 1.0, false, 0.0});
+    }
+  }
+  return out;
+}
+
+// Per eval step of a comparison: tokens and the per-seed values.
+std::map<int64_t, std::pair<int64_t, std::vector<double>>> comparison_series(const CurveComparison& c,
+                                                                             const std::vector<CurvePoint>& points) {
+  std::map<std::pair<int64_t, uint64_t>, double> a, b;  // (step, seed) -> loss
+  std::map<int64_t, int64_t> tokens;
+  for (const CurvePoint& p : points) {
+    if (p.run == c.a_run && std::abs(p.retention - c.a_retention) < 1e-9) a[{p.step, p.seed}] = p.loss;
+    if (p.run == c.b_run && std::abs(p.retention - c.b_retention) < 1e-9) b[{p.step, p.seed}] = p.loss;
+    tokens[p.step] = p.tokens;
+  }
+  std::map<int64_t, std::pair<int64_t, std::vector<double>>> out;
+  for (const auto& [key, x] : a) {
+    auto it = b.find(key);
+    if (it == b.end()) continue;
+    auto& entry = out[key.first];
+    entry.first = tokens[key.first];
+    entry.second.push_back(c.relative ? (x - it->second) / it->second : x - it->second);
+  }
+  return out;
+}
+
+std::string curve_cell(const std::vector<double>& v, bool relative) {
+  Interval ci = mean_ci95(v);
+  if (relative) return percent(ci);
+  return interval(ci);
+}
+
+}  // namespace
+
+std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows,
+                            const std::vector<CurvePoint>& points) {
+  if (points.empty()) return "";
+  const Index ix{info, rows};
+  const std::vector<CurveComparison> comparisons = curve_comparisons(ix);
+  std::string md = "\n## Learning curves (in-training evaluation)\n\n";
+  if (comparisons.empty()) return md + "No baseline measured yet: nothing to compare.\n";
+  md += "At every in-training evaluation: the full-retention gap of each routed model (relative to the baseline, "
+        "same seed), the deep baseline minus each shallow full-cache model (negative: depth pays), and each routed "
+        "model at the shallow model's cache minus that model (negative: the shared cache beats the shallower "
+        "model). Mean over seeds with the 95% t interval of the per-seed differences.\n\n";
+  std::map<int64_t, int64_t> steps;  // step -> tokens
+  for (const CurvePoint& p : points) steps[p.step] = p.tokens;
+  const double params = info.budget.count(info.runs.empty() ? "" : ix.baseline().value_or(""))
+                            ? static_cast<double>(info.budget.at(*ix.baseline()).parameters)
+                            : 0.0;
+  md += "| tokens | tokens/param |";
+  for (const CurveComparison& c : comparisons) md += fmt::format(" {} |", c.title);
+  md += "\n|---|---|";
+  for (size_t i = 0; i < comparisons.size(); ++i) md += "---|";
+  md += "\n";
+  std::vector<std::map<int64_t, std::pair<int64_t, std::vector<double>>>> series;
+  for (const CurveComparison& c : comparisons) series.push_back(comparison_series(c, points));
+  for (const auto& [step, tokens] : steps) {
+    md += fmt::format("| {:.2f}M | {} |", static_cast<double>(tokens) / 1e6,
+                      params > 0 ? fmt::format("{:.2f}", static_cast<double>(tokens) / params) : std::string("-"));
+    for (size_t i = 0; i < comparisons.size(); ++i) {
+      auto it = series[i].find(step);
+      const std::string cell = it == series[i].end() ? "-" : curve_cell(it->second.second, comparisons[i].relative);
+      md += fmt::format(" {} |", cell);
+    }
+    md += "\n";
+  }
+  if (params > 0) {
+    md += "\nLeast-squares line of each seed-mean difference against x = log10(tokens per parameter), and where it "
+          "crosses its threshold (2% for a gap, 0 for a difference); an extrapolation beyond the measured range is "
+          "marked as one.\n\n| comparison | points | slope per decade | at the last point | crosses at tokens/param |\n"
+          "|---|---|---|---|---|\n";
+    for (size_t i = 0; i < comparisons.size(); ++i) {
+      std::vector<double> xs, ys;
+      for (const auto& [step, entry] : series[i]) {
+        if (entry.first <= 0 || entry.second.empty()) continue;
+        xs.push_back(std::log10(static_cast<double>(entry.first) / params));
+        ys.push_back(summarize(entry.second).mean);
+      }
+      const CurveComparison& c = comparisons[i];
+      auto show = [&](double y) { return c.relative ? fmt::format("{:+.2f}%", 100 * y) : fmt::format("{:+.4f}", y); };
+      if (xs.size() < 3) {
+        md += fmt::format("| {} | {} | - | - | (fewer than 3 points) |\n", c.title, xs.size());
+        continue;
+      }
+      double mx = 0, my = 0;
+      for (size_t k = 0; k < xs.size(); ++k) mx += xs[k], my += ys[k];
+      mx /= xs.size();
+      my /= xs.size();
+      double sxx = 0, sxy = 0;
+      for (size_t k = 0; k < xs.size(); ++k) sxx += (xs[k] - mx) * (xs[k] - mx), sxy += (xs[k] - mx) * (ys[k] - my);
+      const double slope = sxx > 0 ? sxy / sxx : 0.0, intercept = my - slope * mx;
+      // Below the threshold is where each claim holds (a gap under 2%, a difference under 0).
+      std::string cross;
+      if (slope < 0) {
+        const double x = (c.threshold - intercept) / slope;
+        const bool inside = x >= *std::min_element(xs.begin(), xs.end()) && x <= *std::max_element(xs.begin(), xs.end());
+        cross = fmt::format("{:.3g}{}", std::pow(10.0, x), inside ? "" : " (extrapolated)");
+      } else {
+        cross = std::all_of(ys.begin(), ys.end(), [&](double y) { return y < c.threshold; })
+                    ? "below it throughout"
+                    : "does not cross (the line does not fall)";
+      }
+      md += fmt::format("| {} | {} | {} | {} | {} |\n", c.title, xs.size(), show(slope), show(ys.back()), cross);
+    }
+  }
+  md += "\n![differences vs tokens](curves.png)\n";
+  return md;
+}
+
+std::string curves_plot_data(const StudyInfo& info, const std::vector<StudyRow>& rows,
+                             const std::vector<CurvePoint>& points) {
+  const Index ix{info, rows};
+  std::string rel, diff;
+  for (const CurveComparison& c : curve_comparisons(ix)) {
+    std::string block = "\"" + c.title + "\"\n";
+    for (const auto& [step, entry] : comparison_series(c, points)) {
+      const Summary s = summarize(entry.second);
+      const double k = c.relative ? 100.0 : 1.0;
+      block += fmt::format("{:.4f} {:.6f} {:.6f}\n", static_cast<double>(entry.first) / 1e6, k * s.mean, k * s.sd);
+    }
+    (c.relative ? rel : diff) += block + "\n\n";
+  }
+  // Relative gaps first, then differences; the script counts the blocks of each.
+  return rel + diff;
+}
+
+std::string curves_plot_script(const StudyInfo& info, const std::string& out_dir) {
+  return fmt::format(
+      "set terminal pngcairo size 1100,900 font 'sans,11' noenhanced\nset output '{0}/curves.png'\n"
+      "stats '{0}/curves.dat' using 0 nooutput\nblocks = STATS_blocks\n"
+      "rel = system(\"grep -c ' gap\\\"$' '{0}/curves.dat'\") + 0\n"
+      "set multiplot layout 2,1 title '{1}: differences against tokens seen (mean and sd over seeds)'\n"
+      "set grid\nset key outside right\nset xlabel 'training tokens (M)'\nset logscale x\n"
+      "set ylabel 'loss relative to the baseline (%)'\n"
+      "plot for [i=0:rel-1] '{0}/curves.dat' index i using 1:2:3 with yerrorlines lw 2 pt 7 title columnheader(1)\n"
+      "set ylabel 'loss difference (nats)'\n"
+      "plot for [i=rel:blocks-1] '{0}/curves.dat' index i using 1:2:3 with yerrorlines lw 2 pt 7 title columnheader(1), "
+      "0 with lines lc rgb 'gray' notitle\nunset multiplot\n",
+      out_dir, info.name);
 }
 
 }  // namespace kvroute::eval

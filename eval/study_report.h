@@ -70,4 +70,36 @@ std::string study_markdown(const StudyInfo& info, const std::vector<StudyRow>& r
 std::string study_plot_data(const StudyInfo& info, const std::vector<StudyRow>& rows);
 std::string study_plot_script(const StudyInfo& info, const std::vector<StudyRow>& rows, const std::string& out_dir);
 
+// ---- Learning curves: the in-training evaluations (eval.interval > 0) ---------------------------
+
+// The loss of one replicate at one retention level after `tokens` training tokens (a val_loss line
+// of its metrics.jsonl).
+struct CurvePoint {
+  std::string run;
+  uint64_t seed = 0;
+  int64_t step = 0, tokens = 0;
+  double retention = 1.0;
+  double loss = 0.0;
+};
+// The val_loss lines of a run's metrics.jsonl (a later line for the same step and level wins: a
+// resumed run evaluates again); tokens = step x batch_tokens. Errors name the file and line.
+std::vector<CurvePoint> curve_points_from_metrics(const std::string& text, const std::string& path,
+                                                  const std::string& run, uint64_t seed, int64_t batch_tokens);
+// curves.csv: every point of every replicate (the report re-reads it when run directories are gone).
+std::string curves_csv(const std::vector<CurvePoint>& points);
+std::vector<CurvePoint> curves_from_csv(const std::string& text, const std::string& path);
+// report.md's section on the curves, at every evaluated point (seed means with 95% intervals of the
+// per-seed paired differences): each routed deep run's loss at full retention relative to the
+// baseline's (the full-retention gap); the deep baseline minus each shallow full-cache model
+// (negative: depth pays); each routed deep run at the shallow model's cache minus that model
+// (negative: the shared cache beats the shallow model, claim 2). Then a least-squares line of each
+// against log10(tokens per parameter), with where it crosses its threshold (gap 2%, differences 0).
+// Empty without points; runs are classified by the study's rows (final evaluations).
+std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows,
+                            const std::vector<CurvePoint>& points);
+// curves.dat and the gnuplot script drawing curves.png (two panels: relative gaps, differences).
+std::string curves_plot_data(const StudyInfo& info, const std::vector<StudyRow>& rows,
+                             const std::vector<CurvePoint>& points);
+std::string curves_plot_script(const StudyInfo& info, const std::string& out_dir);
+
 }  // namespace kvroute::eval

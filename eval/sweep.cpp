@@ -356,19 +356,49 @@ std::vector<PlanResult> evaluate_replicate(const Study& study, const StudyRun& r
 
 namespace {
 
-// results.csv, report.md, plot.dat/plot.gp and plot.png from the rows measured so far.
-void write_report(const Study& study, const StudyInfo& info, const std::vector<StudyRow>& rows, bool print) {
+// results.csv, report.md, plot.dat/plot.gp and plot.png from the rows measured so far; with
+// in-training evaluations also curves.csv and curves.png.
+void write_report(const Study& study, const StudyInfo& info, const std::vector<StudyRow>& rows,
+                  const std::vector<CurvePoint>& curves, bool print) {
   fs::create_directories(study.out_dir);
   io::write_file_atomic(study.out_dir + "/results.csv", study_csv(info, rows));
-  const std::string md = study_markdown(info, rows);
+  const std::string md = study_markdown(info, rows) + curves_markdown(info, rows, curves);
   io::write_file_atomic(study.out_dir + "/report.md", md);
-  io::write_file_atomic(study.out_dir + "/plot.dat", study_plot_data(info, rows));
-  const std::string script = study.out_dir + "/plot.gp";
-  io::write_file_atomic(script, study_plot_script(info, rows, study.out_dir));
-  if (std::system(fmt::format("gnuplot '{}' 2> '{}/plot.log'", script, study.out_dir).c_str()) != 0) {
-    std::printf("sweep: gnuplot failed (see %s/plot.log); results.csv and report.md are complete\n", study.out_dir.c_str());
+  auto plot = [&](const std::string& name, const std::string& data, const std::string& script_text) {
+    io::write_file_atomic(study.out_dir + "/" + name + ".dat", data);
+    const std::string script = study.out_dir + "/" + name + ".gp";
+    io::write_file_atomic(script, script_text);
+    if (std::system(fmt::format("gnuplot '{}' 2> '{}/{}.log'", script, study.out_dir, name).c_str()) != 0) {
+      std::printf("sweep: gnuplot failed (see %s/%s.log); results.csv and report.md are complete\n",
+                  study.out_dir.c_str(), name.c_str());
+    }
+  };
+  plot("plot", study_plot_data(info, rows), study_plot_script(info, rows, study.out_dir));
+  if (!curves.empty()) {
+    io::write_file_atomic(study.out_dir + "/curves.csv", curves_csv(curves));
+    plot("curves", curves_plot_data(info, rows, curves), curves_plot_script(info, study.out_dir));
   }
   if (print) std::printf("\n%s", md.c_str());
+}
+
+// The study's recorded in-training evaluations (curves.csv), if any.
+std::vector<CurvePoint> recorded_curves(const Study& study) {
+  const std::string path = study.out_dir + "/curves.csv";
+  if (!fs::exists(path)) return {};
+  return curves_from_csv(io::read_file(path, 256 << 20), path);
+}
+
+// A replicate's in-training evaluations from its metrics.jsonl replace what curves.csv held for it.
+void update_curves(std::vector<CurvePoint>& curves, const std::string& run_dir, const std::string& run, uint64_t seed,
+                   const train::RunConfig& config, int world_size) {
+  const std::string path = run_dir + "/metrics.jsonl";
+  if (!fs::exists(path)) return;
+  const int64_t batch_tokens = config.train.global_batch_tokens > 0
+                                   ? config.train.global_batch_tokens
+                                   : world_size * config.train.batch_size * config.train.seq_len;
+  std::vector<CurvePoint> fresh = curve_points_from_metrics(io::read_file(path, 1 << 30), path, run, seed, batch_tokens);
+  std::erase_if(curves, [&](const CurvePoint& p) { return p.run == run && p.seed == seed; });
+  curves.insert(curves.end(), fresh.begin(), fresh.end());
 }
 
 // What a run trains on: tokens over all steps, and its model's parameters (built from the config).
@@ -425,7 +455,7 @@ void report_study(const Study& study) {
     const std::optional<uint64_t> seed = study.seeds.empty() ? std::nullopt : std::optional<uint64_t>(study.seeds[0]);
     info.budget[r.name] = run_budget(replicate_config(study, r, seed, &run_dir), 1);
   }
-  write_report(study, info, rows, true);
+  write_report(study, info, rows, recorded_curves(study), true);
 }
 
 namespace {
@@ -467,6 +497,12 @@ bool run_study(const Study& study, dist::Communicator& comm) {
     } catch (const Error& e) {
       if (leader) std::printf("sweep: note: %s; every replicate without a run directory is trained\n", e.what());
     }
+  }
+  std::vector<CurvePoint> curves;
+  try {
+    curves = recorded_curves(study);
+  } catch (const Error& e) {
+    if (leader) std::printf("sweep: note: %s; the curves are rebuilt from the run directories\n", e.what());
   }
   const std::vector<std::optional<uint64_t>> seeds =
       study.seeds.empty() ? std::vector<std::optional<uint64_t>>{std::nullopt}
@@ -516,16 +552,17 @@ bool run_study(const Study& study, dist::Communicator& comm) {
           io::write_file_atomic(settings_path, settings);
         }
       }
+      if (leader) update_curves(curves, run_dir, r.name, row_seed, config, comm.world_size());
       for (PlanResult& p : results) {
         rows.push_back({r.name, row_seed, r.shallow,
                         layers::policy_name(config.router.config.policy), static_cast<int>(config.model.num_layers),
                         std::move(p)});
       }
       if (leader && !info.budget.count(r.name)) info.budget[r.name] = run_budget(config, comm.world_size());
-      if (leader) write_report(study, info, rows, false);  // a partial study has a report too
+      if (leader) write_report(study, info, rows, curves, false);  // a partial study has a report too
     }
   }
-  if (leader) write_report(study, info, rows, true);
+  if (leader) write_report(study, info, rows, curves, true);
   return true;
 }
 

@@ -250,5 +250,67 @@ TEST(StudyReport, ResultsCsvReadsBackToTheSameRows) {
   refused(head + "a,1,deep,none,retention 1,even,1,8,0.1,4,54.6,100,x\n", "line 2: kept_layers 'x'");
 }
 
+// Learning curves: metrics.jsonl's val_loss lines become points (a re-evaluated step keeps its last
+// line), curves.csv reads back to the same points, and the report follows the numbers: a gap that
+// shrinks with tokens crosses 2% where the fitted line says, depth starts to pay.
+TEST(StudyReport, CurvesFromMetricsCsvAndReport) {
+  const std::string metrics =
+      "{\"step\": 10, \"loss\": 5.0}\n"
+      "{\"step\": 10, \"val_loss\": {\"1\": 4.9, \"0.5\": 5.1}, \"routing_plan\": {}}\n"
+      "{\"step\": 20, \"val_loss\": {\"1\": 4.5}}\n"
+      "{\"step\": 20, \"val_loss\": {\"1\": 4.4}}\n";
+  const std::vector<CurvePoint> p = curve_points_from_metrics(metrics, "m.jsonl", "rcla", 2, 100);
+  ASSERT_EQ(p.size(), 3u);
+  EXPECT_EQ(p[0].step, 10);
+  EXPECT_EQ(p[0].tokens, 1000);
+  EXPECT_DOUBLE_EQ(p[0].retention, 0.5);
+  EXPECT_DOUBLE_EQ(p[2].loss, 4.4);  // the later line for step 20
+  EXPECT_EQ(p[2].seed, 2u);
+  try {
+    (void)curve_points_from_metrics("{\"step\": 1, \"val_loss\": {\"1\": \"x\"}}\n", "m.jsonl", "a", 1, 1);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("m.jsonl: line 1: val_loss[1]"), std::string::npos) << e.what();
+  }
+
+  // A study: baseline and rcla (8 layers), shallow-4L; 3 seeds; evaluations at 1, 10, 100 tokens per
+  // parameter (parameters 1e6). rcla's gap: 8%, 4%, 0% (relative), i.e. -4 points per decade,
+  // crossing 2% at 10^1.5 = 31.6 tokens per parameter; baseline - shallow-4L: +0.1, 0, -0.1.
+  Fake f(0.02, 4.3, 4.6);
+  f.info.budget["baseline"] = {100000000, 1000000};
+  std::vector<CurvePoint> points;
+  const double gap[] = {0.08, 0.04, 0.0}, depth[] = {0.1, 0.0, -0.1};
+  for (uint64_t seed : {1, 2, 3}) {
+    const double noise = 0.001 * static_cast<double>(seed);
+    for (int i = 0; i < 3; ++i) {
+      const int64_t step = 10 * (i + 1), tokens = 1000000 * static_cast<int64_t>(std::pow(10, i));
+      const double base = 4.0 - 0.2 * i + noise;
+      points.push_back({"baseline", seed, step, tokens, 1.0, base});
+      points.push_back({"rcla", seed, step, tokens, 1.0, base * (1 + gap[i])});
+      points.push_back({"rcla", seed, step, tokens, 0.5, base * (1 + gap[i]) + 0.05});
+      points.push_back({"shallow-4L", seed, step, tokens, 1.0, base - depth[i]});
+    }
+  }
+  const std::string csv = curves_csv(points);
+  const std::vector<CurvePoint> back = curves_from_csv(csv, "curves.csv");
+  ASSERT_EQ(back.size(), points.size());
+  EXPECT_EQ(curves_csv(back), csv);
+  const std::string md = curves_markdown(f.info, f.rows, points);
+  EXPECT_NE(md.find("| tokens | tokens/param | rcla gap | baseline - shallow-4L | baseline - shallow-2L | "
+                    "rcla@0.5 - shallow-4L | rcla@0.25 - shallow-2L |"),
+            std::string::npos) << md;
+  EXPECT_NE(md.find("| 1.00M | 1.00 | +8.00% ["), std::string::npos) << md;
+  EXPECT_NE(md.find("| rcla gap | 3 | -4.00% | +0.00% | 31.6 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| baseline - shallow-4L | 3 | -0.1000 | -0.1000 | 10 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| baseline - shallow-2L | 0 | - | - | (fewer than 3 points) |"), std::string::npos) << md;
+  EXPECT_EQ(curves_markdown(f.info, f.rows, {}), "");
+  try {
+    (void)curves_from_csv("run,seed,step,tokens,retention,val_loss\na,1,2,3,1,inf\n", "c.csv");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("c.csv: line 2: val_loss 'inf'"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace kvroute::eval

@@ -87,6 +87,7 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
   std::ofstream(dir / "base.yaml") << tiny_model_yaml(kSmall) <<
                                       "data: {dir: " << (dir / "data").string() << "}\n"
                                       "train: {steps: 3, batch_size: 2, seq_len: 16, log_interval: 3, threads: 1}\n"
+                                      "eval: {interval: 2, retention: [1.0, 0.5], batches: 2}\n"
                                       "dist: {backend: none}\n";
   std::ofstream(dir / "study.yaml") << "study: reps\nbase: " << (dir / "base.yaml").string() << "\n"
                                        "seeds: [3, 4]\nshallow_baselines: true\n"
@@ -141,6 +142,16 @@ TEST(Sweep, SeedsShallowBaselinesAndPlanSplit) {
   EXPECT_NE(md.find("## The paper's claims at this scale"), std::string::npos) << md;
   EXPECT_NE(md.find("R-CLA at full retention is within 2% of the baseline (rcla):"), std::string::npos) << md;
   EXPECT_NE(md.find("| 1 layer (25%) | rcla |"), std::string::npos) << md;
+  // In-training evaluations (eval.interval 2 of 3 steps: steps 2 and 3) of every replicate, and the
+  // curves section over them.
+  std::ifstream curves_file(out / "curves.csv");
+  const std::string curves((std::istreambuf_iterator<char>(curves_file)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(curves.rfind("run,seed,step,tokens,retention,val_loss\n", 0), 0u) << curves;
+  for (const char* point : {"\nbaseline,3,2,64,1,", "\nbaseline,4,3,96,0.5,", "\nrcla,4,2,64,1,", "\nshallow-1L,3,3,96,1,"})
+    EXPECT_NE(curves.find(point), std::string::npos) << point << "\n" << curves;
+  EXPECT_NE(md.find("## Learning curves (in-training evaluation)"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 0.00M | "), std::string::npos) << md;
+  EXPECT_TRUE(fs::exists(out / "curves.png") || system("command -v gnuplot > /dev/null") != 0);
 
   // Resume: nothing retrained or re-evaluated; a changed eval setting re-evaluates, not retrains.
   const fs::path ck = out / "runs/rcla/seed-4/checkpoints/step_00000003/model.safetensors";
