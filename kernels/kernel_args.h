@@ -48,6 +48,7 @@ struct AttentionShape {
   int64_t kv_batch_stride = 0;  // elements between batches of k/v (0: kv_len * kv_heads * head_dim)
   // Packed rows (several sequences per row, q_len == kv_len): [batch, q_len], the first key each
   // query sees, key_begin[b][t] <= t (its sequence's first token); nullptr: every query sees key 0.
+  // Host memory for both backends (the CUDA kernels upload it).
   const int32_t* key_begin = nullptr;
   int64_t kv_stride() const { return kv_batch_stride > 0 ? kv_batch_stride : kv_len * kv_heads * head_dim; }
 };

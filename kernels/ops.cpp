@@ -446,10 +446,8 @@ void check_packed_index(const char* op, const char* name, const Tensor& index, i
                         Device device, bool at_most_t) {
   KV_CHECK(index.dim() == 2 && index.size(0) == batch && index.size(1) == seq && index.dtype() == DType::I32,
            "{}: {} must be i32 [{}, {}], got {} {}", op, name, batch, seq, index.dtype(), index.shape());
-  KV_CHECK(index.device() == device, "{}: {} is on {}, the activations on {}", op, name, index.device().str(),
-           device.str());
-  KV_CHECK(!device.is_cuda(), "{}: packed rows ({}) need the CPU kernels; the CUDA kernels read one sequence per row",
-           op, name);
+  (void)device;  // host memory for both backends: the CUDA kernels upload it, as they do token ids
+  KV_CHECK(!index.device().is_cuda(), "{}: {} must be in host memory (it is on {})", op, name, index.device().str());
   const Tensor c = index.contiguous();
   const int32_t* v = c.data<int32_t>();
   for (int64_t b = 0; b < batch; ++b) {
@@ -483,7 +481,7 @@ void rope_dispatch(const char* op, const Tensor& x, const RopeConfig& rope, int6
   Tensor xc = x.contiguous();
   if (device.is_cuda()) {
     cuda::rope(device.index, dtype, xc.raw_data(), out.raw_data(), x.size(0), x.size(1), x.size(2), x.size(3), rope,
-               position_offset, sign);
+               position_offset, sign, pc.defined() ? pc.data<int32_t>() : nullptr);
   } else {
     cpu::rope(xc.data<float>(), out.data<float>(), x.size(0), x.size(1), x.size(2), x.size(3), rope,
               position_offset, sign, pc.defined() ? pc.data<int32_t>() : nullptr);

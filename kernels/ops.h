@@ -75,8 +75,8 @@ void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight
 // x [B, T, H, D], D even: for i < D/2 and position p = position_offset + t,
 // angle = p * inv_freq(i) (kernel_args.h: theta^(-2i/D), optionally Llama-3 scaled);
 // out[i] = x[i] cos - x[i+D/2] sin; out[i+D/2] = x[i+D/2] cos + x[i] sin.
-// Packed rows (several sequences per row): `positions` [B, T] i32 gives each token's position in
-// its own sequence instead (position_offset must then be 0). CPU only.
+// Packed rows (several sequences per row): `positions` [B, T] i32 (host memory, as token ids) gives
+// each token's position in its own sequence instead (position_offset must then be 0).
 void rope_forward(const Tensor& x, const RopeConfig& rope, int64_t position_offset, Tensor& out,
                   const Tensor& positions = Tensor());
 void rope_backward(const Tensor& dout, const RopeConfig& rope, int64_t position_offset, Tensor& dx,
@@ -94,8 +94,9 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, T
 // k/v may be a prefix view (dim 1) of a larger [B, T_max, Hkv, D] KV cache: read in place. On the
 // CPU, k and v may be bf16 with f32 q (a bf16 KV cache, forward only): read widened to f32.
 // ex.attention picks the CUDA kernel (the CPU has one). Packed rows (several sequences per row,
-// Tq == Tk; CPU only): key_begin [B, Tq] i32 holds the first key each query sees, the row index of
-// its sequence's first token (key_begin[b][t] <= t), so no query sees another sequence.
+// Tq == Tk): key_begin [B, Tq] i32 (host memory, as token ids) holds the first key each query sees,
+// the row index of its sequence's first token (key_begin[b][t] <= t), so no query sees another
+// sequence. On CUDA, packed rows run on the CUDA-core kernel (the tensor-core one reads no bounds).
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float softmax_scale,
                        Tensor& out, Tensor& lse, const Execution& ex = {}, const Tensor& key_begin = Tensor());
 // Recomputes the scores tile by tile from q, k and lse. dq, dk, dv are overwritten.

@@ -225,9 +225,6 @@ void validate_cross_fields(const RunConfig& c, const std::string& src) {
            c.model.sliding_window);
   KV_CHECK(c.train.seq_len <= c.model.max_seq_len, "{}: train.seq_len {} exceeds model.max_seq_len {}", src,
            c.train.seq_len, c.model.max_seq_len);
-  KV_CHECK(!c.data.pack || c.train.device != Device::Kind::CUDA,
-           "{}: data.pack: packed rows need the CPU kernels (the CUDA attention and RoPE kernels read one sequence "
-           "per row); set data.pack: false or train.device: cpu", src);
   KV_CHECK(c.optim.min_lr <= c.optim.lr, "{}: optim.min_lr {} exceeds optim.lr {}", src, c.optim.min_lr, c.optim.lr);
   KV_CHECK(c.optim.schedule != ScheduleKind::Wsd || c.optim.warmup_fraction + c.optim.decay_fraction <= 1.0,
            "{}: optim.warmup_fraction {} + optim.decay_fraction {} exceed 1", src, c.optim.warmup_fraction,

@@ -56,7 +56,8 @@ struct DataSection {
   std::string dir = "data/prepared/quickstart";
   std::string tokenizer = "data/prepared/tokenizer-8k";
   // Supervised examples packed several to a training row (data/sft.h), each attending only to
-  // itself: no compute on padding. Validation rows stay one example each. CPU kernels only.
+  // itself: no compute on padding. Validation rows stay one example each. On CUDA the attention
+  // runs on the CUDA-core kernel (the tensor-core one reads no sequence bounds).
   bool pack = false;
 };
 

@@ -8,6 +8,7 @@
 // tensor-core variant for bf16 is attention_tc.cu; the caller's ops::AttentionKernel picks it.
 #include <cmath>
 #include <initializer_list>
+#include <memory>
 
 #include "kernels/cuda/attention_tc.cuh"
 #include "kernels/cuda/common.cuh"
@@ -51,7 +52,8 @@ template <class T, int D>
 __global__ void __launch_bounds__(128) attention_forward_kernel(const T* __restrict__ q, const T* __restrict__ k,
                                                                 const T* __restrict__ v, T* __restrict__ out,
                                                                 float* __restrict__ lse, int Tq, int Tk, int Hq, int Hkv,
-                                                                int64_t kv_batch_stride, float scale_log2) {
+                                                                int64_t kv_batch_stride, float scale_log2,
+                                                                const int32_t* __restrict__ key_begin) {
   using C = Tile<D>;
   constexpr int G = C::kGroup, R = C::kRows, BK = C::kTile, DPT = C::kDimsPerThread;
   __shared__ float ks[BK][D];
@@ -64,6 +66,7 @@ __global__ void __launch_bounds__(128) attention_forward_kernel(const T* __restr
   const bool valid = t < Tq;
   const int offset = Tk - Tq;
   const int pos = offset + t;  // the last key this query sees
+  const int first = key_begin != nullptr && valid ? key_begin[static_cast<int64_t>(b) * Tq + t] : 0;  // packed rows
   const int64_t q_row = (static_cast<int64_t>(b) * Tq + (valid ? t : 0)) * Hq + h;
 
   float qr[DPT], acc[DPT];
@@ -94,7 +97,7 @@ __global__ void __launch_bounds__(128) attention_forward_kernel(const T* __restr
         for (int i = 0; i < DPT; ++i) dot += qr[i] * ks[jj + c][g + G * i];
         dot = group_sum<G>(dot);
         const int j = j0 + jj + c;
-        s[c] = (j <= pos && j < Tk) ? dot * scale_log2 : -INFINITY;
+        s[c] = (j <= pos && j < Tk && j >= first) ? dot * scale_log2 : -INFINITY;
         chunk_max = fmaxf(chunk_max, s[c]);
       }
       const float m_new = fmaxf(m, chunk_max);
@@ -142,13 +145,15 @@ __global__ void __launch_bounds__(128) attention_dkdv_kernel(const T* __restrict
                                                              const float* __restrict__ lse,
                                                              const float* __restrict__ delta, T* __restrict__ dk,
                                                              T* __restrict__ dv, int Tq, int Tk, int Hq, int Hkv,
-                                                             float scale, float scale_log2) {
+                                                             float scale, float scale_log2,
+                                                             const int32_t* __restrict__ key_begin) {
   using C = Tile<D>;
   constexpr int G = C::kGroup, R = C::kRows, BQ = C::kTile, DPT = C::kDimsPerThread;
   __shared__ float qs[BQ][D];
   __shared__ float dos[BQ][D];
   __shared__ float lse_s[BQ];
   __shared__ float delta_s[BQ];
+  __shared__ int first_s[BQ];  // packed rows: the first key each query of the tile sees
   const int kblock = blockIdx.x;  // the first key blocks are read by the most queries: start first
   const int hk = blockIdx.y, b = blockIdx.z;
   const int group = Hq / Hkv;
@@ -182,6 +187,7 @@ __global__ void __launch_bounds__(128) attention_dkdv_kernel(const T* __restrict
       for (int e = threadIdx.x; e < BQ; e += C::kThreads) {
         lse_s[e] = t0 + e < Tq ? lse_row[t0 + e] * kLog2e : INFINITY;
         delta_s[e] = t0 + e < Tq ? delta_row[t0 + e] : 0.0f;
+        first_s[e] = key_begin != nullptr && t0 + e < Tq ? key_begin[static_cast<int64_t>(b) * Tq + t0 + e] : 0;
       }
       __syncthreads();
 #pragma unroll 2
@@ -195,7 +201,7 @@ __global__ void __launch_bounds__(128) attention_dkdv_kernel(const T* __restrict
         s = group_sum<G>(s);
         dp = group_sum<G>(dp);
         const int t = t0 + tt;
-        const float p = (t < Tq && j <= offset + t) ? exp2f(s * scale_log2 - lse_s[tt]) : 0.0f;
+        const float p = (t < Tq && j <= offset + t && j >= first_s[tt]) ? exp2f(s * scale_log2 - lse_s[tt]) : 0.0f;
         const float ds = p * (dp - delta_s[tt]);
 #pragma unroll
         for (int i = 0; i < DPT; ++i) {
@@ -219,7 +225,8 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(const T* __restrict__
                                                            const T* __restrict__ v, const T* __restrict__ dout,
                                                            const float* __restrict__ lse,
                                                            const float* __restrict__ delta, T* __restrict__ dq, int Tq,
-                                                           int Tk, int Hq, int Hkv, float scale, float scale_log2) {
+                                                           int Tk, int Hq, int Hkv, float scale, float scale_log2,
+                                                           const int32_t* __restrict__ key_begin) {
   using C = Tile<D>;
   constexpr int G = C::kGroup, R = C::kRows, BK = C::kTile, DPT = C::kDimsPerThread;
   __shared__ float ks[BK][D];
@@ -232,6 +239,7 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(const T* __restrict__
   const bool valid = t < Tq;
   const int offset = Tk - Tq;
   const int pos = offset + t;
+  const int first = key_begin != nullptr && valid ? key_begin[static_cast<int64_t>(b) * Tq + t] : 0;  // packed rows
   const int64_t q_row = (static_cast<int64_t>(b) * Tq + (valid ? t : 0)) * Hq + h;
   const int64_t stat = (static_cast<int64_t>(b) * Hq + h) * Tq + (valid ? t : 0);
   const float row_lse = valid ? lse[stat] * kLog2e : INFINITY;
@@ -264,7 +272,7 @@ __global__ void __launch_bounds__(128) attention_dq_kernel(const T* __restrict__
       s = group_sum<G>(s);
       dp = group_sum<G>(dp);
       const int j = j0 + jj;
-      const float p = (j <= pos && j < Tk) ? exp2f(s * scale_log2 - row_lse) : 0.0f;
+      const float p = (j <= pos && j < Tk && j >= first) ? exp2f(s * scale_log2 - row_lse) : 0.0f;
       const float ds = p * (dp - row_delta);
 #pragma unroll
       for (int i = 0; i < DPT; ++i) acc[i] += ds * ks[jj][g + G * i];
@@ -297,12 +305,18 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // applies (bf16, sm_80+, head_dim 32/64/128, 16-byte aligned rows); the CUDA-core kernel otherwise.
 bool use_tensor_cores(int device, DType dtype, const ops::AttentionShape& s, ops::AttentionKernel kernel,
                       std::initializer_list<const void*> pointers) {
-  if (kernel != ops::AttentionKernel::TensorCores) return false;
+  if (kernel != ops::AttentionKernel::TensorCores || s.key_begin != nullptr) return false;  // packed: CUDA cores
   if (dtype != DType::BF16 || !attention_tc_supports(device, s.head_dim) || s.kv_stride() % 8 != 0) return false;
   for (const void* p : pointers) {
     if (!aligned16(p)) return false;
   }
   return true;
+}
+
+// Packed rows: s.key_begin (host memory) on the device, or nothing.
+std::unique_ptr<DeviceUpload> upload_key_begin(const ops::AttentionShape& s, int device) {
+  if (s.key_begin == nullptr) return nullptr;
+  return std::make_unique<DeviceUpload>(s.key_begin, sizeof(int32_t) * static_cast<size_t>(s.batch * s.q_len), device);
 }
 
 void check_int_range(const ops::AttentionShape& s) {
@@ -330,11 +344,13 @@ void attention_forward(int device, DType dtype, const ops::AttentionShape& s, op
     attention_forward_tc(device, s, q, k, v, softmax_scale, out, lse);
     return;
   }
+  const std::unique_ptr<DeviceUpload> key_begin = upload_key_begin(s, device);
+  const int32_t* first = key_begin ? key_begin->get<int32_t>() : nullptr;
   KV_DISPATCH_FLOAT(dtype, T, KV_DISPATCH_HEAD_DIM(s.head_dim, D, {
     const dim3 grid(query_blocks<D>(s.q_len), static_cast<unsigned>(Hq), static_cast<unsigned>(s.batch));
     attention_forward_kernel<T, D><<<grid, Tile<D>::kThreads, 0, stream>>>(
         static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<T*>(out), lse, Tq,
-        Tk, Hq, Hkv, s.kv_stride(), scale_log2);
+        Tk, Hq, Hkv, s.kv_stride(), scale_log2, first);
   }));
   KV_LAUNCH_CHECK();
 }
@@ -358,17 +374,19 @@ void attention_backward(int device, DType dtype, const ops::AttentionShape& s, o
       attention_backward_tc(device, s, dout, q, k, v, lse, delta.get<float>(), softmax_scale, dq, dk, dv);
       return;
     }
+    const std::unique_ptr<DeviceUpload> key_begin = upload_key_begin(s, device);
+    const int32_t* first = key_begin ? key_begin->get<int32_t>() : nullptr;
     KV_DISPATCH_HEAD_DIM(s.head_dim, D, {
       const dim3 kv_grid(query_blocks<D>(s.kv_len), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
       attention_dkdv_kernel<T, D><<<kv_grid, Tile<D>::kThreads, 0, stream>>>(
           static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<const T*>(dout),
           lse, delta.get<float>(), static_cast<T*>(dk), static_cast<T*>(dv), Tq, Tk, Hq, Hkv, softmax_scale,
-          scale_log2);
+          scale_log2, first);
       KV_LAUNCH_CHECK();
       const dim3 q_grid(query_blocks<D>(s.q_len), static_cast<unsigned>(Hq), static_cast<unsigned>(B));
       attention_dq_kernel<T, D><<<q_grid, Tile<D>::kThreads, 0, stream>>>(
           static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), static_cast<const T*>(dout),
-          lse, delta.get<float>(), static_cast<T*>(dq), Tq, Tk, Hq, Hkv, softmax_scale, scale_log2);
+          lse, delta.get<float>(), static_cast<T*>(dq), Tq, Tk, Hq, Hkv, softmax_scale, scale_log2, first);
     });
   });
   KV_LAUNCH_CHECK();

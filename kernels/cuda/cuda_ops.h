@@ -57,12 +57,15 @@ void rms_norm_backward(int device, DType dtype, const void* dout, const void* x,
                        const float* rstd, void* dx, float* dweight, int64_t rows, int64_t channels);
 
 // ---- RoPE (angles in double, as on the CPU); sign -1 is the backward ----------------------------
+// host_positions [batch, seq] (packed rows): each token's position instead of position_offset + t.
 void rope(int device, DType dtype, const void* x, void* out, int64_t batch, int64_t seq, int64_t heads,
-          int64_t head_dim, const ops::RopeConfig& rope, int64_t position_offset, int sign);
+          int64_t head_dim, const ops::RopeConfig& rope, int64_t position_offset, int sign,
+          const int32_t* host_positions = nullptr);
 
 // ---- Causal GQA attention, tiled with an online softmax (no [T, T] matrix) ----------------------
 // `kernel` picks the CUDA-core kernel (attention.cu) or the tensor-core one (attention_tc.cu), which
-// falls back to the former for calls it does not apply to (see ops::AttentionKernel).
+// falls back to the former for calls it does not apply to (see ops::AttentionKernel) and for packed
+// rows (s.key_begin, host memory: uploaded here).
 bool attention_supports_head_dim(int64_t head_dim);  // 8, 16, 32, 64, 128
 void attention_forward(int device, DType dtype, const ops::AttentionShape& s, ops::AttentionKernel kernel,
                        const void* q, const void* k, const void* v, float softmax_scale, void* out, float* lse);

@@ -55,7 +55,8 @@ void rms_norm_backward(int device, DType, const void*, const void*, const void*,
   no_backend("rms_norm_backward", device);
 }
 
-void rope(int device, DType, const void*, void*, int64_t, int64_t, int64_t, int64_t, const ops::RopeConfig&, int64_t, int sign) {
+void rope(int device, DType, const void*, void*, int64_t, int64_t, int64_t, int64_t, const ops::RopeConfig&, int64_t, int sign,
+          const int32_t*) {
   no_backend(sign > 0 ? "rope_forward" : "rope_backward", device);
 }
 

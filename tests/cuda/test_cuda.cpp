@@ -306,6 +306,53 @@ TEST(Cuda, TensorCoreAttentionMatchesCpu) {
                         {"'fastest'", "cuda_cores, tensor_cores"});
 }
 
+// Packed rows (data.pack): per-token positions for RoPE and per-query key bounds for attention
+// (host memory, uploaded by the kernels) give the CPU's results; with the tensor-core kernel asked
+// for, packed calls run on the CUDA-core kernel.
+TEST_P(CudaOps, PackedRowsMatchCpu) {
+  SKIP_WITHOUT_GPU();
+  const DType dt = GetParam();
+  const int64_t B = 2, T = 150, Hq = 4, Hkv = 2, D = 64;
+  const std::vector<std::vector<int64_t>> lengths = {{1, 40, 75, 34}, {150}};
+  Tensor positions = Tensor::empty({B, T}, DType::I32), key_begin = Tensor::empty({B, T}, DType::I32);
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t start = 0;
+    for (int64_t len : lengths[static_cast<size_t>(b)]) {
+      for (int64_t t = start; t < start + len; ++t) {
+        positions.data<int32_t>()[b * T + t] = static_cast<int32_t>(t - start);
+        key_begin.data<int32_t>()[b * T + t] = static_cast<int32_t>(start);
+      }
+      start += len;
+    }
+  }
+  Tensor x = rounded(random_tensor({B, T, Hq, D}, 70), dt);
+  Tensor out = Tensor::empty(x.shape()), gout = Tensor::empty(x.shape(), dt, kGpu);
+  ops::rope_forward(x, {1e4}, 0, out, positions);
+  ops::rope_forward(on_gpu(x, dt), {1e4}, 0, gout, positions);
+  EXPECT_LT(error(gout, out), tolerance(dt, 1e-6));
+  Tensor q = rounded(random_tensor({B, T, Hq, D}, 71, -2, 2), dt), k = rounded(random_tensor({B, T, Hkv, D}, 72, -2, 2), dt);
+  Tensor v = rounded(random_tensor({B, T, Hkv, D}, 73), dt), dout = rounded(random_tensor(q.shape(), 74), dt);
+  const float scale = 0.125f;
+  Tensor o = Tensor::empty(q.shape()), lse = Tensor::empty({B, Hq, T});
+  ops::attention_forward(q, k, v, scale, o, lse, {}, key_begin);
+  Tensor dq = Tensor::empty(q.shape()), dk = Tensor::empty(k.shape()), dv = Tensor::empty(v.shape());
+  ops::attention_backward(dout, q, k, v, o, lse, scale, dq, dk, dv, {}, key_begin);
+  for (ops::AttentionKernel kernel : {ops::AttentionKernel::CudaCores, ops::AttentionKernel::TensorCores}) {
+    const ops::Execution ex{.attention = kernel};
+    Tensor gq = on_gpu(q, dt), gk = on_gpu(k, dt), gv = on_gpu(v, dt);
+    Tensor go = Tensor::empty(q.shape(), dt, kGpu), glse = Tensor::empty(lse.shape(), DType::F32, kGpu);
+    ops::attention_forward(gq, gk, gv, scale, go, glse, ex, key_begin);
+    EXPECT_LT(error(go, o), tolerance(dt, 1e-5));
+    EXPECT_LT(error(glse, lse), 1e-5);
+    Tensor gdq = Tensor::empty(q.shape(), dt, kGpu), gdk = Tensor::empty(k.shape(), dt, kGpu),
+           gdv = Tensor::empty(v.shape(), dt, kGpu);
+    ops::attention_backward(on_gpu(dout, dt), gq, gk, gv, go, glse, scale, gdq, gdk, gdv, ex, key_begin);
+    EXPECT_LT(error(gdq, dq), tolerance(dt, 1e-4) * 2);
+    EXPECT_LT(error(gdk, dk), tolerance(dt, 1e-4) * 2);
+    EXPECT_LT(error(gdv, dv), tolerance(dt, 1e-4) * 2);
+  }
+}
+
 TEST(Cuda, AttentionReadsAKvCachePrefixInPlace) {
   SKIP_WITHOUT_GPU();
   Tensor q = random_tensor({2, 3, 4, 32}, 70), cache_k = random_tensor({2, 50, 2, 32}, 71),

@@ -68,8 +68,7 @@ TEST(Trainer, ResumeIsBitIdentical) {
 }
 
 // Packed supervised rows (data.pack): several examples per row; training learns, resumes bit-
-// identically (the packing is deterministic), and packing token shards or packing on CUDA is a
-// config error naming data.pack.
+// identically (the packing is deterministic), and packing token shards is an error naming data.pack.
 TEST(Trainer, PackedSupervisedRowsTrainAndResume) {
   const std::string data = testing::temp_dir("packed_sft_data");
   Philox rng(9);
@@ -103,15 +102,12 @@ TEST(Trainer, PackedSupervisedRowsTrainAndResume) {
   TrainResult second = run_training(cb, comm, {"auto", 0, true});
   ASSERT_EQ(second.losses.size(), 10u);
   for (int i = 0; i < 10; ++i) EXPECT_EQ(second.losses[i], straight.losses[10 + i]) << "step " << i + 11;
-  // Token shards are full rows already; CUDA kernels read one sequence per row.
+  // Token shards are full rows already.
   const std::string tokens = make_data("packed_tokens");
   std::string bad = test::tiny_yaml(tokens, testing::temp_dir("packed_c"));
   bad.replace(bad.find("data: {dir: " + tokens + "}"), ("data: {dir: " + tokens + "}").size(),
               "data: {dir: " + tokens + ", pack: true}");
   expect_error([&] { run_training(parse_config(bad, "c.yaml"), comm, {"", 0, true}); }, {"data.pack", "token shards"});
-  std::string cuda = packed_yaml(testing::temp_dir("packed_d"));
-  cuda.replace(cuda.find("threads: 1"), 10, "threads: 1, device: cuda");
-  expect_error([&] { parse_config(cuda, "d.yaml"); }, {"d.yaml", "data.pack", "CPU kernels"});
   for (const std::string& d : {data, run_a, run_b, tokens}) fs::remove_all(d);
 }
 
