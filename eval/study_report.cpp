@@ -146,6 +146,62 @@ std::string per_seed(const std::vector<double>& v) {
   return out;
 }
 
+// The comma-separated fields of one CSV line (no quoting: study names and labels hold no commas).
+std::vector<std::string> csv_fields(const std::string& line) {
+  std::vector<std::string> f;
+  for (size_t a = 0;;) {
+    const size_t b = line.find(',', a);
+    f.push_back(line.substr(a, b == std::string::npos ? std::string::npos : b - a));
+    if (b == std::string::npos) break;
+    a = b + 1;
+  }
+  return f;
+}
+
+// Calls line(text, line_no) for every line (1-based); returns the number of lines.
+template <typename F>
+size_t for_each_line(const std::string& text, F line) {
+  size_t pos = 0, line_no = 0;
+  while (pos < text.size()) {
+    const size_t end = std::min(text.find('\n', pos), text.size());
+    line(text.substr(pos, end - pos), ++line_no);
+    pos = end + 1;
+  }
+  return line_no;
+}
+
+// Calls row(fields, line_no) for every non-empty line after the header, which must equal `header`
+// (`what` names the kind of file in the error); an empty text is an error.
+template <typename F>
+void for_each_csv_row(const std::string& text, const std::string& path, const std::string& header, const char* what,
+                      size_t fields, F row) {
+  const size_t lines = for_each_line(text, [&](const std::string& line, size_t line_no) {
+    if (line_no == 1) {
+      KV_CHECK(line == header, "{}: line 1: not a study {} header (expected '{}')", path, what, header);
+      return;
+    }
+    if (line.empty()) return;
+    const std::vector<std::string> f = csv_fields(line);
+    KV_CHECK(f.size() == fields, "{}: line {}: expected {} fields, got {}", path, line_no, fields, f.size());
+    row(f, line_no);
+  });
+  KV_CHECK(lines >= 1, "{}: empty file (expected a study {})", path, what);
+}
+
+// A finite number in field `field` of line `line_no`, or an error naming the file and line.
+double csv_number(const std::string& s, const std::string& path, size_t line_no, const char* field) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  KV_CHECK(used == s.size() && !s.empty() && std::isfinite(v), "{}: line {}: {} '{}' is not a finite number", path,
+           line_no, field, kvroute::excerpt(s, 40));
+  return v;
+}
+
 double kv_percent(const StudyInfo& info, size_t kept) { return 100.0 * static_cast<double>(kept) / info.depth; }
 
 std::string layers_text(size_t k) { return fmt::format("{} layer{}", k, k == 1 ? "" : "s"); }
@@ -311,37 +367,8 @@ std::vector<StudyRow> study_rows_from_csv(const std::string& text, const std::st
   static const std::string header = "run,seed,kind,policy,plan,strategy,kept,num_layers,kv_fraction,val_loss,"
                                     "perplexity,tokens,kept_layers";
   std::vector<StudyRow> rows;
-  size_t pos = 0, line_no = 0;
-  while (pos < text.size()) {
-    const size_t end = std::min(text.find('\n', pos), text.size());
-    const std::string line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (line_no == 1) {
-      KV_CHECK(line == header, "{}: line 1: not a study results.csv header (expected '{}')", path, header);
-      continue;
-    }
-    if (line.empty()) continue;
-    std::vector<std::string> f;
-    for (size_t a = 0;;) {
-      const size_t b = line.find(',', a);
-      f.push_back(line.substr(a, b == std::string::npos ? std::string::npos : b - a));
-      if (b == std::string::npos) break;
-      a = b + 1;
-    }
-    KV_CHECK(f.size() == 13, "{}: line {}: expected 13 fields, got {}", path, line_no, f.size());
-    auto number = [&](const std::string& s, const char* field) {
-      size_t used = 0;
-      double v = 0;
-      try {
-        v = std::stod(s, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      KV_CHECK(used == s.size() && !s.empty() && std::isfinite(v), "{}: line {}: {} '{}' is not a finite number", path,
-               line_no, field, kvroute::excerpt(s, 40));
-      return v;
-    };
+  for_each_csv_row(text, path, header, "results.csv", 13, [&](const std::vector<std::string>& f, size_t line_no) {
+    auto number = [&](const std::string& s, const char* field) { return csv_number(s, path, line_no, field); };
     auto integer = [&](const std::string& s, const char* field, double hi) {
       const double v = number(s, field);
       KV_CHECK(v >= 0 && v <= hi && v == std::floor(v), "{}: line {}: {} '{}' is not an integer in [0, {:g}]", path,
@@ -369,8 +396,7 @@ std::vector<StudyRow> study_rows_from_csv(const std::string& text, const std::st
     KV_CHECK(r.result.kept.size() == static_cast<size_t>(integer(f[6], "kept", 1 << 20)),
              "{}: line {}: kept {} but {} kept layers listed", path, line_no, f[6], r.result.kept.size());
     rows.push_back(std::move(r));
-  }
-  KV_CHECK(line_no >= 1, "{}: empty file (expected a study results.csv)", path);
+  });
   return rows;
 }
 
@@ -583,13 +609,8 @@ std::string study_plot_script(const StudyInfo& info, const std::vector<StudyRow>
 std::vector<CurvePoint> curve_points_from_metrics(const std::string& text, const std::string& path,
                                                   const std::string& run, uint64_t seed, int64_t batch_tokens) {
   std::map<std::pair<int64_t, double>, CurvePoint> by_key;  // later lines win
-  size_t pos = 0, line_no = 0;
-  while (pos < text.size()) {
-    const size_t end = std::min(text.find('\n', pos), text.size());
-    const std::string line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (line.empty() || line.find("\"val_loss\"") == std::string::npos) continue;
+  for_each_line(text, [&](const std::string& line, size_t line_no) {
+    if (line.empty() || line.find("\"val_loss\"") == std::string::npos) return;
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
@@ -610,7 +631,7 @@ std::vector<CurvePoint> curve_points_from_metrics(const std::string& text, const
                "number", path, line_no, key);
       by_key[{step, r}] = CurvePoint{run, seed, step, step * batch_tokens, r, value.get<double>()};
     }
-  }
+  });
   std::vector<CurvePoint> out;
   for (auto& [key, p] : by_key) out.push_back(p);
   return out;
@@ -626,37 +647,8 @@ std::string curves_csv(const std::vector<CurvePoint>& points) {
 std::vector<CurvePoint> curves_from_csv(const std::string& text, const std::string& path) {
   static const std::string header = "run,seed,step,tokens,retention,val_loss";
   std::vector<CurvePoint> out;
-  size_t pos = 0, line_no = 0;
-  while (pos < text.size()) {
-    const size_t end = std::min(text.find('\n', pos), text.size());
-    const std::string line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (line_no == 1) {
-      KV_CHECK(line == header, "{}: line 1: not a study curves.csv header (expected '{}')", path, header);
-      continue;
-    }
-    if (line.empty()) continue;
-    std::vector<std::string> f;
-    for (size_t a = 0;;) {
-      const size_t b = line.find(',', a);
-      f.push_back(line.substr(a, b == std::string::npos ? std::string::npos : b - a));
-      if (b == std::string::npos) break;
-      a = b + 1;
-    }
-    KV_CHECK(f.size() == 6, "{}: line {}: expected 6 fields, got {}", path, line_no, f.size());
-    auto number = [&](const std::string& s, const char* field) {
-      size_t used = 0;
-      double v = 0;
-      try {
-        v = std::stod(s, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      KV_CHECK(used == s.size() && !s.empty() && std::isfinite(v), "{}: line {}: {} '{}' is not a finite number", path,
-               line_no, field, kvroute::excerpt(s, 40));
-      return v;
-    };
+  for_each_csv_row(text, path, header, "curves.csv", 6, [&](const std::vector<std::string>& f, size_t line_no) {
+    auto number = [&](const std::string& s, const char* field) { return csv_number(s, path, line_no, field); };
     CurvePoint p;
     p.run = f[0];
     const double seed = number(f[1], "seed"), step = number(f[2], "step"), tokens = number(f[3], "tokens");
@@ -668,8 +660,7 @@ std::vector<CurvePoint> curves_from_csv(const std::string& text, const std::stri
     p.retention = number(f[4], "retention");
     p.loss = number(f[5], "val_loss");
     out.push_back(p);
-  }
-  KV_CHECK(line_no >= 1, "{}: empty file (expected a study curves.csv)", path);
+  });
   return out;
 }
 

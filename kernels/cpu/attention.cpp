@@ -20,6 +20,42 @@ constexpr int64_t kKeyTile = 64;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 }  // namespace
 
+void attention_finish_tile(const ops::AttentionShape& s, int64_t b, int64_t h, int64_t t0, int64_t rows,
+                           const float* acc, int64_t ld_acc, const float* row_max, const float* row_sum, float* out,
+                           float* lse) {
+  const int64_t D = s.head_dim, ldq = s.q_heads * D;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float inv = 1.0f / row_sum[r];
+    float* orow = out + (b * s.q_len + t0 + r) * ldq + h * D;
+    const float* ar = acc + r * ld_acc;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) orow[d] = ar[d] * inv;
+    lse[(b * s.q_heads + h) * s.q_len + t0 + r] = row_max[r] + std::log(row_sum[r]);
+  }
+}
+
+void attention_tile_delta(const ops::AttentionShape& s, const float* out_tile, const float* dout_tile, int64_t rows,
+                          float* delta, float* dq_tile) {
+  const int64_t D = s.head_dim, ldq = s.q_heads * D;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* o = out_tile + r * ldq;
+    const float* g = dout_tile + r * ldq;
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t d = 0; d < D; ++d) dot += o[d] * g[d];
+    delta[r] = dot;
+    std::fill_n(dq_tile + r * ldq, D, 0.0f);
+  }
+}
+
+void attention_zero_kv_head(const ops::AttentionShape& s, float* dk_head, float* dv_head) {
+  const int64_t D = s.head_dim, ldkv = s.kv_heads * D;
+  for (int64_t j = 0; j < s.kv_len; ++j) {
+    std::fill_n(dk_head + j * ldkv, D, 0.0f);
+    std::fill_n(dv_head + j * ldkv, D, 0.0f);
+  }
+}
+
 int64_t attention_first_key_block(const int32_t* key_begin, int64_t rows, int64_t block) {
   if (key_begin == nullptr) return 0;
   int64_t first = key_begin[0];
@@ -120,14 +156,7 @@ void attention_forward_impl(const ops::AttentionShape& s, const float* q, const 
         }
         gemm(false, false, rows, D, cols, 1.0f, scores.data(), kKeyTile, v_rows, ld_rows, 1.0f, acc.data(), D);
       }
-      for (int64_t r = 0; r < rows; ++r) {
-        const float inv = 1.0f / row_sum[r];
-        float* orow = out + (b * s.q_len + t0 + r) * ldq + h * D;
-        const float* ar = acc.data() + r * D;
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) orow[d] = ar[d] * inv;
-        lse[(b * s.q_heads + h) * s.q_len + t0 + r] = row_max[r] + std::log(row_sum[r]);
-      }
+      attention_finish_tile(s, b, h, t0, rows, acc.data(), D, row_max.data(), row_sum.data(), out, lse);
     }
   }
 }
@@ -164,10 +193,7 @@ void attention_backward(const ops::AttentionShape& s, const float* dout, const f
       const float* v_head = v + b * s.kv_len * ldkv + hk * D;
       float* dk_head = dk + b * s.kv_len * ldkv + hk * D;
       float* dv_head = dv + b * s.kv_len * ldkv + hk * D;
-      for (int64_t j = 0; j < s.kv_len; ++j) {
-        std::fill_n(dk_head + j * ldkv, D, 0.0f);
-        std::fill_n(dv_head + j * ldkv, D, 0.0f);
-      }
+      attention_zero_kv_head(s, dk_head, dv_head);
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         for (int64_t t0 = 0; t0 < s.q_len; t0 += kQueryTile) {
           const int64_t rows = std::min(kQueryTile, s.q_len - t0);
@@ -176,15 +202,7 @@ void attention_backward(const ops::AttentionShape& s, const float* dout, const f
           const float* do_tile = dout + row0;
           float* dq_tile = dq + row0;
           const float* lse_tile = lse + (b * s.q_heads + h) * s.q_len + t0;
-          for (int64_t r = 0; r < rows; ++r) {
-            const float* o = out + row0 + r * ldq;
-            const float* g = do_tile + r * ldq;
-            float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (int64_t d = 0; d < D; ++d) dot += o[d] * g[d];
-            delta[r] = dot;
-            std::fill_n(dq_tile + r * ldq, D, 0.0f);
-          }
+          attention_tile_delta(s, out + row0, do_tile, rows, delta.data(), dq_tile);
           const int32_t* key_begin = s.key_begin != nullptr ? s.key_begin + b * s.q_len + t0 : nullptr;
           const int64_t key_end = shift + t0 + rows;
           for (int64_t j0 = first_block(key_begin, rows); j0 < key_end; j0 += kKeyTile) {

@@ -337,14 +337,7 @@ void forward_impl(const ops::AttentionShape& s, const float* q, const KV* k, con
         tile_product(rows, D, (cols + 1) / 2, rows_operand(pa.data(), kTile),
                      vp.data() + (head * k_blocks + kb) * v_size, 2 * dpad, acc.data(), dpad, true);
       }
-      for (int64_t r = 0; r < rows; ++r) {
-        const float inv = 1.0f / row_sum[r];
-        float* orow = out + (b * s.q_len + t0 + r) * ldq + h * D;
-        const float* ar = acc.data() + r * dpad;
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) orow[d] = ar[d] * inv;
-        lse[(b * s.q_heads + h) * s.q_len + t0 + r] = row_max[r] + std::log(row_sum[r]);
-      }
+      attention_finish_tile(s, b, h, t0, rows, acc.data(), dpad, row_max.data(), row_sum.data(), out, lse);
     }
   }
 }
@@ -400,10 +393,7 @@ void attention_backward_bf16(const ops::AttentionShape& s, const float* dout, co
         pack_transposed_pairs(v_head + j0 * ldkv, ldkv, cols, D, vt.data() + kb * t_size, d2, 2 * kTile);
         pack_pairs(k_head + j0 * ldkv, ldkv, cols, D, kp.data() + kb * p_size, kTile / 2, 2 * dpad);
       }
-      for (int64_t j = 0; j < s.kv_len; ++j) {
-        std::fill_n(dk_head + j * ldkv, D, 0.0f);
-        std::fill_n(dv_head + j * ldkv, D, 0.0f);
-      }
+      attention_zero_kv_head(s, dk_head, dv_head);
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
         for (int64_t t0 = 0; t0 < s.q_len; t0 += kTile) {
           const int64_t rows = std::min(kTile, s.q_len - t0), rows2 = (rows + 1) / 2;
@@ -416,15 +406,7 @@ void attention_backward_bf16(const ops::AttentionShape& s, const float* dout, co
           pack_rows(do_tile, ldq, rows, D, doa.data(), d2 * 2);
           pack_pairs(q_tile, ldq, rows, D, qp.data(), rows2, 2 * dpad);
           pack_pairs(do_tile, ldq, rows, D, dop.data(), rows2, 2 * dpad);
-          for (int64_t r = 0; r < rows; ++r) {
-            const float* o = out + row0 + r * ldq;
-            const float* g = do_tile + r * ldq;
-            float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (int64_t d = 0; d < D; ++d) dot += o[d] * g[d];
-            delta[r] = dot;
-            std::fill_n(dq_tile + r * ldq, D, 0.0f);
-          }
+          attention_tile_delta(s, out + row0, do_tile, rows, delta.data(), dq_tile);
           const int32_t* key_begin = s.key_begin != nullptr ? s.key_begin + b * s.q_len + t0 : nullptr;
           const int64_t key_end = shift + t0 + rows;
           for (int64_t j0 = attention_first_key_block(key_begin, rows, kTile); j0 < key_end; j0 += kTile) {

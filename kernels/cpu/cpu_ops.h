@@ -75,8 +75,19 @@ void attention_forward_bf16_kv(const ops::AttentionShape& s, const float* q, con
 void attention_backward(const ops::AttentionShape& s, const float* dout, const float* q, const float* k,
                         const float* v, const float* out, const float* lse, float softmax_scale,
                         float* dq, float* dk, float* dv);
-// Packed rows: the first key block (a multiple of `block`) any of a query tile's `rows` rows sees.
+// Shared by the f32 and the bf16-tile attention kernels (attention.cpp):
+// packed rows: the first key block (a multiple of `block`) any of a query tile's `rows` rows sees;
 int64_t attention_first_key_block(const int32_t* key_begin, int64_t rows, int64_t block);
+// a finished query tile (b, h, rows from t0): out = acc / row_sum, lse = row_max + log(row_sum);
+void attention_finish_tile(const ops::AttentionShape& s, int64_t b, int64_t h, int64_t t0, int64_t rows,
+                           const float* acc, int64_t ld_acc, const float* row_max, const float* row_sum, float* out,
+                           float* lse);
+// backward: delta[r] = out_r . dout_r over a query tile (rows of stride q_heads * head_dim), and
+// the tile's dq rows zeroed;
+void attention_tile_delta(const ops::AttentionShape& s, const float* out_tile, const float* dout_tile, int64_t rows,
+                          float* delta, float* dq_tile);
+// backward: dk and dv of one (batch, kv head) zeroed (contiguous k/v rows).
+void attention_zero_kv_head(const ops::AttentionShape& s, float* dk_head, float* dv_head);
 
 // The same three with bf16 tile products (AVX512-BF16 dot products, f32 accumulation and softmax):
 // q, k, v, dout and the tile's probabilities and score gradients are rounded to bf16 as operands.
