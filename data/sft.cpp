@@ -161,8 +161,7 @@ void sft_row(const SftExample& example, int64_t seq_len, int32_t pad_token, int3
 }
 
 int64_t sft_packed_length(const SftExample& example, int64_t seq_len) {
-  const int64_t P = static_cast<int64_t>(example.prompt.size()), R = static_cast<int64_t>(example.response.size());
-  return std::max<int64_t>(std::min(P + R, seq_len + 1) - 1, 1);
+  return static_cast<int64_t>(cut_example(example, seq_len).tokens.size()) - 1;
 }
 
 std::vector<std::vector<int64_t>> pack_sft_rows(const std::vector<int64_t>& lengths, int64_t seq_len) {
@@ -172,6 +171,7 @@ std::vector<std::vector<int64_t>> pack_sft_rows(const std::vector<int64_t>& leng
     return lengths[static_cast<size_t>(a)] > lengths[static_cast<size_t>(b)];
   });
   std::vector<std::vector<int64_t>> rows;
+  std::vector<int64_t> used;            // positions taken in each row
   std::multimap<int64_t, size_t> room;  // free positions -> row; equal rooms in creation order
   for (int64_t e : order) {
     const int64_t len = lengths[static_cast<size_t>(e)];
@@ -182,14 +182,14 @@ std::vector<std::vector<int64_t>> pack_sft_rows(const std::vector<int64_t>& leng
     if (it == room.end()) {
       row = rows.size();
       rows.emplace_back();
+      used.push_back(0);
     } else {
       row = it->second;
       room.erase(it);
     }
     rows[row].push_back(e);
-    int64_t used = 0;
-    for (int64_t x : rows[row]) used += lengths[static_cast<size_t>(x)];
-    if (used < seq_len) room.emplace(seq_len - used, row);
+    used[row] += len;
+    if (used[row] < seq_len) room.emplace(seq_len - used[row], row);
   }
   for (auto& row : rows) std::sort(row.begin(), row.end());
   return rows;

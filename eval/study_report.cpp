@@ -738,9 +738,8 @@ std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& 
         "model). Mean over seeds with the 95% t interval of the per-seed differences.\n\n";
   std::map<int64_t, int64_t> steps;  // step -> tokens
   for (const CurvePoint& p : points) steps[p.step] = p.tokens;
-  const double params = info.budget.count(info.runs.empty() ? "" : ix.baseline().value_or(""))
-                            ? static_cast<double>(info.budget.at(*ix.baseline()).parameters)
-                            : 0.0;
+  const auto budget = info.budget.find(ix.baseline().value_or(""));  // the baseline's parameters
+  const double params = budget != info.budget.end() ? static_cast<double>(budget->second.parameters) : 0.0;
   md += "| tokens | tokens/param |";
   for (const CurveComparison& c : comparisons) md += fmt::format(" {} |", c.title);
   md += "\n|---|---|";

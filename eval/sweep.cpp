@@ -381,6 +381,12 @@ void write_report(const Study& study, const StudyInfo& info, const std::vector<S
   if (print) std::printf("\n%s", md.c_str());
 }
 
+// Tokens per optimizer step of a run.
+int64_t batch_tokens(const train::RunConfig& config, int world_size) {
+  return config.train.global_batch_tokens > 0 ? config.train.global_batch_tokens
+                                              : world_size * config.train.batch_size * config.train.seq_len;
+}
+
 // The study's recorded in-training evaluations (curves.csv), if any.
 std::vector<CurvePoint> recorded_curves(const Study& study) {
   const std::string path = study.out_dir + "/curves.csv";
@@ -393,20 +399,16 @@ void update_curves(std::vector<CurvePoint>& curves, const std::string& run_dir, 
                    const train::RunConfig& config, int world_size) {
   const std::string path = run_dir + "/metrics.jsonl";
   if (!fs::exists(path)) return;
-  const int64_t batch_tokens = config.train.global_batch_tokens > 0
-                                   ? config.train.global_batch_tokens
-                                   : world_size * config.train.batch_size * config.train.seq_len;
-  std::vector<CurvePoint> fresh = curve_points_from_metrics(io::read_file(path, 1 << 30), path, run, seed, batch_tokens);
+  std::vector<CurvePoint> fresh =
+      curve_points_from_metrics(io::read_file(path, 1 << 30), path, run, seed, batch_tokens(config, world_size));
   std::erase_if(curves, [&](const CurvePoint& p) { return p.run == run && p.seed == seed; });
   curves.insert(curves.end(), fresh.begin(), fresh.end());
 }
 
 // What a run trains on: tokens over all steps, and its model's parameters (built from the config).
 Budget run_budget(const train::RunConfig& config, int world_size) {
-  const int64_t batch_tokens = config.train.global_batch_tokens > 0
-                                   ? config.train.global_batch_tokens
-                                   : world_size * config.train.batch_size * config.train.seq_len;
-  return {config.train.steps * batch_tokens, layers::Transformer(config.model_config()).parameter_count()};
+  return {config.train.steps * batch_tokens(config, world_size),
+          layers::Transformer(config.model_config()).parameter_count()};
 }
 
 // The run's config as the study trains it (seed and run directory included).

@@ -440,23 +440,22 @@ void rms_norm_backward(const Tensor& dout, const Tensor& x, const Tensor& weight
 // ---- RoPE --------------------------------------------------------------------------------------
 
 namespace {
-// Packed rows' [B, T] i32 index tensors (positions, key_begin): shape, dtype and device, and on
-// the CPU every value within [0, limit(t)] for token t.
-void check_packed_index(const char* op, const char* name, const Tensor& index, int64_t batch, int64_t seq,
-                        Device device, bool at_most_t) {
+// Packed rows' [B, T] i32 index tensors (positions, key_begin): shape, dtype, host memory (both
+// backends read it there; the CUDA kernels upload it, as they do token ids) and every value within
+// [0, t] for token t. Returns the values contiguous.
+Tensor checked_packed_index(const char* op, const char* name, const Tensor& index, int64_t batch, int64_t seq) {
   KV_CHECK(index.dim() == 2 && index.size(0) == batch && index.size(1) == seq && index.dtype() == DType::I32,
            "{}: {} must be i32 [{}, {}], got {} {}", op, name, batch, seq, index.dtype(), index.shape());
-  (void)device;  // host memory for both backends: the CUDA kernels upload it, as they do token ids
   KV_CHECK(!index.device().is_cuda(), "{}: {} must be in host memory (it is on {})", op, name, index.device().str());
-  const Tensor c = index.contiguous();
+  Tensor c = index.contiguous();
   const int32_t* v = c.data<int32_t>();
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t t = 0; t < seq; ++t) {
       const int32_t x = v[b * seq + t];
-      KV_CHECK(x >= 0 && (!at_most_t || x <= t), "{}: {}[{}, {}] = {} is out of range [0, {}]", op, name, b, t, x,
-               at_most_t ? fmt::format("{}", t) : std::string("inf"));
+      KV_CHECK(x >= 0 && x <= t, "{}: {}[{}, {}] = {} is out of range [0, {}]", op, name, b, t, x, t);
     }
   }
+  return c;
 }
 
 void rope_dispatch(const char* op, const Tensor& x, const RopeConfig& rope, int64_t position_offset, Tensor& out,
@@ -475,8 +474,7 @@ void rope_dispatch(const char* op, const Tensor& x, const RopeConfig& rope, int6
   if (positions.defined()) {
     KV_CHECK(position_offset == 0, "{}: positions are given, so position_offset must be 0, got {}", op,
              position_offset);
-    check_packed_index(op, "positions", positions, x.size(0), x.size(1), device, /*at_most_t=*/true);
-    pc = positions.contiguous();
+    pc = checked_packed_index(op, "positions", positions, x.size(0), x.size(1));
   }
   Tensor xc = x.contiguous();
   if (device.is_cuda()) {
@@ -573,12 +571,11 @@ AttentionShape attention_shape(const char* op, const Tensor& q, const Tensor& k,
 
 // Packed rows: checks key_begin and points the shape at its (contiguous) values; returns the
 // tensor that owns them (undefined without packed rows).
-Tensor packed_keys(const char* op, const Tensor& key_begin, AttentionShape& s, Device device) {
+Tensor packed_keys(const char* op, const Tensor& key_begin, AttentionShape& s) {
   if (!key_begin.defined()) return Tensor();
   KV_CHECK(s.q_len == s.kv_len, "{}: packed rows (key_begin) need as many keys as queries, got {} and {}", op,
            s.kv_len, s.q_len);
-  check_packed_index(op, "key_begin", key_begin, s.batch, s.q_len, device, /*at_most_t=*/true);
-  Tensor c = key_begin.contiguous();
+  Tensor c = checked_packed_index(op, "key_begin", key_begin, s.batch, s.q_len);
   s.key_begin = c.data<int32_t>();
   return c;
 }
@@ -605,7 +602,7 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, float 
   AttentionShape s = attention_shape(op, q, k, v);
   check_output(op, out, q.shape(), device, dtype);
   check_output(op, lse, Shape{s.batch, s.q_heads, s.q_len}, device);
-  const Tensor kb = packed_keys(op, key_begin, s, device);
+  const Tensor kb = packed_keys(op, key_begin, s);
   if (q.numel() == 0) return;
   // A prefix of a KV cache ([B, T_max, H, D] sliced along T) is read in place with a batch stride.
   auto cache_prefix = [&](const Tensor& t) {
@@ -654,7 +651,7 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
   check_output(op, dq, q.shape(), device, dtype);
   check_output(op, dk, k.shape(), device, dtype);
   check_output(op, dv, v.shape(), device, dtype);
-  const Tensor kb = packed_keys(op, key_begin, s, device);
+  const Tensor kb = packed_keys(op, key_begin, s);
   if (q.numel() == 0) return;
   Tensor gc = dout.contiguous(), qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   Tensor oc = out.contiguous(), lc = lse.contiguous();
