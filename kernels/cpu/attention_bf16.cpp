@@ -32,8 +32,11 @@
 
 // GCC 12's AVX-512 shuffle/reduce intrinsics start from _mm512_undefined_ps(), which -Wuninitialized
 // reports once they are inlined into a target("avx512...") function.
+// (GCC only: clang has no -Wmaybe-uninitialized and does not report these.)
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #define KV_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 
