@@ -153,6 +153,17 @@ struct CrossEntropyNode final : Node {
   void release_saved() override { dlogits = Tensor(); }
 };
 
+struct LinearCrossEntropyNode final : Node {
+  Tensor dh, dweight;  // gradients of the mean loss, computed in the forward pass
+  const char* name() const override { return "linear_cross_entropy"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    const double upstream = g.item();
+    if (upstream == 1.0) return {dh, dweight};
+    return {ops::scale(dh, static_cast<float>(upstream)), ops::scale(dweight, static_cast<float>(upstream))};
+  }
+  void release_saved() override { dh = dweight = Tensor(); }
+};
+
 }  // namespace
 
 Variable add(const Variable& a, const Variable& b) {
@@ -308,6 +319,21 @@ Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ig
     loss = ops::cross_entropy(logits.data(), targets, ignore_index);
   }
   return make_result(loss, node, {logits.gradient_edge()});
+}
+
+Variable linear_cross_entropy(const Variable& h, const Variable& weight, const Tensor& targets, int64_t ignore_index,
+                              const ops::Execution& ex) {
+  auto node = std::make_shared<LinearCrossEntropyNode>();
+  const bool want_grad = grad_enabled() && (h.requires_grad() || weight.requires_grad());
+  Tensor loss;
+  if (want_grad) {
+    node->dh = empty_like(h.data());
+    node->dweight = Tensor::empty(weight.shape(), DType::F32, weight.data().device());
+    loss = ops::linear_cross_entropy(h.data(), weight.data(), targets, ignore_index, ex, &node->dh, &node->dweight);
+  } else {
+    loss = ops::linear_cross_entropy(h.data(), weight.data(), targets, ignore_index, ex);
+  }
+  return make_result(loss, node, {h.gradient_edge(), weight.gradient_edge()});
 }
 
 }  // namespace kvroute::autograd

@@ -43,5 +43,9 @@ Variable causal_attention(const Variable& q, const Variable& k, const Variable& 
 // not be read afterwards.
 Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ignore_index = -100,
                        bool overwrite_logits = false);
+// The same of the classifier's logits h [N, H] @ weight[V, H]^T, fused (ops::linear_cross_entropy):
+// no [N, V] tensor is kept; both gradients are computed in the forward pass.
+Variable linear_cross_entropy(const Variable& h, const Variable& weight, const Tensor& targets,
+                              int64_t ignore_index = -100, const ops::Execution& ex = {});
 
 }  // namespace kvroute::autograd

@@ -137,6 +137,40 @@ void bench_cross_entropy(int reps) {
               static_cast<long>(N), static_cast<long>(V), fused, gbytes / (fused * 1e-3), loss_only);
 }
 
+// The classifier and its loss, forward + both gradients, at the quickstart's and pretrain-cpu's
+// shapes (N = 2048 rows of hidden 256; N = 4096 rows of hidden 128; vocab 8192): the unfused
+// composition the model used before (logits GEMM, cross_entropy in place, dh and dW GEMMs) against
+// ops::linear_cross_entropy (blocks of rows, no [N, V] tensor), interleaved; f32 and bf16 GEMMs.
+void bench_linear_cross_entropy(int reps) {
+  struct Shape3 {
+    const char* what;
+    int64_t n, h, v;
+  };
+  std::vector<ops::Execution> modes{ops::Execution{}};
+  if (ops::cpu_bf16_supported()) modes.push_back(ops::Execution{.cpu_bf16_gemm = true});
+  for (const ops::Execution& ex : modes) {
+    for (const Shape3& s : {Shape3{"quickstart", 2048, 256, 8192}, Shape3{"pretrain-cpu", 4096, 128, 8192}}) {
+      Tensor h = random({s.n, s.h}, 11), w = random({s.v, s.h}, 12);
+      Tensor targets = Tensor::empty({s.n}, DType::I32);
+      Philox rng(13);
+      for (int64_t i = 0; i < s.n; ++i) targets.data<int32_t>()[i] = static_cast<int32_t>(rng.uniform_int(s.v));
+      Tensor logits = Tensor::empty({s.n, s.v}), dh = Tensor::empty({s.n, s.h}), dw = Tensor::empty({s.v, s.h});
+      auto [unfused, fused] = bench::median_ms_interleaved(
+          [&] {
+            ops::matmul_into(h, w, logits, false, true, 1.0f, 0.0f, ex);
+            (void)ops::cross_entropy(logits, targets, -100, &logits);
+            ops::matmul_into(logits, w, dh, false, false, 1.0f, 0.0f, ex);
+            ops::matmul_into(logits, h, dw, true, false, 1.0f, 0.0f, ex);
+          },
+          [&] { (void)ops::linear_cross_entropy(h, w, targets, -100, ex, &dh, &dw); }, reps);
+      std::printf("classifier+loss %-4s %-12s N=%ld H=%ld V=%ld  unfused %.3f ms  fused %.3f ms  %.2fx\n",
+                  ex.cpu_bf16_gemm ? "bf16" : "f32", s.what, static_cast<long>(s.n), static_cast<long>(s.h),
+                  static_cast<long>(s.v), unfused, fused, unfused / fused);
+    }
+  }
+  std::printf("\n");
+}
+
 // The GPU ops at the 124M benchmark model's shapes (B=16, T=1024, hidden 768, 12/4 heads, D=64,
 // intermediate 2048, vocab 50304), bf16 storage: the numbers that choose between the two
 // attention kernels (ops::Execution::attention, train.attention) and show where a step's time goes.
@@ -262,8 +296,8 @@ int main(int argc, char** argv) {
   std::string only = "all";
   app.add_option("--threads", threads, "OpenMP/OpenBLAS threads")->check(CLI::PositiveNumber);
   app.add_option("--reps", reps, "timed repetitions per case (median reported)")->check(CLI::PositiveNumber);
-  app.add_option("--only", only, "gemm | gemm_bf16 | gemm_f32_dnnl | attention | cross_entropy | gpu | all")
-      ->check(CLI::IsMember({"gemm", "gemm_bf16", "gemm_f32_dnnl", "attention", "cross_entropy", "gpu", "all"}));
+  app.add_option("--only", only, "gemm | gemm_bf16 | gemm_f32_dnnl | attention | cross_entropy | linear_cross_entropy | gpu | all")
+      ->check(CLI::IsMember({"gemm", "gemm_bf16", "gemm_f32_dnnl", "attention", "cross_entropy", "linear_cross_entropy", "gpu", "all"}));
   CLI11_PARSE(app, argc, argv);
   kvroute::set_num_threads(threads);
   Eigen::setNbThreads(threads);
@@ -273,6 +307,7 @@ int main(int argc, char** argv) {
   if (only == "all" || only == "gemm_f32_dnnl") kvroute::bench_gemm_f32_dnnl(reps);
   if (only == "all" || only == "attention") kvroute::bench_attention(reps);
   if (only == "all" || only == "cross_entropy") kvroute::bench_cross_entropy(reps);
+  if (only == "all" || only == "linear_cross_entropy") kvroute::bench_linear_cross_entropy(reps);
   if (only == "all" || only == "gpu") kvroute::bench_gpu(reps);
   return 0;
 }

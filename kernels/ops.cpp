@@ -701,6 +701,46 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   return Tensor::scalar(n_valid > 0 ? static_cast<float>(total_loss / static_cast<double>(n_valid)) : 0.0f);
 }
 
+Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor& targets, int64_t ignore_index,
+                            const Execution& ex, Tensor* dh, Tensor* dweight, float grad_scale) {
+  const char* op = "linear_cross_entropy";
+  const auto [device, dtype] = check_floats(op, {&h, &weight});
+  KV_CHECK(h.dim() == 2 && weight.dim() == 2 && h.size(1) == weight.size(1),
+           "linear_cross_entropy: h must be [N, H] and weight [V, H], got {} and {}", h.shape(), weight.shape());
+  KV_CHECK(weight.size(0) > 0, "linear_cross_entropy: empty vocabulary in weight {}", weight.shape());
+  KV_CHECK(targets.dim() == 1 && targets.size(0) == h.size(0),
+           "linear_cross_entropy: targets {} do not match h {}", targets.shape(), h.shape());
+  KV_CHECK((dh == nullptr) == (dweight == nullptr), "linear_cross_entropy: dh and dweight go together");
+  if (dh != nullptr) {
+    check_output(op, *dh, h.shape(), device, dtype);
+    check_output(op, *dweight, weight.shape(), device, DType::F32);
+  }
+  if (device.is_cuda()) {
+    Tensor logits = matmul(h, weight, false, true, ex);
+    if (dh == nullptr) return cross_entropy(logits, targets, ignore_index);
+    Tensor loss = cross_entropy(logits, targets, ignore_index, &logits, grad_scale);
+    matmul_into(logits, weight, *dh, false, false, 1.0f, 0.0f, ex);
+    matmul_into(logits, h, *dweight, true, false, 1.0f, 0.0f, ex);
+    return loss;
+  }
+  profile::OpTimer timer(op);
+  const int64_t rows = h.size(0), hidden = h.size(1), vocab = weight.size(0);
+  Tensor ids = checked_tokens(op, targets, vocab, ignore_index, true);
+  const int32_t* t = ids.data<int32_t>();
+  int64_t n_valid = 0;
+  for (int64_t i = 0; i < rows; ++i) n_valid += t[i] != ignore_index;
+  const bool bf16 = ex.cpu_bf16_gemm;
+  KV_CHECK(!bf16 || cpu::bf16_gemm_supported(), "linear_cross_entropy: {}", cpu_bf16_fallback_notice());
+  // Rows per block: about 2M logits (8 MB), so a block stays in the last-level cache.
+  // (128-512 rows measured alike at vocab 8192: bench/bench_ops.cpp --only linear_cross_entropy).
+  const int64_t block_rows = std::max<int64_t>(64, (int64_t{1} << 21) / vocab);
+  Tensor hc = h.contiguous(), wc = weight.contiguous();
+  const double total = cpu::linear_cross_entropy(
+      hc.data<float>(), wc.data<float>(), t, rows, hidden, vocab, ignore_index, grad_scale, n_valid, bf16,
+      block_rows, dh != nullptr ? dh->data<float>() : nullptr, dweight != nullptr ? dweight->data<float>() : nullptr);
+  return Tensor::scalar(n_valid > 0 ? static_cast<float>(total / static_cast<double>(n_valid)) : 0.0f);
+}
+
 // ---- AdamW -------------------------------------------------------------------------------------
 
 void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWConfig& config, int64_t step,

@@ -119,6 +119,16 @@ AttentionKernel parse_attention_kernel(const std::string& name);
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index,
                      Tensor* dlogits = nullptr, float grad_scale = 1.0f);
 
+// The classifier fused with it: h [N, H] and weight [V, H] (a Linear's [out, in], e.g. tied
+// embeddings) give logits = h @ weight^T, and the same mean loss as cross_entropy of them. With
+// dh/dweight non-null (shapes of h and weight; dweight f32), both receive their gradient of the
+// loss scaled by grad_scale (overwritten). On the CPU the logits exist one block of rows at a time
+// and rows of ignored targets skip the GEMMs; ex.cpu_bf16_gemm rounds the GEMM operands to bf16 as
+// matmul does. On CUDA it is matmul, cross_entropy and matmul composed.
+Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor& targets, int64_t ignore_index,
+                            const Execution& ex = {}, Tensor* dh = nullptr, Tensor* dweight = nullptr,
+                            float grad_scale = 1.0f);
+
 // ---- AdamW on flat buffers --------------------------------------------------------------------
 // AdamWConfig and DecaySegment are in kernels/kernel_args.h (shared with the kernels).
 // One step (step >= 1, for bias correction) over param/grad/m/v (same numel, f32, contiguous).

@@ -405,8 +405,10 @@ Variable Transformer::loss(const Tensor& inputs, const Tensor& targets, const Ro
   KV_CHECK(inputs.shape() == targets.shape(), "transformer.loss: inputs {} and targets {} differ in shape",
            inputs.shape(), targets.shape());
   Variable h = final_hidden(inputs, plan, at);
-  Variable logits = ag::reshape(head(h), {-1, config_.vocab_size});
-  return ag::cross_entropy(logits, targets.reshape({-1}), ignore_index, /*overwrite_logits=*/true);
+  // The classifier and the loss fused: no [B * T, vocab] logits tensor.
+  return ag::linear_cross_entropy(ag::reshape(h, {-1, config_.hidden_size}),
+                                  lm_head_ ? lm_head_->weight() : embed_tokens_->weight(), targets.reshape({-1}),
+                                  ignore_index, execution_);
 }
 
 }  // namespace kvroute::layers

@@ -25,6 +25,15 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
 void gemm_batched_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                        const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
                        int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
+// The same on operands already in bf16 (raw bits), read in place with leading dimensions lda/ldb in
+// their stored orientation (A [M, K] or, transposed, [K, M]); k > 0.
+void gemm_batched_bf16_raw(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                           const uint16_t* a, int64_t lda, int64_t stride_a, const uint16_t* b, int64_t ldb,
+                           int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
+// Rows rounded to bf16 (nearest even, as core/dtype.h) into a dense buffer: `rows` x `cols` read
+// with leading dimension `ld`, `batch` times at `stride`. Parallel over rows (OpenMP).
+void to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, int64_t stride, int64_t batch,
+             uint16_t* dst);
 // Whether oneDNN reaches bf16 dot-product instructions (AVX512-BF16 or AMX) on this CPU.
 bool bf16_gemm_supported();
 // The same GEMM in f32 through oneDNN's matmul (operands read in place): the alternative to
@@ -106,6 +115,16 @@ void attention_backward_bf16(const ops::AttentionShape& s, const float* dout, co
 // (softmax - onehot) * grad_scale / n_valid.
 double cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
                      int64_t ignore_index, float* dlogits, float grad_scale, int64_t n_valid);
+
+// The classifier and cross_entropy fused (linear_cross_entropy.cpp): logits = h [rows, hidden] @
+// w [vocab, hidden]^T in blocks of block_rows scored rows, never stored whole; returns the sum of
+// the row losses as cross_entropy does. With dh != nullptr, also dh [rows, hidden] (overwritten;
+// 0 on ignored rows) and dw [vocab, hidden] (overwritten) of the loss scaled by grad_scale / n_valid.
+// bf16: the GEMM operands rounded to bf16 (only where bf16_gemm_supported()). Called outside
+// parallel regions.
+double linear_cross_entropy(const float* h, const float* w, const int32_t* targets, int64_t rows, int64_t hidden,
+                            int64_t vocab, int64_t ignore_index, float grad_scale, int64_t n_valid, bool bf16,
+                            int64_t block_rows, float* dh, float* dw);
 
 // One step over the buffers, which the segments tile; decoupled weight decay on decayed segments.
 void adamw(float* param, const float* grad, float* m, float* v, const ops::AdamWConfig& c, int64_t step,

@@ -45,9 +45,9 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, f
 
 // ---- bf16 through oneDNN ------------------------------------------------------------------------
 
-namespace {
-
 using dnnl::memory;
+
+namespace {
 
 dnnl::engine& engine() {
   static dnnl::engine e(dnnl::engine::kind::cpu, 0);
@@ -63,9 +63,8 @@ bool hardware_bf16() {
   return (isa & bf16) == bf16;
 }
 
-// Operand rows rounded to bf16 into a dense buffer: `rows` x `cols` read with leading dimension
-// `ld`, `batch` times at `stride`. Round to nearest even (core/dtype.h), so results do not depend on
-// the thread count.
+}  // namespace
+
 void to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, int64_t stride, int64_t batch,
              uint16_t* dst) {
   const int64_t total_rows = rows * batch;
@@ -83,11 +82,13 @@ void to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, int64_t s
   }
 }
 
+namespace {
+
 struct Key {
   bool trans_a, trans_b;
   int64_t m, n, k, ldc;
   float alpha, beta;
-  bool f32 = false;         // f32 operands read in place (lda, ldb); else dense bf16 copies
+  bool f32 = false;  // f32 operands, else bf16; both read in place with leading dimensions lda, ldb
   int64_t lda = 0, ldb = 0;
   bool operator<(const Key& o) const {
     return std::tie(trans_a, trans_b, m, n, k, ldc, alpha, beta, f32, lda, ldb) <
@@ -110,10 +111,10 @@ Plan& plan_for(const Key& key) {
   const memory::dim M = key.m, N = key.n, K = key.k;
   // 2-D problems: oneDNN 2.6 picks its brgemm kernels for 2-D descriptors with either operand
   // transposed, but its reference kernel for some 3-D ones, so a batch runs as one 2-D GEMM per
-  // item. Operands are dense bf16 copies in their stored orientation: A is [M, K] or, transposed,
-  // [K, M] read through strides; likewise B.
+  // item. Operands in their stored orientation: A is [M, K] or, transposed, [K, M] read through
+  // strides; likewise B.
   const auto type = key.f32 ? memory::data_type::f32 : memory::data_type::bf16;
-  const memory::dim lda = key.f32 ? key.lda : (key.trans_a ? M : K), ldb = key.f32 ? key.ldb : (key.trans_b ? K : N);
+  const memory::dim lda = key.lda, ldb = key.ldb;
   memory::desc a({M, K}, type, key.trans_a ? memory::dims{1, lda} : memory::dims{lda, 1});
   memory::desc b({K, N}, type, key.trans_b ? memory::dims{1, ldb} : memory::dims{ldb, 1});
   memory::desc c({M, N}, memory::data_type::f32, {key.ldc, 1});
@@ -182,12 +183,25 @@ void gemm_batched_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
   if (b16.size() < static_cast<size_t>(b_rows * b_cols * b_count)) b16.resize(b_rows * b_cols * b_count);
   to_bf16(a, a_rows, a_cols, lda, stride_a, batch, a16.data());
   to_bf16(b, b_rows, b_cols, ldb, stride_b, b_count, b16.data());
-  Plan& plan = plan_for(Key{trans_a, trans_b, m, n, k, ldc, alpha, beta});
+  gemm_batched_bf16_raw(trans_a, trans_b, m, n, k, alpha, a16.data(), a_cols, a_rows * a_cols, b16.data(), b_cols,
+                        b_batched ? b_rows * b_cols : 0, beta, c, ldc, stride_c, batch);
+}
+
+void gemm_batched_bf16_raw(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                           const uint16_t* a, int64_t lda, int64_t stride_a, const uint16_t* b, int64_t ldb,
+                           int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+  if (m == 0 || n == 0 || batch == 0 || k == 0) return;  // callers handle k == 0 (C = beta * C)
+  Key key{trans_a, trans_b, m, n, k, ldc, alpha, beta};
+  key.lda = lda;
+  key.ldb = ldb;
+  Plan& plan = plan_for(key);
   dnnl::stream stream(engine());
-  memory ma(plan.a, engine(), a16.data()), mb(plan.b, engine(), b16.data()), mc(plan.c, engine(), c);
+  auto* a_mut = const_cast<uint16_t*>(a);
+  auto* b_mut = const_cast<uint16_t*>(b);
+  memory ma(plan.a, engine(), a_mut), mb(plan.b, engine(), b_mut), mc(plan.c, engine(), c);
   for (int64_t i = 0; i < batch; ++i) {
-    ma.set_data_handle(a16.data() + i * a_rows * a_cols);
-    mb.set_data_handle(b16.data() + (b_batched ? i * b_rows * b_cols : 0));
+    ma.set_data_handle(a_mut + i * stride_a);
+    mb.set_data_handle(b_mut + i * stride_b);
     mc.set_data_handle(c + i * stride_c);
     plan.primitive.execute(stream, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}});
   }

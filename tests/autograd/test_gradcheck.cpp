@@ -115,6 +115,18 @@ TEST(Gradcheck, CrossEntropy) {
                    {param({4, 7}, 27, -3, 3)});
 }
 
+TEST(Gradcheck, LinearCrossEntropy) {
+  Tensor targets = Tensor::from_vector<int32_t>({2, -100, 0, 6, 6}, {5});
+  expect_gradcheck(
+      [targets](const std::vector<Variable>& in) { return linear_cross_entropy(in[0], in[1], targets, -100); },
+      {param({5, 3}, 28, -2, 2), param({7, 3}, 29, -2, 2)});
+  expect_gradcheck(
+      [targets](const std::vector<Variable>& in) {
+        return scale(linear_cross_entropy(in[0], in[1], targets, -100), 3.0f);
+      },
+      {param({5, 3}, 30, -2, 2), param({7, 3}, 31, -2, 2)});
+}
+
 TEST(Gradcheck, TwoLayerBlockWithBorrowedKv) {
   // Layer 1 attends with its own queries to layer 0's keys/values: gradients must reach layer 0's
   // K/V weights through both layers. Inputs: embedding, per-layer q/k/v/o weights, norms, MLP.

@@ -58,6 +58,87 @@ TEST(CrossEntropy, AllIgnoredIsZeroAndBadTargetsAreErrors) {
                {"cross_entropy", "[3]", "[2, 5]"});
 }
 
+// The classifier fused with the loss against the double reference of logits = h W^T: several
+// blocks of rows (vocab 16384 makes a block 128 rows), ignored rows scattered and in a run (they
+// are dropped before the GEMMs; their dh is 0), a gradient scale, and enough rows that the gather
+// and scatter run threaded.
+TEST(LinearCrossEntropy, MatchesTheReferenceAndTheUnfusedOps) {
+  const int64_t N = 520, H = 128, V = 16384, ignore = -100;
+  Tensor h = random_tensor({N, H}, 31), w = random_tensor({V, H}, 32, -0.2f, 0.2f);
+  std::vector<int32_t> t(N);
+  Philox rng(33);
+  for (auto& x : t) x = rng.uniform() < 0.2 ? ignore : static_cast<int32_t>(rng.uniform_int(V));
+  for (int64_t r = 130; r < 270; ++r) t[r] = ignore;
+  Tensor targets = Tensor::from_vector(t, {N});
+  Tensor dh = Tensor::empty({N, H}), dw = Tensor::empty({V, H});
+  const double loss = ops::linear_cross_entropy(h, w, targets, ignore, {}, &dh, &dw, 0.5f).item();
+
+  const std::vector<double> hd = to_double(h), wd = to_double(w);
+  std::vector<double> dh_ref(N * H, 0.0), dw_ref(V * H, 0.0), z(V);
+  int valid = 0;
+  for (int64_t r = 0; r < N; ++r) valid += t[r] != ignore;
+  double total = 0;
+  for (int64_t r = 0; r < N; ++r) {
+    if (t[r] == ignore) continue;
+    double m = -1e300, sum = 0;
+    for (int64_t c = 0; c < V; ++c) {
+      double dot = 0;
+      for (int64_t k = 0; k < H; ++k) dot += hd[r * H + k] * wd[c * H + k];
+      z[c] = dot;
+      m = std::max(m, dot);
+    }
+    for (int64_t c = 0; c < V; ++c) sum += std::exp(z[c] - m);
+    total += m + std::log(sum) - z[t[r]];
+    for (int64_t c = 0; c < V; ++c) {
+      const double g = 0.5 * (std::exp(z[c] - m) / sum - (c == t[r])) / valid;
+      for (int64_t k = 0; k < H; ++k) {
+        dh_ref[r * H + k] += g * wd[c * H + k];
+        dw_ref[c * H + k] += g * hd[r * H + k];
+      }
+    }
+  }
+  EXPECT_NEAR(loss, total / valid, 1e-5 * std::abs(total / valid));
+  EXPECT_LT(scaled_max_error(dh, dh_ref), 1e-5);
+  EXPECT_LT(scaled_max_error(dw, dw_ref), 1e-5);
+  for (int64_t r = 130; r < 270; ++r) EXPECT_EQ(dh.data<float>()[r * H + 7], 0.0f) << "row " << r;
+  // The loss alone (evaluation) is the same loss.
+  EXPECT_NEAR(ops::linear_cross_entropy(h, w, targets, ignore).item(), loss, 1e-6 * std::abs(loss));
+
+  // bf16 GEMMs: the same roundings as the unfused ops (logits GEMM, cross_entropy, dh and dW GEMMs
+  // on the bf16-rounded gradient), up to f32 summation order (dW summed over blocks).
+  if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
+  const ops::Execution bf16{.cpu_bf16_gemm = true};
+  Tensor logits = ops::matmul(h, w, false, true, bf16);
+  const double loss_unfused = ops::cross_entropy(logits, targets, ignore, &logits, 0.5f).item();
+  Tensor dh_unfused = ops::matmul(logits, w, false, false, bf16), dw_unfused = ops::matmul(logits, h, true, false, bf16);
+  Tensor dh16 = Tensor::empty({N, H}), dw16 = Tensor::empty({V, H});
+  const double loss16 = ops::linear_cross_entropy(h, w, targets, ignore, bf16, &dh16, &dw16, 0.5f).item();
+  EXPECT_NEAR(loss16, loss_unfused, 1e-6 * std::abs(loss_unfused));
+  EXPECT_LT(scaled_max_error(dh16, to_double(dh_unfused)), 1e-5);
+  EXPECT_LT(scaled_max_error(dw16, to_double(dw_unfused)), 1e-5);
+  // and within bf16 rounding of the f32 result.
+  EXPECT_LT(scaled_max_error(dh16, dh_ref), 2e-2);
+  EXPECT_LT(scaled_max_error(dw16, dw_ref), 2e-2);
+}
+
+TEST(LinearCrossEntropy, AllIgnoredIsZeroAndBadArgumentsAreErrors) {
+  Tensor h = random_tensor({3, 4}, 34), w = random_tensor({6, 4}, 35);
+  Tensor dh = random_tensor({3, 4}, 36), dw = random_tensor({6, 4}, 37);
+  Tensor ignored = Tensor::from_vector<int32_t>({-1, -1, -1}, {3});
+  EXPECT_EQ(ops::linear_cross_entropy(h, w, ignored, -1, {}, &dh, &dw).item(), 0.0);
+  EXPECT_EQ(dh.to_vector<float>(), std::vector<float>(12, 0.0f));
+  EXPECT_EQ(dw.to_vector<float>(), std::vector<float>(24, 0.0f));
+  expect_error([&] { (void)ops::linear_cross_entropy(h, w, Tensor::from_vector<int32_t>({0, 6, 1}, {3}), -1); },
+               {"linear_cross_entropy", "token id 6", "[0, 6)"});
+  expect_error([&] { (void)ops::linear_cross_entropy(h, random_tensor({6, 5}, 38), ignored, -1); },
+               {"linear_cross_entropy", "[3, 4]", "[6, 5]"});
+  expect_error([&] { (void)ops::linear_cross_entropy(h, w, Tensor::from_vector<int32_t>({0, 1}, {2}), -1); },
+               {"linear_cross_entropy", "[2]", "[3, 4]"});
+  Tensor wrong = Tensor::empty({6, 5});
+  expect_error([&] { (void)ops::linear_cross_entropy(h, w, ignored, -1, {}, &dh, &wrong); },
+               {"linear_cross_entropy", "[6, 5]", "[6, 4]"});
+}
+
 TEST(AdamW, MatchesReferenceWithDecayMask) {
   const int64_t n = 50;
   Tensor p = random_tensor({n}, 4), m = Tensor::zeros({n}), v = Tensor::zeros({n});
