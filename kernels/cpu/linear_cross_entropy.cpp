@@ -4,17 +4,30 @@
 // (it stays in cache), and rows whose target is ignored (prompts of fine-tuning examples, padding)
 // are dropped before the GEMMs: they add nothing to the loss or to either gradient.
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/profile.h"
 
 namespace kvroute::cpu {
 
 namespace {
 
-// One f32 GEMM through the backend ops::matmul picks for f32 (oneDNN with AVX-512, else OpenBLAS).
+// The profile (`bench train --profile`) counts the GEMMs here as matmul, the rest as cross_entropy.
+using ops::profile::OpTimer;
+
+// One GEMM: bf16 operands (raw bits) through oneDNN, or f32 through the backend ops::matmul picks
+// (oneDNN with AVX-512, else OpenBLAS).
+void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda, const uint16_t* b,
+               int64_t ldb, float beta, float* c, int64_t ldc) {
+  OpTimer timer("matmul");
+  gemm_batched_bf16_raw(ta, tb, m, n, k, 1.0f, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
+}
+
 void gemm_f32(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
               int64_t ldb, float beta, float* c, int64_t ldc) {
+  OpTimer timer("matmul");
   if (f32_gemm_prefers_dnnl()) {
     gemm_batched_f32_dnnl(ta, tb, m, n, k, 1.0f, a, lda, 0, b, ldb, 0, beta, c, ldc, 0, 1);
   } else {
@@ -28,6 +41,7 @@ double linear_cross_entropy(const float* h, const float* w, const int32_t* targe
                             int64_t vocab, int64_t ignore_index, float grad_scale, int64_t n_valid, bool bf16,
                             int64_t block_rows, float* dh, float* dw) {
   const bool grad = dh != nullptr;
+  auto prepare = std::make_unique<OpTimer>("cross_entropy");  // until the first block's GEMM
   // The scored rows, in order. When every row is scored, h and dh are used in place.
   std::vector<int64_t> scored;
   scored.reserve(static_cast<size_t>(n_valid));
@@ -75,34 +89,39 @@ double linear_cross_entropy(const float* h, const float* w, const int32_t* targe
     to_bf16(w, vocab, hidden, hidden, 0, 1, w16.data());
     if (grad) dl16.resize(static_cast<size_t>(block * vocab));
   }
+  prepare.reset();
   double total = 0.0;
   for (int64_t b0 = 0; b0 < n; b0 += block) {
     const int64_t r = std::min(block, n - b0);
     // logits [r, vocab] = h_block [r, hidden] @ W^T
     if (bf16) {
-      gemm_batched_bf16_raw(false, true, r, vocab, hidden, 1.0f, h16.data() + b0 * hidden, hidden, 0, w16.data(),
-                            hidden, 0, 0.0f, logits.data(), vocab, 0, 1);
+      gemm_bf16(false, true, r, vocab, hidden, h16.data() + b0 * hidden, hidden, w16.data(), hidden, 0.0f,
+                logits.data(), vocab);
     } else {
       gemm_f32(false, true, r, vocab, hidden, hc + b0 * hidden, hidden, w, hidden, 0.0f, logits.data(), vocab);
     }
-    total += cross_entropy(logits.data(), tc + b0, r, vocab, ignore_index, grad ? logits.data() : nullptr,
-                           grad_scale, n_valid);
+    {
+      OpTimer timer("cross_entropy");
+      total += cross_entropy(logits.data(), tc + b0, r, vocab, ignore_index, grad ? logits.data() : nullptr,
+                             grad_scale, n_valid);
+      if (grad && bf16) to_bf16(logits.data(), r, vocab, vocab, 0, 1, dl16.data());
+    }
     if (!grad) continue;
     const float beta = b0 == 0 ? 0.0f : 1.0f;
     if (bf16) {
-      to_bf16(logits.data(), r, vocab, vocab, 0, 1, dl16.data());
       // dh_block [r, hidden] = dlogits [r, vocab] @ W [vocab, hidden]
-      gemm_batched_bf16_raw(false, false, r, hidden, vocab, 1.0f, dl16.data(), vocab, 0, w16.data(), hidden, 0,
-                            0.0f, dhc + b0 * hidden, hidden, 0, 1);
+      gemm_bf16(false, false, r, hidden, vocab, dl16.data(), vocab, w16.data(), hidden, 0.0f, dhc + b0 * hidden,
+                hidden);
       // dW [vocab, hidden] (+)= dlogits^T [vocab, r] @ h_block [r, hidden]
-      gemm_batched_bf16_raw(true, false, vocab, hidden, r, 1.0f, dl16.data(), vocab, 0, h16.data() + b0 * hidden,
-                            hidden, 0, beta, dw, hidden, 0, 1);
+      gemm_bf16(true, false, vocab, hidden, r, dl16.data(), vocab, h16.data() + b0 * hidden, hidden, beta, dw,
+                hidden);
     } else {
       gemm_f32(false, false, r, hidden, vocab, logits.data(), vocab, w, hidden, 0.0f, dhc + b0 * hidden, hidden);
       gemm_f32(true, false, vocab, hidden, r, logits.data(), vocab, hc + b0 * hidden, hidden, beta, dw, hidden);
     }
   }
   if (grad && compact) {
+    OpTimer timer("cross_entropy");
 #pragma omp parallel for schedule(static) if (n * hidden > (1 << 15))
     for (int64_t i = 0; i < n; ++i) {
       std::memcpy(dh + scored[static_cast<size_t>(i)] * hidden, dhc + i * hidden,
