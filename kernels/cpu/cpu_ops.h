@@ -112,9 +112,11 @@ void attention_backward_bf16(const ops::AttentionShape& s, const float* dout, co
 
 // Returns the sum of the row losses (rows whose target is ignore_index count 0). n_valid, the
 // number of the other rows, is counted by the caller; dlogits (may alias logits) gets
-// (softmax - onehot) * grad_scale / n_valid.
+// (softmax - onehot) * grad_scale / n_valid. With dlogits_bf16 also non-null, the gradient goes
+// there rounded to bf16 (nearest even) and dlogits is only scratch.
 double cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
-                     int64_t ignore_index, float* dlogits, float grad_scale, int64_t n_valid);
+                     int64_t ignore_index, float* dlogits, float grad_scale, int64_t n_valid,
+                     uint16_t* dlogits_bf16 = nullptr);
 
 // The classifier and cross_entropy fused (linear_cross_entropy.cpp): logits = h [rows, hidden] @
 // w [vocab, hidden]^T in blocks of block_rows scored rows, never stored whole; returns the sum of

@@ -1,6 +1,7 @@
 // Fused softmax cross-entropy: loss and d(logits) in one pass over each row, without storing the
 // softmax. Row losses are summed in row order, so the result does not depend on the thread count.
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <vector>
 
@@ -8,17 +9,30 @@
 
 namespace kvroute::cpu {
 
+namespace {
+
+// float -> bf16 bits, round to nearest even (as to_bf16 in matmul.cpp; finite values here).
+inline uint16_t round_bf16(float x) {
+  const auto u = std::bit_cast<uint32_t>(x);
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+}  // namespace
+
 double cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
-                     int64_t ignore_index, float* dlogits, float grad_scale, int64_t n_valid) {
+                     int64_t ignore_index, float* dlogits, float grad_scale, int64_t n_valid,
+                     uint16_t* dlogits_bf16) {
   const float row_scale = n_valid > 0 ? grad_scale / static_cast<float>(n_valid) : 0.0f;
   std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
 #pragma omp parallel for schedule(static) if (rows * vocab > (1 << 15))
   for (int64_t r = 0; r < rows; ++r) {
     const float* x = logits + r * vocab;
     float* g = dlogits != nullptr ? dlogits + r * vocab : nullptr;
+    uint16_t* g16 = dlogits_bf16 != nullptr ? dlogits_bf16 + r * vocab : nullptr;
     const int64_t target = targets[r];
     if (target == ignore_index) {
       if (g != nullptr) std::fill_n(g, vocab, 0.0f);
+      if (g16 != nullptr) std::fill_n(g16, vocab, uint16_t{0});
       continue;
     }
     float m = x[0];
@@ -34,9 +48,16 @@ double cross_entropy(const float* logits, const int32_t* targets, int64_t rows, 
         sum += e;
       }
       const float norm = row_scale / sum;
+      if (g16 != nullptr) {  // the gradient in bf16 only (g is scratch): one pass less
+        const float target_grad = g[target] * norm - row_scale;
 #pragma omp simd
-      for (int64_t c = 0; c < vocab; ++c) g[c] *= norm;
-      g[target] -= row_scale;
+        for (int64_t c = 0; c < vocab; ++c) g16[c] = round_bf16(g[c] * norm);
+        g16[target] = round_bf16(target_grad);
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < vocab; ++c) g[c] *= norm;
+        g[target] -= row_scale;
+      }
     } else {
 #pragma omp simd reduction(+ : sum)
       for (int64_t c = 0; c < vocab; ++c) sum += fast_exp(x[c] - m);

@@ -103,8 +103,7 @@ double linear_cross_entropy(const float* h, const float* w, const int32_t* targe
     {
       OpTimer timer("cross_entropy");
       total += cross_entropy(logits.data(), tc + b0, r, vocab, ignore_index, grad ? logits.data() : nullptr,
-                             grad_scale, n_valid);
-      if (grad && bf16) to_bf16(logits.data(), r, vocab, vocab, 0, 1, dl16.data());
+                             grad_scale, n_valid, grad && bf16 ? dl16.data() : nullptr);
     }
     if (!grad) continue;
     const float beta = b0 == 0 ? 0.0f : 1.0f;
