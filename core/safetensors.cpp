@@ -1,7 +1,10 @@
 #include "core/text.h"
 #include "core/safetensors.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <set>
 
@@ -72,32 +75,61 @@ void save(const std::string& path, const NamedTensors& tensors, const std::map<s
   out.close();  // fsynced: the caller renames the directory holding it only once it is durable
 }
 
-File load(const std::string& path) {
-  // A regular file only (a FIFO would block), read whole: checkpoints are read in full anyway.
-  const std::string bytes = io::read_file(path, UINT64_MAX);
-  const uint64_t file_size = bytes.size();
-  KV_CHECK(file_size >= 8, "{}: not a safetensors file ({} bytes, shorter than the 8-byte header length)", path,
-           file_size);
-  uint64_t header_len = 0;
-  std::memcpy(&header_len, bytes.data(), 8);
-  KV_CHECK(header_len <= file_size - 8 && header_len <= kMaxHeaderBytes,
-           "{}: corrupt safetensors header length {} (file is {} bytes, limit {} bytes)", path, header_len, file_size,
-           kMaxHeaderBytes);
+Reader::Reader(const std::string& path) : path_(path) {
+  // A regular file only (a FIFO would block); the header is read, the tensors stay on disk.
+  uint64_t file_size = 0;
+  fd_ = io::open_regular(path, file_size);
+  try {
+    KV_CHECK(file_size >= 8, "{}: not a safetensors file ({} bytes, shorter than the 8-byte header length)", path,
+             file_size);
+    uint64_t header_len = 0;
+    read_exactly(0, &header_len, 8);
+    KV_CHECK(header_len <= file_size - 8 && header_len <= kMaxHeaderBytes,
+             "{}: corrupt safetensors header length {} (file is {} bytes, limit {} bytes)", path, header_len, file_size,
+             kMaxHeaderBytes);
+    std::string header_bytes(static_cast<size_t>(header_len), '\0');
+    read_exactly(8, header_bytes.data(), header_len);
+    parse_header(header_bytes, file_size);
+  } catch (...) {
+    ::close(fd_);
+    throw;
+  }
+}
+
+Reader::~Reader() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Reader::read_exactly(uint64_t offset, void* out, uint64_t nbytes) const {
+  auto* p = static_cast<char*>(out);
+  uint64_t got = 0;
+  while (got < nbytes) {
+    const ssize_t n = ::pread(fd_, p + got, static_cast<size_t>(std::min<uint64_t>(nbytes - got, uint64_t{1} << 30)),
+                              static_cast<off_t>(offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    KV_CHECK(n >= 0, "{}: read failed: {}", path_, std::strerror(errno));
+    KV_CHECK(n > 0, "{}: the file ended at byte {} while reading it (truncated while being read?)", path_,
+             offset + got);
+    got += static_cast<uint64_t>(n);
+  }
+}
+
+void Reader::parse_header(const std::string& bytes, uint64_t file_size) {
+  const std::string& path = path_;
+  const uint64_t header_len = bytes.size();
   // Three levels: {name: {"shape": [...]}}; anything deeper is not a safetensors header.
-  const json::Json header = json::parse(std::string_view(bytes).substr(8, header_len),
-                                        fmt::format("{}: safetensors header", path), 4);
+  const json::Json header = json::parse(bytes, fmt::format("{}: safetensors header", path), 4);
   KV_CHECK(header.is_object(), "{}: corrupt safetensors header (not a JSON object)", path);
 
-  File file;
-  file.path = path;
-  const uint64_t data_start = 8 + header_len, data_size = file_size - data_start;
+  data_start_ = 8 + header_len;
+  const uint64_t data_size = file_size - data_start_;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [begin, end) of every tensor, to check coverage
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       KV_CHECK(entry.is_object(), "{}: __metadata__ must be an object of strings", path);
       for (const auto& [k, v] : entry.items()) {
         KV_CHECK(v.is_string(), "{}: __metadata__.{} must be a string, got {}", path, k, json::excerpt(v));
-        file.metadata[k] = v.get<std::string>();
+        metadata_[k] = v.get<std::string>();
       }
       continue;
     }
@@ -132,10 +164,9 @@ File load(const std::string& path) {
              end, data_size);
     KV_CHECK(end - begin == nbytes, "{} {}{} needs {} bytes but its data_offsets span {}", what, dtype_name(dtype),
              json::excerpt(dims), nbytes, end - begin);
-    Tensor t = Tensor::empty(shape, dtype);
-    if (nbytes > 0) std::memcpy(t.raw_data(), bytes.data() + data_start + begin, nbytes);
     ranges.emplace_back(begin, end);
-    file.tensors.emplace_back(name, std::move(t));
+    index_[name] = entries_.size();
+    entries_.push_back(Entry{name, dtype, std::move(shape), begin, nbytes});
   }
   // As the reference implementation demands: the tensors tile the data section exactly, with no
   // overlap, gap or trailing bytes (a shifted header or offset shows up here).
@@ -148,6 +179,25 @@ File load(const std::string& path) {
   }
   KV_CHECK(covered == data_size, "{}: corrupt safetensors file: the tensors cover {} bytes but the data section has {}",
            path, covered, data_size);
+}
+
+const Entry* Reader::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &entries_[it->second];
+}
+
+Tensor Reader::read(const Entry& entry) const {
+  Tensor t = Tensor::empty(entry.shape, entry.dtype);
+  if (entry.nbytes > 0) read_exactly(data_start_ + entry.begin, t.raw_data(), entry.nbytes);
+  return t;
+}
+
+File load(const std::string& path) {
+  Reader reader(path);
+  File file;
+  file.path = path;
+  file.metadata = reader.metadata();
+  for (const Entry& e : reader.entries()) file.tensors.emplace_back(e.name, reader.read(e));
   return file;
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <set>
 
 #include "autograd/functions.h"
 #include "core/rng.h"
@@ -350,21 +351,31 @@ std::vector<ops::DecaySegment> Transformer::decay_segments() const {
 
 void Transformer::load_parameters(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& source) {
   std::map<std::string, Tensor> given(tensors.begin(), tensors.end());
-  for (auto& [name, master] : master_parameters()) {
-    auto it = given.find(name);
-    KV_CHECK(it != given.end(), "{}: missing parameter '{}' {}", source, name, master.shape());
-    KV_CHECK(it->second.shape() == master.shape(), "{}: parameter '{}' has shape {} but the model expects {}", source,
-             name, it->second.shape(), master.shape());
-    KV_CHECK(it->second.dtype() == DType::F32 || it->second.dtype() == DType::BF16,
-             "{}: parameter '{}' is {}, expected floating-point weights (F32 or BF16)", source, name,
-             it->second.dtype());
-    const int64_t bad = first_nonfinite(it->second);
-    KV_CHECK(bad < 0, "{}: parameter '{}' holds a non-finite value (NaN or inf) at element {}", source, name, bad);
-    master.copy_(it->second);
-    given.erase(it);
+  std::vector<std::string> names;
+  for (const auto& [name, t] : given) names.push_back(name);
+  load_parameters(names, [&given](const std::string& name) { return given.at(name); }, source);
+}
+
+void Transformer::load_parameters(const std::vector<std::string>& names,
+                                  const std::function<Tensor(const std::string&)>& read, const std::string& source) {
+  std::set<std::string> given(names.begin(), names.end());
+  const auto masters = master_parameters();
+  for (const auto& [name, master] : masters) {
+    KV_CHECK(given.count(name), "{}: missing parameter '{}' {}", source, name, master.shape());
   }
+  for (const auto& [name, master] : masters) given.erase(name);
   KV_CHECK(given.empty(), "{}: unknown parameter '{}' (not in this model's configuration)", source,
-           given.empty() ? "" : given.begin()->first);
+           given.empty() ? "" : *given.begin());
+  for (auto [name, master] : masters) {
+    const Tensor t = read(name);
+    KV_CHECK(t.shape() == master.shape(), "{}: parameter '{}' has shape {} but the model expects {}", source, name,
+             t.shape(), master.shape());
+    KV_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16,
+             "{}: parameter '{}' is {}, expected floating-point weights (F32 or BF16)", source, name, t.dtype());
+    const int64_t bad = first_nonfinite(t);
+    KV_CHECK(bad < 0, "{}: parameter '{}' holds a non-finite value (NaN or inf) at element {}", source, name, bad);
+    master.copy_(t);
+  }
   refresh_compute_copy();
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -209,6 +210,11 @@ class Transformer final : public Module {
   // Copies named tensors (Hugging Face names) into the parameters; every parameter must be given
   // with its exact shape, and no unknown name is accepted. `source` names the origin in errors.
   void load_parameters(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& source);
+  // The same, streaming: `names` are the tensors on offer and `read(name)` fetches one (F32 or
+  // BF16), which is copied into its parameter and dropped before the next is read, so the import
+  // holds the model plus one tensor. Names are checked before any tensor is read.
+  void load_parameters(const std::vector<std::string>& names, const std::function<Tensor(const std::string&)>& read,
+                       const std::string& source);
   // Compute every layer's K/V even when the plan reads none of them (what the paper does). Off by
   // default: skipping gives the same loss and gradients, which a test checks with this switch.
   void set_compute_unused_kv(bool on) { compute_unused_kv_ = on; }

@@ -20,13 +20,6 @@ namespace {
 
 using io::exists;
 
-// The tensor as F32 (a host copy); F16/BF16 convert exactly.
-Tensor to_f32(const Tensor& t, const std::string& file, const std::string& name) {
-  KV_CHECK(t.dtype() == DType::F32 || t.dtype() == DType::BF16 || t.dtype() == DType::F16,
-           "{}: tensor '{}' is {}, expected floating-point weights (F32, BF16 or F16)", file, name, t.dtype());
-  return t.dtype() == DType::F32 ? t : t.to(DType::F32);
-}
-
 // A shard file name from an index: one plain component ending in .safetensors.
 void check_shard_name(const std::string& name, const std::string& index_path, const std::string& tensor) {
   const bool plain = !name.empty() && name.size() <= 255 && name.find('/') == std::string::npos &&
@@ -38,14 +31,43 @@ void check_shard_name(const std::string& name, const std::string& index_path, co
 
 }  // namespace
 
-safetensors::NamedTensors read_weights(const std::string& dir, bool tie_embeddings) {
-  safetensors::NamedTensors out;
-  std::set<std::string> names;
-  auto take = [&](const std::string& file, const std::string& name, const Tensor& t) {
-    if (name.ends_with("rotary_emb.inv_freq")) return;
-    KV_CHECK(names.insert(name).second, "{}: tensor '{}' appears in more than one file", file, name);
-    if (tie_embeddings && name == "lm_head.weight") return;  // transformers ties it to embed_tokens
-    out.emplace_back(name, to_f32(t, file, name));
+void WeightSource::add_file(const std::string& path, const std::function<bool(const std::string&)>& keep) {
+  files_.push_back(std::make_unique<safetensors::Reader>(path));
+  const safetensors::Reader& reader = *files_.back();
+  for (const safetensors::Entry& e : reader.entries()) {
+    if (!keep(e.name)) continue;
+    KV_CHECK(e.dtype == DType::F32 || e.dtype == DType::BF16 || e.dtype == DType::F16,
+             "{}: tensor '{}' is {}, expected floating-point weights (F32, BF16 or F16)", path, e.name, e.dtype);
+    KV_CHECK(where_.emplace(e.name, std::make_pair(files_.size() - 1, &e)).second,
+             "{}: tensor '{}' appears in more than one file", path, e.name);
+    names_.push_back(e.name);
+  }
+}
+
+Tensor WeightSource::read(const std::string& name) const {
+  auto it = where_.find(name);
+  KV_CHECK(it != where_.end(), "{}: no tensor named '{}'", origin_, name);
+  Tensor t = files_[it->second.first]->read(*it->second.second);
+  return t.dtype() == DType::F16 ? t.to(DType::F32) : t;
+}
+
+WeightSource WeightSource::file(const std::string& path) {
+  WeightSource source;
+  source.origin_ = path;
+  source.add_file(path, [](const std::string&) { return true; });
+  return source;
+}
+
+WeightSource WeightSource::model_dir(const std::string& dir, bool tie_embeddings) {
+  WeightSource source;
+  source.origin_ = dir;
+  std::set<std::string> seen;  // every stored name, skipped ones included, appears once
+  auto keep = [&](const std::string& file) {
+    return [&, file](const std::string& name) {
+      KV_CHECK(seen.insert(name).second, "{}: tensor '{}' appears in more than one file", file, name);
+      if (name.ends_with("rotary_emb.inv_freq")) return false;
+      return !(tie_embeddings && name == "lm_head.weight");  // transformers ties it to embed_tokens
+    };
   };
   const std::string index_path = dir + "/model.safetensors.index.json";
   if (exists(index_path)) {
@@ -68,12 +90,11 @@ safetensors::NamedTensors read_weights(const std::string& dir, bool tie_embeddin
     }
     for (const std::string& f : files) {
       const std::string shard = dir + "/" + f;
-      safetensors::File file = safetensors::load(shard);
-      for (const auto& [name, t] : file.tensors) {
-        auto it = file_of.find(name);
+      source.add_file(shard, keep(shard));
+      for (const safetensors::Entry& e : source.files_.back()->entries()) {
+        auto it = file_of.find(e.name);
         KV_CHECK(it != file_of.end() && it->second == f, "{}: tensor '{}' is not listed for this file in {}", shard,
-                 name, index_path);
-        take(shard, name, t);
+                 e.name, index_path);
         file_of.erase(it);
       }
     }
@@ -82,9 +103,15 @@ safetensors::NamedTensors read_weights(const std::string& dir, bool tie_embeddin
   } else {
     const std::string single = dir + "/model.safetensors";
     KV_CHECK(exists(single), "{}: no model.safetensors or model.safetensors.index.json", dir);
-    safetensors::File file = safetensors::load(single);
-    for (const auto& [name, t] : file.tensors) take(single, name, t);
+    source.add_file(single, keep(single));
   }
+  return source;
+}
+
+safetensors::NamedTensors read_weights(const std::string& dir, bool tie_embeddings) {
+  const WeightSource source = WeightSource::model_dir(dir, tie_embeddings);
+  safetensors::NamedTensors out;
+  for (const std::string& name : source.names()) out.emplace_back(name, source.read(name).to(DType::F32));
   return out;
 }
 

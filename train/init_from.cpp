@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "core/error.h"
 #include "core/io.h"
@@ -56,65 +57,64 @@ RunConfig load_run_config(const std::string& path, const std::vector<std::string
 }
 
 void load_initial_weights(const RunConfig& config, layers::Transformer& model) {
+  // Streaming: headers first, then one tensor at a time into the model's parameters.
   const std::string& src = config.init_from;
-  safetensors::NamedTensors weights;
-  std::string origin;
-  if (exists(src + "/config.yaml")) {
-    origin = src + "/model.safetensors";
-    weights = safetensors::load(origin).tensors;
-  } else {
-    origin = src;
-    weights = hf::read_weights(src, config.model.tie_embeddings);
-  }
-  std::map<std::string, Tensor> by_name;
-  for (auto& [name, t] : weights) by_name[name] = t;
+  const bool checkpoint = exists(src + "/config.yaml");
+  const std::string origin = checkpoint ? src + "/model.safetensors" : src;
+  const hf::WeightSource weights = checkpoint ? hf::WeightSource::file(origin)
+                                              : hf::WeightSource::model_dir(src, config.model.tie_embeddings);
 
   // Layers the run builds without K/V weights (CLA@k non-leaders): drop or average theirs.
   const layers::ModelConfig& m = model.config();
   const int64_t L = m.num_layers;
   for (int64_t l = 0; l < L; ++l) {
-    const bool source_has = by_name.count(layer_key(l, "k_proj.weight")) > 0;
     if (m.layer_has_kv_weights(l)) {
-      KV_CHECK(source_has, "{}: model.init_from has no K/V weights for layer {} ('{}' is missing), which this run needs",
-               origin, l, layer_key(l, "k_proj.weight"));
+      KV_CHECK(weights.has(layer_key(l, "k_proj.weight")),
+               "{}: model.init_from has no K/V weights for layer {} ('{}' is missing), which this run needs", origin,
+               l, layer_key(l, "k_proj.weight"));
     }
   }
+  std::map<std::string, Tensor> averaged;  // leader tensors replaced by their group's mean (small)
+  std::set<std::string> dropped;           // non-leaders' K/V tensors
   for (const char* suffix : {"k_proj.weight", "v_proj.weight", "k_norm.weight"}) {
     for (int64_t leader = 0; leader < L; ++leader) {
       if (!m.layer_has_kv_weights(leader)) continue;
       // The non-leaders that read this leader's K/V: the rest of its CLA group.
       std::vector<std::string> members;
       for (int64_t l = leader + 1; l < L && !m.layer_has_kv_weights(l); ++l) {
-        if (by_name.count(layer_key(l, suffix))) members.push_back(layer_key(l, suffix));
+        if (weights.has(layer_key(l, suffix))) members.push_back(layer_key(l, suffix));
       }
       if (members.empty()) continue;
       if (config.router.kv_init == KvInit::Average) {
-        Tensor& sum = by_name[layer_key(leader, suffix)];
-        KV_CHECK(sum.defined(), "{}: '{}' is missing", origin, layer_key(leader, suffix));
-        Tensor acc = sum.clone();  // F32: read_weights and checkpoints hold F32 weights
-        KV_CHECK(acc.dtype() == DType::F32, "{}: '{}' is {}, expected F32", origin, layer_key(leader, suffix), acc.dtype());
+        const std::string key = layer_key(leader, suffix);
+        KV_CHECK(weights.has(key), "{}: '{}' is missing", origin, key);
+        Tensor acc = weights.read(key).to(DType::F32).contiguous().clone();
         float* a = acc.data<float>();
         for (const std::string& name : members) {
-          const Tensor& t = by_name[name];
-          KV_CHECK(t.shape() == acc.shape(), "{}: '{}' has shape {} but '{}' has {}", origin, name, t.shape(),
-                   layer_key(leader, suffix), acc.shape());
-          const Tensor tc = t.contiguous();
-          const float* p = tc.data<float>();
+          const Tensor t = weights.read(name).to(DType::F32).contiguous();
+          KV_CHECK(t.shape() == acc.shape(), "{}: '{}' has shape {} but '{}' has {}", origin, name, t.shape(), key,
+                   acc.shape());
+          const float* p = t.data<float>();
           for (int64_t i = 0; i < acc.numel(); ++i) a[i] += p[i];
         }
         const float scale = 1.0f / static_cast<float>(members.size() + 1);
         for (int64_t i = 0; i < acc.numel(); ++i) a[i] *= scale;
-        sum = acc;
+        averaged[key] = acc;
       }
-      for (const std::string& name : members) by_name.erase(name);
+      dropped.insert(members.begin(), members.end());
     }
   }
-  safetensors::NamedTensors converted;
-  for (auto& [name, t] : weights) {
-    auto it = by_name.find(name);
-    if (it != by_name.end()) converted.emplace_back(name, it->second);
+  std::vector<std::string> names;
+  for (const std::string& name : weights.names()) {
+    if (!dropped.count(name)) names.push_back(name);
   }
-  model.load_parameters(converted, origin);
+  model.load_parameters(
+      names,
+      [&](const std::string& name) {
+        auto it = averaged.find(name);
+        return it != averaged.end() ? it->second : weights.read(name);
+      },
+      origin);
 }
 
 }  // namespace kvroute::train

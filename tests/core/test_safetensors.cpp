@@ -56,6 +56,29 @@ TEST(Safetensors, RoundTripsEveryDtypeAndMetadata) {
   std::remove(path.c_str());
 }
 
+// The streaming reader: the header is read at open, each tensor when asked (as load() gives it),
+// and a file cut short after opening is an error naming it, not a crash.
+TEST(Safetensors, ReaderReadsOneTensorAtATimeAndSurvivesTruncation) {
+  const std::string path = temp_path("reader.safetensors");
+  Tensor a = testing::random_tensor({64, 32}, 2), b = testing::random_tensor({5}, 3).to(DType::BF16);
+  safetensors::save(path, {{"a", a}, {"b", b}}, {{"format", "pt"}});
+  {
+    safetensors::Reader reader(path);
+    EXPECT_EQ(reader.metadata().at("format"), "pt");
+    ASSERT_EQ(reader.entries().size(), 2u);
+    ASSERT_NE(reader.find("b"), nullptr);
+    EXPECT_EQ(reader.find("missing"), nullptr);
+    EXPECT_EQ(reader.find("b")->dtype, DType::BF16);
+    EXPECT_EQ(reader.find("a")->shape, (Shape{64, 32}));
+    EXPECT_EQ(reader.read(*reader.find("a")).to_vector<float>(), a.to_vector<float>());
+    EXPECT_EQ(reader.read(*reader.find("b")).to(DType::F32).to_vector<float>(), b.to(DType::F32).to_vector<float>());
+    // Cut the data section after the header was validated: the next read fails cleanly.
+    ASSERT_EQ(::truncate(path.c_str(), static_cast<off_t>(std::filesystem::file_size(path) - 100)), 0);
+    expect_error([&] { (void)reader.read(*reader.find("a")); }, {path, "ended at byte", "truncated"});
+  }
+  std::remove(path.c_str());
+}
+
 TEST(Safetensors, CorruptFilesGiveErrorsNamingTheFile) {
   const std::string path = temp_path("corrupt.safetensors");
   expect_error([&] { (void)safetensors::load(temp_path("does_not_exist")); }, {"does_not_exist", "cannot open"});

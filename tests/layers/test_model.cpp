@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "layers/transformer.h"
 #include "tests/test_util.h"
@@ -283,6 +284,34 @@ TEST(Model, MicroBatchGradientsAccumulate) {
   model.loss(b, b, self_plan(4)).backward();
   std::vector<float> both = model.flat_gradients().to_vector<float>();
   for (size_t i = 0; i < both.size(); ++i) EXPECT_NEAR(both[i], ga[i] + gb[i], 1e-6f + 1e-5f * std::abs(both[i]));
+}
+
+// Streaming load: the same weights as the in-memory overload, and every name checked before a
+// tensor is read (a bad import reads nothing).
+TEST(Model, StreamingLoadChecksNamesBeforeReadingAnyTensor) {
+  ModelConfig cfg = tiny_config();
+  Transformer source(cfg, 5), target(cfg, 6);
+  std::map<std::string, Tensor> weights;
+  for (const auto& [name, t] : source.master_parameters()) weights[name] = t.clone();
+  std::vector<std::string> names;
+  for (const auto& [name, t] : weights) names.push_back(name);
+  int reads = 0;
+  auto read = [&](const std::string& name) {
+    ++reads;
+    return weights.at(name);
+  };
+  target.load_parameters(names, read, "src");
+  EXPECT_EQ(reads, static_cast<int>(names.size()));
+  for (const auto& [name, t] : target.master_parameters()) {
+    EXPECT_EQ(t.to_vector<float>(), weights.at(name).to_vector<float>()) << name;
+  }
+  reads = 0;
+  std::vector<std::string> extra = names;
+  extra.push_back("model.layers.99.mlp.up_proj.weight");
+  expect_error([&] { target.load_parameters(extra, read, "src"); }, {"src", "unknown parameter", "layers.99"});
+  std::vector<std::string> missing(names.begin() + 1, names.end());
+  expect_error([&] { target.load_parameters(missing, read, "src"); }, {"src", "missing parameter", names[0]});
+  EXPECT_EQ(reads, 0);
 }
 
 TEST(Model, ConfigAndInputErrors) {
