@@ -9,6 +9,7 @@
 #include <set>
 
 #include "autograd/functions.h"
+#include "core/allocator.h"
 #include "core/rng.h"
 #include "layers/kv_cache.h"
 
@@ -300,6 +301,10 @@ Transformer::Transformer(const ModelConfig& config, uint64_t seed) : config_(con
     p.set_grad(flat_grads_.slice(0, offset, offset + n).view(shape));
     offset += n;
   }
+  // The modules' own parameter tensors, now replaced by views of the flat buffer, went back to the
+  // CPU pool: return them to the system, or the pool keeps a second model's worth of memory
+  // (4 bytes per parameter; 4.7 GB for a 1B model, docs/benchmarks.md 2026-12-07).
+  cpu_allocator().empty_cache();
 }
 
 void Transformer::bind_views() {
