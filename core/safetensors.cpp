@@ -49,30 +49,52 @@ const Tensor& File::get(const std::string& name) const {
   KV_FAIL("{}: no tensor named '{}'", path, name);
 }
 
-void save(const std::string& path, const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
+Writer::Writer(const std::string& path, std::vector<Entry> entries, const std::map<std::string, std::string>& metadata)
+    : path_(path), entries_(std::move(entries)) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::set<std::string> names;
   uint64_t offset = 0;
-  std::vector<Tensor> packed;
-  for (const auto& [name, tensor] : tensors) {
-    KV_CHECK(names.insert(name).second, "{}: duplicate tensor name '{}'", path, name);
-    KV_CHECK(tensor.defined(), "{}: tensor '{}' is undefined", path, name);
-    Tensor host = tensor.to(Device::cpu()).contiguous();
-    header[name] = {{"dtype", dtype_tag(host.dtype())},
-                    {"shape", host.shape()},
-                    {"data_offsets", {offset, offset + host.nbytes()}}};
-    offset += host.nbytes();
-    packed.push_back(std::move(host));
+  for (Entry& e : entries_) {
+    KV_CHECK(names.insert(e.name).second, "{}: duplicate tensor name '{}'", path, e.name);
+    e.begin = offset;
+    e.nbytes = static_cast<uint64_t>(shape_numel(e.shape)) * dtype_size(e.dtype);
+    header[e.name] = {{"dtype", dtype_tag(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + e.nbytes}}};
+    offset += e.nbytes;
   }
   std::string json = header.dump();
   json.append((8 - json.size() % 8) % 8, ' ');  // align the data section to 8 bytes, as the reference writer does
-  io::OutputFile out(path, io::OutputFile::Mode::Truncate);
+  out_ = io::OutputFile(path, io::OutputFile::Mode::Truncate);
   const uint64_t header_len = json.size();
-  out.write(&header_len, 8);
-  out.write(json);
-  for (const Tensor& t : packed) out.write(t.raw_data(), t.nbytes());
-  out.close();  // fsynced: the caller renames the directory holding it only once it is durable
+  out_.write(&header_len, 8);
+  out_.write(json);
+}
+
+void Writer::write(const Tensor& tensor) {
+  KV_CHECK(next_ < entries_.size(), "{}: more tensors written than the header lists ({})", path_, entries_.size());
+  const Entry& e = entries_[next_];
+  KV_CHECK(tensor.defined(), "{}: tensor '{}' is undefined", path_, e.name);
+  KV_CHECK(tensor.dtype() == e.dtype && tensor.shape() == e.shape, "{}: tensor '{}' is {}{} but the header says {}{}",
+           path_, e.name, tensor.dtype(), tensor.shape(), e.dtype, e.shape);
+  const Tensor host = tensor.to(Device::cpu()).contiguous();
+  out_.write(host.raw_data(), host.nbytes());
+  ++next_;
+}
+
+void Writer::close() {
+  KV_CHECK(next_ == entries_.size(), "{}: {} of the header's {} tensors were written", path_, next_, entries_.size());
+  out_.close();  // fsynced: the caller renames the directory holding it only once it is durable
+}
+
+void save(const std::string& path, const NamedTensors& tensors, const std::map<std::string, std::string>& metadata) {
+  std::vector<Entry> entries;
+  for (const auto& [name, tensor] : tensors) {
+    KV_CHECK(tensor.defined(), "{}: tensor '{}' is undefined", path, name);
+    entries.push_back(Entry{name, tensor.dtype(), tensor.shape()});
+  }
+  Writer writer(path, std::move(entries), metadata);
+  for (const auto& [name, tensor] : tensors) writer.write(tensor);
+  writer.close();
 }
 
 Reader::Reader(const std::string& path) : path_(path) {

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/io.h"
 #include "core/tensor.h"
 
 namespace kvroute::safetensors {
@@ -64,6 +65,24 @@ class Reader {
   std::vector<Entry> entries_;
   std::map<std::string, size_t> index_;
   std::map<std::string, std::string> metadata_;
+};
+
+// Writes a safetensors file tensor by tensor: the header (every name, dtype and shape, in the
+// order given) at construction, then each tensor's data by write(), in that order, so a writer
+// holds one tensor at a time. close() fsyncs; a writer destroyed before close() leaves an
+// incomplete file (callers write into a staging directory). Names must be unique.
+class Writer {
+ public:
+  Writer(const std::string& path, std::vector<Entry> entries, const std::map<std::string, std::string>& metadata = {});
+  // The next entry's tensor (any device/strides; stored contiguous): its dtype and shape must match.
+  void write(const Tensor& tensor);
+  void close();  // after the last entry
+
+ private:
+  std::string path_;
+  std::vector<Entry> entries_;
+  size_t next_ = 0;
+  io::OutputFile out_;
 };
 
 // Reads and validates a whole regular file: header length (<= 100 MiB) and JSON (bounded nesting,

@@ -230,15 +230,37 @@ Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& c
 
 // ---- Transformer -------------------------------------------------------------------------------
 
-int64_t ModelConfig::parameter_count() const {
-  const int64_t H = hidden_size, q = num_heads * head_dim, kv = num_kv_heads * head_dim;
-  int64_t n = vocab_size * H * (tie_embeddings ? 1 : 2) + H;  // embeddings (+ lm_head), final norm
+std::vector<std::pair<std::string, Shape>> ModelConfig::parameter_shapes() const {
+  // The order of registration in the modules below (Hugging Face Qwen3's).
+  const int64_t H = hidden_size, q = num_heads * head_dim, kv = num_kv_heads * head_dim, F = intermediate_size;
+  std::vector<std::pair<std::string, Shape>> out{{"model.embed_tokens.weight", {vocab_size, H}}};
   for (int64_t l = 0; l < num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
     const bool own_kv = layer_has_kv_weights(l);
-    n += 2 * H * q + (own_kv ? 2 * H * kv : 0);                                  // q, o (+ k, v)
-    n += qk_norm ? head_dim * (own_kv ? 2 : 1) : 0;                              // q_norm (+ k_norm)
-    n += 3 * H * intermediate_size + 2 * H;                                      // MLP, two norms
+    out.push_back({p + "self_attn.q_proj.weight", {q, H}});
+    if (own_kv) {
+      out.push_back({p + "self_attn.k_proj.weight", {kv, H}});
+      out.push_back({p + "self_attn.v_proj.weight", {kv, H}});
+    }
+    out.push_back({p + "self_attn.o_proj.weight", {H, q}});
+    if (qk_norm) {
+      out.push_back({p + "self_attn.q_norm.weight", {head_dim}});
+      if (own_kv) out.push_back({p + "self_attn.k_norm.weight", {head_dim}});
+    }
+    out.push_back({p + "mlp.gate_proj.weight", {F, H}});
+    out.push_back({p + "mlp.up_proj.weight", {F, H}});
+    out.push_back({p + "mlp.down_proj.weight", {H, F}});
+    out.push_back({p + "input_layernorm.weight", {H}});
+    out.push_back({p + "post_attention_layernorm.weight", {H}});
   }
+  out.push_back({"model.norm.weight", {H}});
+  if (!tie_embeddings) out.push_back({"lm_head.weight", {vocab_size, H}});
+  return out;
+}
+
+int64_t ModelConfig::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& [name, shape] : parameter_shapes()) n += shape_numel(shape);
   return n;
 }
 

@@ -56,9 +56,11 @@ struct ModelConfig {
   std::vector<bool> kv_weight_layers;
 
   void validate() const;  // one-line errors naming the key and value
-  // Parameters of the model this config builds (tested equal to Transformer::parameter_count()),
-  // known before anything is allocated.
-  int64_t parameter_count() const;
+  // The parameters of the model this config builds, Hugging Face names and shapes in the model's
+  // order (tested equal to Transformer::master_parameters()), known before anything is allocated:
+  // what export checks a checkpoint against without building the model.
+  std::vector<std::pair<std::string, Shape>> parameter_shapes() const;
+  int64_t parameter_count() const;  // the sum over parameter_shapes()
   // Refuses a model whose `bytes_per_parameter` (weights, gradients, optimizer state) exceed the
   // machine's physical memory, naming the size keys, instead of an out-of-memory failure later.
   void check_fits_in_memory(double bytes_per_parameter, const std::string& what) const;

@@ -1,6 +1,7 @@
 #include "train/export.h"
 
 #include <filesystem>
+#include <set>
 
 #include "core/error.h"
 #include "core/io.h"
@@ -77,7 +78,8 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
   KV_CHECK(options.shard_bytes > 0, "export: --shard-size must be positive, got {}", options.shard_bytes);
   const RunConfig config = load_config(checkpoint_dir + "/config.yaml");
   const std::string weights_path = checkpoint_dir + "/model.safetensors";
-  safetensors::File weights = safetensors::load(weights_path);
+  // Streaming: the header now, each tensor when its shard is written (one tensor in memory).
+  const safetensors::Reader weights(weights_path);
   // The checkpoint must be complete for the model its config describes (every shape checked).
   const layers::ModelConfig m = config.model_config();
   for (int64_t l = 0; l < m.num_layers; ++l) {
@@ -88,8 +90,21 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
              config.router.config.group_size, architecture_class_name(m.architecture));
   }
   {
-    layers::Transformer shape_check(m, 0);
-    shape_check.load_parameters(weights.tensors, weights_path);
+    // Every parameter of the model, with its shape, and nothing else (checked on the header, without
+    // building the model); the values are checked finite as they are converted below.
+    std::set<std::string> stored;
+    for (const safetensors::Entry& e : weights.entries()) stored.insert(e.name);
+    for (const auto& [name, shape] : m.parameter_shapes()) {
+      const safetensors::Entry* e = weights.find(name);
+      KV_CHECK(e != nullptr, "{}: missing parameter '{}' {}", weights_path, name, shape);
+      KV_CHECK(e->shape == shape, "{}: parameter '{}' has shape {} but the model expects {}", weights_path, name,
+               e->shape, shape);
+      KV_CHECK(e->dtype == DType::F32 || e->dtype == DType::BF16,
+               "{}: parameter '{}' is {}, expected floating-point weights (F32 or BF16)", weights_path, name, e->dtype);
+      stored.erase(name);
+    }
+    KV_CHECK(stored.empty(), "{}: unknown parameter '{}' (not in this model's configuration)", weights_path,
+             stored.empty() ? "" : *stored.begin());
   }
 
   KV_CHECK(!out_dir.empty() && fs::path(out_dir).filename() != "." && fs::path(out_dir).filename() != "..",
@@ -107,27 +122,38 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
   std::string summary;
   {
     // Shards: tensors in checkpoint (Hugging Face) order, a new file when the next would overflow.
-    std::vector<safetensors::NamedTensors> shards(1);
+    std::vector<std::vector<safetensors::Entry>> shards(1);
     std::vector<int64_t> shard_sizes(1, 0);
     int64_t total = 0;
-    for (const auto& [name, t] : weights.tensors) {
-      Tensor out = t.dtype() == options.dtype ? t : t.to(options.dtype);
-      const int64_t bytes = out.numel() * static_cast<int64_t>(dtype_size(options.dtype));
+    for (const safetensors::Entry& e : weights.entries()) {
+      const int64_t bytes = shape_numel(e.shape) * static_cast<int64_t>(dtype_size(options.dtype));
       if (!shards.back().empty() && shard_sizes.back() + bytes > options.shard_bytes) {
         shards.emplace_back();
         shard_sizes.push_back(0);
       }
-      shards.back().emplace_back(name, std::move(out));
+      shards.back().push_back(safetensors::Entry{e.name, options.dtype, e.shape});
       shard_sizes.back() += bytes;
       total += bytes;
     }
+    // Each shard written tensor by tensor: read, checked finite, converted, written, dropped.
+    auto write_shard = [&](const std::string& path, const std::vector<safetensors::Entry>& entries) {
+      safetensors::Writer writer(path, entries, {{"format", "pt"}});
+      for (const safetensors::Entry& e : entries) {
+        const Tensor t = weights.read(*weights.find(e.name));
+        const int64_t bad = first_nonfinite(t);
+        KV_CHECK(bad < 0, "{}: parameter '{}' holds a non-finite value (NaN or inf) at element {}", weights_path,
+                 e.name, bad);
+        writer.write(t.dtype() == options.dtype ? t : t.to(options.dtype));
+      }
+      writer.close();
+    };
     if (shards.size() == 1) {
-      safetensors::save(tmp + "/model.safetensors", shards[0], {{"format", "pt"}});
+      write_shard(tmp + "/model.safetensors", shards[0]);
     } else {
       Json map = Json::object();
       for (size_t i = 0; i < shards.size(); ++i) {
-        safetensors::save(tmp + "/" + shard_name(i, shards.size()), shards[i], {{"format", "pt"}});
-        for (const auto& [name, t] : shards[i]) map[name] = shard_name(i, shards.size());
+        write_shard(tmp + "/" + shard_name(i, shards.size()), shards[i]);
+        for (const safetensors::Entry& e : shards[i]) map[e.name] = shard_name(i, shards.size());
       }
       Json index = {{"metadata", {{"total_size", total}}}, {"weight_map", map}};
       io::write_file_staged(tmp + "/model.safetensors.index.json", index.dump(2) + "\n");
@@ -139,7 +165,7 @@ std::string export_checkpoint(const std::string& checkpoint_dir, const std::stri
     if (eos >= 0) gen = {{"bos_token_id", eos}, {"eos_token_id", eos}, {"do_sample", false}};
     io::write_file_staged(tmp + "/generation_config.json", gen.dump(2) + "\n");
     summary = fmt::format("exported {} as {} ({}, {} tensors, {:.1f} MB in {} file{}; {}) to {}", checkpoint_dir,
-                          architecture_class_name(m.architecture), dtype_name(options.dtype), weights.tensors.size(),
+                          architecture_class_name(m.architecture), dtype_name(options.dtype), weights.entries().size(),
                           static_cast<double>(total) / 1e6, shards.size(), shards.size() == 1 ? "" : "s",
                           tokenizer_note, out_dir);
   }

@@ -79,6 +79,25 @@ TEST(Safetensors, ReaderReadsOneTensorAtATimeAndSurvivesTruncation) {
   std::remove(path.c_str());
 }
 
+TEST(Safetensors, WriterWritesTheHeaderFirstAndChecksEveryTensor) {
+  const std::string path = temp_path("writer.safetensors");
+  Tensor a = testing::random_tensor({4, 3}, 4), b = testing::random_tensor({2}, 5).to(DType::BF16);
+  {
+    safetensors::Writer writer(path, {{"a", DType::F32, {4, 3}}, {"b", DType::BF16, {2}}}, {{"format", "pt"}});
+    writer.write(a.transpose(0, 1).contiguous().transpose(0, 1));  // strided: stored contiguous
+    expect_error([&] { writer.write(a); }, {path, "'b'", "bf16[2]"});  // not the next entry's dtype/shape
+    expect_error([&] { writer.close(); }, {path, "1 of the header's 2"});
+    writer.write(b);
+    expect_error([&] { writer.write(b); }, {path, "more tensors"});
+    writer.close();
+  }
+  safetensors::File file = safetensors::load(path);
+  EXPECT_EQ(file.get("a").to_vector<float>(), a.to_vector<float>());
+  EXPECT_EQ(file.get("b").to(DType::F32).to_vector<float>(), b.to(DType::F32).to_vector<float>());
+  EXPECT_EQ(file.metadata.at("format"), "pt");
+  std::remove(path.c_str());
+}
+
 TEST(Safetensors, CorruptFilesGiveErrorsNamingTheFile) {
   const std::string path = temp_path("corrupt.safetensors");
   expect_error([&] { (void)safetensors::load(temp_path("does_not_exist")); }, {"does_not_exist", "cannot open"});

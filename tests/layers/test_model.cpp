@@ -76,6 +76,10 @@ TEST(Model, ParameterNamesFollowHuggingFaceQwen3) {
         m.architecture = qk ? Architecture::Qwen3 : Architecture::Llama;
         if (cla) m.kv_weight_layers = {true, false, true, false};
         EXPECT_EQ(m.parameter_count(), Transformer(m).parameter_count()) << tied << qk << cla;
+        // The shapes export checks a checkpoint against: the model's, name by name, in its order.
+        std::vector<std::pair<std::string, Shape>> built;
+        for (const auto& [name, t] : Transformer(m).master_parameters()) built.emplace_back(name, t.shape());
+        EXPECT_EQ(m.parameter_shapes(), built) << tied << qk << cla;
       }
   // A model larger than the machine is refused before any allocation, naming the size keys.
   ModelConfig huge = tiny_config();
