@@ -725,9 +725,19 @@ std::string curve_cell(const std::vector<double>& v, bool relative) {
 
 }  // namespace
 
+bool curves_drawn(const std::vector<CurvePoint>& points) {
+  std::map<std::pair<std::string, uint64_t>, std::set<int64_t>> steps;
+  for (const CurvePoint& p : points) {
+    auto& s = steps[{p.run, p.seed}];
+    s.insert(p.step);
+    if (s.size() >= 2) return true;
+  }
+  return false;
+}
+
 std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows,
                             const std::vector<CurvePoint>& points) {
-  if (points.empty()) return "";
+  if (!curves_drawn(points)) return "";
   const Index ix{info, rows};
   const std::vector<CurveComparison> comparisons = curve_comparisons(ix);
   std::string md = "\n## Learning curves (in-training evaluation)\n\n";

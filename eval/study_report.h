@@ -94,9 +94,12 @@ std::vector<CurvePoint> curves_from_csv(const std::string& text, const std::stri
 // (negative: depth pays); each routed deep run at the shallow model's cache minus that model
 // (negative: the shared cache beats the shallow model, claim 2). Then a least-squares line of each
 // against log10(tokens per parameter), with where it crosses its threshold (gap 2%, differences 0).
-// Empty without points; runs are classified by the study's rows (final evaluations).
+// Empty without curves (curves_drawn); runs are classified by the study's rows (final evaluations).
 std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows,
                             const std::vector<CurvePoint>& points);
+// Whether the points hold a curve: some replicate evaluated at two or more steps (a study without
+// in-training evaluations has only each run's final one, which results.csv already reports).
+bool curves_drawn(const std::vector<CurvePoint>& points);
 // curves.dat and the gnuplot script drawing curves.png (two panels: relative gaps, differences).
 std::string curves_plot_data(const StudyInfo& info, const std::vector<StudyRow>& rows,
                              const std::vector<CurvePoint>& points);

@@ -374,8 +374,8 @@ void write_report(const Study& study, const StudyInfo& info, const std::vector<S
     }
   };
   plot("plot", study_plot_data(info, rows), study_plot_script(info, rows, study.out_dir));
-  if (!curves.empty()) {
-    io::write_file_atomic(study.out_dir + "/curves.csv", curves_csv(curves));
+  if (!curves.empty()) io::write_file_atomic(study.out_dir + "/curves.csv", curves_csv(curves));  // what resumes read
+  if (curves_drawn(curves)) {
     plot("curves", curves_plot_data(info, rows, curves), curves_plot_script(info, study.out_dir));
   }
   if (print) std::printf("\n%s", md.c_str());
@@ -405,10 +405,9 @@ void update_curves(std::vector<CurvePoint>& curves, const std::string& run_dir, 
   curves.insert(curves.end(), fresh.begin(), fresh.end());
 }
 
-// What a run trains on: tokens over all steps, and its model's parameters (built from the config).
+// What a run trains on: tokens over all steps, and its model's parameters (counted from the config: nothing is allocated).
 Budget run_budget(const train::RunConfig& config, int world_size) {
-  return {config.train.steps * batch_tokens(config, world_size),
-          layers::Transformer(config.model_config()).parameter_count()};
+  return {config.train.steps * batch_tokens(config, world_size), config.model_config().parameter_count()};
 }
 
 // The run's config as the study trains it (seed and run directory included).

@@ -291,6 +291,14 @@ TEST(StudyReport, CurvesFromMetricsCsvAndReport) {
       points.push_back({"shallow-4L", seed, step, tokens, 1.0, base - depth[i]});
     }
   }
+  // Only each run's final evaluation (a study without in-training evaluations): no curve to draw.
+  std::vector<CurvePoint> finals;
+  for (const CurvePoint& q : points) {
+    if (q.step == 30) finals.push_back(q);
+  }
+  EXPECT_TRUE(curves_drawn(points));
+  EXPECT_FALSE(curves_drawn(finals));
+  EXPECT_EQ(curves_markdown(f.info, f.rows, finals), "");
   const std::string csv = curves_csv(points);
   const std::vector<CurvePoint> back = curves_from_csv(csv, "curves.csv");
   ASSERT_EQ(back.size(), points.size());
