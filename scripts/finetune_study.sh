@@ -239,7 +239,7 @@ def mcnemar(a_lists, b_lists):
 pairs = [("rcla-p0.6", "base"), ("rcla-p0.6", "rdcla2"), ("rcla-p0.6", "cla2"), ("cla2", "base"), ("rdcla2", "base")]
 md += ["", "Paired comparisons on the test questions at equal KV cache (difference of EM, A − B; per-question EM "
        "averaged over seeds; 95% paired bootstrap interval; McNemar's exact p over question × seed pairs, "
-       "with the counts of pairs only A / only B answered):", "",
+       "with the counts of pairs only A / only B answered; the seeds of one question are not independent, so these p-values are optimistic: the bootstrap interval, which resamples questions, is the one to read):", "",
        "| A vs B | cache kept | EM A | EM B | A − B [95% CI] | McNemar p (only A / only B) |", "|---|---|---|---|---|---|"]
 rng = random.Random(0)
 for a, b in pairs:
