@@ -83,6 +83,7 @@ void measure(const std::string& dir, bool whole) {
   train::RunConfig config;
   config.model = info.model;
   layers::Transformer model(config.model_config(), 1);
+  const int64_t construction_peak_kb = status_kb("VmHWM");
   // The pool keeps every freed block; what construction freed (the per-module parameter tensors the
   // flat buffer replaced) would otherwise be reused by the import and hide its growth.
   Allocator& pool = cpu_allocator();
@@ -110,12 +111,12 @@ void measure(const std::string& dir, bool whole) {
   // The largest tensor, for the "model plus one tensor" bound.
   int64_t largest = 0;
   for (const auto& [name, p] : model.master_parameters()) largest = std::max<int64_t>(largest, p.numel());
-  std::printf("import %s (%s), %lld parameters: tensors held by the model %.2f GB (and %.2f GB cached by the pool "
-              "after construction, released first); during the import, tensor bytes +%.3f GB at peak, peak RSS +%.3f GB "
+  std::printf("import %s (%s), %lld parameters: tensors held by the model %.2f GB (peak RSS while building it %.2f GB; "
+              "%.2f GB cached by the pool after construction, released first); during the import, tensor bytes +%.3f GB at peak, peak RSS +%.3f GB "
               "over the model's %.2f GB; largest tensor %.3f GB in bf16 / %.3f GB in f32; %.1f s\n",
               dir.c_str(), whole ? "every tensor as F32 first" : "streaming, one tensor at a time",
               static_cast<long long>(model.parameter_count()), static_cast<double>(base_bytes) / 1e9,
-              static_cast<double>(cached_after_construction) / 1e9, static_cast<double>(peak_bytes - base_bytes) / 1e9,
+              static_cast<double>(construction_peak_kb) / 1e6, static_cast<double>(cached_after_construction) / 1e9, static_cast<double>(peak_bytes - base_bytes) / 1e9,
               static_cast<double>(peak_kb - base_kb) / 1e6, static_cast<double>(model_kb) / 1e6,
               static_cast<double>(largest) * 2 / 1e9, static_cast<double>(largest) * 4 / 1e9, seconds);
 }
