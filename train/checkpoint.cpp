@@ -153,13 +153,18 @@ TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, T
   KV_CHECK(state.fingerprint == config.model_fingerprint(),
            "{}: checkpoint does not match the config's model ({} vs {})", dir, kvroute::excerpt(state.fingerprint, 300),
            config.model_fingerprint());
-  safetensors::File weights = safetensors::load(dir + "/model.safetensors");
-  model.load_parameters(weights.tensors, dir + "/model.safetensors");
-  safetensors::File optim = safetensors::load(dir + "/optimizer.safetensors");
+  // Streaming: one tensor at a time (the model's weights, then each AdamW moment).
+  const hf::WeightSource weights = hf::WeightSource::file(dir + "/model.safetensors");
+  model.load_parameters(weights.names(), [&](const std::string& n) { return weights.read(n); }, weights.origin());
+  const std::string optim_path = dir + "/optimizer.safetensors";
+  const safetensors::Reader optim(optim_path);
   for (auto [name, target] : {std::pair<const char*, Tensor*>{"exp_avg", &adam_m}, {"exp_avg_sq", &adam_v}}) {
-    const Tensor& t = optim.get(name, DType::F32);
-    KV_CHECK(t.shape() == target->shape(), "{}/optimizer.safetensors: {} has shape {} but the model needs {}", dir, name,
-             t.shape(), target->shape());
+    const safetensors::Entry* e = optim.find(name);
+    KV_CHECK(e != nullptr, "{}: no tensor named '{}'", optim_path, name);
+    KV_CHECK(e->dtype == DType::F32, "{}: tensor '{}' is {}, expected {}", optim_path, name, e->dtype, DType::F32);
+    KV_CHECK(e->shape == target->shape(), "{}/optimizer.safetensors: {} has shape {} but the model needs {}", dir, name,
+             e->shape, target->shape());
+    const Tensor t = optim.read(*e);
     const int64_t bad = first_nonfinite(t);
     KV_CHECK(bad < 0, "{}/optimizer.safetensors: {} holds a non-finite value at element {}", dir, name, bad);
     if (std::string(name) == "exp_avg_sq") {  // a second moment is a mean of squares
