@@ -727,12 +727,15 @@ std::string curve_cell(const std::vector<double>& v, bool relative) {
 
 bool curves_drawn(const std::vector<CurvePoint>& points) {
   std::map<std::pair<std::string, uint64_t>, std::set<int64_t>> steps;
+  std::set<std::string> runs;
+  bool a_curve = false;
   for (const CurvePoint& p : points) {
     auto& s = steps[{p.run, p.seed}];
     s.insert(p.step);
-    if (s.size() >= 2) return true;
+    a_curve = a_curve || s.size() >= 2;
+    runs.insert(p.run);
   }
-  return false;
+  return a_curve && runs.size() >= 2;  // the curves compare runs: one alone has nothing to show
 }
 
 std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows,

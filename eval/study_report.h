@@ -97,8 +97,9 @@ std::vector<CurvePoint> curves_from_csv(const std::string& text, const std::stri
 // Empty without curves (curves_drawn); runs are classified by the study's rows (final evaluations).
 std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows,
                             const std::vector<CurvePoint>& points);
-// Whether the points hold a curve: some replicate evaluated at two or more steps (a study without
-// in-training evaluations has only each run's final one, which results.csv already reports).
+// Whether the points hold curves to compare: some replicate evaluated at two or more steps (a study
+// without in-training evaluations has only each run's final one, which results.csv already
+// reports), and at least two runs (a partial study with the baseline alone has nothing to compare).
 bool curves_drawn(const std::vector<CurvePoint>& points);
 // curves.dat and the gnuplot script drawing curves.png (two panels: relative gaps, differences).
 std::string curves_plot_data(const StudyInfo& info, const std::vector<StudyRow>& rows,

@@ -296,8 +296,13 @@ TEST(StudyReport, CurvesFromMetricsCsvAndReport) {
   for (const CurvePoint& q : points) {
     if (q.step == 30) finals.push_back(q);
   }
+  std::vector<CurvePoint> baseline_only;
+  for (const CurvePoint& q : points) {
+    if (q.run == "baseline") baseline_only.push_back(q);
+  }
   EXPECT_TRUE(curves_drawn(points));
   EXPECT_FALSE(curves_drawn(finals));
+  EXPECT_FALSE(curves_drawn(baseline_only));
   EXPECT_EQ(curves_markdown(f.info, f.rows, finals), "");
   const std::string csv = curves_csv(points);
   const std::vector<CurvePoint> back = curves_from_csv(csv, "curves.csv");
