@@ -103,7 +103,7 @@ void measure(const std::string& dir, bool whole) {
     model.load_parameters(train::hf::read_weights(dir, info.model.tie_embeddings), dir);
   } else {
     const auto weights = train::hf::WeightSource::model_dir(dir, info.model.tie_embeddings);
-    model.load_parameters(weights.names(), [&](const std::string& n) { return weights.read(n); }, dir);
+    weights.load_into(model);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const int64_t peak_kb = status_kb("VmHWM");

@@ -26,13 +26,13 @@ Checkpoint load_for_inference(const std::string& dir) {
     ck.config.train.seq_len = std::min<int64_t>(ck.config.train.seq_len, ck.config.model.max_seq_len);
     ck.model = std::make_unique<layers::Transformer>(ck.config.model_config(), 0);
     const auto weights = train::hf::WeightSource::model_dir(dir, ck.config.model.tie_embeddings);
-    ck.model->load_parameters(weights.names(), [&](const std::string& n) { return weights.read(n); }, dir);
+    weights.load_into(*ck.model);
     return ck;
   }
   ck.config = train::load_config(dir + "/config.yaml");
   ck.model = std::make_unique<layers::Transformer>(ck.config.model_config(), 0);
   const auto weights = train::hf::WeightSource::file(dir + "/model.safetensors");
-  ck.model->load_parameters(weights.names(), [&](const std::string& n) { return weights.read(n); }, weights.origin());
+  weights.load_into(*ck.model);
   return ck;
 }
 

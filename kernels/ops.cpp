@@ -672,6 +672,19 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
 
 // ---- Cross-entropy -----------------------------------------------------------------------------
 
+namespace {
+
+// Targets other than ignore_index (checked host ids): the gradient's 1/n_valid is needed before
+// any row is processed.
+int64_t count_scored(const Tensor& ids, int64_t ignore_index) {
+  const int32_t* t = ids.data<int32_t>();
+  int64_t n = 0;
+  for (int64_t i = 0; i < ids.numel(); ++i) n += t[i] != ignore_index;
+  return n;
+}
+
+}  // namespace
+
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Tensor* dlogits,
                      float grad_scale) {
   profile::OpTimer timer("cross_entropy");
@@ -686,8 +699,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore
   // The targets are on the host anyway (range check): the valid rows are counted here, once, for
   // both backends (the gradient's 1/n_valid is needed before any row is processed).
   const int32_t* t = ids.data<int32_t>();
-  int64_t n_valid = 0;
-  for (int64_t i = 0; i < ids.numel(); ++i) n_valid += t[i] != ignore_index;
+  const int64_t n_valid = count_scored(ids, ignore_index);
   Tensor x = logits.contiguous();
   double total_loss = 0.0;
   if (device.is_cuda()) {
@@ -727,8 +739,7 @@ Tensor linear_cross_entropy(const Tensor& h, const Tensor& weight, const Tensor&
   const int64_t rows = h.size(0), hidden = h.size(1), vocab = weight.size(0);
   Tensor ids = checked_tokens(op, targets, vocab, ignore_index, true);
   const int32_t* t = ids.data<int32_t>();
-  int64_t n_valid = 0;
-  for (int64_t i = 0; i < rows; ++i) n_valid += t[i] != ignore_index;
+  const int64_t n_valid = count_scored(ids, ignore_index);
   const bool bf16 = ex.cpu_bf16_gemm;
   KV_CHECK(!bf16 || cpu::bf16_gemm_supported(), "linear_cross_entropy: {}", cpu_bf16_fallback_notice());
   // Rows per block: about 2M logits (8 MB), so a block stays in the last-level cache.

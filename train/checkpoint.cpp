@@ -155,7 +155,7 @@ TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, T
            config.model_fingerprint());
   // Streaming: one tensor at a time (the model's weights, then each AdamW moment).
   const hf::WeightSource weights = hf::WeightSource::file(dir + "/model.safetensors");
-  model.load_parameters(weights.names(), [&](const std::string& n) { return weights.read(n); }, weights.origin());
+  weights.load_into(model);
   const std::string optim_path = dir + "/optimizer.safetensors";
   const safetensors::Reader optim(optim_path);
   for (auto [name, target] : {std::pair<const char*, Tensor*>{"exp_avg", &adam_m}, {"exp_avg_sq", &adam_v}}) {

@@ -49,6 +49,8 @@ class WeightSource {
   bool has(const std::string& name) const { return where_.count(name) > 0; }
   Tensor read(const std::string& name) const;
   const std::string& origin() const { return origin_; }  // the file or the directory
+  // Every tensor into the model's parameters, one at a time (Transformer::load_parameters).
+  void load_into(layers::Transformer& model) const;
 
  private:
   void add_file(const std::string& path, const std::function<bool(const std::string&)>& keep);

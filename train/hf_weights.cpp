@@ -51,6 +51,10 @@ Tensor WeightSource::read(const std::string& name) const {
   return t.dtype() == DType::F16 ? t.to(DType::F32) : t;
 }
 
+void WeightSource::load_into(layers::Transformer& model) const {
+  model.load_parameters(names_, [this](const std::string& name) { return read(name); }, origin_);
+}
+
 WeightSource WeightSource::file(const std::string& path) {
   WeightSource source;
   source.origin_ = path;
