@@ -50,15 +50,20 @@ struct MatmulNode final : Node {
   void release_saved() override { a = b = Tensor(); }
 };
 
+bool rounds_operands_once(const Tensor& t, const ops::Execution& ex) {
+  return ex.cpu_bf16_gemm && !t.device().is_cuda() && t.dtype() == DType::F32;
+}
+
 struct LinearNode final : Node {
-  Tensor x, weight;
+  Tensor x, weight;  // x [N, in]: bf16 where the forward rounded it (CPU, bf16 GEMMs)
+  Shape input_shape;
   ops::Execution ex;
   const char* name() const override { return "linear"; }
   std::vector<Tensor> backward(const Tensor& g) override {
     Tensor g2 = g.reshape({-1, g.size(-1)});
-    Tensor x2 = x.reshape({-1, x.size(-1)});
-    Tensor dx = ops::matmul(g2, weight, false, false, ex).view(x.shape());  // [N, out] @ [out, in]
-    Tensor dw = ops::matmul(g2, x2, true, false, DType::F32, ex);  // [out, N] @ [N, in], f32 accumulation
+    if (rounds_operands_once(g2, ex)) g2 = ops::cast(g2.contiguous(), DType::BF16);  // once for both GEMMs
+    Tensor dx = ops::matmul(g2, weight, false, false, ex).view(input_shape);  // [N, out] @ [out, in]
+    Tensor dw = ops::matmul(g2, x, true, false, DType::F32, ex);  // [out, N] @ [N, in], f32 accumulation
     return {dx, dw};
   }
   void release_saved() override { x = weight = Tensor(); }
@@ -120,9 +125,12 @@ struct RopeNode final : Node {
 
 struct SwigluNode final : Node {
   Tensor gate, up;
+  DType grad_dtype = DType::F32;  // bf16: the gradients feed only bf16 GEMMs (swiglu's out_dtype)
   const char* name() const override { return "swiglu"; }
   std::vector<Tensor> backward(const Tensor& g) override {
-    Tensor dgate = empty_like(gate), dup = empty_like(up);
+    const bool bf16 = grad_dtype == DType::BF16 && !gate.device().is_cuda();
+    Tensor dgate = bf16 ? Tensor::empty(gate.shape(), DType::BF16, gate.device()) : empty_like(gate);
+    Tensor dup = bf16 ? Tensor::empty(up.shape(), DType::BF16, up.device()) : empty_like(up);
     ops::swiglu_backward(g, gate, up, dgate, dup);
     return {dgate, dup};
   }
@@ -207,16 +215,25 @@ Variable linear(const Variable& x, const Variable& weight, const ops::Execution&
   KV_CHECK(weight.data().dim() == 2 && x.data().dim() >= 1 && x.data().size(-1) == weight.data().size(1),
            "linear: input {} does not match weight {} ([out, in])", x.shape(), weight.shape());
   Tensor x2 = x.data().reshape({-1, x.data().size(-1)});
+  // Rounded once for the forward GEMM and the weight gradient's (bf16 GEMMs on the CPU).
+  if (rounds_operands_once(x2, ex) && grad_enabled() && weight.requires_grad()) {
+    x2 = ops::cast(x2.contiguous(), DType::BF16);
+  }
   Shape out_shape = x.shape();
   out_shape.back() = weight.data().size(0);
   Tensor out = ops::matmul(x2, weight.data(), false, true, ex).view(out_shape);
   auto node = std::make_shared<LinearNode>();
   if (grad_enabled()) {
-    node->x = x.data();
+    node->x = x2;
+    node->input_shape = x.shape();
     node->weight = weight.data();
     node->ex = ex;
   }
   return make_result(out, node, {x.gradient_edge(), weight.gradient_edge()});
+}
+
+DType gemm_input_dtype(const Tensor& x, const ops::Execution& ex) {
+  return rounds_operands_once(x, ex) ? DType::BF16 : x.dtype();
 }
 
 Variable reshape(const Variable& x, const Shape& shape) {
@@ -253,8 +270,12 @@ Variable embedding(const Variable& weight, const Tensor& tokens) {
 }
 
 Variable rms_norm(const Variable& x, const Variable& weight, float eps) {
+  return rms_norm(x, weight, eps, x.data().dtype());
+}
+
+Variable rms_norm(const Variable& x, const Variable& weight, float eps, DType out_dtype) {
   const Tensor& xd = x.data();
-  Tensor out = empty_like(xd);
+  Tensor out = Tensor::empty(xd.shape(), out_dtype, xd.device());
   Tensor rstd = Tensor::empty({xd.numel() / std::max<int64_t>(xd.size(-1), 1)}, DType::F32, xd.device());
   ops::rms_norm_forward(xd, weight.data(), eps, out, rstd);
   auto node = std::make_shared<RmsNormNode>();
@@ -276,10 +297,13 @@ Variable rope(const Variable& x, const ops::RopeConfig& config, int64_t position
   return make_result(out, node, {x.gradient_edge()});
 }
 
-Variable swiglu(const Variable& gate, const Variable& up) {
-  Tensor out = empty_like(gate.data());
+Variable swiglu(const Variable& gate, const Variable& up) { return swiglu(gate, up, gate.data().dtype()); }
+
+Variable swiglu(const Variable& gate, const Variable& up, DType out_dtype) {
+  Tensor out = Tensor::empty(gate.data().shape(), out_dtype, gate.data().device());
   ops::swiglu_forward(gate.data(), up.data(), out);
   auto node = std::make_shared<SwigluNode>();
+  node->grad_dtype = out_dtype;
   if (grad_enabled()) {
     node->gate = gate.data();
     node->up = up.data();

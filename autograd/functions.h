@@ -17,22 +17,33 @@ Variable scale(const Variable& a, float s);
 // op(a) @ op(b) on the last two dims; b may be 2-D (shared across a's batch, then trans_a = false).
 Variable matmul(const Variable& a, const Variable& b, bool trans_a = false, bool trans_b = false,
                 const ops::Execution& ex = {});
-// x [..., in] @ weight[out, in]^T (Hugging Face / torch.nn.Linear layout, no bias).
+// x [..., in] @ weight[out, in]^T (Hugging Face / torch.nn.Linear layout, no bias). With bf16
+// GEMMs on the CPU, x is rounded to bf16 once (unless it is bf16 already) for the forward GEMM and
+// kept so for the weight gradient's, and the incoming gradient is rounded once for both backward
+// GEMMs; dx is f32.
 Variable linear(const Variable& x, const Variable& weight, const ops::Execution& ex = {});
+// The dtype best given to an activation that only feeds GEMMs: bf16 on the CPU with bf16 GEMMs
+// (they would round it anyway, once per GEMM), else the activation's own dtype.
+DType gemm_input_dtype(const Tensor& x, const ops::Execution& ex);
 Variable reshape(const Variable& x, const Shape& shape);
 Variable sum(const Variable& x);   // 0-dim
 Variable mean(const Variable& x);  // 0-dim
 
 // weight [V, C] gathered by token ids (i32/u16/u32, any shape) -> [..., C].
 Variable embedding(const Variable& weight, const Tensor& tokens);
-// RMSNorm over the last dim with a learned scale.
+// RMSNorm over the last dim with a learned scale. out_dtype may be bf16 for an f32 x on the CPU
+// (gemm_input_dtype: the output is rounded as it is written); the backward is unchanged.
 Variable rms_norm(const Variable& x, const Variable& weight, float eps);
+Variable rms_norm(const Variable& x, const Variable& weight, float eps, DType out_dtype);
 // Rotary embedding on x [B, T, H, D] (HF rotate-half), positions position_offset + t, or
 // positions [B, T] i32 when given (packed rows; ops::rope_forward).
 Variable rope(const Variable& x, const ops::RopeConfig& config, int64_t position_offset = 0,
               const Tensor& positions = Tensor());
-// silu(gate) * up.
+// silu(gate) * up. out_dtype bf16 for f32 inputs on the CPU (gemm_input_dtype) also rounds the
+// gradients of gate and up to bf16: for an MLP, whose gate and up are projections (linear) that
+// read nothing but their GEMMs from them.
 Variable swiglu(const Variable& gate, const Variable& up);
+Variable swiglu(const Variable& gate, const Variable& up, DType out_dtype);
 // Causal GQA attention: q [B, Tq, Hq, D], k/v [B, Tk, Hkv, D] (possibly another layer's);
 // key_begin [B, T] i32 for packed rows (ops::attention_forward).
 Variable causal_attention(const Variable& q, const Variable& k, const Variable& v, float softmax_scale,

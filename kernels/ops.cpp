@@ -77,6 +77,20 @@ Tensor checked_tokens(const char* op, const Tensor& tokens, int64_t vocab, int64
   return ids;
 }
 
+// GEMM operands: as check_floats, except that with bf16 GEMMs on the CPU either operand may
+// already be bf16 (a norm's output or a gradient rounded once for the GEMMs that read it).
+Placement check_matmul_operands(const char* op, const Tensor& a, const Tensor& b, const Execution& ex) {
+  KV_CHECK(a.defined() && b.defined(), "{}: undefined tensor argument", op);
+  if (a.device().is_cuda() || (a.dtype() != DType::BF16 && b.dtype() != DType::BF16)) return check_floats(op, {&a, &b});
+  KV_CHECK(ex.cpu_bf16_gemm, "{}: bf16 operands on the CPU need bf16 GEMMs (got {} and {})", op, a.str(), b.str());
+  for (const Tensor* t : {&a, &b}) {
+    KV_CHECK(t->device() == a.device(), "{}: tensors on different devices ({} and {})", op, a.device(), t->device());
+    KV_CHECK(t->dtype() == DType::F32 || t->dtype() == DType::BF16, "{}: expected f32 or bf16 operands, got {}", op,
+             t->str());
+  }
+  return {a.device(), DType::F32};
+}
+
 // How a (batch of) matrix is laid out for BLAS, read from strides without copying.
 struct BlasMatrix {
   const void* ptr = nullptr;
@@ -123,7 +137,7 @@ void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans
                  float beta, const Execution& ex) {
   profile::OpTimer timer("matmul");
   const char* op = "matmul";
-  const auto [device, dtype] = check_floats(op, {&a_in, &b_in});
+  const auto [device, dtype] = check_matmul_operands(op, a_in, b_in, ex);
   KV_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul: operands must have at least 2 dims, got A{} B{}",
            a_in.shape(), b_in.shape());
   const int64_t m = trans_a ? a_in.size(-1) : a_in.size(-2);
@@ -169,9 +183,10 @@ void matmul_into(const Tensor& a_in, const Tensor& b_in, Tensor& out, bool trans
                        ma.batch_stride, mb.ptr, mb.ld, mb.batch_stride, beta, c, n, gemm_m * n, gemm_batch);
   } else if (ex.cpu_bf16_gemm) {
     KV_CHECK(cpu::bf16_gemm_supported(), "matmul: {}", cpu_bf16_fallback_notice());
-    cpu::gemm_batched_bf16(ma.trans, mb.trans, gemm_m, n, k, alpha, static_cast<const float*>(ma.ptr), ma.ld,
-                           ma.batch_stride, static_cast<const float*>(mb.ptr), mb.ld, mb.batch_stride, beta,
-                           static_cast<float*>(c), n, gemm_m * n, gemm_batch);
+    cpu::gemm_batched_bf16(ma.trans, mb.trans, gemm_m, n, k, alpha,
+                           {ma.ptr, a.dtype() == DType::BF16, ma.ld, ma.batch_stride},
+                           {mb.ptr, b.dtype() == DType::BF16, mb.ld, mb.batch_stride}, beta, static_cast<float*>(c), n,
+                           gemm_m * n, gemm_batch);
   } else if (cpu::f32_gemm_prefers_dnnl()) {
     cpu::gemm_batched_f32_dnnl(ma.trans, mb.trans, gemm_m, n, k, alpha, static_cast<const float*>(ma.ptr), ma.ld,
                                ma.batch_stride, static_cast<const float*>(mb.ptr), mb.ld, mb.batch_stride, beta,
@@ -203,7 +218,7 @@ std::string cpu_matmul_description(const Execution& ex) {
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DType out_dtype, const Execution& ex) {
   profile::OpTimer timer("matmul");
-  check_floats("matmul", {&a, &b});
+  check_matmul_operands("matmul", a, b, ex);
   KV_CHECK(a.dim() >= 2, "matmul: A must have at least 2 dims, got {}", a.str());
   KV_CHECK(b.dim() >= 2, "matmul: B must have at least 2 dims, got {}", b.str());
   Shape shape(a.shape().begin(), a.shape().end() - 2);
@@ -217,7 +232,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, DTyp
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b, const Execution& ex) {
   profile::OpTimer timer("matmul");
   KV_CHECK(a.defined(), "matmul: undefined tensor argument");
-  return matmul(a, b, trans_a, trans_b, a.dtype(), ex);
+  // bf16 operands on the CPU (bf16 GEMMs) give an f32 result: the CPU's activations are f32.
+  return matmul(a, b, trans_a, trans_b, a.device().is_cuda() ? a.dtype() : DType::F32, ex);
 }
 
 // ---- Element-wise ------------------------------------------------------------------------------
@@ -402,14 +418,16 @@ void rms_norm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& 
            "rms_norm_forward: weight {} does not match the last dim of x {}", weight.shape(), x.shape());
   KV_CHECK(eps >= 0.0f, "rms_norm_forward: eps must be >= 0, got {}", eps);
   const int64_t channels = x.size(-1), rows = x.numel() / std::max<int64_t>(channels, 1);
-  check_output(op, out, x.shape(), device, dtype);
+  const bool out_bf16 = !device.is_cuda() && out.defined() && out.dtype() == DType::BF16;
+  check_output(op, out, x.shape(), device, out_bf16 ? DType::BF16 : dtype);
   check_output(op, rstd, Shape{rows}, device);
   Tensor xc = x.contiguous(), wc = weight.contiguous();
   if (device.is_cuda()) {
     cuda::rms_norm_forward(device.index, dtype, xc.raw_data(), wc.raw_data(), eps, out.raw_data(),
                            rstd.data<float>(), rows, channels);
   } else {
-    cpu::rms_norm_forward(xc.data<float>(), wc.data<float>(), eps, out.data<float>(), rstd.data<float>(), rows,
+    cpu::rms_norm_forward(xc.data<float>(), wc.data<float>(), eps, out_bf16 ? nullptr : out.data<float>(),
+                          out_bf16 ? static_cast<uint16_t*>(out.raw_data()) : nullptr, rstd.data<float>(), rows,
                           channels);
   }
 }
@@ -506,12 +524,14 @@ void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out) {
   const char* op = "swiglu_forward";
   const auto [device, dtype] = check_floats(op, {&gate, &up});
   check_same_shape(op, gate, up);
-  check_output(op, out, gate.shape(), device, dtype);
+  const bool out_bf16 = !device.is_cuda() && out.defined() && out.dtype() == DType::BF16;
+  check_output(op, out, gate.shape(), device, out_bf16 ? DType::BF16 : dtype);
   Tensor gc = gate.contiguous(), uc = up.contiguous();
   if (device.is_cuda()) {
     cuda::swiglu_forward(device.index, dtype, gc.raw_data(), uc.raw_data(), out.raw_data(), gate.numel());
   } else {
-    cpu::swiglu_forward(gc.data<float>(), uc.data<float>(), out.data<float>(), gate.numel());
+    cpu::swiglu_forward(gc.data<float>(), uc.data<float>(), out_bf16 ? nullptr : out.data<float>(),
+                        out_bf16 ? static_cast<uint16_t*>(out.raw_data()) : nullptr, gate.numel());
   }
 }
 
@@ -521,12 +541,17 @@ void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, T
   const auto [device, dtype] = check_floats(op, {&dout, &gate, &up});
   check_same_shape(op, gate, up);
   check_same_shape(op, dout, gate);
-  check_output(op, dgate, gate.shape(), device, dtype);
-  check_output(op, dup, gate.shape(), device, dtype);
+  const bool out_bf16 = !device.is_cuda() && dgate.defined() && dgate.dtype() == DType::BF16;
+  check_output(op, dgate, gate.shape(), device, out_bf16 ? DType::BF16 : dtype);
+  check_output(op, dup, gate.shape(), device, out_bf16 ? DType::BF16 : dtype);
   Tensor dc = dout.contiguous(), gc = gate.contiguous(), uc = up.contiguous();
   if (device.is_cuda()) {
     cuda::swiglu_backward(device.index, dtype, dc.raw_data(), gc.raw_data(), uc.raw_data(), dgate.raw_data(),
                           dup.raw_data(), gate.numel());
+  } else if (out_bf16) {
+    cpu::swiglu_backward_bf16(dc.data<float>(), gc.data<float>(), uc.data<float>(),
+                              static_cast<uint16_t*>(dgate.raw_data()), static_cast<uint16_t*>(dup.raw_data()),
+                              gate.numel());
   } else {
     cpu::swiglu_backward(dc.data<float>(), gc.data<float>(), uc.data<float>(), dgate.data<float>(),
                          dup.data<float>(), gate.numel());
@@ -801,6 +826,13 @@ void adamw_step(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const A
 Tensor cast(const Tensor& x, DType dtype) {
   profile::OpTimer timer("cast");
   KV_CHECK(x.defined(), "cast: undefined tensor");
+  if (dtype == DType::BF16 && x.dtype() == DType::F32 && !x.device().is_cuda() && x.is_contiguous()) {
+    // The GEMM operands' rounding, parallel over rows: bit-identical to Tensor::to.
+    Tensor out = Tensor::empty(x.shape(), DType::BF16, x.device());
+    const int64_t cols = x.dim() == 0 ? 1 : std::max<int64_t>(x.size(-1), 1);
+    cpu::to_bf16(x.data<float>(), x.numel() / cols, cols, cols, 0, 1, static_cast<uint16_t*>(out.raw_data()));
+    return out;
+  }
   return x.to(dtype);
 }
 

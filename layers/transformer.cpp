@@ -101,6 +101,10 @@ RMSNorm::RMSNorm(int64_t dim, double eps) : weight_(register_parameter("weight",
 
 Variable RMSNorm::forward(const Variable& x) const { return ag::rms_norm(x, weight_, eps_); }
 
+Variable RMSNorm::forward(const Variable& x, DType out_dtype) const {
+  return ag::rms_norm(x, weight_, eps_, out_dtype);
+}
+
 Variable Rotary::apply(const Variable& x, const Positions& at) const {
   return ag::rope(x, config_, at.offset, at.positions);
 }
@@ -151,7 +155,8 @@ SwiGLU::SwiGLU(int64_t hidden, int64_t intermediate) {
 }
 
 Variable SwiGLU::forward(const Variable& x, const ops::Execution& ex) const {
-  return down_proj_->forward(ag::swiglu(gate_proj_->forward(x, ex), up_proj_->forward(x, ex)), ex);
+  Variable gate = gate_proj_->forward(x, ex), up = up_proj_->forward(x, ex);
+  return down_proj_->forward(ag::swiglu(gate, up, ag::gemm_input_dtype(gate.data(), ex)), ex);
 }
 
 DecoderLayer::DecoderLayer(const ModelConfig& c, bool has_kv_weights) {
@@ -165,10 +170,12 @@ DecoderLayer::DecoderLayer(const ModelConfig& c, bool has_kv_weights) {
 
 Variable DecoderLayer::forward(const Variable& x, LayerKV* kv_out, const std::vector<LayerKV>& kv_by_layer, int source,
                                const Positions& at, const ops::Execution& ex) const {
-  Variable h = input_layernorm_->forward(x);
+  // The norms' outputs feed only projections: bf16 where the GEMMs would round them (gemm_input_dtype).
+  const DType gemm_in = ag::gemm_input_dtype(x.data(), ex);
+  Variable h = input_layernorm_->forward(x, gemm_in);
   if (kv_out != nullptr) *kv_out = self_attn_->project_kv(h, at, ex);  // kv_out points into kv_by_layer
   Variable y = ag::add(x, self_attn_->forward(h, kv_by_layer[static_cast<size_t>(source)], at, ex));
-  return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y), ex));
+  return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y, gemm_in), ex));
 }
 
 Variable DecoderLayer::forward_cached(const Variable& x, KVCache& cache, int layer, int source,

@@ -92,6 +92,7 @@ class RMSNorm final : public Module {
  public:
   RMSNorm(int64_t dim, double eps);
   Variable forward(const Variable& x) const;
+  Variable forward(const Variable& x, DType out_dtype) const;  // ag::rms_norm's out_dtype
 
  private:
   Variable weight_;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/dtype.h"
 #include "kernels/kernel_args.h"
 
 namespace kvroute::cpu {
@@ -20,11 +21,18 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alp
 void gemm_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
                   int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
-// The same GEMMs with both operands rounded to bf16 and products accumulated in f32 (oneDNN);
-// only where bf16_gemm_supported(). Called outside parallel regions (oneDNN threads itself).
-void gemm_batched_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                       const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
-                       int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
+// A GEMM operand of the bf16 path: f32 values, rounded to bf16 on the way (nearest even), or bf16
+// bits read in place; leading dimension and batch stride in elements, in its stored orientation.
+struct Bf16Operand {
+  const void* data = nullptr;
+  bool is_bf16 = false;
+  int64_t ld = 0;
+  int64_t stride = 0;
+};
+// The same GEMMs with both operands in bf16 and products accumulated in f32 (oneDNN); only where
+// bf16_gemm_supported(). Called outside parallel regions (oneDNN threads itself).
+void gemm_batched_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, Bf16Operand a,
+                       Bf16Operand b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch);
 // The same on operands already in bf16 (raw bits), read in place with leading dimensions lda/ldb in
 // their stored orientation (A [M, K] or, transposed, [K, M]); k > 0.
 void gemm_batched_bf16_raw(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
@@ -62,7 +70,17 @@ void embedding_forward(const float* weight, const int32_t* tokens, float* out, i
 void embedding_backward(const float* dout, const int32_t* tokens, float* dweight, int64_t n_tokens,
                         int64_t channels);
 
-void rms_norm_forward(const float* x, const float* weight, float eps, float* out, float* rstd,
+// f32 -> bf16 bits, nearest even: core/dtype.h's float_to_bf16, with finite values rounded inline
+// (vectorisable). Every CPU kernel that writes bf16 rounds through this.
+inline uint16_t round_to_bf16(float x) {
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  return (u & 0x7F800000u) == 0x7F800000u ? float_to_bf16(x).bits
+                                          : static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+// The output goes to `out` (f32) or, where out is null, to `out_bf16` (rounded: the input of bf16
+// GEMMs, which would round it anyway).
+void rms_norm_forward(const float* x, const float* weight, float eps, float* out, uint16_t* out_bf16, float* rstd,
                       int64_t rows, int64_t channels);
 void rms_norm_backward(const float* dout, const float* x, const float* weight, const float* rstd,
                        float* dx, float* dweight, int64_t rows, int64_t channels);
@@ -72,9 +90,13 @@ void rms_norm_backward(const float* dout, const float* x, const float* weight, c
 void rope(const float* x, float* out, int64_t batch, int64_t seq, int64_t heads, int64_t head_dim,
           const ops::RopeConfig& rope, int64_t position_offset, int sign, const int32_t* positions = nullptr);
 
-void swiglu_forward(const float* gate, const float* up, float* out, int64_t n);
+// out (f32) or, where it is null, out_bf16 (rounded), as rms_norm_forward.
+void swiglu_forward(const float* gate, const float* up, float* out, uint16_t* out_bf16, int64_t n);
 void swiglu_backward(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
                      int64_t n);
+// The gradients rounded to bf16: they feed only the gate and up projections' bf16 GEMMs.
+void swiglu_backward_bf16(const float* dout, const float* gate, const float* up, uint16_t* dgate, uint16_t* dup,
+                          int64_t n);
 
 void attention_forward(const ops::AttentionShape& s, const float* q, const float* k, const float* v,
                        float softmax_scale, float* out, float* lse);

@@ -71,12 +71,21 @@ void sum_last_dim(const float* a, float* out, int64_t rows, int64_t cols) {
   }
 }
 
-void swiglu_forward(const float* gate, const float* up, float* out, int64_t n) {
+void swiglu_forward(const float* gate, const float* up, float* out, uint16_t* out_bf16, int64_t n) {
+  if (out != nullptr) {
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    float g = gate[i];
-    float sig = 1.0f / (1.0f + fast_exp(-g));
-    out[i] = g * sig * up[i];
+    for (int64_t i = 0; i < n; ++i) {
+      float g = gate[i];
+      float sig = 1.0f / (1.0f + fast_exp(-g));
+      out[i] = g * sig * up[i];
+    }
+  } else {
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) {
+      float g = gate[i];
+      float sig = 1.0f / (1.0f + fast_exp(-g));
+      out_bf16[i] = round_to_bf16(g * sig * up[i]);
+    }
   }
 }
 
@@ -90,6 +99,19 @@ void swiglu_backward(const float* dout, const float* gate, const float* up, floa
     float d = dout[i];
     dup[i] = d * silu;
     dgate[i] = d * up[i] * sig * (1.0f + g * (1.0f - sig));
+  }
+}
+
+void swiglu_backward_bf16(const float* dout, const float* gate, const float* up, uint16_t* dgate, uint16_t* dup,
+                          int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    float g = gate[i];
+    float sig = 1.0f / (1.0f + fast_exp(-g));
+    float silu = g * sig;
+    float d = dout[i];
+    dup[i] = round_to_bf16(d * silu);
+    dgate[i] = round_to_bf16(d * up[i] * sig * (1.0f + g * (1.0f - sig)));
   }
 }
 

@@ -72,13 +72,7 @@ void to_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld, int64_t s
   for (int64_t r = 0; r < total_rows; ++r) {
     const float* s = src + (r / rows) * stride + (r % rows) * ld;
     uint16_t* d = dst + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
-      uint32_t u;
-      std::memcpy(&u, s + c, 4);
-      // Finite values round to nearest even inline (vectorised); inf/NaN take the exact helper.
-      d[c] = (u & 0x7F800000u) == 0x7F800000u ? float_to_bf16(s[c]).bits
-                                              : static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-    }
+    for (int64_t c = 0; c < cols; ++c) d[c] = round_to_bf16(s[c]);
   }
 }
 
@@ -160,9 +154,8 @@ std::string cpu_isa_name() {
   return "sse41";
 }
 
-void gemm_batched_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-                       const float* a, int64_t lda, int64_t stride_a, const float* b, int64_t ldb,
-                       int64_t stride_b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
+void gemm_batched_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, Bf16Operand a,
+                       Bf16Operand b, float beta, float* c, int64_t ldc, int64_t stride_c, int64_t batch) {
   if (m == 0 || n == 0 || batch == 0) return;
   if (k == 0) {  // C = beta * C
     for (int64_t i = 0; i < batch; ++i) {
@@ -173,18 +166,31 @@ void gemm_batched_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t
     }
     return;
   }
-  const bool b_batched = stride_b != 0 && batch > 1;
-  // Dense bf16 copies of both operands in their stored orientation (thread-local scratch, reused).
+  const bool b_batched = b.stride != 0 && batch > 1;
+  // f32 operands: dense bf16 copies in their stored orientation (thread-local scratch, reused);
+  // bf16 operands are read in place.
   thread_local std::vector<uint16_t> a16, b16;
-  const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
-  const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
-  const int64_t b_count = b_batched ? batch : 1;
-  if (a16.size() < static_cast<size_t>(a_rows * a_cols * batch)) a16.resize(a_rows * a_cols * batch);
-  if (b16.size() < static_cast<size_t>(b_rows * b_cols * b_count)) b16.resize(b_rows * b_cols * b_count);
-  to_bf16(a, a_rows, a_cols, lda, stride_a, batch, a16.data());
-  to_bf16(b, b_rows, b_cols, ldb, stride_b, b_count, b16.data());
-  gemm_batched_bf16_raw(trans_a, trans_b, m, n, k, alpha, a16.data(), a_cols, a_rows * a_cols, b16.data(), b_cols,
-                        b_batched ? b_rows * b_cols : 0, beta, c, ldc, stride_c, batch);
+  const uint16_t* a_bits = static_cast<const uint16_t*>(a.data);
+  const uint16_t* b_bits = static_cast<const uint16_t*>(b.data);
+  int64_t lda = a.ld, ldb = b.ld, stride_a = a.stride, stride_b = b_batched ? b.stride : 0;
+  if (!a.is_bf16) {
+    const int64_t rows = trans_a ? k : m, cols = trans_a ? m : k;
+    if (a16.size() < static_cast<size_t>(rows * cols * batch)) a16.resize(rows * cols * batch);
+    to_bf16(static_cast<const float*>(a.data), rows, cols, a.ld, a.stride, batch, a16.data());
+    a_bits = a16.data();
+    lda = cols;
+    stride_a = rows * cols;
+  }
+  if (!b.is_bf16) {
+    const int64_t rows = trans_b ? n : k, cols = trans_b ? k : n, count = b_batched ? batch : 1;
+    if (b16.size() < static_cast<size_t>(rows * cols * count)) b16.resize(rows * cols * count);
+    to_bf16(static_cast<const float*>(b.data), rows, cols, b.ld, b.stride, count, b16.data());
+    b_bits = b16.data();
+    ldb = cols;
+    stride_b = b_batched ? rows * cols : 0;
+  }
+  gemm_batched_bf16_raw(trans_a, trans_b, m, n, k, alpha, a_bits, lda, stride_a, b_bits, ldb, stride_b, beta, c, ldc,
+                        stride_c, batch);
 }
 
 void gemm_batched_bf16_raw(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,

@@ -8,19 +8,25 @@
 
 namespace kvroute::cpu {
 
-void rms_norm_forward(const float* x, const float* weight, float eps, float* out, float* rstd,
+void rms_norm_forward(const float* x, const float* weight, float eps, float* out, uint16_t* out_bf16, float* rstd,
                       int64_t rows, int64_t channels) {
 #pragma omp parallel for schedule(static) if (rows * channels > (1 << 14))
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * channels;
-    float* yr = out + r * channels;
     float ss = 0.0f;
 #pragma omp simd reduction(+ : ss)
     for (int64_t c = 0; c < channels; ++c) ss += xr[c] * xr[c];
     float s = 1.0f / std::sqrt(ss / static_cast<float>(channels) + eps);
     rstd[r] = s;
+    if (out != nullptr) {
+      float* yr = out + r * channels;
 #pragma omp simd
-    for (int64_t c = 0; c < channels; ++c) yr[c] = xr[c] * s * weight[c];
+      for (int64_t c = 0; c < channels; ++c) yr[c] = xr[c] * s * weight[c];
+    } else {
+      uint16_t* yr = out_bf16 + r * channels;
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) yr[c] = round_to_bf16(xr[c] * s * weight[c]);
+    }
   }
 }
 

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "autograd/functions.h"
+#include "kernels/ops.h"
 #include "tests/test_util.h"
 
 namespace kvroute::autograd {
@@ -8,6 +9,36 @@ namespace {
 
 using testing::expect_error;
 using testing::random_tensor;
+
+TEST(Linear, Bf16GemmsRoundEachOperandOnceWithTheSameResults) {
+  // With bf16 GEMMs on the CPU, linear rounds its input once for the forward and the weight
+  // gradient's GEMMs, and the incoming gradient once for both backward GEMMs: the same bits as the
+  // plain GEMMs (each rounding its f32 operands), whether x comes in f32 or already in bf16.
+  if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
+  const ops::Execution bf16{.cpu_bf16_gemm = true};
+  Tensor xd = random_tensor({3, 17, 48}, 41), wd = random_tensor({40, 48}, 42), gd = random_tensor({3, 17, 40}, 43);
+  Tensor x2 = xd.reshape({-1, 48}), g2 = gd.reshape({-1, 40});
+  const std::vector<float> want_y = ops::matmul(x2, wd, false, true, bf16).to_vector<float>();
+  const std::vector<float> want_dx = ops::matmul(g2, wd, false, false, bf16).to_vector<float>();
+  const std::vector<float> want_dw = ops::matmul(g2, x2, true, false, DType::F32, bf16).to_vector<float>();
+  for (DType in : {DType::F32, DType::BF16}) {
+    // A bf16 input stands for a norm's output (a leaf must be f32 to require grad).
+    const bool f32 = in == DType::F32;
+    Variable x(f32 ? xd.clone() : ops::cast(xd, DType::BF16), f32);
+    Variable w(wd.clone(), true);
+    Variable y = linear(x, w, bf16);
+    EXPECT_EQ(y.data().to_vector<float>(), want_y);
+    y.backward(gd);
+    if (f32) {
+      EXPECT_EQ(x.grad().dtype(), DType::F32);
+      EXPECT_EQ(x.grad().shape(), xd.shape());
+      EXPECT_EQ(x.grad().to_vector<float>(), want_dx);
+    }
+    EXPECT_EQ(w.grad().to_vector<float>(), want_dw);
+  }
+  EXPECT_EQ(gemm_input_dtype(xd, bf16), DType::BF16);
+  EXPECT_EQ(gemm_input_dtype(xd, {}), DType::F32);
+}
 
 TEST(Tape, LeafGradientsAccumulateAcrossBackwardPasses) {
   Variable w(random_tensor({4, 3}, 1), true, "w");

@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "core/device_runtime.h"
+#include "core/dtype.h"
 #include "core/threading.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/ops.h"
@@ -148,6 +150,45 @@ TEST(Cast, F32Bf16RoundTrip) {
     EXPECT_LE(std::abs(back[i] - av[i]), std::abs(av[i]) * (1.0f / 256));  // half an ulp of 8 bits
     EXPECT_EQ(back[i], bf16_to_float(float_to_bf16(av[i])));
   }
+}
+
+// bf16 bits of a tensor, for bit-exact comparisons.
+std::vector<uint16_t> bits(const Tensor& t) {
+  const auto* p = static_cast<const uint16_t*>(t.contiguous().raw_data());
+  return std::vector<uint16_t>(p, p + t.numel());
+}
+
+TEST(Cast, ToBf16IsBitIdenticalToTheScalarRoundingOnSpecialValues) {
+  // The parallel CPU cast (the GEMM operands' rounding) against core/dtype.h's float_to_bf16.
+  std::vector<float> v = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, std::nanf(""), -std::nanf(""),
+                          std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
+                          std::numeric_limits<float>::denorm_min(), -1e-40f, 1.00390625f, 1.01171875f,
+                          3.3895314e38f, 1.0000001f};
+  Tensor r = random_tensor({3, 333}, 13, -1e6f, 1e6f);
+  for (float x : r.to_vector<float>()) v.push_back(x);
+  Tensor a = Tensor::from_vector(v, {static_cast<int64_t>(v.size())});
+  std::vector<uint16_t> got = bits(ops::cast(a, DType::BF16));
+  for (size_t i = 0; i < v.size(); ++i) EXPECT_EQ(got[i], float_to_bf16(v[i]).bits) << "value " << v[i];
+}
+
+TEST(Swiglu, Bf16OutputsAreTheF32OnesRounded) {
+  // On the CPU the MLP writes SwiGLU's output (the down projection's GEMM input) and, backward, the
+  // gate and up gradients (their projections' GEMM inputs) in bf16 directly: bit-identical to
+  // rounding the f32 results.
+  const Shape shape{5, 1031};
+  Tensor gate = random_tensor(shape, 21, -8.0f, 8.0f), up = random_tensor(shape, 22), dout = random_tensor(shape, 23);
+  Tensor out = Tensor::empty(shape), dgate = Tensor::empty(shape), dup = Tensor::empty(shape);
+  ops::swiglu_forward(gate, up, out);
+  ops::swiglu_backward(dout, gate, up, dgate, dup);
+  Tensor out16 = Tensor::empty(shape, DType::BF16), dgate16 = Tensor::empty(shape, DType::BF16),
+         dup16 = Tensor::empty(shape, DType::BF16);
+  ops::swiglu_forward(gate, up, out16);
+  ops::swiglu_backward(dout, gate, up, dgate16, dup16);
+  EXPECT_EQ(bits(out16), bits(ops::cast(out, DType::BF16)));
+  EXPECT_EQ(bits(dgate16), bits(ops::cast(dgate, DType::BF16)));
+  EXPECT_EQ(bits(dup16), bits(ops::cast(dup, DType::BF16)));
+  // Mixed output dtypes are an error, not a silent mix.
+  expect_error([&] { ops::swiglu_backward(dout, gate, up, dgate16, dup); }, {"swiglu_backward", "output must be bf16"});
 }
 
 // Without the CUDA backend, kernels/cuda/stub.cpp stands in for the CUDA kernels: the op layer

@@ -160,6 +160,32 @@ TEST(MatmulBf16, EqualsTheF32ProductOfBf16RoundedOperands) {
   }
 }
 
+TEST(MatmulBf16, Bf16OperandsAreReadInPlaceAsTheF32OnesWouldBeRounded) {
+  // A norm's output or a gradient rounded once and read by several GEMMs: an operand already in bf16
+  // gives the bits of the same operand in f32 (rounded inside the GEMM), in any orientation; the
+  // result is f32.
+  if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
+  uint64_t seed = 300;
+  for (const GemmCase& gc : bf16_cases()) {
+    Tensor a = random_tensor(gc.a, seed++), b = random_tensor(gc.b, seed++);
+    Tensor a16 = ops::cast(a, DType::BF16), b16 = ops::cast(b, DType::BF16);
+    const std::vector<float> want = ops::matmul(a, b, gc.ta, gc.tb, kBf16).to_vector<float>();
+    const std::string what = fmt::format("A{} B{} ta={} tb={}", gc.a, gc.b, gc.ta, gc.tb);
+    for (const auto& [x, y] : {std::pair{a16, b}, std::pair{a, b16}, std::pair{a16, b16}}) {
+      Tensor out = ops::matmul(x, y, gc.ta, gc.tb, kBf16);
+      EXPECT_EQ(out.dtype(), DType::F32) << what;
+      EXPECT_EQ(out.to_vector<float>(), want) << what << " A " << x.str() << " B " << y.str();
+    }
+  }
+  // A transposed bf16 view is read in place too.
+  Tensor a = random_tensor({40, 24}, 1), b = random_tensor({24, 16}, 2);
+  Tensor at16 = ops::cast(a.transpose(0, 1).contiguous(), DType::BF16).transpose(0, 1);
+  EXPECT_EQ(ops::matmul(at16, b, false, false, kBf16).to_vector<float>(),
+            ops::matmul(a, b, false, false, kBf16).to_vector<float>());
+  // bf16 operands without bf16 GEMMs: an error naming why, never a silent reinterpretation.
+  expect_error([&] { (void)ops::matmul(ops::cast(a, DType::BF16), b); }, {"matmul", "need bf16 GEMMs"});
+}
+
 TEST(MatmulBf16, AlphaBetaAccumulateAndTransposedViews) {
   if (!ops::cpu_bf16_supported()) GTEST_SKIP() << ops::cpu_bf16_fallback_notice();
   Tensor a = random_tensor({3, 20, 10}, 1), b = random_tensor({3, 10, 6}, 2);

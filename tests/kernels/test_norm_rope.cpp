@@ -65,6 +65,21 @@ TEST(RmsNorm, ForwardAndBackwardMatchReference) {
                {"rms_norm_forward", "[5]", "[2, 4]"});
 }
 
+TEST(RmsNorm, Bf16OutputIsTheF32OutputRounded) {
+  // The decoder layer's norms write their output (the projections' GEMM input) in bf16 on the CPU
+  // with bf16 GEMMs: bit-identical to rounding the f32 output, with the same rstd.
+  Tensor x = random_tensor({7, 3, 96}, 31, -3.0f, 3.0f), w = random_tensor({96}, 32, 0.5f, 1.5f);
+  Tensor out = Tensor::empty(x.shape()), rstd = Tensor::empty({21});
+  Tensor out16 = Tensor::empty(x.shape(), DType::BF16), rstd16 = Tensor::empty({21});
+  ops::rms_norm_forward(x, w, 1e-6f, out, rstd);
+  ops::rms_norm_forward(x, w, 1e-6f, out16, rstd16);
+  Tensor rounded = ops::cast(out, DType::BF16);
+  const auto* a = static_cast<const uint16_t*>(out16.raw_data());
+  const auto* b = static_cast<const uint16_t*>(rounded.raw_data());
+  EXPECT_EQ(std::vector<uint16_t>(a, a + out16.numel()), std::vector<uint16_t>(b, b + rounded.numel()));
+  EXPECT_EQ(rstd16.to_vector<float>(), rstd.to_vector<float>());
+}
+
 TEST(RmsNorm, WeightGradientIndependentOfThreadCount) {
   Tensor x = random_tensor({1000, 64}, 4), w = random_tensor({64}, 5), g = random_tensor({1000, 64}, 6);
   Tensor out = Tensor::empty({1000, 64}), rstd = Tensor::empty({1000}), dx = Tensor::empty({1000, 64});
