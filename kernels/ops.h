@@ -23,7 +23,8 @@ namespace kvroute::ops {
 // by every batch); out: [..., M, N]. Transposed views (strides) are read in place, not copied.
 // a and b share a dtype; out has it too, or is f32 (bf16 inputs accumulated into an f32 result,
 // how parameter gradients are formed in mixed precision). On the CPU, ex.cpu_bf16_gemm rounds the
-// f32 operands to bf16 and accumulates in f32 (oneDNN); tensors stay f32.
+// f32 operands to bf16 and accumulates in f32 (oneDNN); an operand already in bf16 (an activation
+// rounded once for several GEMMs) is read in place; the result is f32.
 void matmul_into(const Tensor& a, const Tensor& b, Tensor& out, bool trans_a = false,
                  bool trans_b = false, float alpha = 1.0f, float beta = 0.0f, const Execution& ex = {});
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans_b = false,
@@ -65,6 +66,7 @@ void embedding_backward(const Tensor& dout, const Tensor& tokens, Tensor& dweigh
 
 // ---- RMSNorm over the last dim ------------------------------------------------------------------
 // out = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps) saved per row ([rows], f32).
+// On the CPU, out may be bf16 for an f32 x (rounded as written: the input of bf16 GEMMs).
 void rms_norm_forward(const Tensor& x, const Tensor& weight, float eps, Tensor& out, Tensor& rstd);
 // dx = rstd * (w*dout - x * rstd^2 * mean(w*dout*x)); dweight += sum_rows(dout * x * rstd).
 // dx is overwritten; dweight is accumulated (deterministically).
@@ -83,6 +85,7 @@ void rope_backward(const Tensor& dout, const RopeConfig& rope, int64_t position_
                    const Tensor& positions = Tensor());
 
 // ---- SwiGLU: out = silu(gate) * up ------------------------------------------------------------
+// On the CPU, out (forward) and dgate/dup (backward, both) may be bf16 for f32 inputs, as rms_norm.
 void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& out);
 void swiglu_backward(const Tensor& dout, const Tensor& gate, const Tensor& up, Tensor& dgate, Tensor& dup);
 

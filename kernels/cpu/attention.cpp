@@ -133,9 +133,7 @@ void attention_forward_impl(const ops::AttentionShape& s, const float* q, const 
             std::fill(sr, sr + cols, 0.0f);
             continue;
           }
-          float m = row_max[r];
-#pragma omp simd reduction(max : m)
-          for (int64_t c = lo; c < hi; ++c) m = std::max(m, sr[c]);
+          const float m = max_of(row_max[r], sr + lo, hi - lo);
           const float correction = fast_exp(row_max[r] - m);  // row_max = -inf -> 0
           float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)

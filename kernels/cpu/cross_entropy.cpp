@@ -9,16 +9,6 @@
 
 namespace kvroute::cpu {
 
-namespace {
-
-// float -> bf16 bits, round to nearest even (as to_bf16 in matmul.cpp; finite values here).
-inline uint16_t round_bf16(float x) {
-  const auto u = std::bit_cast<uint32_t>(x);
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
-
-}  // namespace
-
 double cross_entropy(const float* logits, const int32_t* targets, int64_t rows, int64_t vocab,
                      int64_t ignore_index, float* dlogits, float grad_scale, int64_t n_valid,
                      uint16_t* dlogits_bf16) {
@@ -35,9 +25,7 @@ double cross_entropy(const float* logits, const int32_t* targets, int64_t rows, 
       if (g16 != nullptr) std::fill_n(g16, vocab, uint16_t{0});
       continue;
     }
-    float m = x[0];
-#pragma omp simd reduction(max : m)
-    for (int64_t c = 1; c < vocab; ++c) m = std::max(m, x[c]);
+    const float m = max_of(x[0], x + 1, vocab - 1);
     const float target_logit = x[target];  // read before an in-place gradient overwrites it
     float sum = 0.0f;
     if (g != nullptr) {
@@ -51,8 +39,8 @@ double cross_entropy(const float* logits, const int32_t* targets, int64_t rows, 
       if (g16 != nullptr) {  // the gradient in bf16 only (g is scratch): one pass less
         const float target_grad = g[target] * norm - row_scale;
 #pragma omp simd
-        for (int64_t c = 0; c < vocab; ++c) g16[c] = round_bf16(g[c] * norm);
-        g16[target] = round_bf16(target_grad);
+        for (int64_t c = 0; c < vocab; ++c) g16[c] = round_to_bf16(g[c] * norm);
+        g16[target] = round_to_bf16(target_grad);
       } else {
 #pragma omp simd
         for (int64_t c = 0; c < vocab; ++c) g[c] *= norm;
