@@ -172,7 +172,54 @@ struct LinearCrossEntropyNode final : Node {
   void release_saved() override { dh = dweight = Tensor(); }
 };
 
+struct CheckpointNode final : Node {
+  std::function<Variable(const std::vector<Variable>&)> fn;
+  std::vector<Tensor> inputs;
+  std::vector<bool> needs_grad;
+  const char* name() const override { return "checkpoint"; }
+  std::vector<Tensor> backward(const Tensor& g) override {
+    EnableGradGuard recording;
+    std::vector<Variable> leaves;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      Variable leaf(inputs[i]);
+      leaf.impl()->requires_grad = needs_grad[i];  // may be bf16: an activation, not a parameter
+      leaves.push_back(std::move(leaf));
+    }
+    Variable out = fn(leaves);
+    KV_CHECK(out.shape() == output_shape && out.requires_grad(),
+             "checkpoint: the recomputation gave {} (requires grad: {}), not the {} of the forward pass", out.shape(),
+             out.requires_grad(), output_shape);
+    out.backward(g);
+    std::vector<Tensor> grads;
+    for (const Variable& leaf : leaves) grads.push_back(leaf.requires_grad() ? leaf.grad() : Tensor());
+    return grads;
+  }
+  void release_saved() override {
+    inputs.clear();
+    fn = nullptr;
+  }
+};
+
 }  // namespace
+
+Variable checkpoint(const std::function<Variable(const std::vector<Variable>&)>& fn,
+                    const std::vector<Variable>& inputs) {
+  if (!grad_enabled()) return fn(inputs);
+  Variable out;
+  {
+    NoGradGuard not_recorded;
+    out = fn(inputs);
+  }
+  auto node = std::make_shared<CheckpointNode>();
+  node->fn = fn;
+  std::vector<std::shared_ptr<Node>> edges;
+  for (const Variable& v : inputs) {
+    node->inputs.push_back(v.data());
+    node->needs_grad.push_back(v.requires_grad());
+    edges.push_back(v.gradient_edge());
+  }
+  return make_result(out.data(), node, edges);
+}
 
 Variable add(const Variable& a, const Variable& b) {
   return make_result(ops::add(a.data(), b.data()), std::make_shared<AddNode>(),

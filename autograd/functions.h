@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <vector>
 
 #include "autograd/variable.h"
 #include "kernels/kernel_args.h"
@@ -58,5 +60,13 @@ Variable cross_entropy(const Variable& logits, const Tensor& targets, int64_t ig
 // no [N, V] tensor is kept; both gradients are computed in the forward pass.
 Variable linear_cross_entropy(const Variable& h, const Variable& weight, const Tensor& targets,
                               int64_t ignore_index = -100, const ops::Execution& ex = {});
+
+// Activation recomputation: out = fn(inputs), run without recording; the backward runs fn again
+// with recording on (the same kernels on the same inputs give the same values) and backpropagates
+// through that. Only the inputs are kept in between. fn must be deterministic and may read
+// parameters (their gradients accumulate as usual); a parameter used inside must not also be used
+// outside (its gradient hook would fire twice per pass). With grad mode off, fn(inputs) alone.
+Variable checkpoint(const std::function<Variable(const std::vector<Variable>&)>& fn,
+                    const std::vector<Variable>& inputs);
 
 }  // namespace kvroute::autograd

@@ -1,5 +1,6 @@
 #include "autograd/variable.h"
 
+#include <algorithm>
 #include <unordered_map>
 
 #include "kernels/ops.h"
@@ -9,11 +10,24 @@ namespace kvroute::autograd {
 
 namespace {
 thread_local bool g_grad_enabled = true;
+thread_local uint64_t g_next_sequence = 1;
+
+// The sum of the gradients a node received, in the order their producers were recorded.
+Tensor sum_in_recording_order(std::vector<std::pair<uint64_t, Tensor>>& parts) {
+  if (parts.size() == 1) return std::move(parts.front().second);
+  std::stable_sort(parts.begin(), parts.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  // Out of place first: a gradient tensor may be shared between several edges.
+  Tensor sum = ops::add(parts[0].second, parts[1].second);
+  for (size_t i = 2; i < parts.size(); ++i) ops::add_into(sum, parts[i].second, sum);
+  return sum;
+}
 }  // namespace
 
 bool grad_enabled() { return g_grad_enabled; }
 NoGradGuard::NoGradGuard() : previous_(g_grad_enabled) { g_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
+EnableGradGuard::EnableGradGuard() : previous_(g_grad_enabled) { g_grad_enabled = true; }
+EnableGradGuard::~EnableGradGuard() { g_grad_enabled = previous_; }
 
 Variable::Variable(Tensor data, bool requires_grad, std::string name) : impl_(std::make_shared<VariableImpl>()) {
   KV_CHECK(data.defined(), "Variable: undefined tensor for '{}'", name);
@@ -62,6 +76,7 @@ Variable make_result(Tensor data, std::shared_ptr<Node> node, std::vector<std::s
   for (const auto& edge : inputs) needs_grad = needs_grad || edge != nullptr;
   if (!grad_enabled() || !needs_grad) return Variable(std::move(data));
   Variable out(std::move(data));
+  node->sequence = g_next_sequence++;
   node->next = std::move(inputs);
   node->output_shape = out.shape();
   out.impl_->requires_grad = true;
@@ -109,13 +124,14 @@ void Variable::backward(const Tensor& grad_output) const {
   }
 
   // Kahn's algorithm: a node runs once every consumer has delivered its gradient.
-  std::unordered_map<Node*, Tensor> grads;
-  grads[root.get()] = grad_output;
+  // Each node's incoming gradients, summed once it is ready (sum_in_recording_order).
+  std::unordered_map<Node*, std::vector<std::pair<uint64_t, Tensor>>> grads;
+  grads[root.get()].emplace_back(0, grad_output);
   std::vector<Node*> ready{root.get()};
   while (!ready.empty()) {
     Node* node = ready.back();
     ready.pop_back();
-    Tensor grad = std::move(grads[node]);
+    Tensor grad = sum_in_recording_order(grads[node]);
     grads.erase(node);
     KV_CHECK(grad.shape() == node->output_shape, "backward: {} received a gradient {} for an output of shape {}",
              node->name(), grad.shape(), node->output_shape);
@@ -125,11 +141,7 @@ void Variable::backward(const Tensor& grad_output) const {
     for (size_t i = 0; i < node->next.size(); ++i) {
       Node* next = node->next[i].get();
       if (next == nullptr) continue;
-      if (i < input_grads.size() && input_grads[i].defined()) {
-        auto [it, inserted] = grads.try_emplace(next, input_grads[i]);
-        // Out of place: a gradient tensor may be shared between several edges.
-        if (!inserted) it->second = ops::add(it->second, input_grads[i]);
-      }
+      if (i < input_grads.size() && input_grads[i].defined()) grads[next].emplace_back(node->sequence, input_grads[i]);
       if (--pending[next] == 0) {
         if (grads.count(next)) {
           ready.push_back(next);

@@ -75,6 +75,10 @@ class Node {
   std::vector<std::shared_ptr<Node>> next;  // gradient edge of each input (null: no gradient)
   Shape output_shape;                       // checked against the incoming gradient
   bool released = false;
+  // Recording order (make_result). A variable read by several nodes receives the sum of their
+  // gradients in this order, whatever order the tape unwinds in: so a recomputed layer
+  // (autograd::checkpoint) sums the same terms in the same order as the stored graph, bit for bit.
+  uint64_t sequence = 0;
 };
 
 // Leaf sink: accumulates into the variable's grad.
@@ -96,6 +100,18 @@ class NoGradGuard {
   ~NoGradGuard();
   NoGradGuard(const NoGradGuard&) = delete;
   NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// Turns grad mode on within a scope (a recomputation during backward: autograd::checkpoint).
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
 
  private:
   bool previous_;

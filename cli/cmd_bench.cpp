@@ -174,6 +174,13 @@ int run_train(const TrainArgs& a) {
     const Allocator& alloc = cuda_allocator(0);
     std::printf("kvroute peak GPU memory: %.1f GiB\n", static_cast<double>(alloc.stats().peak_bytes) / (1 << 30));
   }
+  {
+    const int64_t peak = *std::max_element(result.step_peak_bytes.begin() + warmup, result.step_peak_bytes.end());
+    std::printf("tensor memory per rank: %.1f MiB between steps (weights, gradients, optimizer state), peak %.1f MiB "
+                "above it during a step (activations, temporaries; train.recompute %s)\n",
+                static_cast<double>(result.state_bytes) / (1 << 20), static_cast<double>(peak) / (1 << 20),
+                train::recompute_name(config.train.recompute));
+  }
   if (!gpu) std::printf("cpu: %s\n", bench::cpu_description().c_str());
   if (a.profile) print_profile(result, gpu);
   if (!a.no_peer && comm->world_size() == 1) {

@@ -169,13 +169,19 @@ DecoderLayer::DecoderLayer(const ModelConfig& c, bool has_kv_weights) {
 }
 
 Variable DecoderLayer::forward(const Variable& x, LayerKV* kv_out, const std::vector<LayerKV>& kv_by_layer, int source,
-                               const Positions& at, const ops::Execution& ex) const {
+                               const Positions& at, const ops::Execution& ex, bool recompute) const {
   // The norms' outputs feed only projections: bf16 where the GEMMs would round them (gemm_input_dtype).
   const DType gemm_in = ag::gemm_input_dtype(x.data(), ex);
   Variable h = input_layernorm_->forward(x, gemm_in);
   if (kv_out != nullptr) *kv_out = self_attn_->project_kv(h, at, ex);  // kv_out points into kv_by_layer
-  Variable y = ag::add(x, self_attn_->forward(h, kv_by_layer[static_cast<size_t>(source)], at, ex));
-  return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y, gemm_in), ex));
+  const LayerKV& kv = kv_by_layer[static_cast<size_t>(source)];
+  auto rest = [this, at, ex, gemm_in](const Variable& x_in, const Variable& h_in, const LayerKV& kv_in) {
+    Variable y = ag::add(x_in, self_attn_->forward(h_in, kv_in, at, ex));
+    return ag::add(y, mlp_->forward(post_attention_layernorm_->forward(y, gemm_in), ex));
+  };
+  if (!recompute) return rest(x, h, kv);
+  return ag::checkpoint([rest](const std::vector<Variable>& in) { return rest(in[0], in[1], {in[2], in[3]}); },
+                        {x, h, kv.k, kv.v});
 }
 
 Variable DecoderLayer::forward_cached(const Variable& x, KVCache& cache, int layer, int source,
@@ -432,7 +438,7 @@ Variable Transformer::final_hidden(const Tensor& tokens, const RoutingPlan& plan
     // A layer computes K/V only if some layer (itself or a later one) reads them.
     const bool compute = needed[l] || (compute_unused_kv_ && config_.layer_has_kv_weights(l));
     LayerKV* kv_out = compute ? &kv[static_cast<size_t>(l)] : nullptr;
-    x = layers_[static_cast<size_t>(l)]->forward(x, kv_out, kv, plan[l], at, execution_);
+    x = layers_[static_cast<size_t>(l)]->forward(x, kv_out, kv, plan[l], at, execution_, recompute_);
   }
   return norm_->forward(x);
 }

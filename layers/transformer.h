@@ -154,8 +154,11 @@ class DecoderLayer final : public Module {
   DecoderLayer(const ModelConfig& config, bool has_kv_weights);
   // Pre-norm: h = norm(x); K/V of h when `kv_out` is given (some layer reads them); then
   // x + attn(h, kv_in) and x + mlp(norm(x)).
+  // recompute: everything after the K/V projection (query, attention, output projection, MLP) is
+  // recomputed in the backward pass (autograd::checkpoint), keeping only x, norm(x) and the K/V it
+  // reads; the K/V projection stays outside, since later layers may read its output.
   Variable forward(const Variable& x, LayerKV* kv_out, const std::vector<LayerKV>& kv_by_layer, int source,
-                   const Positions& at, const ops::Execution& ex) const;
+                   const Positions& at, const ops::Execution& ex, bool recompute = false) const;
   // Cached step: new K/V (when this layer keeps a cache) go into `cache`, attention reads the
   // cache of layer `source` up to the new tokens.
   Variable forward_cached(const Variable& x, KVCache& cache, int layer, int source, const ops::Execution& ex) const;
@@ -221,6 +224,10 @@ class Transformer final : public Module {
   // Compute every layer's K/V even when the plan reads none of them (what the paper does). Off by
   // default: skipping gives the same loss and gradients, which a test checks with this switch.
   void set_compute_unused_kv(bool on) { compute_unused_kv_ = on; }
+  // Activation recomputation per decoder layer (train.recompute: layer): the same gradients, bit
+  // for bit, for a fraction of the activation memory and about one more forward pass of time.
+  void set_recompute(bool on) { recompute_ = on; }
+  bool recompute() const { return recompute_; }
   // Cached inference step (see layers/kv_cache.h).
   friend Tensor forward_cached(const Transformer& model, const Tensor& tokens, KVCache& cache,
                                const std::vector<int64_t>* logit_positions);
@@ -241,6 +248,7 @@ class Transformer final : public Module {
   Tensor flat_params_, flat_grads_;
   Tensor flat_compute_;  // bf16 copy of flat_params_ in mixed precision; undefined otherwise
   bool compute_unused_kv_ = false;
+  bool recompute_ = false;
   ops::Execution execution_;
 };
 

@@ -15,6 +15,7 @@
 namespace kvroute::train {
 
 const char* precision_name(Precision precision) { return precision == Precision::BF16 ? "bf16" : "fp32"; }
+const char* recompute_name(Recompute recompute) { return recompute == Recompute::Layer ? "layer" : "none"; }
 
 
 const char* device_kind_name(Device::Kind kind) { return kind == Device::Kind::CUDA ? "cuda" : "cpu"; }
@@ -129,6 +130,7 @@ const std::vector<Section>& schema() {
         enum_field("precision", REF(Precision, c.train.precision), {Precision::FP32, Precision::BF16}, precision_name),
         enum_field("attention", REF(ops::AttentionKernel, c.train.attention),
                    {ops::AttentionKernel::CudaCores, ops::AttentionKernel::TensorCores}, ops::attention_kernel_name),
+        enum_field("recompute", REF(Recompute, c.train.recompute), {Recompute::None, Recompute::Layer}, recompute_name),
         float_field("peak_tflops", REF(double, c.train.peak_tflops), 0, 1e6)}},
       {"eval",
        {int_field("interval", REF(int64_t, c.eval.interval), 0, kMaxSteps),

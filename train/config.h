@@ -36,6 +36,9 @@ YAML::Node load_yaml(const std::string& text, const std::string& source);
 // train.precision: fp32, or bf16 compute with fp32 master weights, gradients and optimizer state.
 enum class Precision { FP32, BF16 };
 const char* precision_name(Precision precision);
+// train.recompute: none, or layer (each decoder layer's activations recomputed in the backward).
+enum class Recompute { None, Layer };
+const char* recompute_name(Recompute recompute);
 
 // train.device: cpu | cuda.
 const char* device_kind_name(Device::Kind kind);
@@ -91,6 +94,9 @@ struct TrainSection {
   // The CUDA attention kernel (kernels/ops.h): cuda_cores or tensor_cores (bf16, sm_80+; shapes it
   // does not support fall back to cuda_cores). No effect on the CPU.
   ops::AttentionKernel attention = ops::AttentionKernel::CudaCores;
+  // layer: each decoder layer keeps its input, norm and K/V and recomputes the rest during the
+  // backward pass (the same gradients, bit for bit; docs/benchmarks.md has memory and time).
+  Recompute recompute = Recompute::None;
   double peak_tflops = 0;  // for MFU; 0: not reported
 };
 

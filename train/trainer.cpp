@@ -158,6 +158,7 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
   comm_.broadcast(model_->flat_parameters(), 0);
   model_->to(device_, execution.compute_dtype);
   model_->set_execution(execution.ops);
+  model_->set_recompute(config_.train.recompute == Recompute::Layer);
   // GPU ranks reduce gradients with NCCL, bucket by bucket while the backward pass runs.
   if (device_.is_cuda() && world > 1) {
     nccl_ = dist::make_nccl_communicator(comm_);
@@ -359,6 +360,11 @@ void Trainer::update(int64_t step, double lr) {
 
 StepStats Trainer::step() {
   const auto start = std::chrono::steady_clock::now();
+  // Tensor memory: what is live between steps (weights, gradients, optimizer state), and the peak
+  // above it during the step (activations and every other temporary).
+  Allocator& memory = allocator_for(device_);
+  const size_t live_before = memory.stats().current_bytes;
+  memory.reset_peak();
   StepStats s;
   s.step = state_.step + 1;
   s.lr = schedule_.at(s.step);
@@ -382,6 +388,8 @@ StepStats Trainer::step() {
   result_.losses.push_back(s.loss);
   result_.step_seconds.push_back(s.seconds);
   result_.step_scored_tokens.push_back(scored_tokens_);
+  result_.state_bytes = static_cast<int64_t>(live_before);
+  result_.step_peak_bytes.push_back(static_cast<int64_t>(memory.stats().peak_bytes - std::min(live_before, memory.stats().peak_bytes)));
   ++result_.steps_done;
   ++window_steps_;
   return s;

@@ -32,6 +32,10 @@ struct TrainResult {
   // Targets scored in every step on this rank (not ignore_index: for supervised data the response
   // tokens, what a fine-tuning step learns from; all of them for token shards).
   std::vector<int64_t> step_scored_tokens;
+  // Tensor memory (the device's allocator): bytes live when the last step began (weights,
+  // gradients, optimizer state), and per step the peak above that (activations, temporaries).
+  int64_t state_bytes = 0;
+  std::vector<int64_t> step_peak_bytes;
   int64_t global_batch_tokens = 0;
   int64_t parameters = 0;  // model parameter count (for FLOP and MFU figures)
   std::string last_checkpoint;

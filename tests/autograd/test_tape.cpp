@@ -40,6 +40,37 @@ TEST(Linear, Bf16GemmsRoundEachOperandOnceWithTheSameResults) {
   EXPECT_EQ(gemm_input_dtype(xd, {}), DType::F32);
 }
 
+TEST(Checkpoint, RecomputesInTheBackwardWithTheSameGradients) {
+  // f(x, w) = (x w^T) * (x w^T) + x w^T summed, x read twice inside and once outside.
+  Tensor xd = random_tensor({5, 6}, 51), wd = random_tensor({4, 6}, 52);
+  auto f = [](const std::vector<Variable>& in) {
+    Variable y = linear(in[0], in[1]);
+    return add(mul(y, y), y);
+  };
+  std::vector<float> gx[2], gw[2];
+  for (int recompute = 0; recompute < 2; ++recompute) {
+    Variable x(xd.clone(), true), w(wd.clone(), true);
+    int calls = 0;
+    auto counted = [&](const std::vector<Variable>& in) {
+      ++calls;
+      return f(in);
+    };
+    Variable inner = recompute ? checkpoint(counted, {x, w}) : counted({x, w});
+    Variable loss = sum(add(inner, linear(x, w)));
+    EXPECT_EQ(calls, 1);
+    loss.backward();
+    EXPECT_EQ(calls, recompute ? 2 : 1);  // run again in the backward pass
+    gx[recompute] = x.grad().to_vector<float>();
+    gw[recompute] = w.grad().to_vector<float>();
+  }
+  EXPECT_EQ(gx[0], gx[1]);
+  EXPECT_EQ(gw[0], gw[1]);
+  // Without grad mode it is the function, recording nothing.
+  NoGradGuard off;
+  Variable x(xd.clone(), true), w(wd.clone(), true);
+  EXPECT_FALSE(checkpoint(f, {x, w}).requires_grad());
+}
+
 TEST(Tape, LeafGradientsAccumulateAcrossBackwardPasses) {
   Variable w(random_tensor({4, 3}, 1), true, "w");
   Tensor x = random_tensor({5, 3}, 2);
