@@ -15,5 +15,6 @@ void add_generate_command(CLI::App& app, int& exit_code);
 void add_sweep_command(CLI::App& app, int& exit_code);
 void add_bench_command(CLI::App& app, int& exit_code);  // bench train | generate
 void add_export_command(CLI::App& app, int& exit_code);
+void add_memory_command(CLI::App& app, int& exit_code);  // memory CONFIG: bytes per rank, fits or not
 
 }  // namespace kvroute::cli

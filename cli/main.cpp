@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
   add_sweep_command(app, exit_code);
   add_bench_command(app, exit_code);
   add_export_command(app, exit_code);
+  add_memory_command(app, exit_code);
   try {
     app.parse(argc, argv);  // runs the chosen command's callback
   } catch (const CLI::CallForHelp& e) {

@@ -1,5 +1,8 @@
 #include "core/allocator.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstdlib>
@@ -98,6 +101,17 @@ class CpuAllocator final : public PooledAllocator {
 };
 
 }  // namespace
+
+double process_memory_limit() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  double have = pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0;
+  for (int resource : {RLIMIT_AS, RLIMIT_DATA}) {
+    struct rlimit lim {};
+    if (::getrlimit(resource, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY)
+      have = have > 0 ? std::min(have, static_cast<double>(lim.rlim_cur)) : static_cast<double>(lim.rlim_cur);
+  }
+  return have;
+}
 
 Allocator& cpu_allocator() {
   // Never destroyed: tensors held in static objects may be freed during exit.

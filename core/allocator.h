@@ -63,6 +63,8 @@ class PooledAllocator : public Allocator {
 };
 
 Allocator& cpu_allocator();
+// The memory this process may use: the machine's, or less under ulimit -v / -d; 0 when unknown.
+double process_memory_limit();
 // The caching allocator of CUDA device `index`; throws when built without CUDA.
 Allocator& cuda_allocator(int index);
 Allocator& allocator_for(Device device);

@@ -1,8 +1,5 @@
 #include "layers/transformer.h"
 
-#include <sys/resource.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -278,14 +275,7 @@ int64_t ModelConfig::parameter_count() const {
 }
 
 void ModelConfig::check_fits_in_memory(double bytes_per_parameter, const std::string& what) const {
-  // The machine's memory, or less where the process is limited (ulimit -v / -d).
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
-  double have = pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0;
-  for (int resource : {RLIMIT_AS, RLIMIT_DATA}) {
-    struct rlimit lim {};
-    if (::getrlimit(resource, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY)
-      have = have > 0 ? std::min(have, static_cast<double>(lim.rlim_cur)) : static_cast<double>(lim.rlim_cur);
-  }
+  const double have = process_memory_limit();
   if (have <= 0) return;  // unknown: nothing to compare with
   const double need = static_cast<double>(parameter_count()) * bytes_per_parameter;
   KV_CHECK(need <= have,

@@ -1,0 +1,86 @@
+// `kvroute memory`'s figures against what small CPU runs measure: the model state between steps
+// and the allocator's peak above it during a step, within 10%, in f32 and bf16, with and without
+// recomputation; and the planner's verdicts on a device.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "distributed/communicator.h"
+#include "kernels/ops.h"
+#include "train/config.h"
+#include "train/memory_plan.h"
+#include "train/trainer.h"
+#include "tests/test_util.h"
+#include "tests/train/train_util.h"
+
+namespace kvroute::train {
+namespace {
+
+using testing::expect_error;
+using test::make_data;
+using test::tiny_yaml;
+
+RunConfig measured_config(const std::string& data, const std::string& run_dir) {
+  RunConfig c = parse_config(tiny_yaml(data, run_dir), "memory.yaml");
+  c.model.hidden_size = 64;
+  c.model.num_layers = 4;
+  c.model.num_heads = 4;
+  c.model.num_kv_heads = 2;
+  c.model.head_dim = 16;
+  c.model.intermediate_size = 192;
+  c.model.max_seq_len = 128;
+  c.train.batch_size = 8;
+  c.train.seq_len = 128;
+  c.train.steps = 3;
+  c.train.threads = 2;
+  c.eval.batches = 1;
+  return c;
+}
+
+TEST(MemoryPlan, MatchesTheMeasuredPeakOfSmallCpuRunsWithinTenPercent) {
+  const std::string data = make_data("memory_data");
+  auto comm = dist::make_local_communicator();
+  std::vector<Precision> precisions = {Precision::FP32};
+  if (ops::cpu_bf16_supported()) precisions.push_back(Precision::BF16);
+  for (Precision precision : precisions) {
+    for (Recompute recompute : {Recompute::None, Recompute::Layer}) {
+      RunConfig c = measured_config(data, testing::temp_dir("memory_run"));
+      c.train.precision = precision;
+      c.train.recompute = recompute;
+      const std::string what = fmt::format("{} recompute {}", precision_name(precision), recompute_name(recompute));
+      TrainResult r = run_training(c, *comm, {"", 0, true, true});
+      const MemoryPlan plan = plan_memory(c, 1);
+      const double peak = static_cast<double>(*std::max_element(r.step_peak_bytes.begin(), r.step_peak_bytes.end()));
+      const double planned = recompute == Recompute::Layer ? plan.activations_recompute : plan.activations;
+      EXPECT_NEAR(static_cast<double>(r.state_bytes), plan.model_state(), 0.02 * plan.model_state()) << what;
+      EXPECT_NEAR(peak, planned, 0.1 * peak) << what << ": measured " << peak << " bytes, planned " << planned;
+    }
+  }
+}
+
+TEST(MemoryPlan, SaysWhetherItFitsAndWhatWouldMakeItFit) {
+  RunConfig c = measured_config(make_data("memory_fit_data"), testing::temp_dir("memory_fit"));
+  const MemoryPlan plan = plan_memory(c, 1);
+  // f32 flat buffers, each rounded up to the allocator's size class (at most 25% more).
+  EXPECT_GE(plan.master_weights, 4.0 * static_cast<double>(c.model.parameter_count()));
+  EXPECT_LE(plan.master_weights, 5.0 * static_cast<double>(c.model.parameter_count()) + 64);
+  EXPECT_EQ(plan.optimizer, 2 * plan.master_weights);
+  EXPECT_LT(plan.activations_recompute, plan.activations);
+  ASSERT_EQ(plan.kv_cache.size(), 3u);
+  EXPECT_EQ(plan.kv_cache[1].second * 2, plan.kv_cache[0].second);  // half the layers at retention 0.5
+  EXPECT_NE(format_memory_plan(plan, c, {"big", 1e12}).find("fits big"), std::string::npos);
+  // Room for the model state and the recomputed activations only: recompute is the advice.
+  const MemoryDevice tight{"tight", plan.model_state() + (plan.activations + plan.activations_recompute) / 2};
+  const std::string advice = format_memory_plan(plan, c, tight);
+  EXPECT_NE(advice.find("does not fit tight"), std::string::npos) << advice;
+  EXPECT_NE(advice.find("would fit with train.recompute=layer"), std::string::npos) << advice;
+  EXPECT_NE(advice.find("would fit with train.batch_size="), std::string::npos) << advice;
+  // Smaller than the model state: no setting of this build helps, and the report says so.
+  const std::string none = format_memory_plan(plan, c, {"tiny", plan.model_state() / 2});
+  EXPECT_NE(none.find("exceeds the device"), std::string::npos) << none;
+  expect_error([] { (void)memory_device("tpu"); }, {"--device", "tpu", "h100"});
+  expect_error([&] { (void)plan_memory(c, 0); }, {"--world-size"});
+}
+
+}  // namespace
+}  // namespace kvroute::train
