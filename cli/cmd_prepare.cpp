@@ -37,7 +37,12 @@ void add_prepare_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<Args>();
   data::PrepareOptions& o = args->options;
   auto* cmd = app.add_subcommand("prepare", "tokenize documents into train/val shards");
-  cmd->add_option("--input", o.inputs, "text files, directories, JSONL files (--format sft: JSONL files)")->required()->check(existing_path());
+  cmd->add_option("--input", o.inputs,
+                  "text files, directories, JSONL files, each also .gz or .zst (--format sft: JSONL files)")
+      ->required()
+      ->check(existing_path());
+  cmd->add_option("--text-key", o.text_key, "the JSONL field holding a document's text (default text)")
+      ->check(non_empty());
   cmd->add_option("--tokenizer", o.tokenizer_dir, "tokenizer directory")->required();
   cmd->add_option("--out", o.out_dir, "output directory for the shards")->required()->check(non_empty());
   cmd->add_option("--val-fraction", o.val_fraction, "fraction of documents held out")->check(bounded(0.0, 0.999));

