@@ -247,6 +247,19 @@ void OutputFile::write(const void* data, size_t n) {
   write_all(fd_, path_, std::string_view(static_cast<const char*>(data), n));
 }
 
+void OutputFile::write_at(uint64_t offset, const void* data, size_t n) {
+  KV_CHECK(fd_ >= 0, "{}: write to a closed file", path_);
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    KV_CHECK(w > 0, "{}: write failed: {}", path_, std::strerror(errno));
+    p += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+}
+
 void OutputFile::sync() {
   KV_CHECK(fd_ >= 0, "{}: fsync of a closed file", path_);
   KV_CHECK(::fsync(fd_) == 0, "{}: fsync failed: {}", path_, std::strerror(errno));

@@ -85,6 +85,7 @@ class OutputFile {
   bool is_open() const { return fd_ >= 0; }
   void write(const void* data, size_t n);
   void write(std::string_view text) { write(text.data(), text.size()); }
+  void write_at(uint64_t offset, const void* data, size_t n);  // pwrite: e.g. a header once its count is known
   void sync();   // fsync
   void close(bool sync = true);  // (sync +) close; errors name the path
 

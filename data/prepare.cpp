@@ -25,35 +25,51 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Writes a token stream into PREFIX_NNNNNN.bin shards of at most shard_tokens tokens.
+// Writes a token stream into PREFIX_NNNNNN.bin shards of at most shard_tokens tokens, as it comes:
+// each shard is a file open in the staging directory (synced once when the directory is
+// published), its header written when its count is known. Memory: one append's bytes.
 class ShardWriter {
  public:
   ShardWriter(std::string dir, std::string prefix, int64_t shard_tokens, int width)
       : dir_(std::move(dir)), prefix_(std::move(prefix)), shard_tokens_(shard_tokens), width_(width) {}
   void append(const std::vector<int32_t>& tokens) {
-    for (int32_t t : tokens) {
-      buffer_.push_back(t);
-      if (static_cast<int64_t>(buffer_.size()) == shard_tokens_) flush();
+    size_t i = 0;
+    while (i < tokens.size()) {
+      if (!file_.is_open()) open_shard();
+      const size_t take = std::min(tokens.size() - i, static_cast<size_t>(shard_tokens_ - count_));
+      bytes_.clear();
+      append_shard_tokens(path_, tokens.data() + i, take, width_, bytes_);
+      file_.write(bytes_);
+      count_ += static_cast<int64_t>(take);
+      i += take;
+      if (count_ == shard_tokens_) close_shard();
     }
   }
   int64_t finish() {
-    if (!buffer_.empty() || shards_ == 0) flush();
+    if (!file_.is_open() && shards_ == 0) open_shard();  // an empty split still has its shard
+    if (file_.is_open()) close_shard();
     return shards_;
   }
 
  private:
-  void flush() {
-    // Into a staging directory: synced once when it is published, not shard by shard.
-    const std::string path = fmt::format("{}/{}_{:06d}.bin", dir_, prefix_, shards_);
-    io::write_file_staged(path, shard_bytes(path, buffer_, width_));
-    ++shards_;
-    buffer_.clear();
+  void open_shard() {
+    path_ = fmt::format("{}/{}_{:06d}.bin", dir_, prefix_, shards_);
+    file_ = io::OutputFile(path_, io::OutputFile::Mode::Truncate);
+    file_.write(shard_header(path_, 0, width_));  // rewritten with the count at the end
+    count_ = 0;
   }
-  std::string dir_, prefix_;
+  void close_shard() {
+    const std::string header = shard_header(path_, count_, width_);
+    file_.write_at(0, header.data(), header.size());
+    file_.close(false);
+    ++shards_;
+  }
+  std::string dir_, prefix_, path_;
   int64_t shard_tokens_;
   int width_;
-  int64_t shards_ = 0;
-  std::vector<int32_t> buffer_;
+  int64_t shards_ = 0, count_ = 0;
+  io::OutputFile file_;
+  std::string bytes_;
 };
 
 // How many of n documents (or examples) go to the val split: the fraction, rounded, but at least
@@ -265,6 +281,11 @@ PrepareSummary prepare(const PrepareOptions& options) {
     chunk.clear();
     encoded.clear();
     chunk_bytes = 0;
+    // The word caches only save time: bounded, so that memory does not grow with the corpus's
+    // vocabulary of distinct words (which keeps growing with its size).
+    for (EncodeCache& cache : caches) {
+      if (cache.size() > (1u << 20)) cache.clear();
+    }
     if (show) {
       const int bar = 40;
       const int filled = static_cast<int>(bar * next / n);

@@ -17,27 +17,35 @@ namespace kvroute::data {
 
 int token_width_for_vocab(int64_t vocab_size) { return vocab_size <= 65536 ? 2 : 4; }
 
-std::string shard_bytes(const std::string& path, const std::vector<int32_t>& tokens, int token_width) {
+std::string shard_header(const std::string& path, int64_t count, int token_width) {
   KV_CHECK(token_width == 2 || token_width == 4, "write_shard {}: token width must be 2 or 4, got {}", path,
            token_width);
+  KV_CHECK(count >= 0 && count <= INT32_MAX, "write_shard {}: {} tokens do not fit the header", path, count);
   int32_t header[kShardHeaderInts] = {};
   header[0] = token_width == 2 ? kShardMagicU16 : kShardMagicU32;
   header[1] = token_width == 2 ? kShardVersionU16 : kShardVersionU32;
-  KV_CHECK(tokens.size() <= static_cast<size_t>(INT32_MAX), "write_shard {}: {} tokens do not fit the header", path,
-           tokens.size());
-  header[2] = static_cast<int32_t>(tokens.size());
-  std::string bytes(sizeof header + tokens.size() * static_cast<size_t>(token_width), '\0');
-  std::memcpy(bytes.data(), header, sizeof header);
-  char* out = bytes.data() + sizeof header;
+  header[2] = static_cast<int32_t>(count);
+  return std::string(reinterpret_cast<const char*>(header), sizeof header);
+}
+
+void append_shard_tokens(const std::string& path, const int32_t* tokens, size_t n, int token_width, std::string& out) {
+  const size_t at = out.size();
+  out.resize(at + n * static_cast<size_t>(token_width));
+  char* dst = out.data() + at;
   if (token_width == 2) {
-    for (size_t i = 0; i < tokens.size(); ++i) {
+    for (size_t i = 0; i < n; ++i) {
       KV_CHECK(tokens[i] >= 0 && tokens[i] < 65536, "write_shard {}: token {} does not fit uint16", path, tokens[i]);
       const uint16_t v = static_cast<uint16_t>(tokens[i]);
-      std::memcpy(out + 2 * i, &v, 2);
+      std::memcpy(dst + 2 * i, &v, 2);
     }
   } else {
-    std::memcpy(out, tokens.data(), tokens.size() * 4);
+    std::memcpy(dst, tokens, n * 4);
   }
+}
+
+std::string shard_bytes(const std::string& path, const std::vector<int32_t>& tokens, int token_width) {
+  std::string bytes = shard_header(path, static_cast<int64_t>(tokens.size()), token_width);
+  append_shard_tokens(path, tokens.data(), tokens.size(), token_width, bytes);
   return bytes;
 }
 

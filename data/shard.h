@@ -19,6 +19,10 @@ int token_width_for_vocab(int64_t vocab_size);
 
 // The bytes of a shard holding `tokens` (header + little-endian ids); errors name `path`.
 std::string shard_bytes(const std::string& path, const std::vector<int32_t>& tokens, int token_width);
+// The 1024-byte header of a shard of `count` tokens of `token_width` bytes.
+std::string shard_header(const std::string& path, int64_t count, int token_width);
+// Tokens as a shard's payload bytes (uint16 or int32), appended to `out`; errors name `path`.
+void append_shard_tokens(const std::string& path, const int32_t* tokens, size_t n, int token_width, std::string& out);
 // Writes `tokens` to path atomically (io::write_file_atomic: a crash never leaves a half shard).
 void write_shard(const std::string& path, const std::vector<int32_t>& tokens, int token_width);
 
