@@ -71,48 +71,51 @@ void sum_last_dim(const float* a, float* out, int64_t rows, int64_t cols) {
   }
 }
 
+namespace {
+// SwiGLU's arithmetic, once for the f32 and the bf16 outputs (inlined into vectorised loops).
+inline float swiglu_value(float g, float u) { return g * (1.0f / (1.0f + fast_exp(-g))) * u; }
+inline void swiglu_grads(float d, float g, float u, float& dgate, float& dup) {
+  const float sig = 1.0f / (1.0f + fast_exp(-g));
+  dup = d * (g * sig);
+  dgate = d * u * sig * (1.0f + g * (1.0f - sig));
+}
+inline float to_out(float x, float*) { return x; }
+inline uint16_t to_out(float x, uint16_t*) { return round_to_bf16(x); }
+
+template <class Out>
+void swiglu_forward_into(const float* gate, const float* up, Out* out, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) out[i] = to_out(swiglu_value(gate[i], up[i]), out);
+}
+
+template <class Out>
+void swiglu_backward_into(const float* dout, const float* gate, const float* up, Out* dgate, Out* dup, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    float dg, du;
+    swiglu_grads(dout[i], gate[i], up[i], dg, du);
+    dgate[i] = to_out(dg, dgate);
+    dup[i] = to_out(du, dup);
+  }
+}
+}  // namespace
+
 void swiglu_forward(const float* gate, const float* up, float* out, uint16_t* out_bf16, int64_t n) {
   if (out != nullptr) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) {
-      float g = gate[i];
-      float sig = 1.0f / (1.0f + fast_exp(-g));
-      out[i] = g * sig * up[i];
-    }
+    swiglu_forward_into(gate, up, out, n);
   } else {
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-    for (int64_t i = 0; i < n; ++i) {
-      float g = gate[i];
-      float sig = 1.0f / (1.0f + fast_exp(-g));
-      out_bf16[i] = round_to_bf16(g * sig * up[i]);
-    }
+    swiglu_forward_into(gate, up, out_bf16, n);
   }
 }
 
 void swiglu_backward(const float* dout, const float* gate, const float* up, float* dgate, float* dup,
                      int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    float g = gate[i];
-    float sig = 1.0f / (1.0f + fast_exp(-g));
-    float silu = g * sig;
-    float d = dout[i];
-    dup[i] = d * silu;
-    dgate[i] = d * up[i] * sig * (1.0f + g * (1.0f - sig));
-  }
+  swiglu_backward_into(dout, gate, up, dgate, dup, n);
 }
 
 void swiglu_backward_bf16(const float* dout, const float* gate, const float* up, uint16_t* dgate, uint16_t* dup,
                           int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    float g = gate[i];
-    float sig = 1.0f / (1.0f + fast_exp(-g));
-    float silu = g * sig;
-    float d = dout[i];
-    dup[i] = round_to_bf16(d * silu);
-    dgate[i] = round_to_bf16(d * up[i] * sig * (1.0f + g * (1.0f - sig)));
-  }
+  swiglu_backward_into(dout, gate, up, dgate, dup, n);
 }
 
 }  // namespace kvroute::cpu
