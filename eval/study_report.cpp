@@ -833,15 +833,19 @@ std::string curves_plot_data(const StudyInfo& info, const std::vector<StudyRow>&
 std::string curves_plot_script(const StudyInfo& info, const std::string& out_dir) {
   return fmt::format(
       "set terminal pngcairo size 1100,900 font 'sans,11' noenhanced\nset output '{0}/curves.png'\n"
-      "stats '{0}/curves.dat' using 0 nooutput\nblocks = STATS_blocks\n"
+      "blocks = system(\"grep -c '^\\\"' '{0}/curves.dat'\") + 0\n"  // one title line per series
       "rel = system(\"grep -c ' gap\\\"$' '{0}/curves.dat'\") + 0\n"
       "set multiplot layout 2,1 title '{1}: differences against tokens seen (mean and sd over seeds)'\n"
       "set grid\nset key outside right\nset xlabel 'training tokens (M)'\nset logscale x\n"
+      // Each panel only where it has series (a study without shallow models has no differences).
       "set ylabel 'loss relative to the baseline (%)'\n"
+      "if (rel > 0) {{\n"
       "plot for [i=0:rel-1] '{0}/curves.dat' index i using 1:2:3 with yerrorlines lw 2 pt 7 title columnheader(1)\n"
+      "}}\n"
       "set ylabel 'loss difference (nats)'\n"
+      "if (blocks > rel) {{\n"
       "plot for [i=rel:blocks-1] '{0}/curves.dat' index i using 1:2:3 with yerrorlines lw 2 pt 7 title columnheader(1), "
-      "0 with lines lc rgb 'gray' notitle\nunset multiplot\n",
+      "0 with lines lc rgb 'gray' notitle\n}}\nunset multiplot\n",
       out_dir, info.name);
 }
 
