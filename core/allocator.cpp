@@ -14,6 +14,11 @@ namespace kvroute {
 
 size_t allocation_size_class(size_t nbytes) {
   if (nbytes <= 64) return 64;
+  // Large blocks (flat weights, gradients and optimizer state; a whole-vocabulary logits tensor)
+  // in 2 MiB steps: a quarter of a 32 GB buffer is 8 GB of device memory (an 8B model's four flat
+  // buffers lost 9 GB to the classes below).
+  constexpr size_t kLarge = size_t{256} << 20, kLargeStep = size_t{2} << 20;
+  if (nbytes > kLarge) return (nbytes + kLargeStep - 1) / kLargeStep * kLargeStep;
   // Four classes per power of two (2^k, 1.25, 1.5, 1.75 x 2^k), each a multiple of 64 bytes.
   size_t step = std::max<size_t>(std::bit_floor(nbytes) / 4, 64);
   return (nbytes + step - 1) / step * step;

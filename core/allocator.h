@@ -35,7 +35,8 @@ class Allocator {
 };
 
 
-// Size classes 2^k, 1.25, 1.5 and 1.75 x 2^k (at most 25% waste), multiples of 64 bytes.
+// Size classes 2^k, 1.25, 1.5 and 1.75 x 2^k (at most 25% waste), multiples of 64 bytes; above
+// 256 MiB, multiples of 2 MiB (under 1% waste).
 size_t allocation_size_class(size_t nbytes);
 
 // The shared bookkeeping of both pooled allocators: size-class free lists and statistics.
