@@ -44,15 +44,11 @@ namespace {
 constexpr uint64_t kMaxDocument = uint64_t{64} << 30;  // one text file, or one JSONL line
 constexpr size_t kChunk = size_t{1} << 20;
 
-bool ends_with(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // A file's bytes, decompressed where it is .gz (zlib) or .zst (libzstd); errors name the file.
 class ByteSource {
  public:
   explicit ByteSource(const std::string& path)
-      : path_(path), zstd_(ends_with(path, ".zst")), gzip_(ends_with(path, ".gz")) {
+      : path_(path), zstd_(path.ends_with(".zst")), gzip_(path.ends_with(".gz")) {
     std::error_code ec;
     KV_CHECK(fs::is_regular_file(path, ec), "{}: not a regular file", path);  // a FIFO would block
     if (!zstd_ && !gzip_) {
@@ -173,22 +169,22 @@ class LineReader {
   size_t pos_ = 0, end_ = 0;
 };
 
+// Whether a file holds JSONL, by its name without the compression suffix: x.jsonl.zst is JSONL.
+bool is_jsonl(std::string path) {
+  if (path.ends_with(".gz")) path.resize(path.size() - 3);
+  if (path.ends_with(".zst")) path.resize(path.size() - 4);
+  return path.ends_with(".jsonl");
+}
+
 }  // namespace
 
-namespace {
-std::string format_name(const std::string& path) {  // without the compression suffix: x.jsonl.zst is JSONL
-  std::string name = path;
-  if (ends_with(name, ".gz")) name.resize(name.size() - 3);
-  if (ends_with(name, ".zst")) name.resize(name.size() - 4);
-  return name;
-}
-}  // namespace
+bool blank_line(std::string_view line) { return line.find_first_not_of(" \t\r") == std::string_view::npos; }
 
 int64_t count_documents(const std::vector<std::string>& inputs) {
   int64_t n = 0;
   std::vector<char> buffer(kChunk);
   for (const std::string& path : expand_inputs(inputs)) {
-    if (!ends_with(format_name(path), ".jsonl")) {
+    if (!is_jsonl(path)) {
       ByteSource check(path);  // opens it (a regular, readable file); its text is one document
       ++n;
       continue;
@@ -196,7 +192,7 @@ int64_t count_documents(const std::vector<std::string>& inputs) {
     ByteSource source(path);
     LineReader lines(source, path, buffer);
     std::string line;
-    while (lines.next(line)) n += line.find_first_not_of(" \t\r") != std::string::npos;
+    while (lines.next(line)) n += !blank_line(line);
   }
   return n;
 }
@@ -206,11 +202,11 @@ void for_each_document(const std::vector<std::string>& inputs, const std::functi
   std::vector<char> buffer(kChunk);
   for (const std::string& path : expand_inputs(inputs)) {
     ByteSource source(path);
-    if (ends_with(format_name(path), ".jsonl")) {
+    if (is_jsonl(path)) {
       LineReader lines(source, path, buffer);
       std::string line;
       for (int64_t line_no = 1; lines.next(line); ++line_no) {
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        if (blank_line(line)) continue;
         const json::Json j = json::parse(line, fmt::format("{}:{}", path, line_no));
         KV_CHECK(j.is_object() && j.contains(text_key) && j[text_key].is_string(),
                  "{}:{}: expected an object with a string field \"{}\"", path, line_no, text_key);

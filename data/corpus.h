@@ -13,6 +13,8 @@
 
 namespace kvroute::data {
 
+// A line of spaces, tabs and carriage returns only: JSONL readers skip it.
+bool blank_line(std::string_view line);
 // The files an input list expands to, sorted within each directory; an error naming a missing path.
 std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs);
 // How many documents for_each_document will visit (the non-blank lines of JSONL files, one per other

@@ -133,7 +133,7 @@ PrepareSummary prepare_sft(const PrepareOptions& options, const Tokenizer& token
       if (end == std::string::npos) end = content.size();
       const std::string text = content.substr(begin, end - begin);
       begin = end + 1;
-      if (text.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines
+      if (blank_line(text)) continue;
       texts.push_back(parse_sft_line(text, fmt::format("{}:{}", input, line), options.seed,
                                      static_cast<uint64_t>(texts.size())));
     }

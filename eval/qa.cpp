@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/io.h"
 #include "core/json.h"
+#include "data/corpus.h"
 #include "data/sft.h"
 #include "eval/generate.h"
 
@@ -97,7 +98,7 @@ std::vector<QAExample> read_task(const std::string& path, uint64_t seed) {
     if (end == std::string::npos) end = content.size();
     std::string text = content.substr(begin, end - begin);
     begin = end + 1;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (data::blank_line(text)) continue;
     const std::string where = fmt::format("{}:{}", path, line);
     json::Json j = json::parse(text, where, 4);
     KV_CHECK(j.is_object(), "{}: expected a JSON object", where);

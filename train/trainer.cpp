@@ -389,7 +389,8 @@ StepStats Trainer::step() {
   result_.step_seconds.push_back(s.seconds);
   result_.step_scored_tokens.push_back(scored_tokens_);
   result_.state_bytes = static_cast<int64_t>(live_before);
-  result_.step_peak_bytes.push_back(static_cast<int64_t>(memory.stats().peak_bytes - std::min(live_before, memory.stats().peak_bytes)));
+  const size_t peak = memory.stats().peak_bytes;
+  result_.step_peak_bytes.push_back(static_cast<int64_t>(peak - std::min(live_before, peak)));
   ++result_.steps_done;
   ++window_steps_;
   return s;
