@@ -30,6 +30,14 @@ class Communicator {
   // when every queued sum is visible to later work. Synchronous by default.
   virtual void start_allreduce(Tensor& slice) { allreduce_sum(slice, slice.numel()); }
   virtual void finish_allreduce() {}
+  // ZeRO (dist.zero): a flat buffer cut into world_size consecutive pieces, piece r of counts[r]
+  // elements (ShardLayout). reduce_scatter_sum: `recv` (counts[rank] f32 elements) becomes the sum
+  // over ranks of their piece `rank` of `send`. all_gather: in place, piece r of every rank's
+  // `buffer` becomes rank r's (any dtype). gather: `full` on rank `root` (ignored elsewhere)
+  // receives every rank's `piece` in rank order. Every rank calls each with the same counts.
+  virtual void reduce_scatter_sum(const Tensor& send, Tensor& recv, const std::vector<int64_t>& counts);
+  virtual void all_gather(Tensor& buffer, const std::vector<int64_t>& counts);
+  virtual void gather(const Tensor& piece, Tensor& full, const std::vector<int64_t>& counts, int root);
   virtual void barrier() = 0;
   // Ends every rank promptly with `code` (MPI_Abort); the local version just exits.
   [[noreturn]] virtual void abort(int code) = 0;

@@ -81,6 +81,58 @@ class NcclCommunicator final : public Communicator {
     finish_allreduce();
   }
 
+  // ZeRO: one collective per piece, rooted at its owner (NCCL's own ReduceScatter/AllGather need
+  // equal pieces), grouped so NCCL runs them together. Synchronous with the host: the send
+  // buffers are temporaries of the caller.
+  void reduce_scatter_sum(const Tensor& send, Tensor& recv, const std::vector<int64_t>& counts) override {
+    if (send.device().is_cpu()) return host_.reduce_scatter_sum(send, recv, counts);
+    check_device_buffer(send, "reduce_scatter");
+    if (recv.numel() > 0) check_device_buffer(recv, "reduce_scatter");
+    KV_CHECK(static_cast<int>(counts.size()) == world_size() && recv.numel() == counts[static_cast<size_t>(rank())],
+             "nccl reduce_scatter: {} counts for {} ranks, piece {}", counts.size(), world_size(), recv.str());
+    wait_for_compute();
+    const float* in = send.data<float>();
+    int64_t offset = 0;
+    check_nccl(ncclGroupStart(), "ncclGroupStart");
+    for (int r = 0; r < world_size(); ++r) {
+      const size_t n = static_cast<size_t>(counts[static_cast<size_t>(r)]);
+      if (n > 0) {
+        check_nccl(ncclReduce(in + offset, r == rank() ? recv.data<float>() : nullptr, n, ncclFloat, ncclSum, r, comm_,
+                              comm_stream_),
+                   "ncclReduce");
+      }
+      offset += counts[static_cast<size_t>(r)];
+    }
+    check_nccl(ncclGroupEnd(), "ncclGroupEnd");
+    KV_CHECK(offset == send.numel(), "nccl reduce_scatter: counts sum to {}, the buffer holds {}", offset, send.numel());
+    check_cuda(cudaStreamSynchronize(comm_stream_), "cudaStreamSynchronize");
+  }
+  void all_gather(Tensor& buffer, const std::vector<int64_t>& counts) override {
+    if (buffer.device().is_cpu()) return host_.all_gather(buffer, counts);
+    KV_CHECK(buffer.is_contiguous() && buffer.device() == Device::cuda(device_) &&
+                 static_cast<int>(counts.size()) == world_size(),
+             "nccl all_gather: expected a contiguous buffer on cuda:{} and {} counts, got {}", device_, world_size(),
+             buffer.str());
+    wait_for_compute();
+    char* data = static_cast<char*>(buffer.raw_data());
+    const size_t element = buffer.element_size();
+    int64_t offset = 0;
+    check_nccl(ncclGroupStart(), "ncclGroupStart");
+    for (int r = 0; r < world_size(); ++r) {
+      const size_t bytes = static_cast<size_t>(counts[static_cast<size_t>(r)]) * element;
+      char* piece = data + static_cast<size_t>(offset) * element;
+      if (bytes > 0) check_nccl(ncclBroadcast(piece, piece, bytes, ncclUint8, r, comm_, comm_stream_), "ncclBroadcast");
+      offset += counts[static_cast<size_t>(r)];
+    }
+    check_nccl(ncclGroupEnd(), "ncclGroupEnd");
+    KV_CHECK(offset == buffer.numel(), "nccl all_gather: counts sum to {}, the buffer holds {}", offset, buffer.numel());
+    finish_allreduce();
+  }
+  void gather(const Tensor& piece, Tensor& full, const std::vector<int64_t>& counts, int root) override {
+    KV_CHECK(piece.device().is_cpu(), "nccl gather: gathers host tensors only (copy {} to the host first)", piece.str());
+    host_.gather(piece, full, counts, root);
+  }
+
   void start_allreduce(Tensor& slice) override {
     if (slice.device().is_cpu()) return host_.allreduce_sum(slice, slice.numel());
     check_device_buffer(slice, "start_allreduce");

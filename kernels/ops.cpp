@@ -346,9 +346,12 @@ Tensor mean(const Tensor& a) {
   return Tensor::scalar(static_cast<float>(total("mean", a, false) / static_cast<double>(a.numel())));
 }
 
-Tensor squared_norm(const Tensor& a) {
+Tensor squared_norm(const Tensor& a) { return Tensor::scalar(static_cast<float>(squared_norm_f64(a))); }
+
+double squared_norm_f64(const Tensor& a) {
   profile::OpTimer timer("squared_norm");
-  return Tensor::scalar(static_cast<float>(total("squared_norm", a, true)));
+  if (a.defined() && a.numel() == 0) return 0.0;
+  return total("squared_norm", a, true);
 }
 
 Tensor sum_last_dim(const Tensor& a) {

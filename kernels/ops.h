@@ -53,6 +53,7 @@ void axpy_(float alpha, const Tensor& x, Tensor& y);  // y += alpha * x (on CUDA
 Tensor sum(const Tensor& a);
 Tensor mean(const Tensor& a);
 Tensor squared_norm(const Tensor& a);  // sum of squares
+double squared_norm_f64(const Tensor& a);  // the same, before its rounding to f32 (0 when empty)
 // Rows: out[r] = sum_c a[r, c] over the last dim.
 Tensor sum_last_dim(const Tensor& a);
 

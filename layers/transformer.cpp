@@ -353,6 +353,19 @@ void Transformer::to(Device device, DType compute_dtype) {
   bind_views();
 }
 
+void Transformer::zero_grad() {
+  if (flat_grads_.defined()) {
+    flat_grads_.zero_();
+  } else {
+    for (auto& [name, p] : named_parameters()) p.set_grad(Tensor());
+  }
+}
+
+void Transformer::release_gradient_buffer() {
+  for (auto& [name, p] : named_parameters()) p.set_grad(Tensor());
+  flat_grads_ = Tensor();
+}
+
 void Transformer::refresh_compute_copy() {
   if (flat_compute_.defined()) flat_compute_.copy_(flat_params_);
 }

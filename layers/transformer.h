@@ -209,7 +209,13 @@ class Transformer final : public Module {
   Tensor& flat_gradients() { return flat_grads_; }
   const Tensor& flat_parameters() const { return flat_params_; }
   const Tensor& flat_gradients() const { return flat_grads_; }
-  void zero_grad() { flat_grads_.zero_(); }
+  // Zeroes the flat gradient buffer, or without one (release_gradient_buffer) drops every
+  // parameter's own gradient tensor.
+  void zero_grad();
+  // ZeRO stage 2: no flat gradient buffer; each parameter's gradient becomes a tensor of its own,
+  // allocated by the backward pass and released by dist::GradientReducer once reduce-scattered.
+  // flat_gradients() is undefined from here on.
+  void release_gradient_buffer();
   // Weight decay applies to 2-D weights (projections, embeddings), not to norm scales.
   std::vector<ops::DecaySegment> decay_segments() const;
   NamedParameters parameters() const { return named_parameters(); }

@@ -146,7 +146,7 @@ TrainState read_train_state(const std::string& dir) {
 }
 
 TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, Tensor& adam_m, Tensor& adam_v,
-                           const RunConfig& config) {
+                           const RunConfig& config, int64_t moments_offset) {
   std::error_code ec;
   KV_CHECK(fs::is_directory(dir, ec), "{}: no such checkpoint directory", dir);
   TrainState state = read_train_state(dir);
@@ -162,8 +162,11 @@ TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, T
     const safetensors::Entry* e = optim.find(name);
     KV_CHECK(e != nullptr, "{}: no tensor named '{}'", optim_path, name);
     KV_CHECK(e->dtype == DType::F32, "{}: tensor '{}' is {}, expected {}", optim_path, name, e->dtype, DType::F32);
-    KV_CHECK(e->shape == target->shape(), "{}/optimizer.safetensors: {} has shape {} but the model needs {}", dir, name,
-             e->shape, target->shape());
+    const Shape whole = {model.parameter_count()};
+    KV_CHECK(e->shape == whole, "{}/optimizer.safetensors: {} has shape {} but the model needs {}", dir, name,
+             e->shape, whole);
+    KV_CHECK(target->dim() == 1 && moments_offset >= 0 && moments_offset + target->numel() <= whole[0],
+             "load_checkpoint: moments [{}, +{}) outside {} parameters", moments_offset, target->numel(), whole[0]);
     const Tensor t = optim.read(*e);
     const int64_t bad = first_nonfinite(t);
     KV_CHECK(bad < 0, "{}/optimizer.safetensors: {} holds a non-finite value at element {}", dir, name, bad);
@@ -174,7 +177,7 @@ TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, T
         KV_CHECK(v[i] >= 0.0f, "{}/optimizer.safetensors: exp_avg_sq holds a negative second moment ({}) at element "
                  "{}", dir, v[i], i);
     }
-    target->copy_(t);
+    target->copy_(target->numel() == whole[0] ? t : t.slice(0, moments_offset, moments_offset + target->numel()));
   }
   return state;
 }

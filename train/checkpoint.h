@@ -32,8 +32,9 @@ std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState
 // A checkpoint's state.json, every field validated (types, ranges, step = the directory's step).
 TrainState read_train_state(const std::string& dir);
 // Loads a checkpoint into model/m/v after checking it matches `config`; errors name the path.
+// m/v hold every parameter's moment, or (ZeRO) a piece of them starting at `moments_offset`.
 TrainState load_checkpoint(const std::string& dir, layers::Transformer& model, Tensor& adam_m, Tensor& adam_v,
-                           const RunConfig& config);
+                           const RunConfig& config, int64_t moments_offset = 0);
 // The newest complete checkpoint under checkpoints_dir, or "" when there is none.
 std::string latest_checkpoint(const std::string& checkpoints_dir);
 

@@ -155,7 +155,8 @@ const std::vector<Section>& schema() {
       {"dist",
        {enum_field("backend", REF(dist::Backend, c.dist.backend), {dist::Backend::Auto, dist::Backend::Mpi, dist::Backend::None},
                    dist::backend_name),
-        float_field("bucket_mb", REF(double, c.dist.bucket_mb), 0, 1 << 16, true)}},
+        float_field("bucket_mb", REF(double, c.dist.bucket_mb), 0, 1 << 16, true),
+        int_field("zero", REF(int64_t, c.dist.zero), 0, 2)}},
   };
   return sections;
 }

@@ -109,6 +109,10 @@ struct EvalSection {
 struct DistSection {
   dist::Backend backend = dist::Backend::Auto;  // auto (MPI when launched by mpirun) | mpi | none
   double bucket_mb = 16;
+  // ZeRO: 0 replicates the model state on every rank; 1 shards the AdamW moments over the ranks
+  // (each updates its piece of the weights, then all gather them); 2 also reduce-scatters the
+  // gradients so each rank keeps only its piece (docs/architecture.md, "ZeRO").
+  int64_t zero = 0;
   int64_t bucket_elements() const { return dist::bucket_elements(bucket_mb); }
 };
 

@@ -116,10 +116,17 @@ MemoryPlan plan_memory(const RunConfig& config, int world_size) {
   auto flat = [&](double element_bytes) {
     return static_cast<double>(allocation_size_class(static_cast<size_t>(element_bytes * static_cast<double>(p.parameters))));
   };
+  // ZeRO: the moments (stage 1) and the reduced gradients (stage 2) cover one rank's piece.
+  const int shards = config.dist.zero > 0 ? world_size : 1;
+  auto piece = [&](double element_bytes) {
+    const double count = std::ceil(static_cast<double>(p.parameters) / shards);
+    return static_cast<double>(allocation_size_class(static_cast<size_t>(element_bytes * count)));
+  };
+  p.zero = config.dist.zero;
   p.weights = cuda && config.train.precision == Precision::BF16 ? flat(2) : 0;
   p.master_weights = flat(4);
-  p.gradients = flat(4);
-  p.optimizer = 2 * flat(4);
+  p.gradients = config.dist.zero == 2 ? piece(4) : flat(4);
+  p.optimizer = 2 * (config.dist.zero >= 1 ? piece(4) : flat(4));
   p.activations = activation_bytes(m, p.tokens_per_micro_batch, config.train.precision, cuda, false);
   p.activations_recompute = activation_bytes(m, p.tokens_per_micro_batch, config.train.precision, cuda, true);
   p.recompute = config.train.recompute == Recompute::Layer;
@@ -138,13 +145,17 @@ std::string format_memory_plan(const MemoryPlan& p, const RunConfig& c, const Me
   };
   std::string out = fmt::format(
       "model: {} parameters ({} layers, hidden {}, vocab {}); train.batch_size {} x train.seq_len {} = {} tokens per "
-      "micro-batch; {} on {}; {} rank{} (data parallel: every rank holds all of the below)\n",
+      "micro-batch; {} on {}; {} rank{} ({})\n",
       p.parameters, c.model.num_layers, c.model.hidden_size, c.model.vocab_size, c.train.batch_size, c.train.seq_len,
       p.tokens_per_micro_batch, precision_name(c.train.precision), device_kind_name(c.train.device), p.world_size,
-      p.world_size == 1 ? "" : "s");
+      p.world_size == 1 ? "" : "s",
+      p.zero == 0   ? "dist.zero 0: every rank holds all of the below"
+      : p.zero == 1 ? "dist.zero 1: the AdamW moments are sharded over the ranks"
+                    : "dist.zero 2: the AdamW moments and the reduced gradients are sharded over the ranks");
   out += fmt::format("  weights (bf16 compute copy)    {:>12}\n", gib(p.weights));
   out += fmt::format("  master weights (f32)           {:>12}\n", gib(p.master_weights));
-  out += fmt::format("  gradients (f32)                {:>12}\n", gib(p.gradients));
+  out += fmt::format("  gradients (f32)                {:>12}{}\n", gib(p.gradients),
+                     p.zero == 2 ? "  (reduced piece; the backward pass holds at most its unfinished buckets more)" : "");
   out += fmt::format("  optimizer state (AdamW, f32)   {:>12}\n", gib(p.optimizer));
   out += fmt::format("  activations, recompute none    {:>12}{}\n", gib(p.activations), p.recompute ? "" : "  <- this config");
   out += fmt::format("  activations, recompute layer   {:>12}{}\n", gib(p.activations_recompute),
@@ -161,18 +172,25 @@ std::string format_memory_plan(const MemoryPlan& p, const RunConfig& c, const Me
   out += fmt::format("does not fit {}: {} needed, {} available\n", device.name, gib(p.total()), gib(device.bytes));
   const bool cuda = c.train.device == Device::Kind::CUDA;
   if (p.model_state() > device.bytes) {
-    // Nothing this build offers shrinks the model state per rank; say what sharding would need.
-    const double replicated = p.weights > 0 ? p.weights : 0;
-    const double sharded = p.master_weights + p.gradients + p.optimizer;
-    const double room = device.bytes - replicated - p.activations_recompute;
+    // Say what ZeRO stage 2 would need: the weights stay whole on every rank, gradients and
+    // moments (12 bytes per parameter) divide by the ranks.
+    const double whole = p.weights + static_cast<double>(allocation_size_class(static_cast<size_t>(4.0 * p.parameters)));
+    const double sharded = 12.0 * static_cast<double>(p.parameters);
+    const double room = device.bytes - whole - p.activations_recompute;
     const int ranks = room > 0 ? static_cast<int>(std::ceil(sharded / room)) : 0;
-    out += fmt::format("  the model state alone ({}) exceeds the device, and no setting of this build shards it: ",
-                       gib(p.model_state()));
-    out += ranks > 0 ? fmt::format("with the master weights, gradients and AdamW state sharded over ranks (ZeRO "
-                                   "stage 2, not implemented yet) it would need at least {} ranks with recompute layer\n",
-                                   ranks)
-                     : "even fully sharded state would not leave room for the activations\n";
+    out += fmt::format("  the model state alone ({}) exceeds the device: ", gib(p.model_state()));
+    out += ranks > 0 ? fmt::format("with dist.zero=2 and train.recompute=layer it needs at least {} ranks{}\n", ranks,
+                                   ranks <= p.world_size && p.zero == 2 ? " (the size classes of the pieces push it over)" : "")
+                     : "the weights alone (every rank holds them whole, also with dist.zero=2) leave no room for the "
+                       "activations\n";
     return out;
+  }
+  if (p.zero < 2 && p.world_size > 1) {
+    // A cheaper fix than a smaller batch: shard what can be sharded.
+    RunConfig zero2 = c;
+    zero2.dist.zero = 2;
+    const MemoryPlan z = plan_memory(zero2, p.world_size);
+    if (z.total() <= device.bytes) out += "  would fit with dist.zero=2\n";
   }
   std::vector<std::string> fixes;
   const double room = device.bytes - p.model_state();

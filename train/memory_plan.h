@@ -26,7 +26,8 @@ struct MemoryPlan {
   int64_t parameters = 0;
   int64_t tokens_per_micro_batch = 0;  // train.batch_size x train.seq_len
   // Per rank, in bytes, as allocated (each flat buffer rounded to the allocator's size class).
-  // Data parallelism replicates all of the model state (no sharding yet).
+  // Data parallelism replicates the model state; ZeRO (dist.zero) shards the moments (1) and the
+  // reduced gradients (2).
   double weights = 0;         // the bf16 compute copy on CUDA with precision bf16, else 0 (the master is used)
   double master_weights = 0;  // f32
   double gradients = 0;       // f32 flat buffer
@@ -37,6 +38,7 @@ struct MemoryPlan {
   // (bf16 on CUDA or with precision bf16, else f32), at retention 1, 0.5 and 0.25.
   std::vector<std::pair<double, double>> kv_cache;
   bool recompute = false;  // the config's train.recompute
+  int64_t zero = 0;        // the config's dist.zero
   double model_state() const { return weights + master_weights + gradients + optimizer; }
   double total() const { return model_state() + (recompute ? activations_recompute : activations); }
 };

@@ -159,9 +159,16 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
   model_->to(device_, execution.compute_dtype);
   model_->set_execution(execution.ops);
   model_->set_recompute(config_.train.recompute == Recompute::Layer);
-  // GPU ranks reduce gradients with NCCL, bucket by bucket while the backward pass runs.
-  if (device_.is_cuda() && world > 1) {
-    nccl_ = dist::make_nccl_communicator(comm_);
+  // GPU ranks reduce gradients with NCCL, bucket by bucket while the backward pass runs; so do
+  // ZeRO stage 2's reduce-scatters on any device.
+  if (device_.is_cuda() && world > 1) nccl_ = dist::make_nccl_communicator(comm_);
+  zero_ = config_.dist.zero;
+  shard_ = dist::ShardLayout(model_->parameter_count(), zero_ > 0 ? world : 1, zero_ > 0 ? comm_.rank() : 0);
+  if (zero_ == 2) {
+    shard_grads_ = Tensor::zeros({shard_.count()}, DType::F32, device_);
+    reducer_ = std::make_unique<dist::GradientReducer>(*model_, tensor_comm(), config_.dist.bucket_elements(), shard_,
+                                                       shard_grads_);
+  } else if (nccl_) {
     reducer_ = std::make_unique<dist::GradientReducer>(*model_, *nccl_, config_.dist.bucket_elements());
   }
 
@@ -190,9 +197,9 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
                                 config_.data.pack});
   val_loader_ = std::make_unique<data::ValidationLoader>(config_.data.dir, B, T, comm_.rank(), world, vocab);
 
-  adam_m_ = Tensor::zeros(model_->flat_parameters().shape(), DType::F32, device_);
-  adam_v_ = Tensor::zeros(model_->flat_parameters().shape(), DType::F32, device_);
-  segments_ = model_->decay_segments();
+  adam_m_ = Tensor::zeros({shard_.count()}, DType::F32, device_);
+  adam_v_ = Tensor::zeros({shard_.count()}, DType::F32, device_);
+  segments_ = shard_.segments(model_->decay_segments());
   schedule_ = Schedule{config_.optim.schedule, config_.optim.lr, config_.optim.min_lr, config_.train.steps,
                        static_cast<int64_t>(
                            std::llround(config_.optim.warmup_fraction * static_cast<double>(config_.train.steps))),
@@ -215,6 +222,7 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
     }
   }
   check_first_forward();
+  if (zero_ == 2) model_->release_gradient_buffer();  // gradients per parameter, then reduce-scattered
   open_run_directory();
 }
 
@@ -251,7 +259,7 @@ void Trainer::check_first_forward() {
 }
 
 void Trainer::resume(const std::string& from) {
-  TrainState loaded = load_checkpoint(from, *model_, adam_m_, adam_v_, config_);
+  TrainState loaded = load_checkpoint(from, *model_, adam_m_, adam_v_, config_, shard_.begin());
   KV_CHECK(loaded.step <= config_.train.steps,
            "{}: the checkpoint is at step {}, past train.steps {} (raise train.steps to train further)", from,
            loaded.step, config_.train.steps);
@@ -339,12 +347,27 @@ void Trainer::reduce() {
   }
 }
 
+Tensor Trainer::optimizer_gradients() {
+  if (zero_ == 2) return shard_grads_;
+  return shard_.count() == model_->parameter_count() ? model_->flat_gradients()
+                                                      : model_->flat_gradients().slice(0, shard_.begin(), shard_.end());
+}
+
 double Trainer::clip() {
   ops::profile::PhaseScope phase(ops::profile::Phase::Optimizer);
-  ops::scale_(model_->flat_gradients(), 1.0f / static_cast<float>(accum_ * comm_.world_size()));
-  const double grad_norm = std::sqrt(ops::squared_norm(model_->flat_gradients()).item());
-  if (std::isfinite(grad_norm) && config_.optim.grad_clip > 0 && grad_norm > config_.optim.grad_clip) {
-    ops::scale_(model_->flat_gradients(), static_cast<float>(config_.optim.grad_clip / grad_norm));
+  Tensor grads = optimizer_gradients();
+  if (grads.numel() > 0) ops::scale_(grads, 1.0f / static_cast<float>(accum_ * comm_.world_size()));
+  // The sum of squares in f64 (per piece, then over ranks), rounded to f32 as with one buffer.
+  double squares = ops::squared_norm_f64(grads);
+  if (shard_.world > 1) {
+    std::vector<double> total = {squares};
+    comm_.allreduce_sum(total);
+    squares = total[0];
+  }
+  const double grad_norm = std::sqrt(static_cast<double>(static_cast<float>(squares)));
+  if (std::isfinite(grad_norm) && config_.optim.grad_clip > 0 && grad_norm > config_.optim.grad_clip &&
+      grads.numel() > 0) {
+    ops::scale_(grads, static_cast<float>(config_.optim.grad_clip / grad_norm));
   }
   return grad_norm;
 }
@@ -354,8 +377,22 @@ void Trainer::update(int64_t step, double lr) {
   ops::AdamWConfig adamw{static_cast<float>(lr), static_cast<float>(config_.optim.beta1),
                          static_cast<float>(config_.optim.beta2), static_cast<float>(config_.optim.eps),
                          static_cast<float>(config_.optim.weight_decay)};
-  ops::adamw_step(model_->flat_parameters(), model_->flat_gradients(), adam_m_, adam_v_, adamw, step, segments_,
-                  model_->compute_copy());
+  if (shard_.world == 1) {
+    ops::adamw_step(model_->flat_parameters(), optimizer_gradients(), adam_m_, adam_v_, adamw, step, segments_,
+                    model_->compute_copy());
+    return;
+  }
+  // ZeRO: this rank updates its piece of the master weights (and of the compute copy), then every
+  // rank's piece goes to all ranks.
+  Tensor params = model_->flat_parameters().slice(0, shard_.begin(), shard_.end());
+  Tensor grads = optimizer_gradients();
+  Tensor* copy = model_->compute_copy();
+  Tensor copy_piece = copy != nullptr ? copy->slice(0, shard_.begin(), shard_.end()) : Tensor();
+  if (shard_.count() > 0) {
+    ops::adamw_step(params, grads, adam_m_, adam_v_, adamw, step, segments_, copy != nullptr ? &copy_piece : nullptr);
+  }
+  tensor_comm().all_gather(model_->flat_parameters(), shard_.counts());
+  if (copy != nullptr) tensor_comm().all_gather(*copy, shard_.counts());
 }
 
 StepStats Trainer::step() {
@@ -432,7 +469,7 @@ void Trainer::log(const StepStats& s) {
     metrics_.write(nlohmann::ordered_json{{"step", s.step},         {"loss", s.loss},   {"lr", s.lr},
                                           {"grad_norm", s.grad_norm}, {"tok_s", tok_s},   {"tflops", tflops},
                                           {"tokens", state_.tokens_seen}, {"elapsed_s", elapsed},
-                                          {"peak_bytes", peak_bytes}}
+                                          {"peak_bytes", peak_bytes}, {"state_bytes", result_.state_bytes}}
                        .dump() +
                    "\n");
   }
@@ -464,11 +501,23 @@ void Trainer::evaluate() {
 
 void Trainer::checkpoint() {
   if (options_.benchmark) return;
+  // ZeRO: the moments are gathered on rank 0 (in host memory) and saved whole, in the format of an
+  // unsharded run, so that a run resumes at any world size and with or without ZeRO.
+  Tensor m = adam_m_, v = adam_v_;
+  if (shard_.world > 1) {
+    const Tensor m_piece = adam_m_.to(Device::cpu()), v_piece = adam_v_.to(Device::cpu());
+    if (leader_) {
+      m = Tensor::empty({shard_.total}, DType::F32);
+      v = Tensor::empty({shard_.total}, DType::F32);
+    }
+    comm_.gather(m_piece, m, shard_.counts(), 0);
+    comm_.gather(v_piece, v, shard_.counts(), 0);
+  }
   if (leader_) {
     state_.cursor = loader_->cursor();
     if (metrics_.is_open()) metrics_.sync();  // the metrics up to a checkpoint are as durable as it is
-    result_.last_checkpoint = save_checkpoint(config_.checkpoints_dir(), state_, *model_, adam_m_, adam_v_, config_,
-                                              config_.train.keep_checkpoints);
+    result_.last_checkpoint =
+        save_checkpoint(config_.checkpoints_dir(), state_, *model_, m, v, config_, config_.train.keep_checkpoints);
   }
   comm_.barrier();
 }

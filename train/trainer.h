@@ -17,6 +17,7 @@
 #include "data/loader.h"
 #include "distributed/communicator.h"
 #include "distributed/grad_reducer.h"
+#include "distributed/shard.h"
 #include "layers/router.h"
 #include "layers/transformer.h"
 #include "train/checkpoint.h"
@@ -125,8 +126,16 @@ class Trainer {
   int64_t accum_ = 1, global_tokens_ = 0;
   std::unique_ptr<data::DataLoader> loader_;
   std::unique_ptr<data::ValidationLoader> val_loader_;
+  // AdamW moments: of every parameter, or with ZeRO (dist.zero 1, 2) of this rank's piece (shard_).
   Tensor adam_m_, adam_v_;
-  std::vector<ops::DecaySegment> segments_;
+  std::vector<ops::DecaySegment> segments_;  // of the piece the moments cover
+  int64_t zero_ = 0;
+  dist::ShardLayout shard_;
+  Tensor shard_grads_;  // ZeRO stage 2: this rank's piece of the reduced gradient
+  // The communicator of the model's tensors: NCCL on GPUs with several ranks, else comm_.
+  dist::Communicator& tensor_comm() { return nccl_ ? *nccl_ : comm_; }
+  // The gradient the optimizer reads (the whole flat buffer, or this rank's piece of it).
+  Tensor optimizer_gradients();
   Schedule schedule_;
   TrainState state_;
   TrainResult result_;

@@ -78,6 +78,17 @@ TEST(MemoryPlan, SaysWhetherItFitsAndWhatWouldMakeItFit) {
   // Smaller than the model state: no setting of this build helps, and the report says so.
   const std::string none = format_memory_plan(plan, c, {"tiny", plan.model_state() / 2});
   EXPECT_NE(none.find("exceeds the device"), std::string::npos) << none;
+  // ZeRO over 4 ranks: the moments (stage 1) and the gradients (stage 2) are a quarter; a device
+  // between the two states is advised stage 2.
+  RunConfig z = c;
+  z.dist.zero = 2;
+  const MemoryPlan sharded = plan_memory(z, 4), plain4 = plan_memory(c, 4);
+  EXPECT_NEAR(sharded.optimizer, plain4.optimizer / 4, 0.25 * plain4.optimizer / 4);
+  EXPECT_NEAR(sharded.gradients, plain4.gradients / 4, 0.25 * plain4.gradients / 4);
+  EXPECT_EQ(sharded.master_weights, plain4.master_weights);
+  const MemoryDevice between{"between", (sharded.total() + plain4.total()) / 2};
+  const std::string zero_advice = format_memory_plan(plain4, c, between);
+  EXPECT_NE(zero_advice.find("would fit with dist.zero=2"), std::string::npos) << zero_advice;
   expect_error([] { (void)memory_device("tpu"); }, {"--device", "tpu", "h100"});
   expect_error([&] { (void)plan_memory(c, 0); }, {"--world-size"});
 }
