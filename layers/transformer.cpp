@@ -367,18 +367,41 @@ void Transformer::release_gradient_buffer() {
 }
 
 void Transformer::refresh_compute_copy() {
+  KV_CHECK(!masters_sharded_, "transformer: the master weights are sharded; the compute copy is refreshed by the "
+           "all-gather after each update");
   if (flat_compute_.defined()) flat_compute_.copy_(flat_params_);
 }
 
-std::vector<std::pair<std::string, Tensor>> Transformer::master_parameters() const {
+std::vector<std::pair<std::string, Tensor>> Transformer::views_of(const Tensor& flat) const {
+  KV_CHECK(flat.dim() == 1 && flat.is_contiguous() && flat.numel() == parameter_count(),
+           "transformer: a flat buffer of {} parameters expected, got {}", parameter_count(), flat.str());
   std::vector<std::pair<std::string, Tensor>> out;
   int64_t offset = 0;
   for (const auto& [name, p] : named_parameters()) {
     const int64_t n = p.data().numel();
-    out.emplace_back(name, flat_params_.slice(0, offset, offset + n).view(p.data().shape()));
+    out.emplace_back(name, flat.slice(0, offset, offset + n).view(p.data().shape()));
     offset += n;
   }
   return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Transformer::master_parameters() const {
+  KV_CHECK(!masters_sharded_, "transformer: the master weights are sharded over the ranks (dist.zero); gather them "
+           "first");
+  return views_of(flat_params_);
+}
+
+void Transformer::shard_master_weights(int64_t begin, int64_t end) {
+  KV_CHECK(!masters_sharded_, "transformer: the master weights are sharded already");
+  KV_CHECK(begin >= 0 && begin <= end && end <= parameter_count(), "transformer: master piece [{}, {}) of {} parameters",
+           begin, end, parameter_count());
+  if (!flat_compute_.defined()) {
+    flat_compute_ = flat_params_.clone();
+    bind_views();
+  }
+  flat_params_ = flat_params_.slice(0, begin, end).clone();
+  master_offset_ = begin;
+  masters_sharded_ = true;
 }
 
 std::vector<ops::DecaySegment> Transformer::decay_segments() const {
@@ -402,7 +425,8 @@ void Transformer::load_parameters(const std::vector<std::pair<std::string, Tenso
 void Transformer::load_parameters(const std::vector<std::string>& names,
                                   const std::function<Tensor(const std::string&)>& read, const std::string& source) {
   std::set<std::string> given(names.begin(), names.end());
-  const auto masters = master_parameters();
+  // Sharded masters: each tensor goes whole into the compute copy and in part into the piece.
+  const auto masters = masters_sharded_ ? views_of(flat_compute_) : master_parameters();
   for (const auto& [name, master] : masters) {
     KV_CHECK(given.count(name), "{}: missing parameter '{}' {}", source, name, master.shape());
   }
@@ -418,8 +442,16 @@ void Transformer::load_parameters(const std::vector<std::string>& names,
     const int64_t bad = first_nonfinite(t);
     KV_CHECK(bad < 0, "{}: parameter '{}' holds a non-finite value (NaN or inf) at element {}", source, name, bad);
     master.copy_(t);
+    if (masters_sharded_) {
+      // master is the compute copy's view here; the piece takes the part of t that falls in it.
+      const int64_t offset = master.offset() - flat_compute_.offset(), n = t.numel();
+      const int64_t b = std::max(offset, master_offset_), e = std::min(offset + n, master_offset_ + flat_params_.numel());
+      if (e > b) {
+        flat_params_.slice(0, b - master_offset_, e - master_offset_).copy_(t.contiguous().view({n}).slice(0, b - offset, e - offset));
+      }
+    }
   }
-  refresh_compute_copy();
+  if (!masters_sharded_) refresh_compute_copy();
 }
 
 Variable Transformer::final_hidden(const Tensor& tokens, const RoutingPlan& plan, const Positions& at) const {

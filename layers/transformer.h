@@ -201,8 +201,20 @@ class Transformer final : public Module {
   // from the master weights after they were written directly.
   Tensor* compute_copy() { return flat_compute_.defined() ? &flat_compute_ : nullptr; }
   void refresh_compute_copy();
-  // (name, f32 master view) in Hugging Face order: what checkpoints save.
+  // (name, f32 master view) in Hugging Face order: what checkpoints save. An error once the master
+  // weights are sharded (gather them, then views_of()).
   std::vector<std::pair<std::string, Tensor>> master_parameters() const;
+  // (name, view) of every parameter in a whole flat buffer laid out as the model's (P elements).
+  std::vector<std::pair<std::string, Tensor>> views_of(const Tensor& flat) const;
+  // ZeRO with a compute copy (bf16 on GPUs): keep only elements [begin, end) of the f32 master
+  // weights; the layers read the compute copy, which stays whole. flat_parameters() is then that
+  // piece, load_parameters() writes the compute copy and the piece, and the caller refreshes the
+  // rest of the compute copy after each update (all-gather). Without a compute copy (the CPU's
+  // f32 mode, where the masters are what the layers read) an f32 one is made first: no memory is
+  // saved then, which is why the trainer shards the masters only where a bf16 copy exists.
+  void shard_master_weights(int64_t begin, int64_t end);
+  bool masters_sharded() const { return masters_sharded_; }
+  int64_t master_offset() const { return master_offset_; }
 
   // Flat buffers: every parameter / gradient is a view into these (master weights, f32).
   Tensor& flat_parameters() { return flat_params_; }
@@ -253,6 +265,8 @@ class Transformer final : public Module {
 
   Tensor flat_params_, flat_grads_;
   Tensor flat_compute_;  // bf16 copy of flat_params_ in mixed precision; undefined otherwise
+  bool masters_sharded_ = false;
+  int64_t master_offset_ = 0;  // of flat_params_ in the parameter order, when sharded
   bool compute_unused_kv_ = false;
   bool recompute_ = false;
   ops::Execution execution_;

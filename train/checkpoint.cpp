@@ -64,10 +64,14 @@ std::string checkpoint_path(const std::string& checkpoints_dir, int64_t step) {
 }
 
 std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState& state, const layers::Transformer& model,
-                            const Tensor& adam_m, const Tensor& adam_v, const RunConfig& config, int64_t keep) {
+                            const Tensor& adam_m, const Tensor& adam_v, const RunConfig& config, int64_t keep,
+                            const Tensor* gathered_masters) {
   const std::string final_dir = checkpoint_path(checkpoints_dir, state.step);
   safetensors::NamedTensors weights;
-  for (const auto& [name, master] : model.master_parameters()) weights.emplace_back(name, master);  // f32, any device
+  for (const auto& [name, master] : gathered_masters != nullptr ? model.views_of(*gathered_masters)
+                                                                 : model.master_parameters()) {
+    weights.emplace_back(name, master);  // f32, any device
+  }
   weights = finite_host_copies(weights, final_dir);
   const safetensors::NamedTensors optimizer = finite_host_copies({{"exp_avg", adam_m}, {"exp_avg_sq", adam_v}}, final_dir);
 

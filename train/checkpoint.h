@@ -26,9 +26,11 @@ struct TrainState {
 std::string checkpoint_path(const std::string& checkpoints_dir, int64_t step);
 // Writes checkpoint_path(checkpoints_dir, state.step) durably (fsynced files and directories) and
 // keeps the newest `keep`. Refuses (an error, nothing written) when a weight or optimizer value is
-// NaN/inf. Returns the directory.
+// NaN/inf. Returns the directory. The weights are the model's master weights, or (ZeRO with
+// sharded masters) `gathered_masters`, a whole flat f32 buffer in the model's order.
 std::string save_checkpoint(const std::string& checkpoints_dir, const TrainState& state, const layers::Transformer& model,
-                            const Tensor& adam_m, const Tensor& adam_v, const RunConfig& config, int64_t keep);
+                            const Tensor& adam_m, const Tensor& adam_v, const RunConfig& config, int64_t keep,
+                            const Tensor* gathered_masters = nullptr);
 // A checkpoint's state.json, every field validated (types, ranges, step = the directory's step).
 TrainState read_train_state(const std::string& dir);
 // Loads a checkpoint into model/m/v after checking it matches `config`; errors name the path.

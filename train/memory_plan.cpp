@@ -124,7 +124,8 @@ MemoryPlan plan_memory(const RunConfig& config, int world_size) {
   };
   p.zero = config.dist.zero;
   p.weights = cuda && config.train.precision == Precision::BF16 ? flat(2) : 0;
-  p.master_weights = flat(4);
+  // With a bf16 compute copy the f32 masters are only the optimizer's: sharded by ZeRO too.
+  p.master_weights = config.dist.zero >= 1 && p.weights > 0 ? piece(4) : flat(4);
   p.gradients = config.dist.zero == 2 ? piece(4) : flat(4);
   p.optimizer = 2 * (config.dist.zero >= 1 ? piece(4) : flat(4));
   p.activations = activation_bytes(m, p.tokens_per_micro_batch, config.train.precision, cuda, false);
@@ -150,8 +151,11 @@ std::string format_memory_plan(const MemoryPlan& p, const RunConfig& c, const Me
       p.tokens_per_micro_batch, precision_name(c.train.precision), device_kind_name(c.train.device), p.world_size,
       p.world_size == 1 ? "" : "s",
       p.zero == 0   ? "dist.zero 0: every rank holds all of the below"
-      : p.zero == 1 ? "dist.zero 1: the AdamW moments are sharded over the ranks"
-                    : "dist.zero 2: the AdamW moments and the reduced gradients are sharded over the ranks");
+      : p.zero == 1 ? (p.weights > 0 ? "dist.zero 1: the f32 master weights and the AdamW moments are sharded over the ranks"
+                                     : "dist.zero 1: the AdamW moments are sharded over the ranks")
+                    : (p.weights > 0 ? "dist.zero 2: the f32 master weights, the AdamW moments and the reduced gradients are "
+                                       "sharded over the ranks"
+                                     : "dist.zero 2: the AdamW moments and the reduced gradients are sharded over the ranks"));
   out += fmt::format("  weights (bf16 compute copy)    {:>12}\n", gib(p.weights));
   out += fmt::format("  master weights (f32)           {:>12}\n", gib(p.master_weights));
   out += fmt::format("  gradients (f32)                {:>12}{}\n", gib(p.gradients),
@@ -172,10 +176,11 @@ std::string format_memory_plan(const MemoryPlan& p, const RunConfig& c, const Me
   out += fmt::format("does not fit {}: {} needed, {} available\n", device.name, gib(p.total()), gib(device.bytes));
   const bool cuda = c.train.device == Device::Kind::CUDA;
   if (p.model_state() > device.bytes) {
-    // Say what ZeRO stage 2 would need: the weights stay whole on every rank, gradients and
-    // moments (12 bytes per parameter) divide by the ranks.
-    const double whole = p.weights + static_cast<double>(allocation_size_class(static_cast<size_t>(4.0 * p.parameters)));
-    const double sharded = 12.0 * static_cast<double>(p.parameters);
+    // Say what ZeRO stage 2 would need: the weights the layers read stay whole on every rank (the
+    // bf16 copy, or on the CPU the f32 masters); the rest divides by the ranks.
+    const double whole = p.weights > 0 ? p.weights
+                                       : static_cast<double>(allocation_size_class(static_cast<size_t>(4.0 * p.parameters)));
+    const double sharded = (p.weights > 0 ? 16.0 : 12.0) * static_cast<double>(p.parameters);
     const double room = device.bytes - whole - p.activations_recompute;
     const int ranks = room > 0 ? static_cast<int>(std::ceil(sharded / room)) : 0;
     out += fmt::format("  the model state alone ({}) exceeds the device: ", gib(p.model_state()));

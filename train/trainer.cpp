@@ -164,6 +164,11 @@ Trainer::Trainer(const RunConfig& config, dist::Communicator& comm, const TrainO
   if (device_.is_cuda() && world > 1) nccl_ = dist::make_nccl_communicator(comm_);
   zero_ = config_.dist.zero;
   shard_ = dist::ShardLayout(model_->parameter_count(), zero_ > 0 ? world : 1, zero_ > 0 ? comm_.rank() : 0);
+  // Where the layers read a bf16 compute copy, the f32 master weights are only the optimizer's:
+  // each rank keeps its piece (on the CPU the masters are the weights themselves).
+  if (zero_ > 0 && world > 1 && model_->compute_copy() != nullptr) {
+    model_->shard_master_weights(shard_.begin(), shard_.end());
+  }
   if (zero_ == 2) {
     shard_grads_ = Tensor::zeros({shard_.count()}, DType::F32, device_);
     reducer_ = std::make_unique<dist::GradientReducer>(*model_, tensor_comm(), config_.dist.bucket_elements(), shard_,
@@ -383,15 +388,17 @@ void Trainer::update(int64_t step, double lr) {
     return;
   }
   // ZeRO: this rank updates its piece of the master weights (and of the compute copy), then every
-  // rank's piece goes to all ranks.
-  Tensor params = model_->flat_parameters().slice(0, shard_.begin(), shard_.end());
+  // rank's piece goes to all ranks (of the compute copy only, where the masters are sharded).
+  const bool sharded_masters = model_->masters_sharded();
+  Tensor params =
+      sharded_masters ? model_->flat_parameters() : model_->flat_parameters().slice(0, shard_.begin(), shard_.end());
   Tensor grads = optimizer_gradients();
   Tensor* copy = model_->compute_copy();
   Tensor copy_piece = copy != nullptr ? copy->slice(0, shard_.begin(), shard_.end()) : Tensor();
   if (shard_.count() > 0) {
     ops::adamw_step(params, grads, adam_m_, adam_v_, adamw, step, segments_, copy != nullptr ? &copy_piece : nullptr);
   }
-  tensor_comm().all_gather(model_->flat_parameters(), shard_.counts());
+  if (!sharded_masters) tensor_comm().all_gather(model_->flat_parameters(), shard_.counts());
   if (copy != nullptr) tensor_comm().all_gather(*copy, shard_.counts());
 }
 
@@ -503,21 +510,20 @@ void Trainer::checkpoint() {
   if (options_.benchmark) return;
   // ZeRO: the moments are gathered on rank 0 (in host memory) and saved whole, in the format of an
   // unsharded run, so that a run resumes at any world size and with or without ZeRO.
-  Tensor m = adam_m_, v = adam_v_;
-  if (shard_.world > 1) {
-    const Tensor m_piece = adam_m_.to(Device::cpu()), v_piece = adam_v_.to(Device::cpu());
-    if (leader_) {
-      m = Tensor::empty({shard_.total}, DType::F32);
-      v = Tensor::empty({shard_.total}, DType::F32);
-    }
-    comm_.gather(m_piece, m, shard_.counts(), 0);
-    comm_.gather(v_piece, v, shard_.counts(), 0);
-  }
+  // So are sharded master weights.
+  auto gathered = [&](const Tensor& piece) {
+    Tensor whole = leader_ ? Tensor::empty({shard_.total}, DType::F32) : Tensor();
+    comm_.gather(piece.to(Device::cpu()), whole, shard_.counts(), 0);
+    return whole;
+  };
+  const bool sharded = shard_.world > 1;
+  const Tensor m = sharded ? gathered(adam_m_) : adam_m_, v = sharded ? gathered(adam_v_) : adam_v_;
+  const Tensor masters = model_->masters_sharded() ? gathered(model_->flat_parameters()) : Tensor();
   if (leader_) {
     state_.cursor = loader_->cursor();
     if (metrics_.is_open()) metrics_.sync();  // the metrics up to a checkpoint are as durable as it is
-    result_.last_checkpoint =
-        save_checkpoint(config_.checkpoints_dir(), state_, *model_, m, v, config_, config_.train.keep_checkpoints);
+    result_.last_checkpoint = save_checkpoint(config_.checkpoints_dir(), state_, *model_, m, v, config_,
+                                              config_.train.keep_checkpoints, masters.defined() ? &masters : nullptr);
   }
   comm_.barrier();
 }

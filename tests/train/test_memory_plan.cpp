@@ -86,6 +86,13 @@ TEST(MemoryPlan, SaysWhetherItFitsAndWhatWouldMakeItFit) {
   EXPECT_NEAR(sharded.optimizer, plain4.optimizer / 4, 0.25 * plain4.optimizer / 4);
   EXPECT_NEAR(sharded.gradients, plain4.gradients / 4, 0.25 * plain4.gradients / 4);
   EXPECT_EQ(sharded.master_weights, plain4.master_weights);
+  // With a bf16 compute copy (GPUs) the f32 masters are sharded too.
+  RunConfig gpu = z;
+  gpu.train.device = Device::Kind::CUDA;
+  gpu.train.precision = Precision::BF16;
+  const MemoryPlan gpu_sharded = plan_memory(gpu, 4);
+  EXPECT_GT(gpu_sharded.weights, 0);
+  EXPECT_NEAR(gpu_sharded.master_weights, plain4.master_weights / 4, 0.25 * plain4.master_weights / 4);
   const MemoryDevice between{"between", (sharded.total() + plain4.total()) / 2};
   const std::string zero_advice = format_memory_plan(plain4, c, between);
   EXPECT_NE(zero_advice.find("would fit with dist.zero=2"), std::string::npos) << zero_advice;
