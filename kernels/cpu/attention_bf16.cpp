@@ -256,13 +256,17 @@ KV_BF16_TARGET float softmax_row(const float* sr, int64_t lo, int64_t hi, float 
   }
   const __m512 vnew = _mm512_set1_ps(new_max);
   __m512 vsum = _mm512_setzero_ps();
-  for (int64_t i = 0; i < kTile; i += 16) {
+  // exp only over the 16-lane groups that hold visible keys; zeros elsewhere.
+  const int64_t first = lo / 16 * 16, last = (hi + 15) / 16 * 16;
+  std::fill(p, p + first, uint16_t{0});
+  for (int64_t i = first; i < last; i += 16) {
     const __mmask16 m = range16(i, lo, hi);
     const __m512 x = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, sr + i), vscale, vnew);
     const __m512 e = _mm512_maskz_mov_ps(m, exp16(x));
     vsum = _mm512_add_ps(vsum, e);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + i), (__m256i)_mm512_cvtneps_pbh(e));
   }
+  std::fill(p + last, p + kTile, uint16_t{0});
   const float correction = fast_exp(row_max - new_max);  // row_max = -inf (first block) -> ~0
   row_sum = row_sum * correction + _mm512_reduce_add_ps(vsum);
   row_max = new_max;
@@ -274,10 +278,77 @@ KV_BF16_TARGET void probs_row(float* sr, int64_t lo, int64_t hi, int64_t cols, f
   const __m512 vscale = _mm512_set1_ps(scale), vlse = _mm512_set1_ps(lse);
   for (int64_t i = 0; i < cols; i += 16) {
     const __mmask16 m = range16(i, lo, hi);
+    if (m == 0) {  // no visible key in these 16 lanes: zeros, without the exp
+      _mm512_mask_storeu_ps(sr + i, mask16(cols - i), _mm512_setzero_ps());
+      continue;
+    }
     const __m512 x = _mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, sr + i), vscale, vlse);
     _mm512_mask_storeu_ps(sr + i, mask16(cols - i), _mm512_maskz_mov_ps(m, exp16(x)));
   }
 }
+
+// ---- The causal diagonal ------------------------------------------------------------------------
+
+// The rows of a query tile in groups that need only the keys up to their last row's: in a block on
+// the causal diagonal row r sees keys < first_key + r + 1 of the block, so a tile product over all
+// `cols` keys would compute about half its products for masked scores. Off the diagonal (every row
+// sees all `cols`) it is one group. Scores and probabilities past a group's columns are never read.
+class RowGroups {
+ public:
+  struct Group {
+    int64_t r0, r1, cols;
+  };
+  // Row r sees the block's keys < last_key + r + 1 (last_key: the last key row 0 sees, relative
+  // to the block; negative when row 0 sees none of it). Rows that see no key of the block form no
+  // group: their scores are never read and their probabilities are zero.
+  RowGroups(int64_t rows, int64_t cols, int64_t last_key) {
+    for (int64_t r0 = 0; r0 < rows; r0 += kGroup) {
+      const int64_t r1 = std::min(rows, r0 + kGroup);
+      const int64_t visible = std::clamp<int64_t>(last_key + r1, 0, cols);  // the group's last row's keys
+      if (visible == 0) continue;
+      if (count_ > 0 && groups_[count_ - 1].cols == visible && groups_[count_ - 1].r1 == r0) {
+        groups_[count_ - 1].r1 = r1;  // as wide as the previous group (all keys): one product
+      } else {
+        groups_[count_++] = {r0, r1, visible};
+      }
+    }
+  }
+  const Group* begin() const { return groups_.data(); }
+  const Group* end() const { return groups_.data() + count_; }
+
+ private:
+  static constexpr int64_t kGroup = 16;
+  std::array<Group, kTile / kGroup> groups_{};
+  int64_t count_ = 0;
+};
+
+// The keys of a block in groups by the first query row that sees them (the transposed products
+// dV += P^T dO and dK += dS^T Q run over query rows): key c is seen by rows >= c - last_key, so a
+// group needs the row pairs from `p0` on; P and dS are zero above. Off the diagonal: one group.
+class KeyGroups {
+ public:
+  struct Group {
+    int64_t c0, c1, p0;
+  };
+  KeyGroups(int64_t rows, int64_t cols, int64_t last_key) {
+    for (int64_t c0 = 0; c0 < cols; c0 += kGroup) {
+      const int64_t c1 = std::min(cols, c0 + kGroup);
+      const int64_t p0 = std::clamp<int64_t>(c0 - last_key, 0, rows) / 2;
+      if (count_ > 0 && groups_[count_ - 1].p0 == p0) {
+        groups_[count_ - 1].c1 = c1;
+      } else {
+        groups_[count_++] = {c0, c1, p0};
+      }
+    }
+  }
+  const Group* begin() const { return groups_.data(); }
+  const Group* end() const { return groups_.data() + count_; }
+
+ private:
+  static constexpr int64_t kGroup = 16;
+  std::array<Group, kTile / kGroup> groups_{};
+  int64_t count_ = 0;
+};
 
 // ---- Forward ------------------------------------------------------------------------------------
 
@@ -323,8 +394,12 @@ void forward_impl(const ops::AttentionShape& s, const float* q, const KV* k, con
       const int64_t key_end = shift + t0 + rows;  // exclusive: last visible key + 1
       for (int64_t j0 = attention_first_key_block(key_begin, rows, kTile); j0 < key_end; j0 += kTile) {
         const int64_t kb = j0 / kTile, cols = std::min(kTile, key_end - j0);
-        tile_product(rows, cols, d2, rows_operand(qa.data(), d2 * 2), kt.data() + (head * k_blocks + kb) * kt_size,
-                     2 * kTile, scores.data(), kTile, false);
+        const uint16_t* kt_block = kt.data() + (head * k_blocks + kb) * kt_size;
+        const RowGroups groups(rows, cols, shift + t0 - j0);
+        for (const auto& [r0, r1, gcols] : groups) {
+          tile_product(r1 - r0, gcols, d2, rows_operand(qa.data() + r0 * d2 * 2, d2 * 2), kt_block, 2 * kTile,
+                       scores.data() + r0 * kTile, kTile, false);
+        }
         for (int64_t r = 0; r < rows; ++r) {
           // Keys j0+lo..j0+hi-1 are visible: causal, and (packed rows) not before the row's sequence.
           const int64_t lo = key_begin != nullptr ? std::max<int64_t>(key_begin[r] - j0, 0) : 0;
@@ -337,8 +412,11 @@ void forward_impl(const ops::AttentionShape& s, const float* q, const KV* k, con
             for (int64_t d = 0; d < D; ++d) ar[d] *= correction;
           }
         }
-        tile_product(rows, D, (cols + 1) / 2, rows_operand(pa.data(), kTile),
-                     vp.data() + (head * k_blocks + kb) * v_size, 2 * dpad, acc.data(), dpad, true);
+        // P is zero past each group's last visible key: those products are skipped.
+        for (const auto& [r0, r1, gcols] : groups) {
+          tile_product(r1 - r0, D, (gcols + 1) / 2, rows_operand(pa.data() + r0 * kTile, kTile),
+                       vp.data() + (head * k_blocks + kb) * v_size, 2 * dpad, acc.data() + r0 * dpad, dpad, true);
+        }
       }
       attention_finish_tile(s, b, h, t0, rows, acc.data(), dpad, row_max.data(), row_sum.data(), out, lse);
     }
@@ -413,10 +491,15 @@ void attention_backward_bf16(const ops::AttentionShape& s, const float* dout, co
           const int32_t* key_begin = s.key_begin != nullptr ? s.key_begin + b * s.q_len + t0 : nullptr;
           const int64_t key_end = shift + t0 + rows;
           for (int64_t j0 = attention_first_key_block(key_begin, rows, kTile); j0 < key_end; j0 += kTile) {
-            const int64_t kb = j0 / kTile, cols = std::min(kTile, key_end - j0), cols2 = (cols + 1) / 2;
+            const int64_t kb = j0 / kTile, cols = std::min(kTile, key_end - j0);
+            // Products over the causal diagonal skip what the mask zeroes (RowGroups, KeyGroups).
+            const RowGroups row_groups(rows, cols, shift + t0 - j0);
+            const KeyGroups key_groups(rows, cols, shift + t0 - j0);
             // P = exp(scale * q k^T - lse), recomputed.
-            tile_product(rows, cols, d2, rows_operand(qa.data(), d2 * 2), kt.data() + kb * t_size, 2 * kTile,
-                         probs.data(), kTile, false);
+            for (const auto& [r0, r1, gcols] : row_groups) {
+              tile_product(r1 - r0, gcols, d2, rows_operand(qa.data() + r0 * d2 * 2, d2 * 2), kt.data() + kb * t_size,
+                           2 * kTile, probs.data() + r0 * kTile, kTile, false);
+            }
             for (int64_t r = 0; r < rows; ++r) {
               const int64_t lo = key_begin != nullptr ? std::max<int64_t>(key_begin[r] - j0, 0) : 0;
               const int64_t hi = std::min(cols, shift + t0 + r + 1 - j0);
@@ -424,11 +507,16 @@ void attention_backward_bf16(const ops::AttentionShape& s, const float* dout, co
             }
             // dV += P^T dO
             pack_tile(probs.data(), rows, cols, nullptr, pp.data());
-            tile_product(cols, D, rows2, pairs_operand(pp.data(), 2 * kTile), dop.data(), 2 * dpad,
-                         dv_head + j0 * ldkv, ldkv, true);
-            // dP = dO V^T, then dS = scale * P * (dP - delta)
-            tile_product(rows, cols, d2, rows_operand(doa.data(), d2 * 2), vt.data() + kb * t_size, 2 * kTile,
-                         dprobs.data(), kTile, false);
+            for (const auto& [c0, c1, p0] : key_groups) {
+              tile_product(c1 - c0, D, rows2 - p0, pairs_operand(pp.data() + p0 * 2 * kTile + 2 * c0, 2 * kTile),
+                           dop.data() + p0 * 2 * dpad, 2 * dpad, dv_head + (j0 + c0) * ldkv, ldkv, true);
+            }
+            // dP = dO V^T, then dS = scale * P * (dP - delta) (zero where P is: past a row group's
+            // columns dP is stale but finite, from an earlier tile or the zero-filled start)
+            for (const auto& [r0, r1, gcols] : row_groups) {
+              tile_product(r1 - r0, gcols, d2, rows_operand(doa.data() + r0 * d2 * 2, d2 * 2), vt.data() + kb * t_size,
+                           2 * kTile, dprobs.data() + r0 * kTile, kTile, false);
+            }
             for (int64_t r = 0; r < rows; ++r) {
               float* dr = dprobs.data() + r * kTile;
               const float* pr = probs.data() + r * kTile;
@@ -438,10 +526,14 @@ void attention_backward_bf16(const ops::AttentionShape& s, const float* dout, co
             }
             pack_tile(dprobs.data(), rows, cols, dsa.data(), dsp.data());
             // dQ += dS K;  dK += dS^T Q
-            tile_product(rows, D, cols2, rows_operand(dsa.data(), kTile), kp.data() + kb * p_size, 2 * dpad, dq_tile,
-                         ldq, true);
-            tile_product(cols, D, rows2, pairs_operand(dsp.data(), 2 * kTile), qp.data(), 2 * dpad,
-                         dk_head + j0 * ldkv, ldkv, true);
+            for (const auto& [r0, r1, gcols] : row_groups) {
+              tile_product(r1 - r0, D, (gcols + 1) / 2, rows_operand(dsa.data() + r0 * kTile, kTile),
+                           kp.data() + kb * p_size, 2 * dpad, dq_tile + r0 * ldq, ldq, true);
+            }
+            for (const auto& [c0, c1, p0] : key_groups) {
+              tile_product(c1 - c0, D, rows2 - p0, pairs_operand(dsp.data() + p0 * 2 * kTile + 2 * c0, 2 * kTile),
+                           qp.data() + p0 * 2 * dpad, 2 * dpad, dk_head + (j0 + c0) * ldkv, ldkv, true);
+            }
           }
         }
       }

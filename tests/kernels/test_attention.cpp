@@ -134,6 +134,7 @@ const std::vector<AttentionCase>& shape_cases() {
       {1, 33, 33, 2, 1, 128},
       {2, 1, 40, 4, 2, 32},    // decoding one token against a cache of 40
       {1, 7, 100, 2, 2, 16},   // a chunk of 7 new tokens after 93 cached
+      {1, 50, 83, 2, 1, 32},   // 50 after 33 cached: the second key block is seen by rows 31.. only
       {1, 67, 67, 2, 1, 24},   // head_dim not a multiple of 16, odd tile sizes
       {1, 9, 9, 2, 2, 6},
   };
