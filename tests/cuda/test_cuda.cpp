@@ -466,6 +466,56 @@ TEST(Cuda, Bf16GradientsFollowF32) {
   EXPECT_LT(error(bf16_model.flat_gradients(), f32_model.flat_gradients().to(Device::cpu())), 5e-2);
 }
 
+// ZeRO's sharded f32 masters with the bf16 compute copy, two ranks simulated on one GPU (what the
+// trainer does with dist.zero >= 1 on GPUs): each updates its piece of the masters and of the copy
+// and takes the other's piece of the copy; both copies equal the unsharded model's, bit for bit.
+TEST(Cuda, ShardedMasterWeightsWithTheBf16CopyFollowTheUnshardedModel) {
+  SKIP_WITHOUT_GPU();
+  layers::Transformer whole(gpu_model_config(), 7), rank0(gpu_model_config(), 7), rank1(gpu_model_config(), 7);
+  for (layers::Transformer* t : {&whole, &rank0, &rank1}) t->to(kGpu, DType::BF16);
+  const int64_t P = whole.parameter_count(), split = (P / 2 + 15) / 16 * 16;
+  rank0.shard_master_weights(0, split);
+  rank1.shard_master_weights(split, P);
+  EXPECT_EQ(rank1.flat_parameters().numel(), P - split);
+  EXPECT_EQ(rank1.compute_copy()->dtype(), DType::BF16);
+  Tensor inputs = random_tokens({2, 16}, 97, 5), targets = random_tokens({2, 16}, 97, 6);
+  const layers::RoutingPlan plan = {0, 0, 2, 3};
+  const ops::AdamWConfig config{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f};
+  Tensor m = Tensor::zeros({P}, DType::F32, kGpu), v = m.clone();
+  Tensor m0 = Tensor::zeros({split}, DType::F32, kGpu), v0 = m0.clone();
+  Tensor m1 = Tensor::zeros({P - split}, DType::F32, kGpu), v1 = m1.clone();
+  auto piece_segments = [&](int64_t b, int64_t e) {
+    std::vector<ops::DecaySegment> out;
+    for (const ops::DecaySegment& seg : whole.decay_segments()) {
+      const int64_t lo = std::max(seg.offset, b), hi = std::min(seg.offset + seg.numel, e);
+      if (hi > lo) out.push_back({lo - b, hi - lo, seg.decay});
+    }
+    return out;
+  };
+  for (int64_t step = 1; step <= 2; ++step) {
+    // The forward reads each rank's compute copy; the gradients are the unsharded model's (the
+    // update is under test, not the determinism of the backward kernels).
+    whole.zero_grad();
+    whole.loss(inputs, targets, plan).backward();
+    for (layers::Transformer* t : {&rank0, &rank1}) {
+      EXPECT_NEAR(t->loss(inputs, targets, plan).data().item(), whole.loss(inputs, targets, plan).data().item(), 1e-6);
+      t->flat_gradients().copy_(whole.flat_gradients());
+    }
+    ops::adamw_step(whole.flat_parameters(), whole.flat_gradients(), m, v, config, step, whole.decay_segments(),
+                    whole.compute_copy());
+    Tensor c0 = rank0.compute_copy()->slice(0, 0, split), c1 = rank1.compute_copy()->slice(0, split, P);
+    ops::adamw_step(rank0.flat_parameters(), rank0.flat_gradients().slice(0, 0, split), m0, v0, config, step,
+                    piece_segments(0, split), &c0);
+    ops::adamw_step(rank1.flat_parameters(), rank1.flat_gradients().slice(0, split, P), m1, v1, config, step,
+                    piece_segments(split, P), &c1);
+    rank0.compute_copy()->slice(0, split, P).copy_(c1);
+    rank1.compute_copy()->slice(0, 0, split).copy_(c0);
+    const std::vector<float> want = whole.compute_copy()->to(DType::F32).to_vector<float>();
+    EXPECT_EQ(rank0.compute_copy()->to(DType::F32).to_vector<float>(), want) << step;
+    EXPECT_EQ(rank1.compute_copy()->to(DType::F32).to_vector<float>(), want) << step;
+  }
+}
+
 TEST(Cuda, Bf16ModelWithTensorCoreAttentionFollowsF32) {
   SKIP_WITHOUT_GPU();
   layers::ModelConfig c = gpu_model_config();
