@@ -289,65 +289,70 @@ KV_BF16_TARGET void probs_row(float* sr, int64_t lo, int64_t hi, int64_t cols, f
 
 // ---- The causal diagonal ------------------------------------------------------------------------
 
-// The rows of a query tile in groups that need only the keys up to their last row's: in a block on
-// the causal diagonal row r sees keys < first_key + r + 1 of the block, so a tile product over all
-// `cols` keys would compute about half its products for masked scores. Off the diagonal (every row
-// sees all `cols`) it is one group. Scores and probabilities past a group's columns are never read.
-class RowGroups {
+// Groups of 16 rows or keys of a tile, at most kTile / 16 of them, kept without allocation.
+template <typename G>
+class TileGroups {
  public:
-  struct Group {
-    int64_t r0, r1, cols;
-  };
-  // Row r sees the block's keys < last_key + r + 1 (last_key: the last key row 0 sees, relative
-  // to the block; negative when row 0 sees none of it). Rows that see no key of the block form no
-  // group: their scores are never read and their probabilities are zero.
+  const G* begin() const { return groups_.data(); }
+  const G* end() const { return groups_.data() + count_; }
+
+ protected:
+  static constexpr int64_t kGroup = 16;
+  G* last() { return count_ > 0 ? &groups_[static_cast<size_t>(count_ - 1)] : nullptr; }
+  void add(const G& g) { groups_[static_cast<size_t>(count_++)] = g; }
+
+ private:
+  std::array<G, kTile / kGroup> groups_{};
+  int64_t count_ = 0;
+};
+
+// The rows of a query tile in groups that need only the keys up to their last row's: in a block on
+// the causal diagonal row r sees only the block's keys < last_key + r + 1 (last_key: the last key
+// row 0 sees, relative to the block; negative when row 0 sees none of it), so a tile product over
+// all `cols` keys would compute about half its products for masked scores. Off the diagonal (every
+// row sees all `cols`) it is one group. Rows that see no key of the block form no group: their
+// scores are never read and their probabilities are zero. Scores and probabilities past a group's
+// columns are never read either.
+struct RowGroup {
+  int64_t r0, r1, cols;
+};
+class RowGroups : public TileGroups<RowGroup> {
+ public:
   RowGroups(int64_t rows, int64_t cols, int64_t last_key) {
     for (int64_t r0 = 0; r0 < rows; r0 += kGroup) {
       const int64_t r1 = std::min(rows, r0 + kGroup);
       const int64_t visible = std::clamp<int64_t>(last_key + r1, 0, cols);  // the group's last row's keys
       if (visible == 0) continue;
-      if (count_ > 0 && groups_[count_ - 1].cols == visible && groups_[count_ - 1].r1 == r0) {
-        groups_[count_ - 1].r1 = r1;  // as wide as the previous group (all keys): one product
+      RowGroup* prev = last();
+      if (prev != nullptr && prev->cols == visible && prev->r1 == r0) {
+        prev->r1 = r1;  // as wide as the previous group (all keys): one product
       } else {
-        groups_[count_++] = {r0, r1, visible};
+        add({r0, r1, visible});
       }
     }
   }
-  const Group* begin() const { return groups_.data(); }
-  const Group* end() const { return groups_.data() + count_; }
-
- private:
-  static constexpr int64_t kGroup = 16;
-  std::array<Group, kTile / kGroup> groups_{};
-  int64_t count_ = 0;
 };
 
 // The keys of a block in groups by the first query row that sees them (the transposed products
 // dV += P^T dO and dK += dS^T Q run over query rows): key c is seen by rows >= c - last_key, so a
 // group needs the row pairs from `p0` on; P and dS are zero above. Off the diagonal: one group.
-class KeyGroups {
+struct KeyGroup {
+  int64_t c0, c1, p0;
+};
+class KeyGroups : public TileGroups<KeyGroup> {
  public:
-  struct Group {
-    int64_t c0, c1, p0;
-  };
   KeyGroups(int64_t rows, int64_t cols, int64_t last_key) {
     for (int64_t c0 = 0; c0 < cols; c0 += kGroup) {
       const int64_t c1 = std::min(cols, c0 + kGroup);
       const int64_t p0 = std::clamp<int64_t>(c0 - last_key, 0, rows) / 2;
-      if (count_ > 0 && groups_[count_ - 1].p0 == p0) {
-        groups_[count_ - 1].c1 = c1;
+      KeyGroup* prev = last();
+      if (prev != nullptr && prev->p0 == p0) {
+        prev->c1 = c1;
       } else {
-        groups_[count_++] = {c0, c1, p0};
+        add({c0, c1, p0});
       }
     }
   }
-  const Group* begin() const { return groups_.data(); }
-  const Group* end() const { return groups_.data() + count_; }
-
- private:
-  static constexpr int64_t kGroup = 16;
-  std::array<Group, kTile / kGroup> groups_{};
-  int64_t count_ = 0;
 };
 
 // ---- Forward ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 #include "core/device_runtime.h"
 #include "core/rng.h"
 #include "data/shard.h"
+#include "distributed/shard.h"
 #include "eval/generate.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/ops.h"
@@ -473,7 +474,9 @@ TEST(Cuda, ShardedMasterWeightsWithTheBf16CopyFollowTheUnshardedModel) {
   SKIP_WITHOUT_GPU();
   layers::Transformer whole(gpu_model_config(), 7), rank0(gpu_model_config(), 7), rank1(gpu_model_config(), 7);
   for (layers::Transformer* t : {&whole, &rank0, &rank1}) t->to(kGpu, DType::BF16);
-  const int64_t P = whole.parameter_count(), split = (P / 2 + 15) / 16 * 16;
+  const int64_t P = whole.parameter_count();
+  const dist::ShardLayout piece0(P, 2, 0), piece1(P, 2, 1);
+  const int64_t split = piece0.end();
   rank0.shard_master_weights(0, split);
   rank1.shard_master_weights(split, P);
   EXPECT_EQ(rank1.flat_parameters().numel(), P - split);
@@ -484,14 +487,6 @@ TEST(Cuda, ShardedMasterWeightsWithTheBf16CopyFollowTheUnshardedModel) {
   Tensor m = Tensor::zeros({P}, DType::F32, kGpu), v = m.clone();
   Tensor m0 = Tensor::zeros({split}, DType::F32, kGpu), v0 = m0.clone();
   Tensor m1 = Tensor::zeros({P - split}, DType::F32, kGpu), v1 = m1.clone();
-  auto piece_segments = [&](int64_t b, int64_t e) {
-    std::vector<ops::DecaySegment> out;
-    for (const ops::DecaySegment& seg : whole.decay_segments()) {
-      const int64_t lo = std::max(seg.offset, b), hi = std::min(seg.offset + seg.numel, e);
-      if (hi > lo) out.push_back({lo - b, hi - lo, seg.decay});
-    }
-    return out;
-  };
   for (int64_t step = 1; step <= 2; ++step) {
     // The forward reads each rank's compute copy; the gradients are the unsharded model's (the
     // update is under test, not the determinism of the backward kernels).
@@ -505,9 +500,9 @@ TEST(Cuda, ShardedMasterWeightsWithTheBf16CopyFollowTheUnshardedModel) {
                     whole.compute_copy());
     Tensor c0 = rank0.compute_copy()->slice(0, 0, split), c1 = rank1.compute_copy()->slice(0, split, P);
     ops::adamw_step(rank0.flat_parameters(), rank0.flat_gradients().slice(0, 0, split), m0, v0, config, step,
-                    piece_segments(0, split), &c0);
+                    piece0.segments(whole.decay_segments()), &c0);
     ops::adamw_step(rank1.flat_parameters(), rank1.flat_gradients().slice(0, split, P), m1, v1, config, step,
-                    piece_segments(split, P), &c1);
+                    piece1.segments(whole.decay_segments()), &c1);
     rank0.compute_copy()->slice(0, split, P).copy_(c1);
     rank1.compute_copy()->slice(0, 0, split).copy_(c0);
     const std::vector<float> want = whole.compute_copy()->to(DType::F32).to_vector<float>();

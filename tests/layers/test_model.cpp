@@ -360,65 +360,6 @@ TEST(Model, MicroBatchGradientsAccumulate) {
   for (size_t i = 0; i < both.size(); ++i) EXPECT_NEAR(both[i], ga[i] + gb[i], 1e-6f + 1e-5f * std::abs(both[i]));
 }
 
-// ZeRO's sharded master weights, two ranks simulated in one process: each keeps a piece of the f32
-// masters and a whole compute copy (f32 here: the CPU has no bf16 one), loads the same weights,
-// takes the same gradients, updates its piece and receives the other's (the all-gather). Every
-// step, both compute copies equal the unsharded model's weights bit for bit.
-TEST(Model, ShardedMasterWeightsFollowTheUnshardedModelBitForBit) {
-  Transformer whole(tiny_config(), 8), rank0(tiny_config(), 99), rank1(tiny_config(), 98);
-  const int64_t P = whole.parameter_count(), split = (P / 2 + 15) / 16 * 16;
-  rank0.shard_master_weights(0, split);
-  rank1.shard_master_weights(split, P);
-  ASSERT_TRUE(rank1.masters_sharded());
-  EXPECT_EQ(rank1.master_offset(), split);
-  EXPECT_EQ(rank1.flat_parameters().numel(), P - split);
-  expect_error([&] { (void)rank0.master_parameters(); }, {"sharded"});
-  expect_error([&] { rank0.refresh_compute_copy(); }, {"sharded"});
-  // Loading writes the whole compute copy and this rank's piece of the masters.
-  for (Transformer* r : {&rank0, &rank1}) r->load_parameters(whole.master_parameters(), "test");
-  const std::vector<float> initial = whole.flat_parameters().to_vector<float>();
-  EXPECT_EQ(rank0.compute_copy()->to_vector<float>(), initial);
-  EXPECT_EQ(rank1.flat_parameters().to_vector<float>(), std::vector<float>(initial.begin() + split, initial.end()));
-
-  const ops::AdamWConfig adamw{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f};
-  Tensor m = Tensor::zeros({P}), v = Tensor::zeros({P});
-  Tensor m0 = Tensor::zeros({split}), v0 = Tensor::zeros({split}), m1 = Tensor::zeros({P - split}),
-         v1 = Tensor::zeros({P - split});
-  auto piece_segments = [&](int64_t b, int64_t e) {
-    std::vector<ops::DecaySegment> out;
-    for (const ops::DecaySegment& seg : whole.decay_segments()) {
-      const int64_t lo = std::max(seg.offset, b), hi = std::min(seg.offset + seg.numel, e);
-      if (hi > lo) out.push_back({lo - b, hi - lo, seg.decay});
-    }
-    return out;
-  };
-  for (int64_t step = 1; step <= 3; ++step) {
-    Tensor tokens = random_tokens({2, 12}, 50, static_cast<uint64_t>(step));
-    for (Transformer* t : {&whole, &rank0, &rank1}) {
-      t->zero_grad();
-      t->loss(tokens, tokens, self_plan(4)).backward();
-    }
-    EXPECT_EQ(rank1.flat_gradients().to_vector<float>(), whole.flat_gradients().to_vector<float>());
-    ops::adamw_step(whole.flat_parameters(), whole.flat_gradients(), m, v, adamw, step, whole.decay_segments());
-    Tensor c0 = rank0.compute_copy()->slice(0, 0, split), c1 = rank1.compute_copy()->slice(0, split, P);
-    ops::adamw_step(rank0.flat_parameters(), rank0.flat_gradients().slice(0, 0, split), m0, v0, adamw, step,
-                    piece_segments(0, split), &c0);
-    ops::adamw_step(rank1.flat_parameters(), rank1.flat_gradients().slice(0, split, P), m1, v1, adamw, step,
-                    piece_segments(split, P), &c1);
-    rank0.compute_copy()->slice(0, split, P).copy_(c1);  // the all-gather
-    rank1.compute_copy()->slice(0, 0, split).copy_(c0);
-    const std::vector<float> want = whole.flat_parameters().to_vector<float>();
-    EXPECT_EQ(rank0.compute_copy()->to_vector<float>(), want) << "step " << step;
-    EXPECT_EQ(rank1.compute_copy()->to_vector<float>(), want) << "step " << step;
-    // The gathered masters name every parameter as the model does.
-    Tensor gathered = Tensor::empty({P});
-    gathered.slice(0, 0, split).copy_(rank0.flat_parameters());
-    gathered.slice(0, split, P).copy_(rank1.flat_parameters());
-    EXPECT_EQ(gathered.to_vector<float>(), want);
-    EXPECT_EQ(rank0.views_of(gathered).front().first, whole.master_parameters().front().first);
-  }
-}
-
 // Streaming load: the same weights as the in-memory overload, and every name checked before a
 // tensor is read (a bad import reads nothing).
 TEST(Model, StreamingLoadChecksNamesBeforeReadingAnyTensor) {

@@ -167,6 +167,62 @@ TEST(ShardLayout, PiecesTileTheBufferAndCutBucketsAndSegments) {
   EXPECT_TRUE(cut[1].decay);
 }
 
+// ZeRO's sharded master weights, two ranks simulated in one process: each keeps a piece of the f32
+// masters and a whole compute copy (f32 here: the CPU has no bf16 one), loads the same weights,
+// takes the same gradients, updates its piece and receives the other's (the all-gather). Every
+// step, both compute copies equal the unsharded model's weights bit for bit.
+TEST(ShardLayout, ShardedMasterWeightsFollowTheUnshardedModelBitForBit) {
+  layers::ModelConfig mc;
+  mc.vocab_size = 50, mc.hidden_size = 32, mc.num_layers = 4, mc.num_heads = 4, mc.num_kv_heads = 2;
+  mc.head_dim = 8, mc.intermediate_size = 48, mc.max_seq_len = 64, mc.init_std = 0.1;
+  layers::Transformer whole(mc, 8), rank0(mc, 99), rank1(mc, 98);
+  const int64_t P = whole.parameter_count();
+  const dist::ShardLayout piece0(P, 2, 0), piece1(P, 2, 1);
+  const int64_t split = piece0.end();
+  rank0.shard_master_weights(0, split);
+  rank1.shard_master_weights(split, P);
+  ASSERT_TRUE(rank1.masters_sharded());
+  EXPECT_EQ(rank1.master_offset(), split);
+  EXPECT_EQ(rank1.flat_parameters().numel(), P - split);
+  testing::expect_error([&] { (void)rank0.master_parameters(); }, {"sharded"});
+  testing::expect_error([&] { rank0.refresh_compute_copy(); }, {"sharded"});
+  // Loading writes the whole compute copy and this rank's piece of the masters.
+  for (layers::Transformer* r : {&rank0, &rank1}) r->load_parameters(whole.master_parameters(), "test");
+  const std::vector<float> initial = whole.flat_parameters().to_vector<float>();
+  EXPECT_EQ(rank0.compute_copy()->to_vector<float>(), initial);
+  EXPECT_EQ(rank1.flat_parameters().to_vector<float>(), std::vector<float>(initial.begin() + split, initial.end()));
+
+  const ops::AdamWConfig adamw{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f};
+  Tensor m = Tensor::zeros({P}), v = Tensor::zeros({P});
+  Tensor m0 = Tensor::zeros({split}), v0 = Tensor::zeros({split}), m1 = Tensor::zeros({P - split}),
+         v1 = Tensor::zeros({P - split});
+  for (int64_t step = 1; step <= 3; ++step) {
+    Tensor tokens = testing::random_tensor({2, 12}, static_cast<uint64_t>(step), 0, 49).to(DType::I32);
+    for (layers::Transformer* t : {&whole, &rank0, &rank1}) {
+      t->zero_grad();
+      t->loss(tokens, tokens, {0, 1, 2, 3}).backward();
+    }
+    EXPECT_EQ(rank1.flat_gradients().to_vector<float>(), whole.flat_gradients().to_vector<float>());
+    ops::adamw_step(whole.flat_parameters(), whole.flat_gradients(), m, v, adamw, step, whole.decay_segments());
+    Tensor c0 = rank0.compute_copy()->slice(0, 0, split), c1 = rank1.compute_copy()->slice(0, split, P);
+    ops::adamw_step(rank0.flat_parameters(), rank0.flat_gradients().slice(0, 0, split), m0, v0, adamw, step,
+                    piece0.segments(whole.decay_segments()), &c0);
+    ops::adamw_step(rank1.flat_parameters(), rank1.flat_gradients().slice(0, split, P), m1, v1, adamw, step,
+                    piece1.segments(whole.decay_segments()), &c1);
+    rank0.compute_copy()->slice(0, split, P).copy_(c1);  // the all-gather
+    rank1.compute_copy()->slice(0, 0, split).copy_(c0);
+    const std::vector<float> want = whole.flat_parameters().to_vector<float>();
+    EXPECT_EQ(rank0.compute_copy()->to_vector<float>(), want) << "step " << step;
+    EXPECT_EQ(rank1.compute_copy()->to_vector<float>(), want) << "step " << step;
+    // The gathered masters name every parameter as the model does.
+    Tensor gathered = Tensor::empty({P});
+    gathered.slice(0, 0, split).copy_(rank0.flat_parameters());
+    gathered.slice(0, split, P).copy_(rank1.flat_parameters());
+    EXPECT_EQ(gathered.to_vector<float>(), want);
+    EXPECT_EQ(rank0.views_of(gathered).front().first, whole.master_parameters().front().first);
+  }
+}
+
 // ZeRO stages 1 and 2 against plain data parallelism under 2 ranks: stochastic routing (unused K/V
 // projections get no gradient), 2 micro-batches per step, clipping active. With 2 ranks every
 // reduction is the same single addition, so losses, weights and moments match to the last bit; a
