@@ -99,6 +99,7 @@ void print_profile(const train::TrainResult& result, bool gpu) {
 }
 
 int run_train(const TrainArgs& a) {
+  check_distinct_overrides(a.overrides);
   std::vector<std::string> all = a.overrides;
   add_threads_override(all, a.threads);
   const int64_t warmup = 2;

@@ -23,6 +23,7 @@ struct Args {
 };
 
 int run(const Args& a) {
+  check_distinct_overrides(a.overrides);
   const train::RunConfig config = train::load_run_config(a.config, a.overrides);
   const std::string device =
       !a.device.empty() ? a.device : (config.train.device == Device::Kind::CUDA ? "h100" : "cpu");

@@ -20,6 +20,7 @@ struct Args {
 };
 
 int run(const Args& a) {
+  check_distinct_overrides(a.overrides);
   std::vector<std::string> all = a.overrides;
   add_threads_override(all, a.threads);
   train::RunConfig config = train::load_run_config(a.config, all);

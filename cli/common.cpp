@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <vector>
 
 #include "core/device_runtime.h"
@@ -140,6 +141,18 @@ void add_threads_option(CLI::App* cmd, int& threads) {
 
 void add_threads_override(std::vector<std::string>& overrides, int threads) {
   if (threads > 0) overrides.push_back(fmt::format("train.threads={}", threads));
+}
+
+void check_distinct_overrides(const std::vector<std::string>& overrides) {
+  // The same key twice on one command line is a mistake (a YAML file refuses duplicate keys too);
+  // which one was meant cannot be guessed, so neither is taken.
+  std::map<std::string, std::string> seen;
+  for (const std::string& o : overrides) {
+    const std::string key = o.substr(0, o.find('='));
+    const auto [it, fresh] = seen.emplace(key, o);
+    KV_CHECK(fresh, "override '{}': {} is already set by '{}' on this command line", excerpt(o, 200), excerpt(key, 100),
+             excerpt(it->second, 200));
+  }
 }
 
 namespace {

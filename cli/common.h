@@ -40,6 +40,8 @@ CLI::Validator existing_path();
 void add_threads_option(CLI::App* cmd, int& threads);
 // For commands that train: --threads N > 0 becomes the override train.threads=N.
 void add_threads_override(std::vector<std::string>& overrides, int threads);
+// Refuses a section.key given twice among a command line's overrides (one error line naming both).
+void check_distinct_overrides(const std::vector<std::string>& overrides);
 
 // Where an inference command runs the model: --device cpu|cuda, --precision fp32|bf16.
 struct Placement {

@@ -21,6 +21,10 @@ def override_cases(R: Registry) -> None:
             env.cfg()
             return Spec(["train", "cfg.yaml", *ovs], mention=mention)
         R.add("override", name, f"overrides {' '.join(ovs)!r} (the error names {', '.join(mention)})", "fail", build)
+    # The same key twice on one command line: refused, naming both (neither value is guessed).
+    named("duplicate-key", ["train.steps=3", "train.steps=4"], ["train.steps", "train.steps=3"])
+    named("duplicate-key-same-value", ["dist.zero=1", "dist.zero=1"], ["dist.zero"])
+    named("zero-range", ["dist.zero=3"], ["dist.zero"])
     for v in ["1e-320", "1e-45", "0"]:
         named(f"eps-{v}", [f"optim.eps={v}"], ["optim.eps"])
     # Models of 10^12+ parameters: more than any machine's memory (and any sanitizer's limits).
