@@ -9,31 +9,29 @@ namespace kvroute::dist {
 GradientReducer::GradientReducer(layers::Transformer& model, Communicator& comm, int64_t bucket_elements)
     : model_(model), comm_(comm), params_(model.parameters()) {
   bucket_elements = std::max<int64_t>(bucket_elements, 1);
-  const layers::NamedParameters& params = params_;
-  std::vector<int64_t>& offsets = offsets_;
   int64_t offset = 0;
-  for (const auto& [name, p] : params) {
-    offsets.push_back(offset);
+  for (const auto& [name, p] : params_) {
+    offsets_.push_back(offset);
     offset += p.data().numel();
   }
   // Walk the parameters backwards, closing a bucket once it holds bucket_elements.
-  bucket_of_parameter_.assign(params.size(), 0);
+  bucket_of_parameter_.assign(params_.size(), 0);
   Bucket current;
   current.end = offset;
-  for (size_t i = params.size(); i-- > 0;) {
-    current.begin = offsets[i];
+  for (size_t i = params_.size(); i-- > 0;) {
+    current.begin = offsets_[i];
     current.first = i;
     ++current.parameters;
     bucket_of_parameter_[i] = buckets_.size();
     if (current.end - current.begin >= bucket_elements || i == 0) {
       buckets_.push_back(current);
       current = Bucket{};
-      current.end = offsets[i];
+      current.end = offsets_[i];
     }
   }
-  for (size_t i = 0; i < params.size(); ++i) {
+  for (size_t i = 0; i < params_.size(); ++i) {
     const size_t bucket = bucket_of_parameter_[i];
-    params[i].second.impl()->on_grad_accumulated = [this, bucket] { on_parameter_done(bucket); };
+    params_[i].second.impl()->on_grad_accumulated = [this, bucket] { on_parameter_done(bucket); };
   }
 }
 

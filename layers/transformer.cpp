@@ -433,6 +433,7 @@ void Transformer::load_parameters(const std::vector<std::string>& names,
   for (const auto& [name, master] : masters) given.erase(name);
   KV_CHECK(given.empty(), "{}: unknown parameter '{}' (not in this model's configuration)", source,
            given.empty() ? "" : *given.begin());
+  int64_t offset = 0;  // of the tensor in the parameter order
   for (auto [name, master] : masters) {
     const Tensor t = read(name);
     KV_CHECK(t.shape() == master.shape(), "{}: parameter '{}' has shape {} but the model expects {}", source, name,
@@ -442,14 +443,16 @@ void Transformer::load_parameters(const std::vector<std::string>& names,
     const int64_t bad = first_nonfinite(t);
     KV_CHECK(bad < 0, "{}: parameter '{}' holds a non-finite value (NaN or inf) at element {}", source, name, bad);
     master.copy_(t);
+    const int64_t n = t.numel();
     if (masters_sharded_) {
       // master is the compute copy's view here; the piece takes the part of t that falls in it.
-      const int64_t offset = master.offset() - flat_compute_.offset(), n = t.numel();
       const int64_t b = std::max(offset, master_offset_), e = std::min(offset + n, master_offset_ + flat_params_.numel());
       if (e > b) {
-        flat_params_.slice(0, b - master_offset_, e - master_offset_).copy_(t.contiguous().view({n}).slice(0, b - offset, e - offset));
+        flat_params_.slice(0, b - master_offset_, e - master_offset_)
+            .copy_(t.contiguous().view({n}).slice(0, b - offset, e - offset));
       }
     }
+    offset += n;
   }
   if (!masters_sharded_) refresh_compute_copy();
 }

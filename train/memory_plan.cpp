@@ -1,6 +1,7 @@
 #include "train/memory_plan.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +9,7 @@
 #include "core/allocator.h"
 #include "core/error.h"
 #include "core/text.h"
+#include "distributed/shard.h"
 #include "layers/kv_cache.h"
 #include "layers/router.h"
 
@@ -116,11 +118,11 @@ MemoryPlan plan_memory(const RunConfig& config, int world_size) {
   auto flat = [&](double element_bytes) {
     return static_cast<double>(allocation_size_class(static_cast<size_t>(element_bytes * static_cast<double>(p.parameters))));
   };
-  // ZeRO: the moments (stage 1) and the reduced gradients (stage 2) cover one rank's piece.
-  const int shards = config.dist.zero > 0 ? world_size : 1;
+  // ZeRO: the moments (stage 1) and the reduced gradients (stage 2) cover one rank's piece (the
+  // trainer's layout; rank 0 holds the largest).
+  const int64_t largest_piece = dist::ShardLayout(p.parameters, config.dist.zero > 0 ? world_size : 1, 0).count();
   auto piece = [&](double element_bytes) {
-    const double count = std::ceil(static_cast<double>(p.parameters) / shards);
-    return static_cast<double>(allocation_size_class(static_cast<size_t>(element_bytes * count)));
+    return static_cast<double>(allocation_size_class(static_cast<size_t>(element_bytes * static_cast<double>(largest_piece))));
   };
   p.zero = config.dist.zero;
   p.weights = cuda && config.train.precision == Precision::BF16 ? flat(2) : 0;
@@ -144,18 +146,19 @@ std::string format_memory_plan(const MemoryPlan& p, const RunConfig& c, const Me
   auto gib = [](double b) {
     return b < kGiB ? fmt::format("{:.1f} MiB", b / (1024.0 * 1024.0)) : fmt::format("{:.2f} GiB", b / kGiB);
   };
+  std::vector<std::string> sharded;
+  if (p.zero >= 1 && p.weights > 0) sharded.push_back("the f32 master weights");
+  if (p.zero >= 1) sharded.push_back("the AdamW moments");
+  if (p.zero == 2) sharded.push_back("the reduced gradients");
+  const std::string sharding =
+      sharded.empty() ? "dist.zero 0: every rank holds all of the below"
+                      : fmt::format("dist.zero {}: {} are sharded over the ranks", p.zero, fmt::join(sharded, ", "));
   std::string out = fmt::format(
       "model: {} parameters ({} layers, hidden {}, vocab {}); train.batch_size {} x train.seq_len {} = {} tokens per "
       "micro-batch; {} on {}; {} rank{} ({})\n",
       p.parameters, c.model.num_layers, c.model.hidden_size, c.model.vocab_size, c.train.batch_size, c.train.seq_len,
       p.tokens_per_micro_batch, precision_name(c.train.precision), device_kind_name(c.train.device), p.world_size,
-      p.world_size == 1 ? "" : "s",
-      p.zero == 0   ? "dist.zero 0: every rank holds all of the below"
-      : p.zero == 1 ? (p.weights > 0 ? "dist.zero 1: the f32 master weights and the AdamW moments are sharded over the ranks"
-                                     : "dist.zero 1: the AdamW moments are sharded over the ranks")
-                    : (p.weights > 0 ? "dist.zero 2: the f32 master weights, the AdamW moments and the reduced gradients are "
-                                       "sharded over the ranks"
-                                     : "dist.zero 2: the AdamW moments and the reduced gradients are sharded over the ranks"));
+      p.world_size == 1 ? "" : "s", sharding);
   out += fmt::format("  weights (bf16 compute copy)    {:>12}\n", gib(p.weights));
   out += fmt::format("  master weights (f32)           {:>12}\n", gib(p.master_weights));
   out += fmt::format("  gradients (f32)                {:>12}{}\n", gib(p.gradients),

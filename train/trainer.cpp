@@ -353,9 +353,7 @@ void Trainer::reduce() {
 }
 
 Tensor Trainer::optimizer_gradients() {
-  if (zero_ == 2) return shard_grads_;
-  return shard_.count() == model_->parameter_count() ? model_->flat_gradients()
-                                                      : model_->flat_gradients().slice(0, shard_.begin(), shard_.end());
+  return zero_ == 2 ? shard_grads_ : model_->flat_gradients().slice(0, shard_.begin(), shard_.end());
 }
 
 double Trainer::clip() {
@@ -382,13 +380,9 @@ void Trainer::update(int64_t step, double lr) {
   ops::AdamWConfig adamw{static_cast<float>(lr), static_cast<float>(config_.optim.beta1),
                          static_cast<float>(config_.optim.beta2), static_cast<float>(config_.optim.eps),
                          static_cast<float>(config_.optim.weight_decay)};
-  if (shard_.world == 1) {
-    ops::adamw_step(model_->flat_parameters(), optimizer_gradients(), adam_m_, adam_v_, adamw, step, segments_,
-                    model_->compute_copy());
-    return;
-  }
-  // ZeRO: this rank updates its piece of the master weights (and of the compute copy), then every
-  // rank's piece goes to all ranks (of the compute copy only, where the masters are sharded).
+  // This rank's piece of the master weights (and of the compute copy): all of them without ZeRO.
+  // With ZeRO every rank's piece then goes to all ranks (of the compute copy only, where the
+  // masters are sharded).
   const bool sharded_masters = model_->masters_sharded();
   Tensor params =
       sharded_masters ? model_->flat_parameters() : model_->flat_parameters().slice(0, shard_.begin(), shard_.end());
@@ -398,6 +392,7 @@ void Trainer::update(int64_t step, double lr) {
   if (shard_.count() > 0) {
     ops::adamw_step(params, grads, adam_m_, adam_v_, adamw, step, segments_, copy != nullptr ? &copy_piece : nullptr);
   }
+  if (shard_.world == 1) return;
   if (!sharded_masters) tensor_comm().all_gather(model_->flat_parameters(), shard_.counts());
   if (copy != nullptr) tensor_comm().all_gather(*copy, shard_.counts());
 }
@@ -508,9 +503,8 @@ void Trainer::evaluate() {
 
 void Trainer::checkpoint() {
   if (options_.benchmark) return;
-  // ZeRO: the moments are gathered on rank 0 (in host memory) and saved whole, in the format of an
-  // unsharded run, so that a run resumes at any world size and with or without ZeRO.
-  // So are sharded master weights.
+  // ZeRO: the moments (and sharded master weights) are gathered on rank 0, in host memory, and saved
+  // whole, in the format of an unsharded run, so a run resumes at any world size, with or without ZeRO.
   auto gathered = [&](const Tensor& piece) {
     Tensor whole = leader_ ? Tensor::empty({shard_.total}, DType::F32) : Tensor();
     comm_.gather(piece.to(Device::cpu()), whole, shard_.counts(), 0);
