@@ -771,42 +771,65 @@ std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& 
     md += "\n";
   }
   if (params > 0) {
-    md += "\nLeast-squares line of each seed-mean difference against x = log10(tokens per parameter), and where it "
-          "crosses its threshold (2% for a gap, 0 for a difference); an extrapolation beyond the measured range is "
-          "marked as one.\n\n| comparison | points | slope per decade | at the last point | crosses at tokens/param |\n"
-          "|---|---|---|---|---|\n";
+    md += "\nWhere each claim holds along training: the first evaluation from which the seed mean (and the upper end "
+          "of its 95% interval) stays below the threshold at every later evaluation (2% for a gap, 0 for a "
+          "difference). Where the last evaluation is not yet below, a least-squares line through the upper half of "
+          "the measured log10(tokens per parameter) range (at least 3 points) says where it would reach the "
+          "threshold; beyond the measured range that is an extrapolation and marked as one.\n\n"
+          "| comparison | at the last point | mean below from (tokens/param) | interval below from | tail fit points | "
+          "slope per decade | tail line reaches the threshold at |\n|---|---|---|---|---|---|---|\n";
+    auto tokens_per_param = [](double v) {
+      return v >= 1000 && v < 1e5 ? fmt::format("{:.0f}", v) : fmt::format("{:.3g}", v);
+    };
     for (size_t i = 0; i < comparisons.size(); ++i) {
-      std::vector<double> xs, ys;
+      std::vector<double> xs, means;
+      std::vector<Interval> cis;
       for (const auto& [step, entry] : series[i]) {
         if (entry.first <= 0 || entry.second.empty()) continue;
         xs.push_back(std::log10(static_cast<double>(entry.first) / params));
-        ys.push_back(summarize(entry.second).mean);
+        cis.push_back(mean_ci95(entry.second));
+        means.push_back(cis.back().mean);
       }
       const CurveComparison& c = comparisons[i];
       auto show = [&](double y) { return c.relative ? fmt::format("{:+.2f}%", 100 * y) : fmt::format("{:+.4f}", y); };
       if (xs.size() < 3) {
-        md += fmt::format("| {} | {} | - | - | (fewer than 3 points) |\n", c.title, xs.size());
+        md += fmt::format("| {} | {} | - | - | {} | - | (fewer than 3 points) |\n", c.title,
+                          xs.empty() ? std::string("-") : show(means.back()), xs.size());
         continue;
       }
+      // The first index from which every later value is below the threshold (xs.size(): none).
+      auto below_from = [&](auto value) {
+        size_t k = xs.size();
+        while (k > 0 && value(k - 1) < c.threshold) --k;
+        return k == xs.size() ? std::string("not at the last point") : tokens_per_param(std::pow(10.0, xs[k]));
+      };
+      const std::string mean_from = below_from([&](size_t k) { return means[k]; });
+      const bool intervals = std::all_of(cis.begin(), cis.end(), [](const Interval& ci) { return ci.defined; });
+      const std::string ci_from = intervals ? below_from([&](size_t k) { return cis[k].hi; }) : "(one seed)";
+      // The tail: the upper half of the log range, or the last 3 points if that holds fewer.
+      const double mid = 0.5 * (xs.front() + xs.back());
+      size_t first = 0;
+      while (first < xs.size() && xs[first] < mid) ++first;
+      first = std::min(first, xs.size() - 3);
+      const size_t n = xs.size() - first;
       double mx = 0, my = 0;
-      for (size_t k = 0; k < xs.size(); ++k) mx += xs[k], my += ys[k];
-      mx /= xs.size();
-      my /= xs.size();
+      for (size_t k = first; k < xs.size(); ++k) mx += xs[k], my += means[k];
+      mx /= static_cast<double>(n);
+      my /= static_cast<double>(n);
       double sxx = 0, sxy = 0;
-      for (size_t k = 0; k < xs.size(); ++k) sxx += (xs[k] - mx) * (xs[k] - mx), sxy += (xs[k] - mx) * (ys[k] - my);
+      for (size_t k = first; k < xs.size(); ++k) sxx += (xs[k] - mx) * (xs[k] - mx), sxy += (xs[k] - mx) * (means[k] - my);
       const double slope = sxx > 0 ? sxy / sxx : 0.0, intercept = my - slope * mx;
-      // Below the threshold is where each claim holds (a gap under 2%, a difference under 0).
-      std::string cross;
-      if (slope < 0) {
+      std::string reach;
+      if (means.back() < c.threshold) {
+        reach = "- (below at the last point)";
+      } else if (slope < 0) {
         const double x = (c.threshold - intercept) / slope;
-        const bool inside = x >= *std::min_element(xs.begin(), xs.end()) && x <= *std::max_element(xs.begin(), xs.end());
-        cross = fmt::format("{:.3g}{}", std::pow(10.0, x), inside ? "" : " (extrapolated)");
+        reach = fmt::format("{}{}", tokens_per_param(std::pow(10.0, x)), x > xs.back() ? " (extrapolated)" : "");
       } else {
-        cross = std::all_of(ys.begin(), ys.end(), [&](double y) { return y < c.threshold; })
-                    ? "below it throughout"
-                    : "does not cross (the line does not fall)";
+        reach = "does not reach it (the tail does not fall)";
       }
-      md += fmt::format("| {} | {} | {} | {} | {} |\n", c.title, xs.size(), show(slope), show(ys.back()), cross);
+      md += fmt::format("| {} | {} | {} | {} | {} | {} | {} |\n", c.title, show(means.back()), mean_from, ci_from, n,
+                        show(slope), reach);
     }
   }
   md += "\n![differences vs tokens](curves.png)\n";
