@@ -1,6 +1,7 @@
 #include "autograd/functions.h"
 
 #include "kernels/ops.h"
+#include "kernels/profile.h"
 
 namespace kvroute::autograd {
 
@@ -185,7 +186,11 @@ struct CheckpointNode final : Node {
       leaf.impl()->requires_grad = needs_grad[i];  // may be bf16: an activation, not a parameter
       leaves.push_back(std::move(leaf));
     }
-    Variable out = fn(leaves);
+    Variable out;
+    {
+      ops::profile::PhaseScope phase(ops::profile::Phase::Recompute);  // the forward again, not the backward
+      out = fn(leaves);
+    }
     KV_CHECK(out.shape() == output_shape && out.requires_grad(),
              "checkpoint: the recomputation gave {} (requires grad: {}), not the {} of the forward pass", out.shape(),
              out.requires_grad(), output_shape);

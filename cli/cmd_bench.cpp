@@ -257,7 +257,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
                   "train on random tokens of the model's vocabulary (also when data.dir does not exist)");
   train->add_flag("--no-peer", train_args->no_peer, "skip the PyTorch peer");
   train->add_flag("--profile", train_args->profile, "also print the time of every op family per step (forward, "
-                  "backward, optimizer)");
+                  "backward, recompute: the forward ops train.recompute runs again in the backward, optimizer)");
   train->add_flag("--print-peer-args", train_args->print_peer_args,
                   "print the PyTorch peer's model and batch arguments for the config, run nothing");
   add_threads_option(train, train_args->threads);

@@ -35,6 +35,7 @@ const char* phase_name(Phase phase) {
   switch (phase) {
     case Phase::Forward: return "forward";
     case Phase::Backward: return "backward";
+    case Phase::Recompute: return "recompute";
     case Phase::Optimizer: return "optimizer";
   }
   return "?";

@@ -1,7 +1,8 @@
 // A per-op time profile of the training step (`kvroute bench train --profile`): while enabled,
 // every op of ops.h adds its wall time to a total per (phase, op); an op called inside another is
 // part of the outer one. Off by default: a disabled profile costs one relaxed atomic load per op.
-// The phase is forward unless a PhaseScope says otherwise (autograd's backward pass, the optimizer).
+// The phase is forward unless a PhaseScope says otherwise (autograd's backward pass, the forward ops
+// that a checkpointed layer recomputes during it, the optimizer).
 // A diagnostic, not an execution setting: the ops compute the same with it on or off.
 #pragma once
 
@@ -11,7 +12,7 @@
 
 namespace kvroute::ops::profile {
 
-enum class Phase { Forward, Backward, Optimizer };
+enum class Phase { Forward, Backward, Recompute, Optimizer };
 const char* phase_name(Phase phase);
 
 void enable(bool on);

@@ -1,7 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+
 #include "autograd/functions.h"
 #include "kernels/ops.h"
+#include "kernels/profile.h"
 #include "tests/test_util.h"
 
 namespace kvroute::autograd {
@@ -47,6 +51,23 @@ TEST(Checkpoint, RecomputesInTheBackwardWithTheSameGradients) {
     Variable y = linear(in[0], in[1]);
     return add(mul(y, y), y);
   };
+  // The per-op profile counts the recomputation as its own phase: the forward and backward phases
+  // count the same ops with and without it.
+  auto profiled = [] {
+    std::map<std::string, int64_t> calls;
+    for (const auto& e : ops::profile::take()) calls[std::string(ops::profile::phase_name(e.phase)) + "/" + e.op] += e.calls;
+    return calls;
+  };
+  ops::profile::enable(true);
+  (void)ops::profile::take();
+  {
+    NoGradGuard off;
+    Variable x(xd.clone()), w(wd.clone());
+    (void)f({x, w});
+  }
+  std::map<std::string, int64_t> recomputed;
+  for (const auto& [key, n] : profiled()) recomputed["recompute/" + key.substr(key.find('/') + 1)] = n;
+  std::map<std::string, int64_t> phases[2];
   std::vector<float> gx[2], gw[2];
   for (int recompute = 0; recompute < 2; ++recompute) {
     Variable x(xd.clone(), true), w(wd.clone(), true);
@@ -62,7 +83,16 @@ TEST(Checkpoint, RecomputesInTheBackwardWithTheSameGradients) {
     EXPECT_EQ(calls, recompute ? 2 : 1);  // run again in the backward pass
     gx[recompute] = x.grad().to_vector<float>();
     gw[recompute] = w.grad().to_vector<float>();
+    phases[recompute] = profiled();
   }
+  ops::profile::enable(false);
+  ASSERT_FALSE(recomputed.empty());
+  for (const auto& [key, n] : recomputed) EXPECT_EQ(phases[1][key], n) << key;
+  for (const auto& [key, n] : phases[1]) {
+    if (key.rfind("recompute/", 0) == 0) EXPECT_EQ(recomputed[key], n) << key;
+    else EXPECT_EQ(phases[0][key], n) << key;
+  }
+  EXPECT_EQ(phases[0].size() + recomputed.size(), phases[1].size());
   EXPECT_EQ(gx[0], gx[1]);
   EXPECT_EQ(gw[0], gw[1]);
   // Without grad mode it is the function, recording nothing.
