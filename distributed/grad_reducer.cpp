@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "kernels/ops.h"
 
 namespace kvroute::dist {
 
@@ -52,7 +53,9 @@ GradientReducer::~GradientReducer() {
   for (auto& [name, p] : model_.parameters()) p.impl()->on_grad_accumulated = nullptr;
 }
 
-void GradientReducer::arm() {
+void GradientReducer::arm(bool accumulate) {
+  KV_CHECK(!accumulate || layout_ != nullptr, "gradient reducer: only ZeRO stage 2 accumulates into its piece");
+  accumulate_ = accumulate;
   for (Bucket& b : buckets_) b.pending = b.parameters;
   next_ = 0;
   started_early_ = 0;
@@ -97,7 +100,13 @@ void GradientReducer::reduce_scatter(const Bucket& bucket) {
   const int64_t mine = std::max(bucket.begin, layout_->begin()) - layout_->begin();
   Tensor recv = shard_grads_->slice(0, std::min(mine, layout_->count()),
                                     std::min(mine, layout_->count()) + counts[static_cast<size_t>(layout_->rank)]);
-  comm_.reduce_scatter_sum(send, recv, counts);
+  if (!accumulate_) {
+    comm_.reduce_scatter_sum(send, recv, counts);
+    return;
+  }
+  Tensor sum = Tensor::empty({recv.numel()}, DType::F32, device);
+  comm_.reduce_scatter_sum(send, sum, counts);
+  if (sum.numel() > 0) ops::add_into(recv, sum, recv);
 }
 
 void GradientReducer::finish() {

@@ -10,7 +10,11 @@
 // gradient is its own tensor. A finished bucket's gradients are packed (zeros for a parameter that
 // got none), reduce-scattered into this rank's piece of the reduced gradient (`shard_grads`,
 // ShardLayout) and released, so the full gradients never exist at once on a rank: at most the
-// buckets the backward pass has not finished yet, plus one packed bucket.
+// buckets the backward pass has not finished yet, plus one packed bucket. With several
+// micro-batches per step every micro-batch is reduced this way (each armed, the later ones adding
+// into the piece), so accumulation does not bring the whole gradients back; the step's sum is then
+// taken over ranks per micro-batch, an order that differs from plain data parallelism's (which sums
+// a rank's micro-batches first) in the last bits.
 #pragma once
 
 #include <cstdint>
@@ -31,8 +35,9 @@ class GradientReducer {
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
 
-  // Arms the hooks for the next backward pass (the last micro-step of an accumulation).
-  void arm();
+  // Arms the hooks for the next backward pass: the last micro-step of an accumulation, or (stage 2)
+  // every micro-step, `accumulate` for all but the first (add into the piece instead of writing it).
+  void arm(bool accumulate = false);
   // After the backward pass: starts every bucket not started yet, in order, and waits for all.
   void finish();
   int64_t buckets() const { return static_cast<int64_t>(buckets_.size()); }
@@ -59,6 +64,7 @@ class GradientReducer {
   Tensor* shard_grads_ = nullptr;
   size_t next_ = 0;  // first bucket not started
   bool armed_ = false;
+  bool accumulate_ = false;
   int64_t started_early_ = 0;
 };
 

@@ -334,12 +334,19 @@ double Trainer::micro_batches(int64_t step) {
     const uint64_t slice = static_cast<uint64_t>(micro * world + rank);
     layers::RoutingPlan plan = router_.training_plan(
         static_cast<uint64_t>(step), static_cast<uint32_t>(config_.router.same_plan_all_ranks ? micro : slice), 0);
-    if (reducer_ && micro == accum_ - 1) reducer_->arm();  // reduce while the last backward runs
+    // Reduce while the last backward runs; ZeRO stage 2 reduces every micro-batch into its piece
+    // (the whole gradients are never kept across micro-batches).
+    if (zero_ == 2) {
+      reducer_->arm(micro > 0);
+    } else if (reducer_ && micro == accum_ - 1) {
+      reducer_->arm();
+    }
     const layers::Positions at = batch.positions.defined() ? layers::Positions(batch.positions, batch.key_begin)
                                                             : layers::Positions();
     autograd::Variable loss = model_->loss(batch.inputs, batch.targets, plan, data::kIgnoreIndex, at);
     loss.backward();
     loss_sum += loss.data().item();
+    if (zero_ == 2 && micro < accum_ - 1) reducer_->finish();  // the last one finishes in reduce()
   }
   return loss_sum;
 }

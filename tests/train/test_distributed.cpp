@@ -224,10 +224,12 @@ TEST(ShardLayout, ShardedMasterWeightsFollowTheUnshardedModelBitForBit) {
 }
 
 // ZeRO stages 1 and 2 against plain data parallelism under 2 ranks: stochastic routing (unused K/V
-// projections get no gradient), 2 micro-batches per step, clipping active. With 2 ranks every
-// reduction is the same single addition, so losses, weights and moments match to the last bit; a
-// resumed sharded run matches its straight run bit for bit, and a sharded checkpoint resumes on one
-// rank without ZeRO.
+// projections get no gradient), clipping active. With 2 ranks every reduction is the same single
+// addition, so with one micro-batch per step losses, weights and moments match to the last bit. With
+// 2 micro-batches per step stage 1 still does; stage 2 reduces each micro-batch over the ranks before
+// adding them (plain data parallelism adds a rank's micro-batches first), which differs in the last
+// bits only. A resumed sharded run matches its straight run bit for bit, and a sharded checkpoint
+// resumes on one rank without ZeRO.
 TEST(Mpi, ZeroStagesMatchPlainDataParallelismBitForBit) {
   const std::string data = make_data("mpi_zero_data");
   const std::string dir = testing::temp_dir("mpi_zero");
@@ -236,25 +238,36 @@ TEST(Mpi, ZeroStagesMatchPlainDataParallelismBitForBit) {
   // Buckets of ~500 elements: many buckets, most of them cut between the two ranks' pieces.
   const std::string common = " train.batch_size=2 train.global_batch_tokens=128 optim.grad_clip=0.2"
                              " train.checkpoint_interval=10 dist.bucket_mb=0.002 ";
+  std::string one_micro_common = common;  // 2 ranks x 2 sequences x 16 tokens: one micro-batch per step
+  one_micro_common.replace(one_micro_common.find("=128"), 4, "=64");
   for (int zero : {0, 1, 2}) {
     // Stage 2 also recomputes its layers (bit-identical gradients, reduce-scatter hooks inside the
     // recomputed backward passes).
-    ASSERT_EQ(testing::run_status(kMpirun + bin + " train " + cfg + common + "dist.zero=" + std::to_string(zero) +
-                                  (zero == 2 ? " train.recompute=layer" : "") + " train.run_dir=" + dir + "/zero" +
-                                  std::to_string(zero) + kMpiBackend),
-              0)
-        << "zero " << zero;
+    const std::string run = " train.run_dir=" + dir + "/zero" + std::to_string(zero);
+    const std::string args = "dist.zero=" + std::to_string(zero) + (zero == 2 ? " train.recompute=layer" : "");
+    ASSERT_EQ(testing::run_status(kMpirun + bin + " train " + cfg + common + args + run + kMpiBackend), 0) << "zero " << zero;
+    if (zero != 1) {
+      ASSERT_EQ(testing::run_status(kMpirun + bin + " train " + cfg + one_micro_common + args + run + "-one-micro" +
+                                    kMpiBackend),
+                0)
+          << "zero " << zero;
+    }
   }
   const std::vector<double> plain = logged_losses(dir + "/zero0");
   ASSERT_EQ(plain.size(), 20u);
   const std::string last = "/checkpoints/step_00000020/";
-  for (int zero : {1, 2}) {
-    const std::string run = dir + "/zero" + std::to_string(zero);
-    EXPECT_EQ(logged_losses(run), plain) << "zero " << zero;
+  auto same_run = [&](const std::string& run, const std::string& reference) {
+    EXPECT_EQ(logged_losses(run), logged_losses(reference)) << run;
     for (const char* file : {"model.safetensors", "optimizer.safetensors"}) {
-      EXPECT_EQ(file_bytes(run + last + file), file_bytes(dir + "/zero0" + last + file)) << "zero " << zero << " " << file;
+      EXPECT_EQ(file_bytes(run + last + file), file_bytes(reference + last + file)) << run << " " << file;
     }
-  }
+  };
+  same_run(dir + "/zero1", dir + "/zero0");
+  same_run(dir + "/zero2-one-micro", dir + "/zero0-one-micro");
+  const std::vector<double> zero2 = logged_losses(dir + "/zero2");
+  ASSERT_EQ(zero2.size(), plain.size());
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_NEAR(zero2[i], plain[i], 1e-5 * std::abs(plain[i])) << i + 1;
+  EXPECT_NE(file_bytes(dir + "/zero2" + last + "model.safetensors"), "");
   // One process: ZeRO is a no-op that takes the sharded code path (pieces of the whole buffer).
   for (int zero : {0, 2}) {
     ASSERT_EQ(testing::run_status(bin + " train " + cfg + common + "dist.zero=" +
@@ -270,8 +283,8 @@ TEST(Mpi, ZeroStagesMatchPlainDataParallelismBitForBit) {
   ASSERT_EQ(testing::run_status(kMpirun + bin + " train " + cfg + common + "dist.zero=2 train.run_dir=" + dir +
                                 "/resumed --resume auto" + kMpiBackend),
             0);
-  EXPECT_EQ(logged_losses(dir + "/resumed"), plain);
-  EXPECT_EQ(file_bytes(dir + "/resumed" + last + "model.safetensors"), file_bytes(dir + "/zero0" + last + "model.safetensors"));
+  EXPECT_EQ(logged_losses(dir + "/resumed"), zero2);
+  EXPECT_EQ(file_bytes(dir + "/resumed" + last + "model.safetensors"), file_bytes(dir + "/zero2" + last + "model.safetensors"));
   // And on one rank without ZeRO (2 micro-batches x 2 sequences: the same slices and plans).
   fs::copy(dir + "/zero2", dir + "/one", fs::copy_options::recursive);
   fs::remove_all(dir + "/one/checkpoints/step_00000020");
@@ -296,6 +309,17 @@ double state_bytes_of(const std::string& run) {
   return bytes;
 }
 
+// The allocator's peak during the last logged step (metrics.jsonl's peak_bytes, reset as a step begins).
+double peak_bytes_of(const std::string& run) {
+  std::ifstream in(run + "/metrics.jsonl");
+  double bytes = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("peak_bytes")) bytes = j["peak_bytes"].get<double>();
+  }
+  return bytes;
+}
+
 TEST(Mpi, ZeroShardsTheOptimizerStateAndGradientsAsOneOverN) {
   const std::string data = make_data("mpi_zero_memory_data");
   const std::string dir = testing::temp_dir("mpi_zero_memory");
@@ -304,11 +328,11 @@ TEST(Mpi, ZeroShardsTheOptimizerStateAndGradientsAsOneOverN) {
   const std::string model = " model.hidden_size=128 model.intermediate_size=512 model.num_heads=4 model.num_kv_heads=2"
                             " model.head_dim=32 train.steps=2 train.batch_size=1 ";
   const std::string bin = KVROUTE_BINARY;
-  auto state_bytes = [&](int ranks, int zero) {
-    const std::string run = dir + "/n" + std::to_string(ranks) + "z" + std::to_string(zero);
+  auto state_bytes = [&](int ranks, int zero, const std::string& extra = "", const std::string& tag = "") {
+    const std::string run = dir + "/n" + std::to_string(ranks) + "z" + std::to_string(zero) + tag;
     const std::string launch = "env ASAN_OPTIONS=detect_leaks=0 " + std::string(KVROUTE_MPIEXEC) +
                                " --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " ";
-    EXPECT_EQ(testing::run_status(launch + bin + " train " + cfg + model + "dist.zero=" + std::to_string(zero) +
+    EXPECT_EQ(testing::run_status(launch + bin + " train " + cfg + model + "dist.zero=" + std::to_string(zero) + extra +
                                   " train.run_dir=" + run + kMpiBackend),
               0);
     return state_bytes_of(run);
@@ -336,6 +360,14 @@ TEST(Mpi, ZeroShardsTheOptimizerStateAndGradientsAsOneOverN) {
       EXPECT_NEAR(state_bytes_of(run), planned, 0.02 * planned) << ranks << " ranks, zero " << zero;
     }
   }
+  // Stage 2 with 2 micro-batches per step reduces each into the piece: the step's peak stays that of
+  // one micro-batch per step (keeping the first micro-batch's whole gradients would add 4 bytes per
+  // parameter). Buckets of 12,500 elements, so that one step holds only a few at a time.
+  (void)state_bytes(2, 2, " dist.bucket_mb=0.05", "one");
+  (void)state_bytes(2, 2, " dist.bucket_mb=0.05 train.global_batch_tokens=64", "acc");
+  const double accumulated = peak_bytes_of(dir + "/n2z2acc"), single = peak_bytes_of(dir + "/n2z2one");
+  ASSERT_GT(single, 0);
+  EXPECT_LT(accumulated - single, 1.0 * parameters) << "peak " << accumulated << " vs " << single;
 }
 
 TEST(Mpi, AFailingRankBringsAllRanksDown) {
