@@ -773,13 +773,15 @@ std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& 
   if (params > 0) {
     md += "\nWhere each claim holds along training: the first evaluation from which the seed mean (and the upper end "
           "of its 95% interval) stays below the threshold at every later evaluation (2% for a gap, 0 for a "
-          "difference). Where the last evaluation is not yet below, a least-squares line through the upper half of "
-          "the measured log10(tokens per parameter) range (at least 3 points) says where it would reach the "
-          "threshold; beyond the measured range that is an extrapolation and marked as one.\n\n"
+          "difference); a mean averages the seeds evaluated at that point. Where the last evaluation is not yet "
+          "below, a least-squares line through the upper half of the measured log10(tokens per parameter) range (at "
+          "least 3 points) says where it would reach the threshold, forward of the last evaluation: an "
+          "extrapolation, marked as one.\n\n"
           "| comparison | at the last point | mean below from (tokens/param) | interval below from | tail fit points | "
           "slope per decade | tail line reaches the threshold at |\n|---|---|---|---|---|---|---|\n";
     auto tokens_per_param = [](double v) {
-      return v >= 1000 && v < 1e5 ? fmt::format("{:.0f}", v) : fmt::format("{:.3g}", v);
+      const double shown = std::stod(fmt::format("{:.3g}", v));  // 999.7 is shown as 1000, not 1e+03
+      return shown >= 1000 && shown < 1e5 ? fmt::format("{:.0f}", shown) : fmt::format("{:.3g}", shown);
     };
     for (size_t i = 0; i < comparisons.size(); ++i) {
       std::vector<double> xs, means;
@@ -797,15 +799,17 @@ std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& 
                           xs.empty() ? std::string("-") : show(means.back()), xs.size());
         continue;
       }
-      // The first index from which every later value is below the threshold (xs.size(): none).
-      auto below_from = [&](auto value) {
+      // The first evaluation from which every later value is below the threshold (an evaluation
+      // without a value, e.g. one seed where an interval is asked for, ends the run of them).
+      auto below_from = [&](auto below) {
         size_t k = xs.size();
-        while (k > 0 && value(k - 1) < c.threshold) --k;
+        while (k > 0 && below(k - 1)) --k;
         return k == xs.size() ? std::string("not at the last point") : tokens_per_param(std::pow(10.0, xs[k]));
       };
-      const std::string mean_from = below_from([&](size_t k) { return means[k]; });
-      const bool intervals = std::all_of(cis.begin(), cis.end(), [](const Interval& ci) { return ci.defined; });
-      const std::string ci_from = intervals ? below_from([&](size_t k) { return cis[k].hi; }) : "(one seed)";
+      const std::string mean_from = below_from([&](size_t k) { return means[k] < c.threshold; });
+      const std::string ci_from =
+          cis.back().defined ? below_from([&](size_t k) { return cis[k].defined && cis[k].hi < c.threshold; })
+                             : "(one seed)";
       // The tail: the upper half of the log range, or the last 3 points if that holds fewer.
       const double mid = 0.5 * (xs.front() + xs.back());
       size_t first = 0;
@@ -823,8 +827,10 @@ std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& 
       if (means.back() < c.threshold) {
         reach = "- (below at the last point)";
       } else if (slope < 0) {
+        // Forward only: a line already below at the last evaluation (where the mean is not) says nothing.
         const double x = (c.threshold - intercept) / slope;
-        reach = fmt::format("{}{}", tokens_per_param(std::pow(10.0, x)), x > xs.back() ? " (extrapolated)" : "");
+        reach = x > xs.back() ? fmt::format("{} (extrapolated)", tokens_per_param(std::pow(10.0, x)))
+                              : std::string("- (the tail line is below at the last point, the mean is not)");
       } else {
         reach = "does not reach it (the tail does not fall)";
       }

@@ -330,5 +330,43 @@ TEST(StudyReport, CurvesFromMetricsCsvAndReport) {
   }
 }
 
+// The curve claims' edge cases: unevenly spaced evaluations (the tail is the last 3 when the upper half
+// of the log range holds fewer), a line already below the threshold at the last evaluation while the
+// mean is not (no crossing is read backwards), and an early evaluation of one seed (no interval there:
+// the interval column starts later instead of vanishing).
+TEST(StudyReport, CurveClaimsFitTheTailAndLookOnlyForward) {
+  Fake f(0.02, 4.3, 4.6);
+  f.info.runs.push_back("rcla2");
+  for (uint64_t seed : {1, 2, 3}) {
+    for (int kept : {8, 4, 2}) f.add("rcla2", false, "stochastic", kept, seed, 4.1);
+  }
+  f.info.budget["baseline"] = {100000000, 1000000};
+  const int decades[] = {0, 1, 2, 3, 10};
+  // rcla: rises, then falls 0.5 points per decade through x = 2, 3, 10 (reaches 2% at x = 14); a line
+  // through all five points would fall more slowly. rcla2: 3.0%, 1.0%, 2.1% in the tail: its line ends
+  // below 2%, its last mean does not. baseline - shallow-4L: -0.1 throughout, one seed at x = 0.
+  const double gap[] = {0.02, 0.05, 0.08, 0.075, 0.04}, gap2[] = {0.05, 0.04, 0.03, 0.01, 0.021};
+  std::vector<CurvePoint> points;
+  for (uint64_t seed : {1, 2, 3}) {
+    const double spread = 0.01 * (static_cast<double>(seed) - 2.0);
+    for (int i = 0; i < 5; ++i) {
+      const int64_t step = 10 * (i + 1), tokens = 1000000 * static_cast<int64_t>(std::pow(10.0, decades[i]));
+      const double base = 4.0 - 0.1 * i;
+      points.push_back({"baseline", seed, step, tokens, 1.0, base});
+      points.push_back({"rcla", seed, step, tokens, 1.0, base * (1 + gap[i])});
+      points.push_back({"rcla2", seed, step, tokens, 1.0, base * (1 + gap2[i])});
+      if (i > 0 || seed == 1) points.push_back({"shallow-4L", seed, step, tokens, 1.0, base + 0.1 + spread});
+    }
+  }
+  const std::string md = curves_markdown(f.info, f.rows, points);
+  EXPECT_NE(md.find("| rcla gap | +4.00% | not at the last point | not at the last point | 3 | -0.50% | "
+                    "1e+14 (extrapolated) |"),
+            std::string::npos) << md;
+  EXPECT_NE(md.find("| rcla2 gap | +2.10% | not at the last point | not at the last point | 3 | -0.01% | "
+                    "- (the tail line is below at the last point, the mean is not) |"),
+            std::string::npos) << md;
+  EXPECT_NE(md.find("| baseline - shallow-4L | -0.1000 | 1 | 10 | 3 | "), std::string::npos) << md;
+}
+
 }  // namespace
 }  // namespace kvroute::eval
