@@ -866,10 +866,13 @@ std::string curves_plot_script(const StudyInfo& info, const std::string& out_dir
       "rel = system(\"grep -c ' gap\\\"$' '{0}/curves.dat'\") + 0\n"
       "set multiplot layout 2,1 title '{1}: differences against tokens seen (mean and sd over seeds)'\n"
       "set grid\nset key outside right\nset xlabel 'training tokens (M)'\nset logscale x\n"
+      // The same plot area in both panels whatever their keys' widths, so their x axes line up.
+      "set lmargin at screen 0.08\nset rmargin at screen 0.70\n"
       // Each panel only where it has series (a study without shallow models has no differences).
       "set ylabel 'loss relative to the baseline (%)'\n"
       "if (rel > 0) {{\n"
-      "plot for [i=0:rel-1] '{0}/curves.dat' index i using 1:2:3 with yerrorlines lw 2 pt 7 title columnheader(1)\n"
+      "plot for [i=0:rel-1] '{0}/curves.dat' index i using 1:2:3 with yerrorlines lw 2 pt 7 title columnheader(1), "
+      "2 with lines lc rgb 'gray' dt 2 title '2% (the paper)'\n"
       "}}\n"
       "set ylabel 'loss difference (nats)'\n"
       "if (blocks > rel) {{\n"
