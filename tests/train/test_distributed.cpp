@@ -311,29 +311,21 @@ TEST(Mpi, ZeroStagesMatchPlainDataParallelism) {
   for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(one[i], plain[i], 2e-4 * std::abs(plain[i])) << i + 1;
 }
 
-// The model state a rank holds between steps (metrics.jsonl's state_bytes: the allocator's live
-// bytes as the last step began) at world size 1, 2 and 4: ZeRO 1 takes the AdamW moments (8 bytes
-// per parameter) down as 1/N, ZeRO 2 the moments and the gradients (12 bytes per parameter).
-double state_bytes_of(const std::string& run) {
+// A byte count of the last logged step in a run's metrics.jsonl: state_bytes (the allocator's live
+// bytes as the step began: the model state a rank holds between steps) or peak_bytes (its peak
+// during the step). At world size 1, 2 and 4: ZeRO 1 takes the AdamW moments (8 bytes per
+// parameter) down as 1/N, ZeRO 2 the moments and the gradients (12 bytes per parameter).
+double last_logged_bytes(const std::string& run, const char* key) {
   std::ifstream in(run + "/metrics.jsonl");
   double bytes = 0;
   for (std::string line; std::getline(in, line);) {
     const auto j = nlohmann::json::parse(line);
-    if (j.contains("state_bytes")) bytes = j["state_bytes"].get<double>();
+    if (j.contains(key)) bytes = j[key].get<double>();
   }
   return bytes;
 }
-
-// The allocator's peak during the last logged step (metrics.jsonl's peak_bytes, reset as a step begins).
-double peak_bytes_of(const std::string& run) {
-  std::ifstream in(run + "/metrics.jsonl");
-  double bytes = 0;
-  for (std::string line; std::getline(in, line);) {
-    const auto j = nlohmann::json::parse(line);
-    if (j.contains("peak_bytes")) bytes = j["peak_bytes"].get<double>();
-  }
-  return bytes;
-}
+double state_bytes_of(const std::string& run) { return last_logged_bytes(run, "state_bytes"); }
+double peak_bytes_of(const std::string& run) { return last_logged_bytes(run, "peak_bytes"); }
 
 TEST(Mpi, ZeroShardsTheOptimizerStateAndGradientsAsOneOverN) {
   const std::string data = make_data("mpi_zero_memory_data");
