@@ -92,8 +92,10 @@ std::vector<CurvePoint> curves_from_csv(const std::string& text, const std::stri
 // per-seed paired differences): each routed deep run's loss at full retention relative to the
 // baseline's (the full-retention gap); the deep baseline minus each shallow full-cache model
 // (negative: depth pays); each routed deep run at the shallow model's cache minus that model
-// (negative: the shared cache beats the shallow model, claim 2). Then a least-squares line of each
-// against log10(tokens per parameter), with where it crosses its threshold (gap 2%, differences 0).
+// (negative: the shared cache beats the shallow model, claim 2). Then, per comparison, the first
+// evaluation from which the mean (and the interval's upper end) stays below its threshold (gap 2%,
+// differences 0), and a least-squares line against log10(tokens per parameter) through the upper
+// half of the measured range, read forward only: where it would reach the threshold.
 // Empty without curves (curves_drawn); runs are classified by the study's rows (final evaluations).
 std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows,
                             const std::vector<CurvePoint>& points);
