@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 
 #include "core/text.h"
 #include "core/error.h"
@@ -415,17 +416,26 @@ std::string study_markdown(const StudyInfo& info, const std::vector<StudyRow>& r
                         "whole split) and every loss is measured on the other {:g}.",
                         info.plan_split, 1 - info.plan_split)
           : "");
-  // 0. The training budget: tokens per parameter, by distinct (tokens, parameters).
+  // 0. The training budget: tokens per parameter, by distinct (tokens, tokens before, parameters).
   if (!info.budget.empty()) {
-    std::map<std::pair<int64_t, int64_t>, std::vector<std::string>> by_budget;
+    std::map<std::tuple<int64_t, int64_t, int64_t>, std::vector<std::string>> by_budget;
     for (const std::string& run : info.runs)
       if (auto it = info.budget.find(run); it != info.budget.end())
-        by_budget[{it->second.tokens, it->second.parameters}].push_back(run);
+        by_budget[{it->second.tokens, it->second.prior_tokens, it->second.parameters}].push_back(run);
     std::vector<std::string> parts;
-    for (const auto& [b, runs] : by_budget)
-      parts.push_back(fmt::format("{:.2f} ({:.3g}M tokens, {:.3g}M parameters: {})",
-                                  static_cast<double>(b.first) / static_cast<double>(std::max<int64_t>(b.second, 1)),
-                                  b.first / 1e6, b.second / 1e6, fmt::join(runs, ", ")));
+    for (const auto& [b, runs] : by_budget) {
+      const auto [tokens, prior, params] = b;
+      const double per_param = static_cast<double>(tokens + std::max<int64_t>(prior, 0)) /
+                               static_cast<double>(std::max<int64_t>(params, 1));
+      const std::string seen =
+          prior == 0  ? fmt::format("{:.3g}M tokens", tokens / 1e6)
+          : prior > 0 ? fmt::format("{:.3g}M tokens here + {:.3g}M in the run that wrote model.init_from",
+                                    tokens / 1e6, prior / 1e6)
+                      : fmt::format("{:.3g}M tokens here, not counting the training of model.init_from (no kvroute state.json there)",
+                                    tokens / 1e6);
+      parts.push_back(fmt::format("{}{:.2f} ({}, {:.3g}M parameters: {})", prior < 0 ? "at least " : "", per_param,
+                                  seen, params / 1e6, fmt::join(runs, ", ")));
+    }
     md += fmt::format("Tokens per parameter: {}.\n\n", fmt::join(parts, "; "));
   }
   // 1. Mean +- sd by run and plan (plans of the first deep run as columns; others append theirs).
@@ -717,6 +727,13 @@ std::map<int64_t, std::pair<int64_t, std::vector<double>>> comparison_series(con
   return out;
 }
 
+// Tokens the baseline's starting model (model.init_from) had seen before the study's runs: the curves'
+// token axis counts them, so that a continued model is placed at its whole training (0 where unknown).
+int64_t tokens_before(const StudyInfo& info, const Index& ix) {
+  const auto it = info.budget.find(ix.baseline().value_or(""));
+  return it != info.budget.end() ? std::max<int64_t>(it->second.prior_tokens, 0) : 0;
+}
+
 std::string curve_cell(const std::vector<double>& v, bool relative) {
   Interval ci = mean_ci95(v);
   if (relative) return percent(ci);
@@ -749,8 +766,12 @@ std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& 
         "same seed), the deep baseline minus each shallow full-cache model (negative: depth pays), and each routed "
         "model at the shallow model's cache minus that model (negative: the shared cache beats the shallower "
         "model). Mean over seeds with the 95% t interval of the per-seed differences.\n\n";
+  const int64_t before = tokens_before(info, ix);
+  if (before > 0)
+    md += fmt::format("Tokens count the {:.3g}M that the starting model (model.init_from) saw in the run that wrote "
+                      "it.\n\n", before / 1e6);
   std::map<int64_t, int64_t> steps;  // step -> tokens
-  for (const CurvePoint& p : points) steps[p.step] = p.tokens;
+  for (const CurvePoint& p : points) steps[p.step] = p.tokens + before;
   const auto budget = info.budget.find(ix.baseline().value_or(""));  // the baseline's parameters
   const double params = budget != info.budget.end() ? static_cast<double>(budget->second.parameters) : 0.0;
   md += "| tokens | tokens/param |";
@@ -788,7 +809,7 @@ std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& 
       std::vector<Interval> cis;
       for (const auto& [step, entry] : series[i]) {
         if (entry.first <= 0 || entry.second.empty()) continue;
-        xs.push_back(std::log10(static_cast<double>(entry.first) / params));
+        xs.push_back(std::log10(static_cast<double>(entry.first + before) / params));
         cis.push_back(mean_ci95(entry.second));
         means.push_back(cis.back().mean);
       }
@@ -845,13 +866,15 @@ std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& 
 std::string curves_plot_data(const StudyInfo& info, const std::vector<StudyRow>& rows,
                              const std::vector<CurvePoint>& points) {
   const Index ix{info, rows};
+  const int64_t before = tokens_before(info, ix);
   std::string rel, diff;
   for (const CurveComparison& c : curve_comparisons(ix)) {
     std::string block = "\"" + c.title + "\"\n";
     for (const auto& [step, entry] : comparison_series(c, points)) {
       const Summary s = summarize(entry.second);
       const double k = c.relative ? 100.0 : 1.0;
-      block += fmt::format("{:.4f} {:.6f} {:.6f}\n", static_cast<double>(entry.first) / 1e6, k * s.mean, k * s.sd);
+      block += fmt::format("{:.4f} {:.6f} {:.6f}\n", static_cast<double>(entry.first + before) / 1e6, k * s.mean,
+                           k * s.sd);
     }
     (c.relative ? rel : diff) += block + "\n\n";
   }

@@ -23,9 +23,11 @@ struct StudyRow {
   PlanResult result;        // label, strategy, kept, loss, ...
 };
 
-// What a run was trained on: tokens seen and parameters (for tokens per parameter).
+// What a run was trained on: tokens seen and parameters (for tokens per parameter). A run that
+// starts from model.init_from continues a model that has seen prior_tokens already: those of the run
+// that wrote the checkpoint (its state.json), or -1 where they are unknown (no state.json: an imported model).
 struct Budget {
-  int64_t tokens = 0, parameters = 0;
+  int64_t tokens = 0, parameters = 0, prior_tokens = 0;
 };
 
 struct StudyInfo {

@@ -405,9 +405,13 @@ void update_curves(std::vector<CurvePoint>& curves, const std::string& run_dir, 
   curves.insert(curves.end(), fresh.begin(), fresh.end());
 }
 
-// What a run trains on: tokens over all steps, and its model's parameters (counted from the config: nothing is allocated).
+// What a run trains on: tokens over all steps, and its model's parameters (counted from the config: nothing is
+// allocated); a run that starts from a kvroute checkpoint adds the tokens that checkpoint's run had seen.
 Budget run_budget(const train::RunConfig& config, int world_size) {
-  return {config.train.steps * batch_tokens(config, world_size), config.model_config().parameter_count()};
+  Budget b{config.train.steps * batch_tokens(config, world_size), config.model_config().parameter_count(), 0};
+  const std::string& from = config.init_from;
+  if (!from.empty()) b.prior_tokens = fs::exists(from + "/state.json") ? train::read_train_state(from).tokens_seen : -1;
+  return b;
 }
 
 // The run's config as the study trains it (seed and run directory included).

@@ -368,5 +368,43 @@ TEST(StudyReport, CurveClaimsFitTheTailAndLookOnlyForward) {
   EXPECT_NE(md.find("| baseline - shallow-4L | -0.1000 | 1 | 10 | 3 | "), std::string::npos) << md;
 }
 
+// A study that continues a trained model (model.init_from) counts the tokens the starting model saw in
+// the run that wrote it, in the budget line, the curves' token axis and the tail fits; the tokens of a
+// starting model without a kvroute state.json (an imported model) are unknown, so the budget is a lower
+// bound and the axis counts this run's tokens only.
+TEST(StudyReport, ContinuedModelsCountTheStartingCheckpointsTokens) {
+  for (const int64_t before : {int64_t{30000000}, int64_t{-1}}) {
+    Fake f(0.02, 4.3, 4.6);
+    f.info.budget["baseline"] = {3000000, 1000000, before};
+    f.info.budget["rcla"] = {3000000, 1000000, before};
+    std::vector<CurvePoint> points;
+    for (uint64_t seed : {1, 2, 3}) {
+      for (int i = 1; i <= 3; ++i) {
+        const double base = 3.2 - 0.01 * i + 0.001 * static_cast<double>(seed);
+        points.push_back({"baseline", seed, 100 * i, 1000000 * i, 1.0, base});
+        points.push_back({"rcla", seed, 100 * i, 1000000 * i, 1.0, base * 1.04});
+      }
+    }
+    const std::string md = study_markdown(f.info, f.rows), curves = curves_markdown(f.info, f.rows, points);
+    const std::string dat = curves_plot_data(f.info, f.rows, points);
+    if (before > 0) {
+      EXPECT_NE(md.find("Tokens per parameter: 33.00 (3M tokens here + 30M in the run that wrote model.init_from, "
+                        "1M parameters: baseline, rcla)."),
+                std::string::npos) << md;
+      EXPECT_NE(curves.find("Tokens count the 30M that the starting model"), std::string::npos) << curves;
+      EXPECT_NE(curves.find("| 31.00M | 31.00 | +4.00% ["), std::string::npos) << curves;
+      EXPECT_NE(curves.find("| 33.00M | 33.00 | +4.00% ["), std::string::npos) << curves;
+      EXPECT_NE(dat.find("\n31.0000 4.000000 "), std::string::npos) << dat;
+    } else {
+      EXPECT_NE(md.find("Tokens per parameter: at least 3.00 (3M tokens here, not counting the training of "
+                        "model.init_from (no kvroute state.json there), 1M parameters: baseline, rcla)."),
+                std::string::npos) << md;
+      EXPECT_EQ(curves.find("Tokens count the"), std::string::npos) << curves;
+      EXPECT_NE(curves.find("| 1.00M | 1.00 | +4.00% ["), std::string::npos) << curves;
+      EXPECT_NE(dat.find("\n1.0000 4.000000 "), std::string::npos) << dat;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kvroute::eval
