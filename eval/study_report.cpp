@@ -431,7 +431,8 @@ std::string study_markdown(const StudyInfo& info, const std::vector<StudyRow>& r
           prior == 0  ? fmt::format("{:.3g}M tokens", tokens / 1e6)
           : prior > 0 ? fmt::format("{:.3g}M tokens here + {:.3g}M in the run that wrote model.init_from",
                                     tokens / 1e6, prior / 1e6)
-                      : fmt::format("{:.3g}M tokens here, not counting the training of model.init_from (no kvroute state.json there)",
+                      : fmt::format("{:.3g}M tokens here, not counting the training of model.init_from (no "
+                                    "kvroute state.json there)",
                                     tokens / 1e6);
       parts.push_back(fmt::format("{}{:.2f} ({}, {:.3g}M parameters: {})", prior < 0 ? "at least " : "", per_param,
                                   seen, params / 1e6, fmt::join(runs, ", ")));
@@ -727,11 +728,17 @@ std::map<int64_t, std::pair<int64_t, std::vector<double>>> comparison_series(con
   return out;
 }
 
-// Tokens the baseline's starting model (model.init_from) had seen before the study's runs: the curves'
-// token axis counts them, so that a continued model is placed at its whole training (0 where unknown).
+// Tokens the baseline's starting model (model.init_from) had seen before the study's runs (0 where
+// unknown), and the points with them added: the curves' token axis counts a continued model's whole
+// training.
 int64_t tokens_before(const StudyInfo& info, const Index& ix) {
   const auto it = info.budget.find(ix.baseline().value_or(""));
   return it != info.budget.end() ? std::max<int64_t>(it->second.prior_tokens, 0) : 0;
+}
+
+std::vector<CurvePoint> counting_tokens_before(std::vector<CurvePoint> points, int64_t before) {
+  for (CurvePoint& p : points) p.tokens += before;
+  return points;
 }
 
 std::string curve_cell(const std::vector<double>& v, bool relative) {
@@ -756,9 +763,11 @@ bool curves_drawn(const std::vector<CurvePoint>& points) {
 }
 
 std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& rows,
-                            const std::vector<CurvePoint>& points) {
-  if (!curves_drawn(points)) return "";
+                            const std::vector<CurvePoint>& measured) {
+  if (!curves_drawn(measured)) return "";
   const Index ix{info, rows};
+  const int64_t before = tokens_before(info, ix);
+  const std::vector<CurvePoint> points = counting_tokens_before(measured, before);
   const std::vector<CurveComparison> comparisons = curve_comparisons(ix);
   std::string md = "\n## Learning curves (in-training evaluation)\n\n";
   if (comparisons.empty()) return md + "No baseline measured yet: nothing to compare.\n";
@@ -766,12 +775,11 @@ std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& 
         "same seed), the deep baseline minus each shallow full-cache model (negative: depth pays), and each routed "
         "model at the shallow model's cache minus that model (negative: the shared cache beats the shallower "
         "model). Mean over seeds with the 95% t interval of the per-seed differences.\n\n";
-  const int64_t before = tokens_before(info, ix);
   if (before > 0)
     md += fmt::format("Tokens count the {:.3g}M that the starting model (model.init_from) saw in the run that wrote "
                       "it.\n\n", before / 1e6);
   std::map<int64_t, int64_t> steps;  // step -> tokens
-  for (const CurvePoint& p : points) steps[p.step] = p.tokens + before;
+  for (const CurvePoint& p : points) steps[p.step] = p.tokens;
   const auto budget = info.budget.find(ix.baseline().value_or(""));  // the baseline's parameters
   const double params = budget != info.budget.end() ? static_cast<double>(budget->second.parameters) : 0.0;
   md += "| tokens | tokens/param |";
@@ -809,7 +817,7 @@ std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& 
       std::vector<Interval> cis;
       for (const auto& [step, entry] : series[i]) {
         if (entry.first <= 0 || entry.second.empty()) continue;
-        xs.push_back(std::log10(static_cast<double>(entry.first + before) / params));
+        xs.push_back(std::log10(static_cast<double>(entry.first) / params));
         cis.push_back(mean_ci95(entry.second));
         means.push_back(cis.back().mean);
       }
@@ -864,17 +872,16 @@ std::string curves_markdown(const StudyInfo& info, const std::vector<StudyRow>& 
 }
 
 std::string curves_plot_data(const StudyInfo& info, const std::vector<StudyRow>& rows,
-                             const std::vector<CurvePoint>& points) {
+                             const std::vector<CurvePoint>& measured) {
   const Index ix{info, rows};
-  const int64_t before = tokens_before(info, ix);
+  const std::vector<CurvePoint> points = counting_tokens_before(measured, tokens_before(info, ix));
   std::string rel, diff;
   for (const CurveComparison& c : curve_comparisons(ix)) {
     std::string block = "\"" + c.title + "\"\n";
     for (const auto& [step, entry] : comparison_series(c, points)) {
       const Summary s = summarize(entry.second);
       const double k = c.relative ? 100.0 : 1.0;
-      block += fmt::format("{:.4f} {:.6f} {:.6f}\n", static_cast<double>(entry.first + before) / 1e6, k * s.mean,
-                           k * s.sd);
+      block += fmt::format("{:.4f} {:.6f} {:.6f}\n", static_cast<double>(entry.first) / 1e6, k * s.mean, k * s.sd);
     }
     (c.relative ? rel : diff) += block + "\n\n";
   }
